@@ -1,0 +1,1 @@
+"""The three applications: support bot, news sentiment monitor, recommender."""

@@ -1,0 +1,78 @@
+"""The FastAPI app factory every deployment goes through."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from importlib import metadata
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.api import health, jobs
+from core.api.health import ReadinessCheck
+from core.api.middleware import BodySizeLimit, RequestMetrics
+from core.jobs import JobDispatcher
+from core.security import ensure_api_key
+from core.settings import Settings
+from core.storage import get_session_factory, session_scope
+from core.storage.models import Scope
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    dispatcher: JobDispatcher,
+    routers: Sequence[APIRouter] = (),
+    readiness_checks: Mapping[str, ReadinessCheck] | None = None,
+) -> FastAPI:
+    """The HTTP service: operations and jobs routes, plus the apps' `routers`.
+
+    `dispatcher` runs submitted jobs (Celery, or threads in this process); it is closed when
+    the app shuts down.
+    """
+    factory = get_session_factory(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        _bootstrap_key(settings, factory)
+        yield
+        close = getattr(dispatcher, "close", None)
+        if close is not None:
+            close()
+
+    app = FastAPI(
+        title="textsuite",
+        version=metadata.version("textsuite"),
+        summary="Support bot, news sentiment monitor and recommender on one model core.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.session_factory = factory
+    app.state.dispatcher = dispatcher
+    app.state.extra_readiness_checks = dict(readiness_checks or {})
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestMetrics)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def _bootstrap_key(settings: Settings, factory: sessionmaker[Session]) -> None:
+    key = settings.bootstrap_api_key
+    if key is None:
+        return
+    try:
+        with session_scope(factory) as session:
+            ensure_api_key(session, key.get_secret_value(), "bootstrap", [Scope.ADMIN])
+    except (OperationalError, ProgrammingError) as exc:
+        raise RuntimeError(
+            f"cannot store TEXTSUITE_BOOTSTRAP_API_KEY: the database is not ready ({exc.orig}); "
+            "run `textsuite migrate` first"
+        ) from exc

@@ -1,0 +1,85 @@
+"""Typed FastAPI dependencies: settings, a database session, the caller's API key and scope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.jobs import JobDispatcher
+from core.security import authenticate
+from core.settings import Settings
+from core.storage.models import ApiKey, Scope
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+def get_session_factory(request: Request) -> sessionmaker[Session]:
+    return request.app.state.session_factory
+
+
+def get_dispatcher(request: Request) -> JobDispatcher:
+    return request.app.state.dispatcher
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
+DispatcherDep = Annotated[JobDispatcher, Depends(get_dispatcher)]
+
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key from `textsuite keys create`."
+)
+_bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+
+
+def current_api_key(
+    session: SessionDep,
+    header_key: Annotated[str | None, Depends(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiKey:
+    key = header_key or (bearer.credentials if bearer else None)
+    if not key:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    record = authenticate(session, key)
+    if record is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid or revoked API key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return record
+
+
+CurrentKey = Annotated[ApiKey, Depends(current_api_key)]
+
+
+def require_scope(scope: Scope) -> Callable[[ApiKey], ApiKey]:
+    """A dependency that lets through only keys holding `scope` (or `admin`)."""
+
+    def check(key: CurrentKey) -> ApiKey:
+        if not key.grants(scope):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this API key lacks the {scope.value!r} scope (it has: {', '.join(key.scopes)})",
+            )
+        return key
+
+    return check
+
+
+AdminKey = Annotated[ApiKey, Depends(require_scope(Scope.ADMIN))]

@@ -1,0 +1,60 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from sqlalchemy import text
+
+ReadinessCheck = Callable[[], None]
+"""Returns when healthy, raises with a readable message when not."""
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: database, broker and the other dependencies answer",
+    responses={503: {"description": "a dependency is down; `checks` says which and why"}},
+)
+def readyz(request: Request) -> JSONResponse:
+    results: dict[str, str] = {}
+    for name, check in readiness_checks(request).items():
+        try:
+            check()
+            results[name] = "ok"
+        except Exception as exc:
+            results[name] = f"{type(exc).__name__}: {exc}"
+    ready = all(result == "ok" for result in results.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": results},
+        status_code=200 if ready else 503,
+    )
+
+
+def readiness_checks(request: Request) -> Mapping[str, ReadinessCheck]:
+    state = request.app.state
+
+    def database() -> None:
+        with state.session_factory() as session:
+            session.execute(text("SELECT 1"))
+
+    checks: dict[str, ReadinessCheck] = {"database": database}
+    ping = getattr(state.dispatcher, "ping", None)
+    if ping is not None:
+        checks["broker"] = ping
+    checks.update(state.extra_readiness_checks)
+    return checks
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

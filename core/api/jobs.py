@@ -1,0 +1,125 @@
+"""`/v1/jobs`: job status for every app, and submission of registered job kinds (admin)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from core import jobs
+from core.api.deps import AdminKey, CurrentKey, DispatcherDep, SessionDep, SessionFactoryDep
+from core.storage.models import ApiKey, Job, JobStatus, Scope
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    kind: str
+    queue: str
+    status: JobStatus
+    progress: float
+    progress_message: str | None
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    idempotency_key: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    updated_at: dt.datetime
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=100, examples=["core.worker_info"])
+    params: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = Field(default=None, description="Override the kind's queue")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+def scope_for_kind(kind: str) -> Scope:
+    """Jobs named `<app>.<task>` belong to that app's scope; anything else is admin's."""
+    prefix = kind.split(".", 1)[0]
+    try:
+        return Scope(prefix)
+    except ValueError:
+        return Scope.ADMIN
+
+
+def _visible(key: ApiKey, job: Job) -> bool:
+    return key.grants(scope_for_kind(job.kind))
+
+
+@router.get("/{job_id}", response_model=JobPublic, summary="A job's status, progress and result")
+def read_job(job_id: uuid.UUID, session: SessionDep, key: CurrentKey) -> Job:
+    job = jobs.get_job(session, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job with id {job_id}")
+    if not _visible(key, job):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"job {job_id} belongs to the {scope_for_kind(job.kind).value!r} scope",
+        )
+    return job
+
+
+@router.get("", response_model=list[JobPublic], summary="Recent jobs visible to this key")
+def list_jobs(
+    session: SessionDep,
+    key: CurrentKey,
+    job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[Job]:
+    prefixes = None if Scope.ADMIN in key.scopes else list(key.scopes)
+    return jobs.list_jobs(session, status=job_status, kind_prefixes=prefixes, limit=limit)
+
+
+@router.post(
+    "",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Submit a job of a registered kind (admin)",
+    responses={
+        200: {"description": "the idempotency key was used before: the existing job"},
+        409: {"description": "the idempotency key was used for other parameters"},
+        503: {"description": "the broker is unreachable; the job is recorded as failed"},
+    },
+)
+def submit_job(
+    body: JobCreate,
+    factory: SessionFactoryDep,
+    dispatcher: DispatcherDep,
+    _key: AdminKey,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Any:
+    try:
+        job, created = jobs.submit_job(
+            factory,
+            dispatcher,
+            body.kind,
+            body.params,
+            idempotency_key=body.idempotency_key or idempotency_key,
+            queue=body.queue,
+        )
+    except jobs.UnknownJobKind as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    except jobs.IdempotencyConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    except jobs.DispatchError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
+        ) from None
+    if created:
+        return JobPublic.model_validate(job)
+    return JSONResponse(JobPublic.model_validate(job).model_dump(mode="json"), status_code=200)

@@ -1,0 +1,218 @@
+"""Background jobs as database records: submit, claim, report progress, finish.
+
+Celery (or the in-process runner) only carries a job's id; everything a user can see about a job
+— status, progress, result, the reason it failed — lives in the `jobs` table. Delivery is
+at-least-once, so claiming is an atomic conditional UPDATE and a finished job is never re-run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.metrics import JOBS_SUBMITTED
+from core.storage.base import utcnow
+from core.storage.engine import session_scope
+from core.storage.models import Job, JobStatus
+
+QUEUES = ("default", "gpu")
+
+
+class UnknownJobKind(LookupError):
+    def __init__(self, kind: str, known: list[str]) -> None:
+        super().__init__(f"unknown job kind {kind!r}; known kinds: {', '.join(sorted(known))}")
+
+
+class IdempotencyConflict(ValueError):
+    """The idempotency key was already used for a different job."""
+
+
+class DispatchError(RuntimeError):
+    """The job was stored but could not be handed to the broker."""
+
+
+class JobDispatcher(Protocol):
+    """Hands stored jobs to whatever runs them (Celery workers, or threads in this process)."""
+
+    def queue_for(self, kind: str) -> str:
+        """The queue a kind runs on; raises `UnknownJobKind` listing the valid kinds."""
+        ...
+
+    def dispatch(self, job_id: uuid.UUID, kind: str, queue: str) -> None: ...
+
+
+def submit_job(
+    factory: sessionmaker[Session],
+    dispatcher: JobDispatcher,
+    kind: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    idempotency_key: str | None = None,
+    queue: str | None = None,
+) -> tuple[Job, bool]:
+    """Store a job and dispatch it. Returns `(job, created)`.
+
+    With an `idempotency_key` that was used before for the same kind and parameters, the
+    existing job is returned and nothing is dispatched again.
+    """
+    queue = queue or dispatcher.queue_for(kind)
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}")
+    params = dict(params or {})
+    job = Job(
+        kind=kind,
+        queue=queue,
+        status=JobStatus.QUEUED,
+        params=params,
+        idempotency_key=idempotency_key,
+    )
+    with factory() as session:
+        session.add(job)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            if idempotency_key is None:
+                raise
+            existing = session.scalars(
+                select(Job).where(Job.idempotency_key == idempotency_key)
+            ).one()
+            if existing.kind != kind or existing.params != params:
+                raise IdempotencyConflict(
+                    f"idempotency key {idempotency_key!r} was used for job {existing.id} "
+                    f"({existing.kind}) with other parameters"
+                ) from None
+            return existing, False
+    try:
+        dispatcher.dispatch(job.id, kind, queue)
+    except Exception as exc:
+        reason = f"could not enqueue job: {type(exc).__name__}: {exc}"
+        fail_job(factory, job.id, reason)
+        raise DispatchError(reason) from exc
+    JOBS_SUBMITTED.labels(kind).inc()
+    return job, True
+
+
+def get_job(session: Session, job_id: uuid.UUID) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: JobStatus | None = None,
+    kind_prefixes: list[str] | None = None,
+    limit: int = 50,
+) -> list[Job]:
+    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind_prefixes is not None:
+        query = query.where(or_(*(Job.kind.startswith(f"{p}.") for p in kind_prefixes)))
+    return list(session.scalars(query))
+
+
+def claim_job(
+    factory: sessionmaker[Session], job_id: uuid.UUID, worker: str, lease_s: float
+) -> Job | None:
+    """Atomically take a job for running; `None` when it is finished or alive elsewhere.
+
+    A job counts as alive elsewhere while its heartbeat is younger than `lease_s`; after
+    that, a redelivered message may take it over (its worker died).
+    """
+    now = utcnow()
+    stale = now - dt.timedelta(seconds=lease_s)
+    with factory() as session:
+        claimed = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                or_(
+                    Job.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
+                    (Job.status == JobStatus.RUNNING) & (Job.heartbeat_at < stale),
+                ),
+            )
+            .values(
+                status=JobStatus.RUNNING,
+                attempts=Job.attempts + 1,
+                worker=worker,
+                started_at=now,
+                heartbeat_at=now,
+                error=None,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        session.commit()
+        return session.get(Job, job_id) if claimed == 1 else None
+
+
+def _update(factory: sessionmaker[Session], job_id: uuid.UUID, **values: Any) -> None:
+    with factory() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(updated_at=utcnow(), **values)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+
+
+def heartbeat(factory: sessionmaker[Session], job_id: uuid.UUID) -> None:
+    _update(factory, job_id, heartbeat_at=utcnow())
+
+
+def report_progress(
+    factory: sessionmaker[Session], job_id: uuid.UUID, fraction: float, message: str | None = None
+) -> None:
+    fraction = min(max(float(fraction), 0.0), 1.0)
+    _update(factory, job_id, progress=fraction, progress_message=message, heartbeat_at=utcnow())
+
+
+def finish_job(
+    factory: sessionmaker[Session], job_id: uuid.UUID, result: Mapping[str, Any] | None
+) -> None:
+    _update(
+        factory,
+        job_id,
+        status=JobStatus.SUCCEEDED,
+        result=dict(result or {}),
+        progress=1.0,
+        finished_at=utcnow(),
+        error=None,
+    )
+
+
+def fail_job(factory: sessionmaker[Session], job_id: uuid.UUID, reason: str) -> None:
+    _update(factory, job_id, status=JobStatus.FAILED, error=reason, finished_at=utcnow())
+
+
+def mark_retrying(factory: sessionmaker[Session], job_id: uuid.UUID, reason: str) -> None:
+    _update(factory, job_id, status=JobStatus.RETRYING, error=reason)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a task body gets: its job's id and parameters, storage, and a progress reporter."""
+
+    job_id: uuid.UUID
+    kind: str
+    params: Mapping[str, Any]
+    session_factory: sessionmaker[Session]
+    attempt: int
+    progress: Callable[[float, str | None], None]
+
+    def session(self) -> AbstractContextManager[Session]:
+        """A session that commits on success and rolls back on error."""
+        return session_scope(self.session_factory)
+
+
+class TransientJobError(RuntimeError):
+    """Raise from a task body when trying again later may succeed (a remote API is down)."""

@@ -1,0 +1,158 @@
+"""One typed `Settings` for the whole suite, read from `TEXTSUITE_*` variables and `.env`."""
+
+from __future__ import annotations
+
+import functools
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TEXTSUITE_"
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up when a `TEXTSUITE_*` variable holds a value that cannot be used."""
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class Settings(BaseSettings):
+    """Everything that can be configured, with the defaults of the embedded setup.
+
+    The defaults need nothing installed: a SQLite file under `./var/` and jobs run in-process.
+    Production sets a PostgreSQL `database_url` and a Redis `broker_url`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = Field(
+        default="sqlite:///var/textsuite.db",
+        description="SQLAlchemy URL of the database (PostgreSQL in production, SQLite embedded).",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Redis URL of the Celery broker; unset runs jobs in-process.",
+    )
+    var_dir: Path = Field(default=Path("var"), description="Where local state lives.")
+    model_cache_dir: Path = Field(
+        default=Path("var/models"), description="Converted and downloaded model files."
+    )
+    artifacts_dir: Path = Field(
+        default=Path("var/artifacts"), description="Fine-tuned model versions."
+    )
+    data_dir: Path = Field(
+        default=Path("../shared/data"), description="Public data sets for training and benchmarks."
+    )
+    bootstrap_api_key: SecretStr | None = Field(
+        default=None,
+        description="An admin API key ensured (hashed) at start-up, for first access.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `textsuite serve` binds.")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8000, description="Port `textsuite serve` listens on."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+    log_format: LogFormat = Field(default=LogFormat.CONSOLE, description="`json` or `console`.")
+    max_request_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=1_048_576, description="Largest accepted request body."
+    )
+    job_time_limit_s: Annotated[int, Field(gt=0)] = Field(
+        default=4 * 3600, description="Hard time limit of one job; the longest job must fit."
+    )
+    broker_visibility_timeout_s: Annotated[int, Field(gt=0)] = Field(
+        default=5 * 3600,
+        description="Redis redelivers an unacknowledged job after this; above the time limit.",
+    )
+    job_lease_s: Annotated[int, Field(gt=0)] = Field(
+        default=120,
+        description="A running job whose heartbeat is older than this is presumed dead.",
+    )
+    inprocess_job_threads: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=2, description="Threads running jobs when no broker is configured."
+    )
+    worker_imports: list[str] = Field(
+        default_factory=list,
+        description="Extra modules with task definitions that workers import (JSON list).",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a SQLAlchemy URL: {value!r} ({exc})") from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError(
+                f"unsupported database {url.get_backend_name()!r}: use postgresql+psycopg://... "
+                "or sqlite:///path.db"
+            )
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("redis://", "rediss://")):
+            raise ValueError(f"expected a redis:// or rediss:// URL, got {value!r}")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        if value.upper() not in levels:
+            raise ValueError(f"unknown log level {value!r}; expected one of {', '.join(levels)}")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> Settings:
+        if self.broker_visibility_timeout_s <= self.job_time_limit_s:
+            raise ValueError(
+                "broker_visibility_timeout_s must be above job_time_limit_s "
+                f"({self.broker_visibility_timeout_s} <= {self.job_time_limit_s}), or Redis "
+                "hands a still-running job to a second worker"
+            )
+        return self
+
+    @property
+    def jobs_inprocess(self) -> bool:
+        """True when no broker is configured and jobs run in this process."""
+        return self.broker_url is None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "settings"
+    variable = f"{ENV_PREFIX}{field.split('.')[0].upper()}"
+    return f"{variable}: {error['msg']}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; a bad value raises `SettingsError` naming it."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = "\n  ".join(_describe(error) for error in exc.errors())
+        raise SettingsError(f"invalid configuration:\n  {lines}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once on first use (never at import)."""
+    return load_settings()

@@ -1,0 +1,94 @@
+"""API keys over HTTP: 401 without, 403 with the wrong scope, 200 with the right one."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import inspect, select
+
+from core.settings import Settings
+from core.storage.base import Base
+from core.storage.engine import get_engine
+from tests.conftest import make_settings
+
+
+def test_no_key_is_401(client) -> None:
+    response = client.get("/v1/jobs")
+    assert response.status_code == 401
+    assert "missing API key" in response.json()["detail"]
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_unknown_key_is_401(client) -> None:
+    response = client.get("/v1/jobs", headers={"X-API-Key": "ts_not-a-real-key-0000000000"})
+    assert response.status_code == 401
+    assert response.json()["detail"] == "invalid or revoked API key"
+
+
+def test_wrong_scope_is_403_and_right_scope_200(client, api_key) -> None:
+    support = api_key("support")
+    admin = api_key("admin")
+    body = {"kind": "core.worker_info"}
+    refused = client.post("/v1/jobs", json=body, headers={"X-API-Key": support})
+    assert refused.status_code == 403
+    assert "lacks the 'admin' scope" in refused.json()["detail"]
+    accepted = client.post("/v1/jobs", json=body, headers={"Authorization": f"Bearer {admin}"})
+    assert accepted.status_code == 202
+
+
+def test_job_status_is_visible_only_to_its_scope(client, api_key) -> None:
+    admin, sentiment = api_key("admin"), api_key("sentiment")
+    job = client.post(
+        "/v1/jobs", json={"kind": "core.worker_info"}, headers={"X-API-Key": admin}
+    ).json()
+    assert client.get(f"/v1/jobs/{job['id']}", headers={"X-API-Key": admin}).status_code == 200
+    forbidden = client.get(f"/v1/jobs/{job['id']}", headers={"X-API-Key": sentiment})
+    assert forbidden.status_code == 403
+    listed = client.get("/v1/jobs", headers={"X-API-Key": sentiment})
+    assert listed.status_code == 200 and listed.json() == []
+
+
+def test_revoked_key_is_401(client, api_key, service_settings: Settings) -> None:
+    from core.security import revoke_api_key
+    from core.storage.engine import get_session_factory, session_scope
+    from core.storage.models import ApiKey
+
+    key = api_key("support")
+    with session_scope(get_session_factory(service_settings.database_url)) as session:
+        revoke_api_key(session, session.scalars(select(ApiKey)).one().id)
+    assert client.get("/v1/jobs", headers={"X-API-Key": key}).status_code == 401
+
+
+def test_key_never_stored_or_logged_in_clear(
+    client, api_key, service_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = api_key("admin")
+    with caplog.at_level(logging.DEBUG):
+        client.get("/v1/jobs", headers={"X-API-Key": key})
+        client.post("/v1/jobs", json={"kind": "nope"}, headers={"X-API-Key": key})
+        client.get("/v1/jobs", headers={"X-API-Key": key + "wrong"})
+    assert caplog.records, "expected request logs to inspect"
+    assert all(key not in record.getMessage() for record in caplog.records)
+
+    engine = get_engine(service_settings.database_url)
+    with engine.connect() as connection:
+        for table in Base.metadata.sorted_tables:
+            if table.name not in inspect(engine).get_table_names():
+                continue
+            for row in connection.execute(table.select()):
+                assert all(key not in str(value) for value in row)
+
+
+def test_bootstrap_key_from_settings_works(service_settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from textsuite.service import create_service
+
+    settings = make_settings(
+        database_url=service_settings.database_url,
+        bootstrap_api_key="bootstrap-admin-key-for-first-access",
+    )
+    with TestClient(create_service(settings)) as client:
+        headers = {"X-API-Key": "bootstrap-admin-key-for-first-access"}
+        assert client.get("/v1/jobs", headers=headers).status_code == 200

@@ -1,0 +1,87 @@
+"""Health, readiness, metrics, docs and request limits."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+import migrations
+from core.settings import Settings
+from tests.conftest import make_settings
+from textsuite.service import create_service
+
+
+def test_healthz(client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_checks_database_and_migrations(client) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    # Embedded mode has no broker to check: jobs run in this process.
+    assert response.json()["checks"] == {"database": "ok", "migrations": "ok"}
+
+
+def test_readyz_is_503_on_an_unmigrated_database(tmp_path) -> None:
+    settings = make_settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    with TestClient(create_service(settings)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "run `textsuite migrate`" in response.json()["checks"]["migrations"]
+
+
+def test_readyz_is_503_when_the_broker_is_unreachable(sqlite_url: str) -> None:
+    settings = make_settings(database_url=sqlite_url, broker_url="redis://127.0.0.1:1/0")
+    with TestClient(create_service(settings)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"] != "ok"
+
+
+def test_metrics_expose_request_latency(client) -> None:
+    client.get("/healthz")
+    text = client.get("/metrics").text
+    assert 'textsuite_http_request_duration_seconds_count{method="GET",route="/healthz"' in text
+    assert "textsuite_job_duration_seconds" in text
+
+
+def test_openapi_docs(client) -> None:
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert {"/healthz", "/readyz", "/metrics", "/v1/jobs", "/v1/jobs/{job_id}"} <= set(
+        schema["paths"]
+    )
+
+
+def test_oversized_body_is_413(service_settings: Settings, api_key) -> None:
+    settings = make_settings(database_url=service_settings.database_url, max_request_bytes=1000)
+    with TestClient(create_service(settings)) as client:
+        response = client.post(
+            "/v1/jobs",
+            json={"kind": "core.worker_info", "params": {"blob": "x" * 5000}},
+            headers={"X-API-Key": api_key("admin")},
+        )
+    assert response.status_code == 413
+    assert "larger than the limit of 1000 bytes" in response.json()["detail"]
+
+
+def test_malformed_job_requests_are_4xx_with_reasons(client, api_key) -> None:
+    headers = {"X-API-Key": api_key("admin")}
+    unknown = client.post("/v1/jobs", json={"kind": "core.nope"}, headers=headers)
+    assert unknown.status_code == 422
+    assert "known kinds:" in unknown.json()["detail"]
+    assert client.post("/v1/jobs", content=b"{not json", headers=headers).status_code == 422
+    extra = client.post("/v1/jobs", json={"kind": "core.worker_info", "x": 1}, headers=headers)
+    assert extra.status_code == 422
+    bad_queue = client.post(
+        "/v1/jobs", json={"kind": "core.worker_info", "queue": "fast"}, headers=headers
+    )
+    assert bad_queue.status_code == 422 and "unknown queue 'fast'" in bad_queue.json()["detail"]
+    assert client.get("/v1/jobs/not-a-uuid", headers=headers).status_code == 422
+    missing = client.get("/v1/jobs/00000000-0000-0000-0000-000000000000", headers=headers)
+    assert missing.status_code == 404
+
+
+def test_migrations_module_reports_head() -> None:
+    assert migrations.head_revision() is not None

@@ -1,0 +1,120 @@
+"""Job records: submission with idempotency keys, atomic claims, leases, outcomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import jobs
+from core.storage.models import Job, JobStatus
+
+
+class RecordingDispatcher:
+    """Stands in for the broker boundary: records what would be sent."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[uuid.UUID, str, str]] = []
+        self.fail = fail
+
+    def queue_for(self, kind: str) -> str:
+        if kind not in {"core.worker_info", "support.train"}:
+            raise jobs.UnknownJobKind(kind, ["core.worker_info", "support.train"])
+        return "gpu" if kind == "support.train" else "default"
+
+    def dispatch(self, job_id: uuid.UUID, kind: str, queue: str) -> None:
+        if self.fail:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6390")
+        self.sent.append((job_id, kind, queue))
+
+
+def test_submit_stores_and_dispatches_to_the_kinds_queue(
+    session_factory: sessionmaker[Session],
+) -> None:
+    dispatcher = RecordingDispatcher()
+    job, created = jobs.submit_job(session_factory, dispatcher, "support.train", {"epochs": 2})
+    assert created
+    assert dispatcher.sent == [(job.id, "support.train", "gpu")]
+    with session_factory() as session:
+        stored = session.get(Job, job.id)
+        assert (stored.status, stored.queue, stored.params) == (
+            JobStatus.QUEUED,
+            "gpu",
+            {"epochs": 2},
+        )
+
+
+def test_same_idempotency_key_returns_the_first_job(session_factory: sessionmaker[Session]) -> None:
+    dispatcher = RecordingDispatcher()
+    first, created_first = jobs.submit_job(
+        session_factory, dispatcher, "core.worker_info", {"a": 1}, idempotency_key="abc"
+    )
+    again, created_again = jobs.submit_job(
+        session_factory, dispatcher, "core.worker_info", {"a": 1}, idempotency_key="abc"
+    )
+    assert (created_first, created_again) == (True, False)
+    assert again.id == first.id
+    assert len(dispatcher.sent) == 1
+    with pytest.raises(jobs.IdempotencyConflict, match="other parameters"):
+        jobs.submit_job(
+            session_factory, dispatcher, "core.worker_info", {"a": 2}, idempotency_key="abc"
+        )
+
+
+def test_unknown_kind_lists_the_known_ones(session_factory: sessionmaker[Session]) -> None:
+    expected = r"known kinds: core\.worker_info, support\.train"
+    with pytest.raises(jobs.UnknownJobKind, match=expected):
+        jobs.submit_job(session_factory, RecordingDispatcher(), "support.trian")
+
+
+def test_broker_down_records_the_job_as_failed(session_factory: sessionmaker[Session]) -> None:
+    with pytest.raises(jobs.DispatchError, match="could not enqueue"):
+        jobs.submit_job(session_factory, RecordingDispatcher(fail=True), "core.worker_info")
+    with session_factory() as session:
+        (job,) = jobs.list_jobs(session)
+    assert job.status is JobStatus.FAILED
+    assert "Error 111" in job.error
+
+
+def _queued(factory: sessionmaker[Session]) -> uuid.UUID:
+    job, _ = jobs.submit_job(factory, RecordingDispatcher(), "core.worker_info")
+    return job.id
+
+
+def test_a_job_is_claimed_once(session_factory: sessionmaker[Session]) -> None:
+    job_id = _queued(session_factory)
+    first = jobs.claim_job(session_factory, job_id, "w1", lease_s=60)
+    assert first is not None
+    assert (first.status, first.attempts, first.worker) == (JobStatus.RUNNING, 1, "w1")
+    assert jobs.claim_job(session_factory, job_id, "w2", lease_s=60) is None
+
+
+def test_a_dead_workers_job_is_taken_over_after_its_lease(
+    session_factory: sessionmaker[Session],
+) -> None:
+    job_id = _queued(session_factory)
+    jobs.claim_job(session_factory, job_id, "w1", lease_s=60)
+    with session_factory() as session:
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=long_ago))
+        session.commit()
+    taken = jobs.claim_job(session_factory, job_id, "w2", lease_s=60)
+    assert taken is not None
+    assert (taken.worker, taken.attempts) == ("w2", 2)
+
+
+def test_a_finished_job_is_never_claimed_again(session_factory: sessionmaker[Session]) -> None:
+    job_id = _queued(session_factory)
+    jobs.claim_job(session_factory, job_id, "w1", lease_s=60)
+    jobs.report_progress(session_factory, job_id, 1.7, "almost")
+    with session_factory() as session:
+        assert session.get(Job, job_id).progress == 1.0
+    jobs.finish_job(session_factory, job_id, {"answer": 42})
+    assert jobs.claim_job(session_factory, job_id, "w2", lease_s=0) is None
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.result, job.progress) == (JobStatus.SUCCEEDED, {"answer": 42}, 1.0)
+        assert job.finished_at is not None

@@ -1,0 +1,119 @@
+"""The `textsuite` command line: every command documents itself and the basics work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from core.security import hash_api_key
+from core.settings import get_settings
+from core.storage.engine import get_session_factory
+from core.storage.models import ApiKey
+from textsuite.cli import app
+
+runner = CliRunner()
+
+COMMANDS = [
+    [],
+    ["serve"],
+    ["worker"],
+    ["migrate"],
+    ["demo"],
+    ["keys"],
+    ["keys", "create"],
+    ["keys", "list"],
+    ["keys", "revoke"],
+    ["jobs"],
+    ["jobs", "list"],
+    ["jobs", "show"],
+    ["jobs", "submit"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "textsuite")
+def test_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+@pytest.fixture
+def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("TEXTSUITE_DATABASE_URL", url)
+    monkeypatch.delenv("TEXTSUITE_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def test_migrate_keys_and_jobs(local_env: str) -> None:
+    migrated = runner.invoke(app, ["migrate"])
+    assert migrated.exit_code == 0, migrated.output
+    assert "database at revision 0001" in migrated.output
+
+    created = runner.invoke(app, ["keys", "create", "--scope", "support", "--name", "helpdesk"])
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[0]
+    with get_session_factory(local_env)() as session:
+        stored = session.scalars(select(ApiKey)).one()
+    assert (stored.name, stored.scopes, stored.key_hash) == (
+        "helpdesk",
+        ["support"],
+        hash_api_key(key),
+    )
+
+    listed = runner.invoke(app, ["keys", "list"])
+    assert "helpdesk" in listed.output and key not in listed.output
+
+    submitted = runner.invoke(app, ["jobs", "submit", "core.worker_info", "--param", "echo=42"])
+    assert submitted.exit_code == 0, submitted.output
+    assert '"status": "succeeded"' in submitted.output and '"echo": 42' in submitted.output
+
+    revoked = runner.invoke(app, ["keys", "revoke", str(stored.id)])
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
+
+
+def test_bad_scope_and_unknown_kind_fail_with_a_message(local_env: str) -> None:
+    runner.invoke(app, ["migrate"])
+    bad = runner.invoke(app, ["keys", "create", "--scope", "billing"])
+    assert bad.exit_code == 1 and "unknown scope 'billing'" in bad.output
+    unknown = runner.invoke(app, ["jobs", "submit", "core.nope"])
+    assert unknown.exit_code == 1 and "known kinds" in unknown.output
+
+
+def test_worker_needs_a_broker(local_env: str) -> None:
+    result = runner.invoke(app, ["worker"])
+    assert result.exit_code == 1
+    assert "no broker configured: set TEXTSUITE_BROKER_URL" in result.output
+
+
+def test_gpu_worker_refuses_the_forking_pool(local_env: str, monkeypatch) -> None:
+    monkeypatch.setenv("TEXTSUITE_BROKER_URL", "redis://127.0.0.1:6379/15")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["worker", "--queues", "gpu", "--pool", "prefork"])
+    assert result.exit_code == 1 and "solo or threads" in result.output
+
+
+def test_unmigrated_database_gives_advice(local_env: str) -> None:
+    result = runner.invoke(app, ["jobs", "list"])
+    assert result.exit_code == 1
+    assert "run `textsuite migrate`" in result.output
+
+
+def test_bad_setting_exits_2_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    env = {"TEXTSUITE_PORT": "http", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "textsuite", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "TEXTSUITE_PORT" in result.stderr and "Traceback" not in result.stderr

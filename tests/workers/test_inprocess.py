@@ -1,0 +1,127 @@
+"""Embedded mode: no broker, the same tasks run on threads of the serving process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from core.jobs import submit_job
+from core.storage.engine import get_session_factory
+from core.storage.models import JobStatus
+from tests.conftest import make_settings
+from tests.workers.conftest import SAMPLE_TASKS, wait_for_job
+from textsuite.service import create_service
+from workers.celery_app import create_celery_app
+from workers.dispatch import InProcessDispatcher, create_dispatcher
+
+
+@pytest.fixture
+def settings(sqlite_url: str, tmp_path: Path):
+    return make_settings(database_url=sqlite_url, worker_imports=[SAMPLE_TASKS])
+
+
+def test_without_a_broker_jobs_run_in_process(settings) -> None:
+    assert isinstance(create_dispatcher(settings), InProcessDispatcher)
+
+
+def test_job_submitted_over_the_api_runs_and_lands_in_the_database(
+    settings, api_key, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.txt"
+    with TestClient(create_service(settings)) as client:
+        headers = {"X-API-Key": api_key("admin")}
+        response = client.post(
+            "/v1/jobs",
+            json={"kind": "tests.append_line", "params": {"path": str(out)}},
+            headers=headers,
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "queued"
+        job = wait_for_job(get_session_factory(settings.database_url), response.json()["id"])
+        assert job.status is JobStatus.SUCCEEDED
+        assert job.result == {"lines": 1}
+        assert job.progress == 1.0 and job.attempts == 1
+        shown = client.get(f"/v1/jobs/{job.id}", headers=headers).json()
+        assert shown["status"] == "succeeded" and shown["result"] == {"lines": 1}
+    assert out.read_text().strip() == str(job.id)
+
+
+def test_a_raising_task_records_failed_with_the_reason(settings) -> None:
+    factory = get_session_factory(settings.database_url)
+    dispatcher = create_dispatcher(settings)
+    job, _ = submit_job(factory, dispatcher, "tests.fail", {"row": 12})
+    done = wait_for_job(factory, job.id)
+    dispatcher.close()
+    assert done.status is JobStatus.FAILED
+    assert done.error == "ValueError: cannot parse row 12: expected 3 columns"
+    assert done.finished_at is not None
+
+
+def test_transient_errors_are_retried_then_succeed(settings, tmp_path: Path) -> None:
+    factory = get_session_factory(settings.database_url)
+    dispatcher = create_dispatcher(settings)
+    attempts = tmp_path / "attempts.txt"
+    job, _ = submit_job(
+        factory, dispatcher, "tests.flaky", {"path": str(attempts), "succeed_on": 3}
+    )
+    done = wait_for_job(factory, job.id)
+    dispatcher.close()
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.result == {"attempts": 3}
+    assert done.attempts == 3
+
+
+def test_retries_give_up_with_the_reason(settings, tmp_path: Path) -> None:
+    factory = get_session_factory(settings.database_url)
+    dispatcher = create_dispatcher(settings)
+    attempts = tmp_path / "attempts.txt"
+    job, _ = submit_job(
+        factory, dispatcher, "tests.flaky", {"path": str(attempts), "succeed_on": 99}
+    )
+    done = wait_for_job(factory, job.id)
+    dispatcher.close()
+    assert done.status is JobStatus.FAILED
+    assert "helpdesk unreachable (attempt 4)" in done.error
+    assert "gave up after 4 attempts" in done.error
+    assert len(attempts.read_text().splitlines()) == 4
+
+
+def test_a_job_delivered_twice_does_its_work_once(settings, tmp_path: Path) -> None:
+    factory = get_session_factory(settings.database_url)
+    dispatcher = create_dispatcher(settings)
+    out = tmp_path / "out.txt"
+    job, _ = submit_job(
+        factory, dispatcher, "tests.append_line", {"path": str(out), "sleep_s": 0.3}
+    )
+    dispatcher.dispatch(job.id, job.kind, job.queue)  # a duplicate delivery while it runs
+    wait_for_job(factory, job.id)
+    dispatcher.dispatch(job.id, job.kind, job.queue)  # and another after it finished
+    dispatcher.close()
+    assert len(out.read_text().splitlines()) == 1
+
+
+def test_same_idempotency_key_runs_once(settings, tmp_path: Path) -> None:
+    factory = get_session_factory(settings.database_url)
+    dispatcher = create_dispatcher(settings)
+    out = tmp_path / "out.txt"
+    params = {"path": str(out)}
+    first, _ = submit_job(factory, dispatcher, "tests.append_line", params, idempotency_key="k")
+    second, created = submit_job(
+        factory, dispatcher, "tests.append_line", params, idempotency_key="k"
+    )
+    wait_for_job(factory, first.id)
+    dispatcher.close()
+    assert second.id == first.id and not created
+    assert len(out.read_text().splitlines()) == 1
+
+
+def test_every_declared_task_is_registered_with_its_queue(settings) -> None:
+    celery = create_celery_app(settings)
+    assert celery.tasks["tests.gpu_echo"].queue == "gpu"
+    assert celery.tasks["core.worker_info"].queue == "default"
+    assert celery.conf.task_acks_late and celery.conf.task_reject_on_worker_lost
+    assert celery.conf.worker_prefetch_multiplier == 1
+    visibility = celery.conf.broker_transport_options["visibility_timeout"]
+    assert visibility > celery.conf.task_time_limit

@@ -1,0 +1,3 @@
+from textsuite.cli import main
+
+main()

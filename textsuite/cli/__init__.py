@@ -1,0 +1,31 @@
+"""`textsuite`: one command line for serving, workers, migrations, keys, jobs and the demo."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from core.settings import SettingsError
+from textsuite.cli import jobs, keys, run
+
+app = typer.Typer(
+    name="textsuite",
+    help="Support bot, news sentiment monitor and recommender on one shared model core.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command()(run.serve)
+app.command()(run.worker)
+app.command()(run.migrate)
+app.command()(run.demo)
+app.add_typer(keys.app, name="keys")
+app.add_typer(jobs.app, name="jobs")
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

@@ -1,0 +1,39 @@
+"""What the subcommands share: settings, a database session, and failing with a message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import typer
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from core.logs import configure_logging
+from core.settings import Settings, get_settings
+from core.storage import get_session_factory, session_scope
+
+
+def settings() -> Settings:
+    current = get_settings()
+    configure_logging(current)
+    return current
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def database(current: Settings) -> Iterator[Session]:
+    """A committing session; a database that is down or not migrated fails with advice."""
+    try:
+        with session_scope(get_session_factory(current.database_url)) as session:
+            yield session
+    except (OperationalError, ProgrammingError) as exc:
+        fail(
+            f"database {current.database_url!r} is unreachable or not migrated ({exc.orig}); "
+            "check TEXTSUITE_DATABASE_URL and run `textsuite migrate`"
+        )

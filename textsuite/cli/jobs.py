@@ -1,0 +1,152 @@
+"""`textsuite jobs`: list, inspect, follow and submit background jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core import jobs
+from core.settings import Settings
+from core.storage import get_session_factory
+from core.storage.models import Job, JobStatus
+from textsuite.cli.common import database, fail, settings
+
+app = typer.Typer(help="List, inspect, follow and submit background jobs.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("list")
+def list_jobs(
+    status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """The most recent jobs."""
+    table = Table("id", "kind", "queue", "status", "progress", "created", "error")
+    with database(settings()) as session:
+        for job in jobs.list_jobs(session, status=status, limit=limit):
+            table.add_row(
+                str(job.id),
+                job.kind,
+                job.queue,
+                job.status.value,
+                f"{job.progress:.0%}",
+                f"{job.created_at:%Y-%m-%d %H:%M:%S}",
+                (job.error or "")[:60],
+            )
+    console.print(table)
+
+
+def _load(current: Settings, job_id: uuid.UUID) -> Job:
+    with database(current) as session:
+        job = jobs.get_job(session, job_id)
+    if job is None:
+        fail(f"no job with id {job_id}")
+    return job
+
+
+def follow(current: Settings, job_id: uuid.UUID, poll_s: float = 0.5) -> Job:
+    """Show a progress bar until the job finishes; return its final state."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        job = _load(current, job_id)
+        bar = progress.add_task(job.kind, total=1.0, message="")
+        while True:
+            job = _load(current, job_id)
+            progress.update(
+                bar,
+                completed=job.progress,
+                message=f"{job.status.value} {job.progress_message or ''}".strip(),
+            )
+            if job.status.finished:
+                return job
+            time.sleep(poll_s)
+
+
+def _print(job: Job) -> None:
+    console.print_json(
+        json.dumps(
+            {
+                "id": str(job.id),
+                "kind": job.kind,
+                "queue": job.queue,
+                "status": job.status.value,
+                "progress": job.progress,
+                "progress_message": job.progress_message,
+                "attempts": job.attempts,
+                "params": job.params,
+                "result": job.result,
+                "error": job.error,
+                "created_at": job.created_at.isoformat(),
+                "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+            }
+        )
+    )
+
+
+@app.command()
+def show(
+    job_id: Annotated[uuid.UUID, typer.Argument(help="The job's id")],
+    watch: Annotated[bool, typer.Option(help="Follow progress until the job finishes")] = False,
+) -> None:
+    """A job's status, progress, result or failure reason."""
+    current = settings()
+    _print(follow(current, job_id) if watch else _load(current, job_id))
+
+
+def _parse_params(pairs: list[str]) -> dict[str, object]:
+    params: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            fail(f"--param expects NAME=VALUE, got {pair!r}")
+        try:
+            params[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[name] = raw
+    return params
+
+
+@app.command()
+def submit(
+    kind: Annotated[str, typer.Argument(help="A registered job kind, e.g. core.worker_info")],
+    param: Annotated[list[str] | None, typer.Option(help="NAME=VALUE (JSON or text)")] = None,
+    queue: Annotated[str | None, typer.Option(help="Override the kind's queue")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Submit at most once per key")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it finishes")] = True,
+) -> None:
+    """Submit a job. Without a broker it runs here, in this process."""
+    from workers.dispatch import create_dispatcher
+
+    current = settings()
+    dispatcher = create_dispatcher(current)
+    try:
+        job, created = jobs.submit_job(
+            get_session_factory(current.database_url),
+            dispatcher,
+            kind,
+            _parse_params(param or []),
+            idempotency_key=idempotency_key,
+            queue=queue,
+        )
+    except (jobs.UnknownJobKind, jobs.IdempotencyConflict, jobs.DispatchError, ValueError) as exc:
+        fail(str(exc))
+    if not created:
+        typer.echo(f"idempotency key already used: job {job.id}", err=True)
+    if wait or current.jobs_inprocess:
+        job = follow(current, job.id)
+    _print(job)
+    if job.status is JobStatus.FAILED:
+        raise typer.Exit(1)

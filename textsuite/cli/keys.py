@@ -1,0 +1,67 @@
+"""`textsuite keys`: create, list and revoke API keys."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from core.security import create_api_key, parse_scopes, revoke_api_key
+from core.storage.models import ApiKey, Scope
+from textsuite.cli.common import database, fail, settings
+
+app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+
+
+@app.command()
+def create(
+    scope: Annotated[
+        list[str],
+        typer.Option(help=f"Scope to grant, repeatable: {', '.join(s.value for s in Scope)}"),
+    ],
+    name: Annotated[str, typer.Option(help="Who or what the key is for")] = "cli",
+) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    try:
+        scopes = parse_scopes(scope)
+    except ValueError as exc:
+        fail(str(exc))
+    with database(settings()) as session:
+        record, key = create_api_key(session, name, scopes)
+    typer.echo(key)
+    typer.echo(
+        f"# id {record.id}, scopes {', '.join(scopes)}: store it now, it is not kept", err=True
+    )
+
+
+@app.command("list")
+def list_keys() -> None:
+    """List keys (their ids and first characters, never the keys)."""
+    table = Table("id", "name", "prefix", "scopes", "created", "last used", "revoked")
+    with database(settings()) as session:
+        for key in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
+            table.add_row(
+                str(key.id),
+                key.name,
+                key.prefix + "…",
+                ", ".join(key.scopes),
+                f"{key.created_at:%Y-%m-%d %H:%M}",
+                f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-",
+                f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-",
+            )
+    Console().print(table)
+
+
+@app.command()
+def revoke(
+    key_id: Annotated[uuid.UUID, typer.Argument(help="The key's id from `keys list`")],
+) -> None:
+    """Revoke a key: requests using it get 401 from now on."""
+    with database(settings()) as session:
+        if revoke_api_key(session, key_id) is None:
+            fail(f"no API key with id {key_id}")
+    typer.echo(f"revoked {key_id}")

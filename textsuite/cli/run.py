@@ -1,0 +1,139 @@
+"""Long-running commands and set-up: serve, worker, migrate, demo."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+import migrations
+from core.security import authenticate, create_api_key
+from core.storage.models import Scope
+from textsuite.cli.common import database, fail, settings
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default: TEXTSUITE_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: TEXTSUITE_PORT]")] = None,
+) -> None:
+    """Serve the HTTP API (and, without a broker, run jobs in this process)."""
+    current = settings()
+    uvicorn.run(
+        "textsuite.service:create_service",
+        factory=True,
+        host=host or current.host,
+        port=port or current.port,
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+def worker(
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated queues to consume: default, gpu")
+    ] = "default",
+    pool: Annotated[
+        str | None,
+        typer.Option(help="Celery pool [default: solo for gpu (CUDA-safe), prefork otherwise]"),
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Processes or threads")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Expose this worker's Prometheus metrics on this port")
+    ] = None,
+) -> None:
+    """Run a Celery worker against TEXTSUITE_BROKER_URL.
+
+    A `gpu` worker uses the `solo` pool: one process, one job at a time, models loaded lazily,
+    and CUDA never initialised before a fork. Run one per GPU.
+    """
+    current = settings()
+    if current.broker_url is None:
+        fail(
+            "no broker configured: set TEXTSUITE_BROKER_URL=redis://host:6379/0 "
+            "(without a broker, `textsuite serve` runs jobs in its own process)"
+        )
+    names = [name.strip() for name in queues.split(",") if name.strip()]
+    unknown = sorted(set(names) - {"default", "gpu"})
+    if unknown or not names:
+        fail(f"unknown queue(s) {unknown or names}; expected default and/or gpu")
+    if pool is None:
+        pool = "solo" if "gpu" in names else "prefork"
+    if pool not in {"solo", "threads", "prefork"}:
+        fail(f"unknown pool {pool!r}; expected solo, threads or prefork")
+    if "gpu" in names and pool == "prefork":
+        fail("the gpu queue needs the solo or threads pool: prefork forks after CUDA starts")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+
+    from workers.celery_app import create_celery_app
+
+    argv = ["worker", "--queues", ",".join(names), "--pool", pool, "--loglevel", current.log_level]
+    if pool == "solo":
+        argv += ["--concurrency", "1"]
+    elif concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    create_celery_app(current).worker_main(argv)
+
+
+def migrate(
+    revision: Annotated[str, typer.Option(help="Target revision")] = "head",
+    downgrade: Annotated[bool, typer.Option(help="Downgrade to --revision instead")] = False,
+) -> None:
+    """Apply the database migrations (PostgreSQL or SQLite)."""
+    current = settings()
+    if downgrade:
+        if revision == "head":
+            fail("give the revision to downgrade to, e.g. --revision base")
+        migrations.downgrade(current.database_url, revision)
+    else:
+        migrations.upgrade(current.database_url, revision)
+    typer.echo(f"database at revision {migrations.current_revision(current.database_url)}")
+
+
+def _demo_key(path: Path) -> str:
+    """A reusable admin key for the demo, kept in a file only the owner can read."""
+    current = settings()
+    with database(current) as session:
+        if path.exists():
+            key = path.read_text().strip()
+            if authenticate(session, key) is not None:
+                return key
+        _record, key = create_api_key(session, "demo", [Scope.ADMIN])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n")
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    return key
+
+
+def demo(
+    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="Port")] = None,
+    no_serve: Annotated[bool, typer.Option(help="Set up, print, and exit")] = False,
+) -> None:
+    """Set up a local SQLite demo and serve it on http://127.0.0.1:8000."""
+    current = settings()
+    migrations.upgrade(current.database_url)
+    key = _demo_key(current.var_dir / "demo-api-key")
+    base = f"http://{host or current.host}:{port or current.port}"
+    typer.echo(
+        f"""
+textsuite demo is ready.
+
+  API docs     {base}/docs
+  health       {base}/healthz   readiness {base}/readyz   metrics {base}/metrics
+  admin key    {key}   (also in {current.var_dir / "demo-api-key"})
+
+Try:
+  curl -s -X POST {base}/v1/jobs -H 'X-API-Key: {key}' \\
+       -H 'Content-Type: application/json' -d '{{"kind": "core.worker_info"}}'
+  curl -s {base}/v1/jobs -H 'X-API-Key: {key}'
+"""
+    )
+    if not no_serve:
+        serve(host=host, port=port)

@@ -1,0 +1,25 @@
+"""The HTTP service: core's app factory with the apps' routers and the configured dispatcher."""
+
+from __future__ import annotations
+
+import functools
+
+from fastapi import FastAPI
+
+import migrations
+from core.api import create_app
+from core.settings import Settings, get_settings
+from workers.dispatch import create_dispatcher
+
+
+def create_service(settings: Settings | None = None) -> FastAPI:
+    """The whole API. Used by `textsuite serve` (as a uvicorn factory) and by the tests."""
+    settings = settings or get_settings()
+    return create_app(
+        settings,
+        dispatcher=create_dispatcher(settings),
+        routers=[],
+        readiness_checks={
+            "migrations": functools.partial(migrations.check_at_head, settings.database_url)
+        },
+    )

@@ -1,0 +1,85 @@
+"""The Celery app factory: broker, queues and the CUDA-safe reliability defaults."""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from typing import Any
+
+from celery import Celery, Task
+from kombu import Queue
+
+from core.jobs import QUEUES
+from core.settings import Settings
+from core.storage import get_session_factory
+from workers.execution import RetryLater, run_job
+from workers.registry import JobTaskDefinition, task_definitions
+
+# Modules whose import declares the suite's tasks (through `workers.registry.job_task`).
+TASK_MODULES = ("workers.tasks",)
+
+
+def import_task_modules(settings: Settings) -> None:
+    for module in (*TASK_MODULES, *settings.worker_imports):
+        importlib.import_module(module)
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """A Celery app bound to `settings`, with every declared task registered on it.
+
+    Without a broker URL the app still exists (in-process jobs call its tasks directly);
+    it never connects anywhere.
+    """
+    app = Celery("textsuite", broker=settings.broker_url or "memory://", set_as_current=False)
+    app.conf.update(
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="default",
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # status and results live in the jobs table
+        # A job may be delivered twice; it is acknowledged only when it has finished, and a
+        # worker that dies mid-job gives it back instead of losing it.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.job_time_limit_s,
+        task_soft_time_limit=max(settings.job_time_limit_s - 60, 1),
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    import_task_modules(settings)
+    for definition in task_definitions().values():
+        _register(app, definition, settings)
+    return app
+
+
+def _register(app: Celery, definition: JobTaskDefinition, settings: Settings) -> None:
+    factory_url = settings.database_url
+    lease_s = settings.job_lease_s
+
+    def run(task: Task, job_id: str) -> dict[str, Any] | None:
+        retries = task.request.retries or 0
+        try:
+            return run_job(
+                definition,
+                get_session_factory(factory_url),
+                uuid.UUID(job_id),
+                retries=retries,
+                lease_s=lease_s,
+            )
+        except RetryLater as exc:
+            raise task.retry(countdown=exc.countdown, max_retries=definition.max_retries) from exc
+
+    app.task(
+        run,
+        name=definition.name,
+        bind=True,
+        shared=False,  # bound to this app's settings; other apps register their own
+        queue=definition.queue,
+        max_retries=definition.max_retries,
+        acks_late=True,
+        reject_on_worker_lost=True,
+    )

@@ -1,0 +1,109 @@
+"""Running one delivery of a job: claim it, keep its heartbeat, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import jobs
+from core.metrics import JOB_DURATION
+from workers.registry import JobTaskDefinition
+
+log = logging.getLogger(__name__)
+
+
+class RetryLater(Exception):
+    def __init__(self, countdown: float, reason: str) -> None:
+        super().__init__(reason)
+        self.countdown = countdown
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+class _Heartbeat:
+    """Refreshes the job's heartbeat while the body runs, so its lease does not expire."""
+
+    def __init__(self, factory: sessionmaker[Session], job_id: uuid.UUID, every_s: float) -> None:
+        self._factory, self._job_id, self._every_s = factory, job_id, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._every_s):
+            try:
+                jobs.heartbeat(self._factory, self._job_id)
+            except Exception:  # a database blip must not kill the job; the next beat retries
+                log.warning("heartbeat failed", extra={"job_id": str(self._job_id)}, exc_info=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_job(
+    definition: JobTaskDefinition,
+    factory: sessionmaker[Session],
+    job_id: uuid.UUID,
+    *,
+    retries: int,
+    lease_s: float,
+) -> dict[str, Any] | None:
+    """Run one delivery of `job_id`. Safe to call twice: a claimed or finished job is skipped.
+
+    Raises `RetryLater` when the body asked for a retry and retries are left; records
+    `failed` with the reason for any other error (and re-raises it for the broker's records).
+    """
+    job = jobs.claim_job(factory, job_id, worker_name(), lease_s)
+    if job is None:
+        log.info(
+            "job already finished or running elsewhere; skipping this delivery",
+            extra={"job_id": str(job_id), "kind": definition.name},
+        )
+        return None
+
+    def progress(fraction: float, message: str | None = None) -> None:
+        jobs.report_progress(factory, job_id, fraction, message)
+
+    context = jobs.JobContext(
+        job_id=job_id,
+        kind=job.kind,
+        params=dict(job.params),
+        session_factory=factory,
+        attempt=job.attempts,
+        progress=progress,
+    )
+    started = time.perf_counter()
+    outcome = "failed"
+    try:
+        with _Heartbeat(factory, job_id, every_s=max(lease_s / 4, 0.5)):
+            result = definition.body(context)
+        jobs.finish_job(factory, job_id, result)
+        outcome = "succeeded"
+        return dict(result or {})
+    except jobs.TransientJobError as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        if retries < definition.max_retries:
+            outcome = "retrying"
+            jobs.mark_retrying(factory, job_id, reason)
+            raise RetryLater(definition.backoff(retries), reason) from exc
+        jobs.fail_job(factory, job_id, f"{reason} (gave up after {retries + 1} attempts)")
+        raise
+    except Exception as exc:
+        jobs.fail_job(factory, job_id, f"{type(exc).__name__}: {exc}")
+        log.exception("job failed", extra={"job_id": str(job_id), "kind": definition.name})
+        raise
+    finally:
+        JOB_DURATION.labels(definition.name, outcome).observe(time.perf_counter() - started)
