@@ -14,11 +14,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.metrics import JOBS_SUBMITTED
+from core.settings import Settings
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
 from core.storage.models import Job, JobStatus
@@ -39,11 +41,35 @@ class DispatchError(RuntimeError):
     """The job was stored but could not be handed to the broker."""
 
 
+class InvalidJobParams(ValueError):
+    """A job's parameters do not match what its kind expects."""
+
+
+@dataclass(frozen=True)
+class JobKindSpec:
+    """What a job kind needs: its queue, and optionally a model its parameters must fit."""
+
+    queue: str
+    params_model: type[BaseModel] | None = None
+
+    def validate(self, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        if self.params_model is None:
+            return dict(params)
+        try:
+            return self.params_model.model_validate(dict(params)).model_dump(mode="json")
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in error['loc']) or 'params'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise InvalidJobParams(f"invalid parameters for {kind}: {problems}") from None
+
+
 class JobDispatcher(Protocol):
     """Hands stored jobs to whatever runs them (Celery workers, or threads in this process)."""
 
-    def queue_for(self, kind: str) -> str:
-        """The queue a kind runs on; raises `UnknownJobKind` listing the valid kinds."""
+    def spec_for(self, kind: str) -> JobKindSpec:
+        """The kind's queue and parameter model; raises `UnknownJobKind` listing valid kinds."""
         ...
 
     def dispatch(self, job_id: uuid.UUID, kind: str, queue: str) -> None: ...
@@ -61,12 +87,14 @@ def submit_job(
     """Store a job and dispatch it. Returns `(job, created)`.
 
     With an `idempotency_key` that was used before for the same kind and parameters, the
-    existing job is returned and nothing is dispatched again.
+    existing job is returned and nothing is dispatched again. Parameters are checked against
+    the kind's model first (`InvalidJobParams`), so a bad request never becomes a failed job.
     """
-    queue = queue or dispatcher.queue_for(kind)
+    spec = dispatcher.spec_for(kind)
+    queue = queue or spec.queue
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}")
-    params = dict(params or {})
+    params = spec.validate(kind, params or {})
     job = Job(
         kind=kind,
         queue=queue,
@@ -205,6 +233,7 @@ class JobContext:
     job_id: uuid.UUID
     kind: str
     params: Mapping[str, Any]
+    settings: Settings
     session_factory: sessionmaker[Session]
     attempt: int
     progress: Callable[[float, str | None], None]

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("../shared/data"), description="Public data sets for training and benchmarks."
     )
+    device: str = Field(
+        default="auto", description="Where models run: auto (cuda > mps > cpu), cuda, mps, cpu."
+    )
+    dtype: str = Field(
+        default="auto",
+        description="Model precision: auto (bf16/fp16 on GPU, fp32 on CPU), float32, ...",
+    )
     bootstrap_api_key: SecretStr | None = Field(
         default=None,
         description="An admin API key ensured (hashed) at start-up, for first access.",
@@ -111,6 +118,20 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("redis://", "rediss://")):
             raise ValueError(f"expected a redis:// or rediss:// URL, got {value!r}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value not in ("auto", "cuda", "mps", "cpu") and not value.startswith("cuda:"):
+            raise ValueError(f"unknown device {value!r}; expected auto, cuda, cuda:N, mps or cpu")
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _check_dtype(cls, value: str) -> str:
+        if value not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"unknown dtype {value!r}; expected auto, float32, bfloat16, float16")
         return value
 
     @field_validator("log_level")

@@ -11,7 +11,6 @@ from kombu import Queue
 
 from core.jobs import QUEUES
 from core.settings import Settings
-from core.storage import get_session_factory
 from workers.execution import RetryLater, run_job
 from workers.registry import JobTaskDefinition, task_definitions
 
@@ -57,18 +56,10 @@ def create_celery_app(settings: Settings) -> Celery:
 
 
 def _register(app: Celery, definition: JobTaskDefinition, settings: Settings) -> None:
-    factory_url = settings.database_url
-    lease_s = settings.job_lease_s
-
     def run(task: Task, job_id: str) -> dict[str, Any] | None:
-        retries = task.request.retries or 0
         try:
             return run_job(
-                definition,
-                get_session_factory(factory_url),
-                uuid.UUID(job_id),
-                retries=retries,
-                lease_s=lease_s,
+                definition, settings, uuid.UUID(job_id), retries=task.request.retries or 0
             )
         except RetryLater as exc:
             raise task.retry(countdown=exc.countdown, max_retries=definition.max_retries) from exc

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from celery import Celery
 
-from core.jobs import JobDispatcher
+from core.jobs import JobDispatcher, JobKindSpec
 from core.settings import Settings
 from workers.celery_app import create_celery_app
 from workers.registry import get_definition
@@ -23,8 +23,8 @@ class CeleryDispatcher:
     def __init__(self, celery: Celery) -> None:
         self.celery = celery
 
-    def queue_for(self, kind: str) -> str:
-        return get_definition(kind).queue
+    def spec_for(self, kind: str) -> JobKindSpec:
+        return get_definition(kind).spec
 
     def dispatch(self, job_id: uuid.UUID, kind: str, queue: str) -> None:
         self.celery.send_task(kind, args=[str(job_id)], queue=queue)
@@ -51,8 +51,8 @@ class InProcessDispatcher:
             "default": ThreadPoolExecutor(threads, thread_name_prefix="job-default"),
         }
 
-    def queue_for(self, kind: str) -> str:
-        return get_definition(kind).queue
+    def spec_for(self, kind: str) -> JobKindSpec:
+        return get_definition(kind).spec
 
     def dispatch(self, job_id: uuid.UUID, kind: str, queue: str) -> None:
         self._executors[queue].submit(self._run, kind, str(job_id))

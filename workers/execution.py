@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import jobs
 from core.metrics import JOB_DURATION
+from core.settings import Settings
+from core.storage import get_session_factory
 from workers.registry import JobTaskDefinition
 
 log = logging.getLogger(__name__)
@@ -55,17 +57,18 @@ class _Heartbeat:
 
 def run_job(
     definition: JobTaskDefinition,
-    factory: sessionmaker[Session],
+    settings: Settings,
     job_id: uuid.UUID,
     *,
     retries: int,
-    lease_s: float,
 ) -> dict[str, Any] | None:
     """Run one delivery of `job_id`. Safe to call twice: a claimed or finished job is skipped.
 
     Raises `RetryLater` when the body asked for a retry and retries are left; records
     `failed` with the reason for any other error (and re-raises it for the broker's records).
     """
+    factory = get_session_factory(settings.database_url)
+    lease_s = settings.job_lease_s
     job = jobs.claim_job(factory, job_id, worker_name(), lease_s)
     if job is None:
         log.info(
@@ -77,17 +80,18 @@ def run_job(
     def progress(fraction: float, message: str | None = None) -> None:
         jobs.report_progress(factory, job_id, fraction, message)
 
-    context = jobs.JobContext(
-        job_id=job_id,
-        kind=job.kind,
-        params=dict(job.params),
-        session_factory=factory,
-        attempt=job.attempts,
-        progress=progress,
-    )
     started = time.perf_counter()
     outcome = "failed"
     try:
+        context = jobs.JobContext(
+            job_id=job_id,
+            kind=job.kind,
+            params=dict(job.params),
+            settings=settings,
+            session_factory=factory,
+            attempt=job.attempts,
+            progress=progress,
+        )
         with _Heartbeat(factory, job_id, every_s=max(lease_s / 4, 0.5)):
             result = definition.body(context)
         jobs.finish_job(factory, job_id, result)

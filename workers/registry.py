@@ -11,7 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.jobs import QUEUES, JobContext, UnknownJobKind
+from pydantic import BaseModel
+
+from core.jobs import QUEUES, JobContext, JobKindSpec, UnknownJobKind
 
 TaskBody = Callable[[JobContext], Mapping[str, Any] | None]
 
@@ -23,6 +25,11 @@ class JobTaskDefinition:
     body: TaskBody
     max_retries: int
     retry_backoff_s: float
+    params_model: type[BaseModel] | None = None
+
+    @property
+    def spec(self) -> JobKindSpec:
+        return JobKindSpec(self.queue, self.params_model)
 
     def backoff(self, retries: int) -> float:
         """Exponential backoff for the `retries`-th retry, capped at ten minutes."""
@@ -33,9 +40,17 @@ _DEFINITIONS: dict[str, JobTaskDefinition] = {}
 
 
 def job_task(
-    name: str, *, queue: str = "default", max_retries: int = 3, retry_backoff_s: float = 5.0
+    name: str,
+    *,
+    queue: str = "default",
+    max_retries: int = 3,
+    retry_backoff_s: float = 5.0,
+    params: type[BaseModel] | None = None,
 ) -> Callable[[TaskBody], TaskBody]:
     """Declare a task body `fn(ctx: JobContext) -> result dict` under an explicit name.
+
+    `params`, a pydantic model, is checked when the job is submitted; the body receives the
+    validated parameters as `ctx.params`.
 
     `queue` is `gpu` for training and bulk inference, `default` for everything else. A body
     raising `core.jobs.TransientJobError` is retried `max_retries` times with backoff; any other
@@ -48,7 +63,9 @@ def job_task(
         existing = _DEFINITIONS.get(name)
         if existing is not None and existing.body is not body:
             raise ValueError(f"task name {name!r} is declared twice")
-        _DEFINITIONS[name] = JobTaskDefinition(name, queue, body, max_retries, retry_backoff_s)
+        _DEFINITIONS[name] = JobTaskDefinition(
+            name, queue, body, max_retries, retry_backoff_s, params
+        )
         return body
 
     return register

@@ -110,7 +110,7 @@ def submit_job(
             idempotency_key=body.idempotency_key or idempotency_key,
             queue=body.queue,
         )
-    except jobs.UnknownJobKind as exc:
+    except (jobs.UnknownJobKind, jobs.InvalidJobParams) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except jobs.IdempotencyConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None

@@ -6,11 +6,16 @@ import datetime as dt
 import uuid
 
 import pytest
+from pydantic import BaseModel, Field
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import jobs
 from core.storage.models import Job, JobStatus
+
+
+class TrainParams(BaseModel):
+    epochs: int = Field(ge=1)
 
 
 class RecordingDispatcher:
@@ -20,10 +25,12 @@ class RecordingDispatcher:
         self.sent: list[tuple[uuid.UUID, str, str]] = []
         self.fail = fail
 
-    def queue_for(self, kind: str) -> str:
+    def spec_for(self, kind: str) -> jobs.JobKindSpec:
         if kind not in {"core.worker_info", "support.train"}:
             raise jobs.UnknownJobKind(kind, ["core.worker_info", "support.train"])
-        return "gpu" if kind == "support.train" else "default"
+        if kind == "support.train":
+            return jobs.JobKindSpec("gpu", TrainParams)
+        return jobs.JobKindSpec("default")
 
     def dispatch(self, job_id: uuid.UUID, kind: str, queue: str) -> None:
         if self.fail:
@@ -118,3 +125,14 @@ def test_a_finished_job_is_never_claimed_again(session_factory: sessionmaker[Ses
         job = session.get(Job, job_id)
         assert (job.status, job.result, job.progress) == (JobStatus.SUCCEEDED, {"answer": 42}, 1.0)
         assert job.finished_at is not None
+
+
+def test_parameters_are_validated_before_anything_is_stored(
+    session_factory: sessionmaker[Session],
+) -> None:
+    dispatcher = RecordingDispatcher()
+    with pytest.raises(jobs.InvalidJobParams, match="epochs: Input should be greater than"):
+        jobs.submit_job(session_factory, dispatcher, "support.train", {"epochs": 0})
+    with session_factory() as session:
+        assert jobs.list_jobs(session) == []
+    assert dispatcher.sent == []

@@ -44,6 +44,8 @@ def test_reads_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("TEXTSUITE_BROKER_URL", "amqp://guest@rabbit//", "redis://"),
         ("TEXTSUITE_LOG_LEVEL", "LOUD", "unknown log level"),
         ("TEXTSUITE_LOG_FORMAT", "xml", "json"),
+        ("TEXTSUITE_DEVICE", "tpu", "unknown device 'tpu'"),
+        ("TEXTSUITE_DTYPE", "int4", "unknown dtype 'int4'"),
     ],
 )
 def test_bad_value_names_the_variable(

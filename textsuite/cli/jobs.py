@@ -142,6 +142,7 @@ def submit(
             queue=queue,
         )
     except (jobs.UnknownJobKind, jobs.IdempotencyConflict, jobs.DispatchError, ValueError) as exc:
+        # InvalidJobParams is a ValueError: its message lists each bad parameter.
         fail(str(exc))
     if not created:
         typer.echo(f"idempotency key already used: job {job.id}", err=True)
