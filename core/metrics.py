@@ -6,7 +6,7 @@ registry); they hold counters only and do no work at import.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUEST_DURATION = Histogram(
     "textsuite_http_request_duration_seconds",
@@ -22,4 +22,34 @@ JOB_DURATION = Histogram(
 )
 JOBS_SUBMITTED = Counter(
     "textsuite_jobs_submitted_total", "Jobs stored and dispatched, by kind.", ["kind"]
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "textsuite_model_load_seconds",
+    "Time to load a model into a predictor, by kind.",
+    ["kind"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+
+# --- Batched inference (core.ml.batching), labelled by batcher name -------------------------
+BATCH_SIZE = Histogram(
+    "textsuite_batch_size",
+    "Requests (rows) per model call made by a dynamic batcher.",
+    ["batcher"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+BATCH_RUN_SECONDS = Histogram(
+    "textsuite_batch_run_seconds",
+    "Wall time of one batched model call in the batcher's worker thread.",
+    ["batcher"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+BATCH_QUEUE_DEPTH = Gauge(
+    "textsuite_batch_queue_depth",
+    "Requests waiting in a dynamic batcher's queue (an autoscaling signal).",
+    ["batcher"],
+)
+BATCH_REQUESTS_REJECTED = Counter(
+    "textsuite_batch_requests_rejected_total",
+    "Requests refused because a dynamic batcher's queue was full (served as 503).",
+    ["batcher"],
 )

@@ -8,6 +8,9 @@ local servers). When one is missing, its tests skip on a developer machine and F
 from __future__ import annotations
 
 import os
+
+# No test may download a model: only packaged models and folders the tests build.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -155,7 +158,9 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def service_settings(sqlite_url: str, tmp_path: Path) -> Settings:
     """Embedded defaults: SQLite and in-process jobs."""
-    return make_settings(database_url=sqlite_url, var_dir=tmp_path / "var")
+    return make_settings(
+        database_url=sqlite_url, var_dir=tmp_path / "var", artifacts_dir=tmp_path / "artifacts"
+    )
 
 
 @pytest.fixture

@@ -117,3 +117,50 @@ def test_bad_setting_exits_2_naming_the_variable(monkeypatch: pytest.MonkeyPatch
     )
     assert result.returncode == 2
     assert "TEXTSUITE_PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_then_manage_versions(local_env: str, tmp_path: Path, monkeypatch) -> None:
+    from tests.core.ml.conftest import make_tiny_bert
+    from tests.workers.test_training_job import _write_csv
+
+    monkeypatch.setenv("TEXTSUITE_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    get_settings.cache_clear()
+    runner.invoke(app, ["migrate"])
+    base = make_tiny_bert(tmp_path / "base")
+    data = _write_csv(tmp_path / "data.csv")
+    train = [
+        "train",
+        "classifier",
+        "--data",
+        str(data),
+        "--name",
+        "tickets",
+        "--base",
+        str(base),
+        "--text-field",
+        "utterance",
+        "--label-field",
+        "intent",
+        "--strategy",
+        "full",
+        "--epochs",
+        "1",
+        "--arguments",
+        '{"max_length": 24}',
+    ]
+    first = runner.invoke(app, train)
+    assert first.exit_code == 0, first.output
+    assert '"promoted": true' in first.output
+    second = runner.invoke(app, [*train, "--promotion", "never"])
+    assert second.exit_code == 0, second.output
+
+    listed = runner.invoke(app, ["models", "list", "tickets"])
+    assert "production" in listed.output and "candidate" in listed.output
+    shown = runner.invoke(app, ["models", "show", "tickets", "--version", "2"])
+    assert '"stage": "candidate"' in shown.output and '"macro_f1"' in shown.output
+    forced = runner.invoke(app, ["models", "promote", "tickets", "--version", "2", "--force"])
+    assert forced.exit_code == 0 and "tickets v2 is in production" in forced.output
+    back = runner.invoke(app, ["models", "rollback", "tickets"])
+    assert back.exit_code == 0 and "tickets v1 is in production again" in back.output
+    missing = runner.invoke(app, ["models", "promote", "tickets", "--version", "9"])
+    assert missing.exit_code == 1 and "has no v9" in missing.output

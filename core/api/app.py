@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from importlib import metadata
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.api import health, jobs
+from core.api import health, jobs, models
 from core.api.health import ReadinessCheck
 from core.api.middleware import BodySizeLimit, RequestMetrics
 from core.jobs import JobDispatcher
+from core.ml.batching import BatcherStopped, Overloaded
 from core.security import ensure_api_key
 from core.settings import Settings
 from core.storage import get_session_factory, session_scope
@@ -59,9 +62,26 @@ def create_app(
     app.add_middleware(RequestMetrics)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(models.router)
     for router in routers:
         app.include_router(router)
+    app.add_exception_handler(Overloaded, _overloaded)
+    app.add_exception_handler(BatcherStopped, _model_unavailable)
     return app
+
+
+async def _overloaded(_request: Request, exc: Exception) -> JSONResponse:
+    """Back-pressure from a model's batcher: a clear 503 the client can retry, never a backlog."""
+    retry_after = max(1, math.ceil(getattr(exc, "retry_after_s", 1.0)))
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(retry_after)}
+    )
+
+
+async def _model_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"model not available: {exc}"}, status_code=503, headers={"Retry-After": "5"}
+    )
 
 
 def _bootstrap_key(settings: Settings, factory: sessionmaker[Session]) -> None:

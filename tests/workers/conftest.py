@@ -1,14 +1,22 @@
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 import tests.workers.sample_tasks  # noqa: F401 - declares the tasks used here
-from core.storage.models import Job, JobStatus
+from core.settings import Settings
+from core.storage.models import Job
+from tests.conftest import REPO_ROOT, _truncate, make_settings
+from workers.dispatch import CeleryDispatcher, create_dispatcher
 
 SAMPLE_TASKS = "tests.workers.sample_tasks"
 
@@ -34,4 +42,60 @@ def wait_for_job(
         time.sleep(0.05)
 
 
-__all__ = ["SAMPLE_TASKS", "JobStatus", "wait_for_job"]
+@pytest.fixture(scope="module")
+def worker_settings(
+    postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    return make_settings(
+        database_url=postgres_url,
+        broker_url=redis_url,
+        worker_imports=[SAMPLE_TASKS],
+        artifacts_dir=tmp_path_factory.mktemp("artifacts"),
+    )
+
+
+@pytest.fixture(scope="module")
+def celery_worker(
+    worker_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`textsuite worker` in its own process, consuming both queues like a GPU box would."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "TEXTSUITE_DATABASE_URL": worker_settings.database_url,
+        "TEXTSUITE_BROKER_URL": worker_settings.broker_url,
+        "TEXTSUITE_WORKER_IMPORTS": json.dumps([SAMPLE_TASKS]),
+        "TEXTSUITE_ARTIFACTS_DIR": str(worker_settings.artifacts_dir),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "textsuite", "worker", "--queues", "default,gpu"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    dispatcher = create_dispatcher(worker_settings)
+    assert isinstance(dispatcher, CeleryDispatcher)
+    deadline = time.monotonic() + 60
+    while not dispatcher.celery.control.ping(timeout=0.5):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
+    dispatcher.close()
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def dispatcher(worker_settings: Settings, celery_worker) -> Iterator[CeleryDispatcher]:
+    dispatcher = create_dispatcher(worker_settings)
+    assert isinstance(dispatcher, CeleryDispatcher)
+    yield dispatcher
+    dispatcher.close()
+    _truncate(worker_settings.database_url)

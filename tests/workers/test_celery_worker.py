@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,65 +12,10 @@ from core.jobs import submit_job
 from core.settings import Settings
 from core.storage.engine import get_session_factory
 from core.storage.models import JobStatus
-from tests.conftest import REPO_ROOT, _truncate, make_settings
-from tests.workers.conftest import SAMPLE_TASKS, wait_for_job
+from tests.workers.conftest import wait_for_job
 from textsuite.service import create_service
-from workers.dispatch import CeleryDispatcher, create_dispatcher
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-
-@pytest.fixture(scope="module")
-def worker_settings(postgres_url: str, redis_url: str) -> Settings:
-    return make_settings(
-        database_url=postgres_url, broker_url=redis_url, worker_imports=[SAMPLE_TASKS]
-    )
-
-
-@pytest.fixture(scope="module")
-def celery_worker(
-    worker_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`textsuite worker` in its own process, consuming both queues like a GPU box would."""
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
-        **os.environ,
-        "TEXTSUITE_DATABASE_URL": worker_settings.database_url,
-        "TEXTSUITE_BROKER_URL": worker_settings.broker_url,
-        "TEXTSUITE_WORKER_IMPORTS": json.dumps([SAMPLE_TASKS]),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "textsuite", "worker", "--queues", "default,gpu"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    dispatcher = create_dispatcher(worker_settings)
-    assert isinstance(dispatcher, CeleryDispatcher)
-    deadline = time.monotonic() + 60
-    while not dispatcher.celery.control.ping(timeout=0.5):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
-    dispatcher.close()
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-@pytest.fixture
-def dispatcher(worker_settings: Settings, celery_worker) -> Iterator[CeleryDispatcher]:
-    dispatcher = create_dispatcher(worker_settings)
-    assert isinstance(dispatcher, CeleryDispatcher)
-    yield dispatcher
-    dispatcher.close()
-    _truncate(worker_settings.database_url)
 
 
 def test_api_job_runs_on_the_worker_and_lands_in_postgres(

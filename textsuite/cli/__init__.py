@@ -7,7 +7,7 @@ import sys
 import typer
 
 from core.settings import SettingsError
-from textsuite.cli import jobs, keys, run
+from textsuite.cli import jobs, keys, models, run, train
 
 app = typer.Typer(
     name="textsuite",
@@ -21,6 +21,8 @@ app.command()(run.migrate)
 app.command()(run.demo)
 app.add_typer(keys.app, name="keys")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(models.app, name="models")
+app.add_typer(train.app, name="train")
 
 
 def main() -> None:

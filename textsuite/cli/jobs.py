@@ -75,7 +75,7 @@ def follow(current: Settings, job_id: uuid.UUID, poll_s: float = 0.5) -> Job:
             time.sleep(poll_s)
 
 
-def _print(job: Job) -> None:
+def print_job(job: Job) -> None:
     console.print_json(
         json.dumps(
             {
@@ -103,7 +103,7 @@ def show(
 ) -> None:
     """A job's status, progress, result or failure reason."""
     current = settings()
-    _print(follow(current, job_id) if watch else _load(current, job_id))
+    print_job(follow(current, job_id) if watch else _load(current, job_id))
 
 
 def _parse_params(pairs: list[str]) -> dict[str, object]:
@@ -148,6 +148,6 @@ def submit(
         typer.echo(f"idempotency key already used: job {job.id}", err=True)
     if wait or current.jobs_inprocess:
         job = follow(current, job.id)
-    _print(job)
+    print_job(job)
     if job.status is JobStatus.FAILED:
         raise typer.Exit(1)

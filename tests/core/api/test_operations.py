@@ -85,3 +85,26 @@ def test_malformed_job_requests_are_4xx_with_reasons(client, api_key) -> None:
 
 def test_migrations_module_reports_head() -> None:
     assert migrations.head_revision() is not None
+
+
+def test_model_back_pressure_is_503_with_retry_after(service_settings: Settings) -> None:
+    from fastapi import APIRouter
+
+    from core.api import create_app
+    from core.ml.batching import Overloaded
+    from workers.dispatch import create_dispatcher
+
+    router = APIRouter()
+
+    @router.get("/busy")
+    def busy() -> None:
+        raise Overloaded("intents", pending=1024, max_queue=1024, retry_after_s=2.3)
+
+    app = create_app(
+        service_settings, dispatcher=create_dispatcher(service_settings), routers=[router]
+    )
+    with TestClient(app) as client:
+        response = client.get("/busy")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "3"
+    assert "overloaded: 1024 requests already queued" in response.json()["detail"]

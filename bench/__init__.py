@@ -1,0 +1,1 @@
+"""Benchmarks, run by hand; each measures its baseline in the same run and prints ratios."""

@@ -1,0 +1,1 @@
+"""Fine-tuning benchmark on Banking77: `python -m bench.finetune [--quick]`."""

@@ -1,0 +1,86 @@
+"""`/v1/models`: list model versions, promote one to production, roll back (admin)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.api.deps import AdminKey, SessionDep
+from core.ml import versions
+from core.storage.models import ModelStage, ModelVersion
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+class ModelVersionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    version: int
+    task: str
+    stage: ModelStage
+    base_model: str
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    training_run_id: uuid.UUID | None
+    created_at: dt.datetime
+    promoted_at: dt.datetime | None
+
+
+class Promotion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, ge=1, description="Default: the newest version")
+    force: bool = Field(default=False, description="Promote even if the metric is worse")
+
+
+@router.get("", response_model=list[ModelVersionPublic], summary="Every model version")
+def list_model_versions(session: SessionDep, _key: AdminKey) -> list[ModelVersion]:
+    return versions.list_versions(session)
+
+
+@router.get("/{name}", response_model=list[ModelVersionPublic], summary="The versions of one model")
+def list_versions_of(name: str, session: SessionDep, _key: AdminKey) -> list[ModelVersion]:
+    found = versions.list_versions(session, name)
+    if not found:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model named {name!r}")
+    return found
+
+
+@router.post(
+    "/{name}/promote",
+    response_model=ModelVersionPublic,
+    summary="Promote a version to production",
+    responses={409: {"description": "worse than production on the validation metric"}},
+)
+def promote_version(
+    name: str, body: Promotion, session: SessionDep, _key: AdminKey
+) -> ModelVersion:
+    try:
+        promoted = versions.promote(session, name, body.version, force=body.force)
+    except versions.VersionNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except versions.PromotionRefused as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    session.commit()
+    return promoted
+
+
+@router.post(
+    "/{name}/rollback",
+    response_model=ModelVersionPublic,
+    summary="Put the previous production version back",
+    responses={409: {"description": "there is no earlier production version"}},
+)
+def rollback_version(name: str, session: SessionDep, _key: AdminKey) -> ModelVersion:
+    try:
+        restored = versions.rollback(session, name)
+    except versions.VersionNotFound as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    session.commit()
+    return restored

@@ -1,0 +1,186 @@
+"""Training runs end to end: resolve the base model, train, record the run and the version,
+and promote it when it is not worse than production.
+
+Apps call `run_classifier_training` with their own data (the support catalogue, the finance
+sentiment set); the generic `core.train_classifier` job calls it with a file. A run is keyed by
+its job, so a redelivered job resumes the same run record instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.ml import versions
+from core.ml.device import choose_placement
+from core.ml.references import resolve_model
+from core.ml.training import (
+    LabelledTexts,
+    TrainingArguments,
+    TrainingResult,
+    data_fingerprint,
+    train_classifier,
+)
+from core.settings import Settings
+from core.storage.base import utcnow
+from core.storage.engine import session_scope
+from core.storage.models import JobStatus, TrainingRun
+
+Progress = Callable[[float, str | None], None]
+
+
+class PromotionPolicy(StrEnum):
+    IF_NOT_WORSE = "if-not-worse"
+    NEVER = "never"
+    FORCE = "force"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: uuid.UUID
+    model_name: str
+    version: int
+    promoted: bool
+    promotion_note: str
+    metrics: dict[str, Any]
+
+    def as_result(self) -> dict[str, Any]:
+        """The job result: JSON-serialisable."""
+        data = asdict(self)
+        data["run_id"] = str(self.run_id)
+        return data
+
+
+def _open_run(
+    factory: sessionmaker[Session],
+    *,
+    job_id: uuid.UUID | None,
+    model_name: str,
+    base_reference: str,
+    params: dict[str, Any],
+    fingerprint: str,
+) -> uuid.UUID:
+    with session_scope(factory) as session:
+        run = None
+        if job_id is not None:
+            run = session.scalars(select(TrainingRun).where(TrainingRun.job_id == job_id)).first()
+        if run is None:
+            run = TrainingRun(job_id=job_id, model_name=model_name, base_model=base_reference)
+            session.add(run)
+        run.params, run.data_fingerprint = params, fingerprint
+        run.status, run.progress, run.error = JobStatus.RUNNING, 0.0, None
+        session.flush()
+        return run.id
+
+
+def _run_progress(
+    factory: sessionmaker[Session], run_id: uuid.UUID, job: Progress | None
+) -> Progress:
+    """Report progress to the job and, at most every two seconds, to the run record."""
+    last_write = 0.0
+
+    def report(fraction: float, message: str | None = None) -> None:
+        nonlocal last_write
+        if job is not None:
+            job(fraction, message)
+        if time.monotonic() - last_write >= 2.0 or fraction >= 1.0:
+            last_write = time.monotonic()
+            with session_scope(factory) as session:
+                session.get(TrainingRun, run_id).progress = fraction
+
+    return report
+
+
+def run_classifier_training(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    *,
+    model_name: str,
+    base_reference: str,
+    data: LabelledTexts,
+    arguments: TrainingArguments,
+    validation: LabelledTexts | None = None,
+    job_id: uuid.UUID | None = None,
+    progress: Progress | None = None,
+    promotion: PromotionPolicy = PromotionPolicy.IF_NOT_WORSE,
+) -> RunOutcome:
+    """Train a classifier version of `model_name` and record it; see the module docstring."""
+    base = resolve_model(
+        base_reference, cache_dir=settings.model_cache_dir, session_factory=factory
+    )
+    run_id = _open_run(
+        factory,
+        job_id=job_id,
+        model_name=model_name,
+        base_reference=base_reference,
+        params=arguments.to_dict(),
+        fingerprint=data_fingerprint(data),
+    )
+    output_dir = settings.artifacts_dir / model_name / str(run_id)
+    try:
+        result = train_classifier(
+            base.path,
+            data,
+            arguments,
+            output_dir=output_dir,
+            base_reference=base_reference,
+            placement=choose_placement(settings.device, settings.dtype),
+            progress=_run_progress(factory, run_id, progress),
+            validation=validation,
+        )
+    except Exception as exc:
+        with session_scope(factory) as session:
+            run = session.get(TrainingRun, run_id)
+            run.status, run.error, run.finished_at = JobStatus.FAILED, str(exc), utcnow()
+        raise
+    return _record(factory, run_id, model_name, base_reference, result, promotion)
+
+
+def _record(
+    factory: sessionmaker[Session],
+    run_id: uuid.UUID,
+    model_name: str,
+    base_reference: str,
+    result: TrainingResult,
+    promotion: PromotionPolicy,
+) -> RunOutcome:
+    with session_scope(factory) as session:
+        run = session.get(TrainingRun, run_id)
+        run.status, run.progress, run.finished_at = JobStatus.SUCCEEDED, 1.0, utcnow()
+        run.metrics, run.artifact_path = result.metrics, str(result.output_dir)
+        run.params = result.params  # as resolved: the strategy `auto` chose, the learning rate
+        version = versions.record_version(
+            session,
+            name=model_name,
+            task="classification",
+            base_model=base_reference,
+            artifact_path=result.output_dir,
+            metrics=result.metrics,
+            config={
+                "architecture": result.architecture,
+                "labels": result.labels,
+                "primary_metric": result.primary_metric,
+            },
+            training_run=run,
+        )
+    promoted, note = False, "left as a candidate (promotion: never)"
+    if promotion is not PromotionPolicy.NEVER:
+        try:
+            with session_scope(factory) as session:
+                versions.promote(
+                    session,
+                    model_name,
+                    version.version,
+                    force=promotion is PromotionPolicy.FORCE,
+                )
+            promoted, note = True, "promoted to production"
+        except versions.PromotionRefused as exc:
+            note = str(exc)
+    return RunOutcome(run_id, model_name, version.version, promoted, note, result.metrics)

@@ -1,0 +1,143 @@
+"""What a training run is asked to do (dataclasses) and what it produced (`TrainingResult`).
+
+Arguments only describe; the trainers in `classification`, `fewshot` and `embedding` run them.
+Every field is JSON-serialisable so a run's parameters can be stored with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Strategy = Literal["auto", "full", "lora", "fewshot"]
+STRATEGIES: tuple[str, ...] = ("auto", "full", "lora", "fewshot")
+# Validation metrics a run can select its best checkpoint by (and versions be compared on).
+SELECTION_METRICS: tuple[str, ...] = ("macro_f1", "accuracy", "weighted_f1", "nll", "ece", "loss")
+
+# The learning rates each strategy is usually trained with: LoRA adapters need a larger step
+# than full fine-tuning, and the few-shot encoder a smaller one (SetFit's default body rate).
+DEFAULT_LEARNING_RATES = {"full": 5e-5, "lora": 2e-4, "fewshot": 2e-5}
+
+
+@dataclass
+class LoraArguments:
+    """LoRA adapter shape (peft). `target_modules=None` uses peft's defaults for the model type
+    (e.g. `q_proj`/`v_proj` for Llama, `query`/`value` for BERT)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | None = None
+
+
+@dataclass
+class TrainingArguments:
+    """A classification run: full fine-tuning, LoRA, or few-shot (SetFit-style).
+
+    `strategy="auto"` picks few-shot when the smallest class has fewer than
+    `fewshot_below` examples, LoRA for decoder (Llama-family) bases, full fine-tuning otherwise.
+    `learning_rate=None` takes the strategy's usual rate (`DEFAULT_LEARNING_RATES`).
+    """
+
+    strategy: Strategy = "auto"
+    epochs: float = 10.0
+    learning_rate: float | None = None
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    # Overrides the model's dropout probabilities (hidden, attention, classifier) when set.
+    dropout: float | None = None
+    seed: int = 42
+    # Share of each class held out for early stopping, calibration and metrics (stratified).
+    # 0 trains on everything: no early stopping, temperature 1, no validation metrics.
+    validation_fraction: float = 0.2
+    early_stopping_patience: int | None = 3
+    metric_for_best_model: str = "macro_f1"
+    # Weight the loss by inverse class frequency ("balanced"), for imbalanced data.
+    class_weights: bool = False
+    max_length: int = 128
+    lora: LoraArguments | None = None
+    max_steps: int | None = None
+    # Evaluate (and maybe stop) every this many steps; None = once per epoch.
+    eval_steps: int | None = None
+    fewshot_below: int = 16
+    # Few-shot: each training example takes part in this many positive and as many negative
+    # pairs (SetFit's `num_iterations`); the encoder is trained for `fewshot_epochs` over them.
+    fewshot_pairs_per_example: int = 20
+    fewshot_epochs: float = 1.0
+    # Inverse regularisation strength of the few-shot logistic-regression head (sklearn `C`).
+    fewshot_head_c: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}"
+            )
+        if self.metric_for_best_model not in SELECTION_METRICS:
+            raise ValueError(
+                f"unknown metric_for_best_model {self.metric_for_best_model!r}; expected one of "
+                f"{', '.join(SELECTION_METRICS)}"
+            )
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("batch_size and gradient_accumulation_steps must be at least 1")
+        if isinstance(self.lora, dict):  # arguments read back from stored JSON
+            self.lora = LoraArguments(**self.lora)
+
+    def learning_rate_for(self, strategy: str) -> float:
+        return (
+            self.learning_rate
+            if self.learning_rate is not None
+            else DEFAULT_LEARNING_RATES[strategy]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EmbeddingTrainingArguments:
+    """Contrastive fine-tuning of a sentence encoder on (anchor, positive) pairs, with the
+    other positives in a batch as negatives (MultipleNegativesRankingLoss): larger batches give
+    more negatives per step."""
+
+    epochs: float = 1.0
+    learning_rate: float = 2e-5
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    seed: int = 42
+    # Share of pairs held out to measure retrieval (accuracy@1, MRR) before and after.
+    validation_fraction: float = 0.1
+    max_length: int = 128
+    max_steps: int | None = None
+    # Similarity scale of MultipleNegativesRankingLoss (sentence-transformers' default).
+    scale: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainingResult:
+    """A finished run: the model folder (textsuite artifact contract), its labels, validation
+    metrics (JSON-serialisable) with the one used to compare versions, and the parameters."""
+
+    output_dir: Path
+    architecture: str
+    labels: list[str]
+    metrics: dict[str, Any]
+    primary_metric: str
+    params: dict[str, Any] = field(default_factory=dict)

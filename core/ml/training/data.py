@@ -1,0 +1,142 @@
+"""Labelled texts for training: reading them, fingerprinting them, splitting them per class."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class LabelledTexts:
+    """Texts with one label each: what a classifier is trained and evaluated on."""
+
+    texts: list[str]
+    labels: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        self.texts = [str(text) for text in self.texts]
+        self.labels = [str(label) for label in self.labels]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def label_names(self) -> list[str]:
+        """The distinct labels, sorted: the class order of every model trained on this data."""
+        return sorted(set(self.labels))
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.labels).items()))
+
+    def subset(self, indices: Sequence[int]) -> LabelledTexts:
+        return LabelledTexts([self.texts[i] for i in indices], [self.labels[i] for i in indices])
+
+    def sample_per_class(self, n: int, seed: int = 42) -> LabelledTexts:
+        """At most `n` examples of each label, drawn reproducibly (for few-shot benchmarks)."""
+        rng = random.Random(seed)
+        chosen: list[int] = []
+        for indices in _indices_by_label(self.labels).values():
+            chosen.extend(sorted(rng.sample(indices, min(n, len(indices)))))
+        return self.subset(sorted(chosen))
+
+    @classmethod
+    def from_csv(
+        cls, path: Path, text_col: str = "text", label_col: str = "label"
+    ) -> LabelledTexts:
+        with Path(path).open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = {text_col, label_col} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(
+                    f"{path}: no column(s) {sorted(missing)}; columns are {reader.fieldnames}"
+                )
+            rows = list(reader)
+        return cls([row[text_col] for row in rows], [row[label_col] for row in rows])
+
+    @classmethod
+    def from_jsonl(
+        cls, path: Path, text_key: str = "text", label_key: str = "label"
+    ) -> LabelledTexts:
+        texts: list[str] = []
+        labels: list[str] = []
+        with Path(path).open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if text_key not in record or label_key not in record:
+                    raise ValueError(
+                        f"{path}:{number}: expected keys {text_key!r} and {label_key!r}, "
+                        f"got {sorted(record)}"
+                    )
+                texts.append(record[text_key])
+                labels.append(record[label_key])
+        return cls(texts, labels)
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+
+
+def data_fingerprint(data: LabelledTexts | Sequence[tuple[str, str]]) -> str:
+    """SHA-256 of the normalised examples (Unicode NFC, whitespace collapsed), order-independent.
+
+    Two runs on the same examples in another order, or with other spacing, share a fingerprint;
+    duplicates count. Pairs (for embedding training) and labelled texts never collide.
+    """
+    if isinstance(data, LabelledTexts):
+        kind, rows = "labelled", list(zip(data.texts, data.labels, strict=True))
+    else:
+        kind, rows = "pairs", [(first, second) for first, second in data]
+    lines = sorted(
+        json.dumps([_normalise(first), _normalise(second)], ensure_ascii=False)
+        for first, second in rows
+    )
+    digest = hashlib.sha256(kind.encode())
+    for line in lines:
+        digest.update(b"\n" + line.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _indices_by_label(labels: Sequence[str]) -> dict[str, list[int]]:
+    by_label: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    return dict(sorted(by_label.items()))
+
+
+def stratified_split(
+    data: LabelledTexts, fraction: float, seed: int
+) -> tuple[LabelledTexts, LabelledTexts]:
+    """(train, validation) with `fraction` of every class held out, at least one example of
+    each class that has two or more, and classes with one example kept for training.
+
+    Per class rather than sklearn's `train_test_split(stratify=...)`, which refuses few-shot
+    sizes (a validation set smaller than the number of classes, classes of one).
+    """
+    if fraction <= 0:
+        return data, LabelledTexts([], [])
+    rng = random.Random(seed)
+    train: list[int] = []
+    validation: list[int] = []
+    for indices in _indices_by_label(data.labels).values():
+        shuffled = indices[:]
+        rng.shuffle(shuffled)
+        held = (
+            0
+            if len(shuffled) < 2
+            else min(len(shuffled) - 1, max(1, round(fraction * len(shuffled))))
+        )
+        validation.extend(shuffled[:held])
+        train.extend(shuffled[held:])
+    return data.subset(sorted(train)), data.subset(sorted(validation))

@@ -1,0 +1,110 @@
+"""Embedding fine-tuning from positive pairs (in-batch negatives)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.ml.artifacts import ArtifactInfo
+from core.ml.device import choose_placement
+from core.ml.evaluation import retrieval_metrics
+from core.ml.loading import ModelLoadError, load_classifier, load_encoder
+from core.ml.training import EmbeddingTrainingArguments, data_fingerprint, train_embeddings
+from core.ml.training.embedding import split_pairs
+from core.ml.training.sentence_pairs import order_without_duplicates
+
+CPU = choose_placement("cpu")
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
+ANIMALS = ["cat", "dog", "horse", "mouse", "tiger", "eagle", "shark", "snake"]
+
+
+def colour_pairs() -> list[tuple[str, str]]:
+    """Each colour phrase paired with its own animal phrase: an arbitrary association that a
+    random encoder does not know and training must put into the embeddings."""
+    return [
+        (f"the {colour} one", f"a quick {animal}")
+        for colour, animal in zip(COLOURS, ANIMALS, strict=True)
+    ]
+
+
+def test_batches_never_repeat_a_text_when_they_can_avoid_it() -> None:
+    popular = [("popular item", f"item {i}") for i in range(12)]
+    others = [(f"query {i}", f"answer {i}") for i in range(36)]
+    pairs = popular + others
+    order = order_without_duplicates(pairs, batch_size=4, seed=0)
+    assert sorted(order) == list(range(len(pairs)))
+    batches = [order[i : i + 4] for i in range(0, len(order), 4)]
+    for batch in batches:
+        texts = [text for index in batch for text in pairs[index]]
+        assert len(texts) == len(set(texts))
+    assert order_without_duplicates(pairs, 4, seed=0) == order
+
+
+def test_leftover_duplicates_stay_at_the_end() -> None:
+    pairs = [("same", f"other {i}") for i in range(5)]  # can never be separated
+    order = order_without_duplicates(pairs, batch_size=4, seed=0)
+    assert sorted(order) == list(range(5))
+
+
+def test_split_pairs_holds_out_a_share_or_nothing() -> None:
+    pairs = [(f"a{i}", f"b{i}") for i in range(20)]
+    train, validation = split_pairs(pairs, 0.25, seed=0)
+    assert len(validation) == 5 and sorted(train + validation) == sorted(pairs)
+    assert split_pairs(pairs[:5], 0.25, seed=0) == (pairs[:5], [])
+
+
+def test_embedding_training_learns_its_pairs_and_saves_an_encoder(
+    tiny_bert_folder: Path, tmp_path: Path
+) -> None:
+    pairs = colour_pairs()
+    before = load_encoder(tiny_bert_folder, CPU)
+    anchors, positives = [a for a, _ in pairs], [p for _, p in pairs]
+    base_scores = retrieval_metrics(before.encode(anchors), before.encode(positives))
+    reported: list[float] = []
+
+    result = train_embeddings(
+        tiny_bert_folder,
+        pairs,
+        EmbeddingTrainingArguments(
+            epochs=40, learning_rate=3e-3, batch_size=8, validation_fraction=0.0
+        ),
+        output_dir=tmp_path / "encoder",
+        base_reference="tiny-bert",
+        placement=CPU,
+        progress=lambda fraction, _: reported.append(fraction),
+    )
+
+    assert result.architecture == "encoder" and result.primary_metric == "mrr"
+    assert result.metrics["n_train"] == 8 and result.metrics["strategy"] == "embedding"
+    assert reported[-1] == 1.0
+    json.dumps(result.metrics), json.dumps(result.params)
+    info = ArtifactInfo.read(tmp_path / "encoder")
+    assert info is not None and info.architecture == "encoder" and info.base_model == "tiny-bert"
+    after = load_encoder(tmp_path / "encoder", CPU)
+    scores = retrieval_metrics(after.encode(anchors), after.encode(positives))
+    assert scores["accuracy@1"] == 1.0 > base_scores["accuracy@1"]
+    with pytest.raises(ModelLoadError, match="encoder"):
+        load_classifier(tmp_path / "encoder", CPU)
+
+
+def test_embedding_training_measures_validation_retrieval_before_and_after(
+    tiny_bert_folder: Path, tmp_path: Path
+) -> None:
+    pairs = [(f"question number {i}", f"answer number {i}") for i in range(40)]
+    result = train_embeddings(
+        tiny_bert_folder,
+        pairs,
+        EmbeddingTrainingArguments(max_steps=2, batch_size=8, validation_fraction=0.25),
+        output_dir=tmp_path / "encoder",
+        base_reference="tiny-bert",
+        placement=CPU,
+    )
+    metrics = result.metrics
+    assert metrics["n_train"] == 30 and metrics["n_validation"] == 10
+    for key in ("mrr", "accuracy@1", "base_mrr", "base_accuracy@1"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert data_fingerprint(pairs) == data_fingerprint(list(reversed(pairs)))
+    assert np.isfinite(metrics["train_loss"])

@@ -1,0 +1,170 @@
+"""Fine-tuning as a job: parameters checked at submission, a run and a version recorded,
+promotion when not worse — in-process on SQLite and on a real Celery worker with PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from core.jobs import submit_job
+from core.ml.device import choose_placement
+from core.ml.loading import load_classifier
+from core.settings import Settings
+from core.storage.engine import get_session_factory
+from core.storage.models import JobStatus, ModelStage, ModelVersion, TrainingRun
+from tests.core.ml.conftest import keyword_intents, make_tiny_bert
+from tests.workers.conftest import wait_for_job
+from textsuite.service import create_service
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-base"))
+
+
+def _write_csv(path: Path, per_class: int = 12) -> Path:
+    data = keyword_intents(per_class)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["utterance", "intent"])
+        writer.writerows(zip(data.texts, data.labels, strict=True))
+    return path
+
+
+def _params(data: Path, base: Path, **extra: object) -> dict[str, object]:
+    return {
+        "model_name": "tickets",
+        "data_path": str(data),
+        "text_field": "utterance",
+        "label_field": "intent",
+        "base_model": str(base),
+        "arguments": {"strategy": "full", "epochs": 2, "max_length": 24, "batch_size": 8},
+        **extra,
+    }
+
+
+def test_training_over_the_api_records_run_and_promoted_version(
+    service_settings: Settings, api_key, tiny_base: Path, tmp_path: Path
+) -> None:
+    data = _write_csv(tmp_path / "tickets.csv")
+    headers = {"X-API-Key": api_key("admin")}
+    factory = get_session_factory(service_settings.database_url)
+    with TestClient(create_service(service_settings)) as client:
+        response = client.post(
+            "/v1/jobs",
+            json={"kind": "core.train_classifier", "params": _params(data, tiny_base)},
+            headers=headers,
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["queue"] == "gpu"
+        job = wait_for_job(factory, response.json()["id"], timeout_s=120)
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    assert job.result["version"] == 1 and job.result["promoted"] is True
+    with factory() as session:
+        run = session.scalars(select(TrainingRun)).one()
+        version = session.scalars(select(ModelVersion)).one()
+    assert run.job_id == job.id and run.status is JobStatus.SUCCEEDED and run.progress == 1.0
+    assert len(run.data_fingerprint) == 64 and run.params["strategy"] == "full"
+    assert {"accuracy", "macro_f1", "ece"} <= set(run.metrics)
+    assert (version.name, version.stage, version.training_run_id) == (
+        "tickets",
+        ModelStage.PRODUCTION,
+        run.id,
+    )
+    assert Path(version.artifact_path).is_relative_to(service_settings.artifacts_dir)
+    classifier = load_classifier(Path(version.artifact_path), choose_placement("cpu"))
+    assert sorted(classifier.labels) == sorted(set(keyword_intents(1).labels))
+    assert classifier.predict_proba(["my card has not arrived"]).shape == (1, 4)
+
+
+def test_promotion_never_leaves_a_candidate(
+    service_settings: Settings, tiny_base: Path, tmp_path: Path
+) -> None:
+    from workers.dispatch import create_dispatcher
+
+    factory = get_session_factory(service_settings.database_url)
+    dispatcher = create_dispatcher(service_settings)
+    data = _write_csv(tmp_path / "t.csv")
+    job, _ = submit_job(
+        factory,
+        dispatcher,
+        "core.train_classifier",
+        _params(data, tiny_base, promotion="never"),
+    )
+    done = wait_for_job(factory, job.id, timeout_s=120)
+    dispatcher.close()
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert done.result["promoted"] is False
+    with factory() as session:
+        assert session.scalars(select(ModelVersion)).one().stage is ModelStage.CANDIDATE
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model_name": "Tickets!"}, "model_name: String should match pattern"),
+        ({"data_path": "/data/tickets.xlsx"}, "expected a .csv or .jsonl file"),
+        ({"arguments": {"epochz": 3}}, "unexpected keyword argument 'epochz'"),
+        ({"arguments": {"strategy": "magic"}}, "unknown strategy 'magic'"),
+        ({"promotion": "always"}, "promotion: Input should be"),
+        ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_parameters_are_422_and_store_nothing(
+    client, api_key, service_settings: Settings, tmp_path: Path, change, message: str
+) -> None:
+    params = {**_params(tmp_path / "x.csv", tmp_path), **change}
+    response = client.post(
+        "/v1/jobs",
+        json={"kind": "core.train_classifier", "params": params},
+        headers={"X-API-Key": api_key("admin")},
+    )
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+    with get_session_factory(service_settings.database_url)() as session:
+        assert session.scalars(select(TrainingRun)).all() == []
+
+
+def test_missing_data_file_fails_the_job_with_the_reason(
+    service_settings: Settings, tiny_base: Path, tmp_path: Path
+) -> None:
+    from workers.dispatch import create_dispatcher
+
+    factory = get_session_factory(service_settings.database_url)
+    dispatcher = create_dispatcher(service_settings)
+    job, _ = submit_job(
+        factory, dispatcher, "core.train_classifier", _params(tmp_path / "gone.csv", tiny_base)
+    )
+    done = wait_for_job(factory, job.id, timeout_s=60)
+    dispatcher.close()
+    assert done.status is JobStatus.FAILED
+    assert "gone.csv does not exist on this worker" in done.error
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_training_runs_on_the_celery_worker(
+    worker_settings: Settings, celery_worker, tiny_base: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import _truncate
+    from workers.dispatch import create_dispatcher
+
+    factory = get_session_factory(worker_settings.database_url)
+    dispatcher = create_dispatcher(worker_settings)
+    data = _write_csv(tmp_path / "tickets.csv")
+    try:
+        job, _ = submit_job(factory, dispatcher, "core.train_classifier", _params(data, tiny_base))
+        done = wait_for_job(factory, job.id, timeout_s=180)
+        assert done.status is JobStatus.SUCCEEDED, done.error
+        assert done.worker.split(":")[1] == str(celery_worker.pid)
+        with factory() as session:
+            version = session.scalars(select(ModelVersion)).one()
+        assert version.stage is ModelStage.PRODUCTION
+        assert Path(version.artifact_path).is_relative_to(worker_settings.artifacts_dir)
+    finally:
+        dispatcher.close()
+        _truncate(worker_settings.database_url)

@@ -1,0 +1,96 @@
+"""`textsuite models`: list, inspect, promote and roll back model versions."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.ml import versions
+from textsuite.cli.common import database, fail, settings
+
+app = typer.Typer(help="List, inspect, promote and roll back model versions.", no_args_is_help=True)
+console = Console()
+
+
+def _headline(metrics: dict[str, object], name: str) -> str:
+    value = metrics.get(name)
+    return f"{name} {value:.4f}" if isinstance(value, int | float) else "-"
+
+
+@app.command("list")
+def list_models(name: Annotated[str | None, typer.Argument(help="Only this model")] = None) -> None:
+    """Every version with its stage and validation metric."""
+    table = Table("model", "version", "stage", "task", "metric", "base model", "created")
+    for column in table.columns[:4]:
+        column.no_wrap = True
+    with database(settings()) as session:
+        for version in versions.list_versions(session, name):
+            metric = version.config.get("primary_metric", "macro_f1")
+            table.add_row(
+                version.name,
+                f"v{version.version}",
+                version.stage.value,
+                version.task,
+                _headline(version.metrics, metric),
+                version.base_model,
+                f"{version.created_at:%Y-%m-%d %H:%M}",
+            )
+    console.print(table)
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="Model name")],
+    version: Annotated[int | None, typer.Option(help="Version number [default: newest]")] = None,
+) -> None:
+    """A version's metrics, configuration and artifact folder."""
+    with database(settings()) as session:
+        try:
+            found = versions.get_version(session, name, version)
+        except versions.VersionNotFound as exc:
+            fail(str(exc))
+        console.print_json(
+            json.dumps(
+                {
+                    "name": found.name,
+                    "version": found.version,
+                    "stage": found.stage.value,
+                    "task": found.task,
+                    "base_model": found.base_model,
+                    "artifact_path": found.artifact_path,
+                    "metrics": found.metrics,
+                    "config": found.config,
+                    "created_at": found.created_at.isoformat(),
+                }
+            )
+        )
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Model name")],
+    version: Annotated[int | None, typer.Option(help="Version number [default: newest]")] = None,
+    force: Annotated[bool, typer.Option(help="Promote even if its metric is worse")] = False,
+) -> None:
+    """Make a version production; refuses one that is worse unless --force."""
+    with database(settings()) as session:
+        try:
+            promoted = versions.promote(session, name, version, force=force)
+        except (versions.VersionNotFound, versions.PromotionRefused) as exc:
+            fail(str(exc))
+        typer.echo(f"{promoted.name} v{promoted.version} is in production")
+
+
+@app.command()
+def rollback(name: Annotated[str, typer.Argument(help="Model name")]) -> None:
+    """Put back the version that was in production before the current one."""
+    with database(settings()) as session:
+        try:
+            restored = versions.rollback(session, name)
+        except versions.VersionNotFound as exc:
+            fail(str(exc))
+        typer.echo(f"{restored.name} v{restored.version} is in production again")

@@ -1,0 +1,71 @@
+"""`textsuite train`: fine-tuning jobs, followed with a progress bar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core import jobs
+from core.storage import get_session_factory
+from core.storage.models import JobStatus
+from textsuite.cli.common import fail, settings
+from textsuite.cli.jobs import follow, print_job
+
+app = typer.Typer(help="Fine-tune models (runs as a job on the gpu queue).", no_args_is_help=True)
+
+
+@app.command()
+def classifier(
+    data: Annotated[Path, typer.Option(help="Labelled texts: CSV with a header, or JSONL")],
+    name: Annotated[str, typer.Option(help="Model name, e.g. 'tickets'")],
+    base: Annotated[str, typer.Option(help="Base model reference")] = "all-MiniLM-L6-v2",
+    validation: Annotated[Path | None, typer.Option(help="Held-out file (same format)")] = None,
+    text_field: Annotated[str, typer.Option(help="Column/key holding the text")] = "text",
+    label_field: Annotated[str, typer.Option(help="Column/key holding the label")] = "label",
+    strategy: Annotated[str, typer.Option(help="auto, full, lora or fewshot")] = "auto",
+    epochs: Annotated[float | None, typer.Option(help="Training epochs")] = None,
+    arguments: Annotated[
+        str | None, typer.Option(help="More TrainingArguments as JSON, e.g. '{\"seed\": 7}'")
+    ] = None,
+    promotion: Annotated[str, typer.Option(help="if-not-worse, never or force")] = "if-not-worse",
+    wait: Annotated[bool, typer.Option(help="Follow the job until it finishes")] = True,
+) -> None:
+    """Fine-tune a text classifier and record it as a new version of NAME."""
+    from workers.dispatch import create_dispatcher
+
+    current = settings()
+    extra = json.loads(arguments) if arguments else {}
+    if not isinstance(extra, dict):
+        fail("--arguments must be a JSON object")
+    extra["strategy"] = strategy
+    if epochs is not None:
+        extra["epochs"] = epochs
+    params = {
+        "model_name": name,
+        "data_path": str(data.resolve()),
+        "validation_path": str(validation.resolve()) if validation else None,
+        "text_field": text_field,
+        "label_field": label_field,
+        "base_model": base,
+        "arguments": extra,
+        "promotion": promotion,
+    }
+    try:
+        job, _ = jobs.submit_job(
+            get_session_factory(current.database_url),
+            create_dispatcher(current),
+            "core.train_classifier",
+            params,
+        )
+    except (jobs.InvalidJobParams, jobs.DispatchError) as exc:
+        fail(str(exc))
+    if not (wait or current.jobs_inprocess):
+        typer.echo(f"submitted job {job.id}; follow it with `textsuite jobs show {job.id} --watch`")
+        return
+    finished = follow(current, job.id)
+    print_job(finished)
+    if finished.status is JobStatus.FAILED:
+        raise typer.Exit(1)
