@@ -7,6 +7,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
+from core.privacy import PersonalDataFilter
 from core.settings import LogFormat, Settings
 
 
@@ -23,6 +24,7 @@ def configure_logging(settings: Settings) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(PersonalDataFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

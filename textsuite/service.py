@@ -7,19 +7,25 @@ import functools
 from fastapi import FastAPI
 
 import migrations
+from apps.support.service import support_lifespan, support_router
+from apps.support.settings import SupportSettings, get_support_settings
 from core.api import create_app
 from core.settings import Settings, get_settings
 from workers.dispatch import create_dispatcher
 
 
-def create_service(settings: Settings | None = None) -> FastAPI:
+def create_service(
+    settings: Settings | None = None, *, support: SupportSettings | None = None
+) -> FastAPI:
     """The whole API. Used by `textsuite serve` (as a uvicorn factory) and by the tests."""
     settings = settings or get_settings()
+    support = support or get_support_settings()
     return create_app(
         settings,
         dispatcher=create_dispatcher(settings),
-        routers=[],
+        routers=[support_router()],
         readiness_checks={
             "migrations": functools.partial(migrations.check_at_head, settings.database_url)
         },
+        lifespans=[support_lifespan(support)],
     )

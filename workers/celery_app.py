@@ -56,12 +56,17 @@ def create_celery_app(settings: Settings) -> Celery:
 
 
 def _register(app: Celery, definition: JobTaskDefinition, settings: Settings) -> None:
-    def run(task: Task, job_id: str) -> dict[str, Any] | None:
+    def run(task: Task, job_id: str) -> dict[str, Any] | RetryLater | None:
         try:
             return run_job(
                 definition, settings, uuid.UUID(job_id), retries=task.request.retries or 0
             )
         except RetryLater as exc:
+            if task.request.is_eager:
+                # In-process: Celery's eager retry would re-run at once, ignoring the
+                # countdown. Hand the retry back to the in-process dispatcher, which waits
+                # out the backoff (returned, not raised: it is not a failure to log).
+                return exc
             raise task.retry(countdown=exc.countdown, max_retries=definition.max_retries) from exc
 
     app.task(

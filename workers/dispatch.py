@@ -12,6 +12,7 @@ from celery import Celery
 from core.jobs import JobDispatcher, JobKindSpec
 from core.settings import Settings
 from workers.celery_app import create_celery_app
+from workers.execution import RetryLater
 from workers.registry import get_definition
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,10 @@ class InProcessDispatcher:
         retries = 0
         while True:
             result = task.apply(args=[job_id], retries=retries, throw=False)
-            retry = getattr(result, "result", None)
-            if result.state != "RETRY":
+            if not isinstance(result.result, RetryLater):
                 return
-            countdown = getattr(retry, "when", None)
-            time.sleep(countdown if isinstance(countdown, int | float) else 1.0)
+            # The job is recorded as retrying; wait out its backoff, as a broker would.
+            time.sleep(result.result.countdown)
             retries += 1
 
     def close(self, wait: bool = True) -> None:

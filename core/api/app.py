@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from importlib import metadata
 
 from fastapi import APIRouter, FastAPI, Request
@@ -25,6 +25,8 @@ from core.storage.models import Scope
 
 log = logging.getLogger(__name__)
 
+AppLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
 
 def create_app(
     settings: Settings,
@@ -32,18 +34,23 @@ def create_app(
     dispatcher: JobDispatcher,
     routers: Sequence[APIRouter] = (),
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
+    lifespans: Sequence[AppLifespan] = (),
 ) -> FastAPI:
     """The HTTP service: operations and jobs routes, plus the apps' `routers`.
 
     `dispatcher` runs submitted jobs (Celery, or threads in this process); it is closed when
-    the app shuts down.
+    the app shuts down. Each of `lifespans` is entered at start-up, in order (an app loads its
+    models and starts its batchers there), and left at shutdown in reverse order.
     """
     factory = get_session_factory(settings.database_url)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _bootstrap_key(settings, factory)
-        yield
+        async with AsyncExitStack() as stack:
+            for app_lifespan in lifespans:
+                await stack.enter_async_context(app_lifespan(app))
+            yield
         close = getattr(dispatcher, "close", None)
         if close is not None:
             close()

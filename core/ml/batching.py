@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import logging
 import time
 from collections import deque
@@ -80,8 +81,17 @@ class BatchingConfig:
     max_batch_tokens: int = 8192
     max_wait_ms: float = 5.0
     max_queue: int = 1024
+    # The fixed cost of one model call, in padded tokens. A length-sorted batch is cut into
+    # several calls where the padding that saves outweighs this; 0 would run every distinct
+    # length alone, a huge value always runs one call. Measured for MiniLM on a 2-core CPU
+    # with 32 clients (bench.inference): 16 -> 147 req/s, 64 -> 153, 256 -> 165, 1024 -> 141.
+    call_overhead_tokens: int = 256
 
     def __post_init__(self) -> None:
+        if self.call_overhead_tokens < 0:
+            raise ValueError(
+                f"BatchingConfig.call_overhead_tokens must be >= 0, got {self.call_overhead_tokens}"
+            )
         for name in ("max_batch_size", "max_batch_tokens", "max_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BatchingConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -332,15 +342,22 @@ class DynamicBatcher(Generic[T]):
         BATCH_QUEUE_DEPTH.labels(self.name).set(self._pending)
         return batch
 
+    def _run_groups(self, groups: list[list[TokenIds]]) -> np.ndarray:
+        """Runs in the worker thread: one model call per length group, rows concatenated."""
+        return np.concatenate([self._run(group) for group in groups], axis=0)
+
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
-        # Sorted by length so that similar lengths share padding; rows are mapped back below.
+        # Sorted by length, then cut into groups of similar length, so that short requests are
+        # not padded to the longest one when a separate call is cheaper than the padding.
         batch.sort(key=lambda request: len(request.ids))
         ids = [request.ids for request in batch]
+        cuts = length_groups([len(row) for row in ids], self.config.call_overhead_tokens)
+        groups = [ids[start:end] for start, end in itertools.pairwise([0, *cuts])]
         BATCH_SIZE.labels(self.name).observe(len(batch))
         started = time.perf_counter()
         try:
             assert self._executor is not None
-            output = await loop.run_in_executor(self._executor, self._run, ids)
+            output = await loop.run_in_executor(self._executor, self._run_groups, groups)
             if len(output) != len(batch):
                 raise RuntimeError(
                     f"model of batcher {self.name!r} returned {len(output)} rows for "
@@ -382,6 +399,29 @@ class DynamicBatcher(Generic[T]):
         else:
             return
         self._fail_queued(BatcherStopped(f"batcher {self.name!r} failed: {self._failure!r}"))
+
+
+def length_groups(lengths: Sequence[int], call_overhead: int) -> list[int]:
+    """Where to cut ascending `lengths` into model calls, minimising the padded cost.
+
+    A call over rows i..j-1 costs `call_overhead + (j - i) * lengths[j-1]` (each row padded to
+    the call's longest). Returns the end index of each group; the last is `len(lengths)`.
+    Dynamic programming over the cut points: O(n^2) for a batch of n rows.
+    """
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n  # best[j]: cheapest way to run rows 0..j-1
+    cut_before = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(end):
+            cost = best[start] + call_overhead + (end - start) * lengths[end - 1]
+            if cost < best[end]:
+                best[end], cut_before[end] = cost, start
+    cuts: list[int] = []
+    end = n
+    while end > 0:
+        cuts.append(end)
+        end = cut_before[end]
+    return cuts[::-1]
 
 
 def _fail(requests: list[_Request], error: BaseException) -> None:

@@ -181,3 +181,48 @@ def calibrated_metrics(
     metrics["temperature"] = temperature
     metrics["ece_uncalibrated"] = expected_calibration_error(softmax(logits), label_ids)
     return temperature, metrics
+
+
+def _lowest_threshold(scores: np.ndarray, correct: np.ndarray, target: float) -> float:
+    """The lowest `t` such that predictions with score >= t are right at least `target` of the
+    time (ties kept together); above every score when no threshold reaches the target."""
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], correct[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)  # precision of the top k
+    last_of_tie = np.r_[ranked[1:] != ranked[:-1], True]  # a cut may not split equal scores
+    valid = np.flatnonzero((precision >= target) & last_of_tie)
+    if len(valid) == 0:
+        return float(np.nextafter(ranked[0], np.inf))
+    return float(ranked[valid[-1]])
+
+
+def selective_thresholds(
+    probabilities: np.ndarray, label_ids: np.ndarray, target_precision: float
+) -> dict[str, float]:
+    """Thresholds under which a classifier should abstain (hand off) rather than answer.
+
+    On validation probabilities (calibrated), pick the lowest top-1 `confidence` and the lowest
+    top-1/top-2 `margin` at which the answered predictions reach `target_precision`; a
+    prediction is answered when it clears both. Reports the precision and coverage (share
+    answered) that this gives on the same data.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    label_ids = np.asarray(label_ids)
+    if len(label_ids) == 0:
+        raise ValueError("no validation examples to choose thresholds on")
+    ranked = np.sort(probabilities, axis=1)
+    confidence = ranked[:, -1]  # (N,)
+    margin = ranked[:, -1] - (ranked[:, -2] if probabilities.shape[1] > 1 else 0.0)  # (N,)
+    correct = probabilities.argmax(axis=1) == label_ids  # (N,)
+    thresholds = {
+        "confidence": _lowest_threshold(confidence, correct, target_precision),
+        "margin": _lowest_threshold(margin, correct, target_precision),
+    }
+    answered = (confidence >= thresholds["confidence"]) & (margin >= thresholds["margin"])
+    thresholds.update(
+        target_precision=float(target_precision),
+        precision=float(correct[answered].mean()) if answered.any() else 1.0,
+        coverage=float(answered.mean()),
+        n=len(label_ids),
+    )
+    return thresholds

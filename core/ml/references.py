@@ -10,6 +10,7 @@ A reference may be, tried in this order:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +104,15 @@ def _hub_cache(reference: str) -> Path | None:
         return Path(snapshot_download(reference, local_files_only=True))
     except (LocalEntryNotFoundError, ValueError, OSError):
         return None
+
+
+def folder_resolver(
+    cache_dir: Path, session_factory: sessionmaker[Session] | None = None
+) -> Callable[[str], Path]:
+    """`reference -> folder`, for loaders that meet references inside model folders (the base
+    model under a LoRA adapter)."""
+
+    def resolve(reference: str) -> Path:
+        return resolve_model(reference, cache_dir=cache_dir, session_factory=session_factory).path
+
+    return resolve

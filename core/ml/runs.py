@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -110,8 +110,13 @@ def run_classifier_training(
     job_id: uuid.UUID | None = None,
     progress: Progress | None = None,
     promotion: PromotionPolicy = PromotionPolicy.IF_NOT_WORSE,
+    extra_config: Callable[[TrainingResult], Mapping[str, Any]] | None = None,
 ) -> RunOutcome:
-    """Train a classifier version of `model_name` and record it; see the module docstring."""
+    """Train a classifier version of `model_name` and record it; see the module docstring.
+
+    `extra_config(result)` may add app-specific settings derived from the trained model (e.g.
+    the support bot's handoff thresholds) to the version's config before it can be promoted.
+    """
     base = resolve_model(
         base_reference, cache_dir=settings.model_cache_dir, session_factory=factory
     )
@@ -135,12 +140,13 @@ def run_classifier_training(
             progress=_run_progress(factory, run_id, progress),
             validation=validation,
         )
+        extra = dict(extra_config(result)) if extra_config is not None else {}
     except Exception as exc:
         with session_scope(factory) as session:
             run = session.get(TrainingRun, run_id)
             run.status, run.error, run.finished_at = JobStatus.FAILED, str(exc), utcnow()
         raise
-    return _record(factory, run_id, model_name, base_reference, result, promotion)
+    return _record(factory, run_id, model_name, base_reference, result, promotion, extra)
 
 
 def _record(
@@ -150,6 +156,7 @@ def _record(
     base_reference: str,
     result: TrainingResult,
     promotion: PromotionPolicy,
+    extra: Mapping[str, Any],
 ) -> RunOutcome:
     with session_scope(factory) as session:
         run = session.get(TrainingRun, run_id)
@@ -167,6 +174,7 @@ def _record(
                 "architecture": result.architecture,
                 "labels": result.labels,
                 "primary_metric": result.primary_metric,
+                **extra,
             },
             training_run=run,
         )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid
+from sqlalchemy import JSON, DateTime, Enum, MetaData, TypeDecorator, Uuid
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -53,7 +54,21 @@ class Base(DeclarativeBase):
         uuid.UUID: Uuid,
         dict[str, Any]: JSONType,
         list[str]: JSONType,
+        list[Any]: JSONType,
     }
+
+
+def str_enum(cls: type[StrEnum], name: str) -> Enum:
+    """A string enum stored as VARCHAR + CHECK on every backend, so adding a member is a plain
+    migration (no native ENUM type to alter)."""
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
 
 
 def uuid_pk() -> Mapped[uuid.UUID]:

@@ -7,22 +7,10 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.storage.base import Base, created_at, utcnow, uuid_pk
-
-
-def _enum(cls: type[StrEnum], name: str) -> Enum:
-    # Stored as VARCHAR + CHECK on every backend, so adding a member is a plain migration.
-    return Enum(
-        cls,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        values_callable=lambda members: [member.value for member in members],
-    )
+from core.storage.base import Base, created_at, str_enum, utcnow, uuid_pk
 
 
 class Scope(StrEnum):
@@ -71,7 +59,7 @@ class Job(Base):
     id: Mapped[uuid.UUID] = uuid_pk()
     kind: Mapped[str] = mapped_column(String(100), index=True)
     queue: Mapped[str] = mapped_column(String(32))
-    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"))
+    status: Mapped[JobStatus] = mapped_column(str_enum(JobStatus, "job_status"))
     progress: Mapped[float] = mapped_column(default=0.0)
     progress_message: Mapped[str | None] = mapped_column(String(300))
     params: Mapped[dict[str, Any]]
@@ -100,7 +88,7 @@ class TrainingRun(Base):
     base_model: Mapped[str] = mapped_column(String(500))
     params: Mapped[dict[str, Any]]
     data_fingerprint: Mapped[str] = mapped_column(String(64))
-    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "training_run_status"))
+    status: Mapped[JobStatus] = mapped_column(str_enum(JobStatus, "training_run_status"))
     progress: Mapped[float] = mapped_column(default=0.0)
     metrics: Mapped[dict[str, Any] | None]
     artifact_path: Mapped[str | None] = mapped_column(String(1000))
@@ -139,7 +127,7 @@ class ModelVersion(Base):
     artifact_path: Mapped[str] = mapped_column(String(1000))
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    stage: Mapped[ModelStage] = mapped_column(_enum(ModelStage, "model_stage"))
+    stage: Mapped[ModelStage] = mapped_column(str_enum(ModelStage, "model_stage"))
     training_run_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("training_runs.id", ondelete="SET NULL")
     )

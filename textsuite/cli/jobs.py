@@ -151,3 +151,24 @@ def submit(
     print_job(job)
     if job.status is JobStatus.FAILED:
         raise typer.Exit(1)
+
+
+def submit_and_follow(kind: str, params: dict[str, object], wait: bool = True) -> Job:
+    """Submit a job and, unless told not to, show its progress until it finishes."""
+    from workers.dispatch import create_dispatcher
+
+    current = settings()
+    try:
+        job, _ = jobs.submit_job(
+            get_session_factory(current.database_url), create_dispatcher(current), kind, params
+        )
+    except (jobs.InvalidJobParams, jobs.DispatchError) as exc:
+        fail(str(exc))
+    if not (wait or current.jobs_inprocess):
+        typer.echo(f"submitted job {job.id}; follow it with `textsuite jobs show {job.id} --watch`")
+        return job
+    finished = follow(current, job.id)
+    print_job(finished)
+    if finished.status is JobStatus.FAILED:
+        raise typer.Exit(1)
+    return finished

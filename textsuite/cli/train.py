@@ -8,11 +8,8 @@ from typing import Annotated
 
 import typer
 
-from core import jobs
-from core.storage import get_session_factory
-from core.storage.models import JobStatus
-from textsuite.cli.common import fail, settings
-from textsuite.cli.jobs import follow, print_job
+from textsuite.cli.common import fail
+from textsuite.cli.jobs import submit_and_follow
 
 app = typer.Typer(help="Fine-tune models (runs as a job on the gpu queue).", no_args_is_help=True)
 
@@ -34,9 +31,6 @@ def classifier(
     wait: Annotated[bool, typer.Option(help="Follow the job until it finishes")] = True,
 ) -> None:
     """Fine-tune a text classifier and record it as a new version of NAME."""
-    from workers.dispatch import create_dispatcher
-
-    current = settings()
     extra = json.loads(arguments) if arguments else {}
     if not isinstance(extra, dict):
         fail("--arguments must be a JSON object")
@@ -53,19 +47,22 @@ def classifier(
         "arguments": extra,
         "promotion": promotion,
     }
-    try:
-        job, _ = jobs.submit_job(
-            get_session_factory(current.database_url),
-            create_dispatcher(current),
-            "core.train_classifier",
-            params,
-        )
-    except (jobs.InvalidJobParams, jobs.DispatchError) as exc:
-        fail(str(exc))
-    if not (wait or current.jobs_inprocess):
-        typer.echo(f"submitted job {job.id}; follow it with `textsuite jobs show {job.id} --watch`")
-        return
-    finished = follow(current, job.id)
-    print_job(finished)
-    if finished.status is JobStatus.FAILED:
-        raise typer.Exit(1)
+    submit_and_follow("core.train_classifier", params, wait)
+
+
+@app.command()
+def support(
+    strategy: Annotated[str, typer.Option(help="auto, full, lora or fewshot")] = "auto",
+    epochs: Annotated[float | None, typer.Option(help="Training epochs")] = None,
+    arguments: Annotated[str | None, typer.Option(help="More TrainingArguments as JSON")] = None,
+    promotion: Annotated[str, typer.Option(help="if-not-worse, never or force")] = "if-not-worse",
+    wait: Annotated[bool, typer.Option(help="Follow the job until it finishes")] = True,
+) -> None:
+    """Retrain the support bot's intent model on its catalogue (and reviewed messages)."""
+    extra = json.loads(arguments) if arguments else {}
+    if not isinstance(extra, dict):
+        fail("--arguments must be a JSON object")
+    extra["strategy"] = strategy
+    if epochs is not None:
+        extra["epochs"] = epochs
+    submit_and_follow("support.train", {"arguments": extra, "promotion": promotion}, wait)

@@ -1,5 +1,5 @@
 """Task modules; importing this package declares every task of the suite."""
 
-from workers.tasks import diagnostics, training
+from workers.tasks import diagnostics, support, support_delivery, training
 
-__all__ = ["diagnostics", "training"]
+__all__ = ["diagnostics", "support", "support_delivery", "training"]

@@ -35,7 +35,7 @@ class TrainClassifierParams(BaseModel):
     @field_validator("arguments")
     @classmethod
     def _check_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
-        training_arguments(value)
+        TrainingArguments.from_dict(value)
         return value
 
     @field_validator("data_path", "validation_path")
@@ -44,15 +44,6 @@ class TrainClassifierParams(BaseModel):
         if value is not None and Path(value).suffix.lower() not in (".csv", ".jsonl"):
             raise ValueError(f"expected a .csv or .jsonl file, got {value!r}")
         return value
-
-
-def training_arguments(values: dict[str, Any]) -> TrainingArguments:
-    """`TrainingArguments` from JSON, with a readable error for unknown or bad fields."""
-    try:
-        return TrainingArguments(**values)
-    except TypeError as exc:
-        known = ", ".join(sorted(TrainingArguments.__dataclass_fields__))
-        raise ValueError(f"{exc}; known arguments: {known}") from None
 
 
 def read_labelled(path: str, text_field: str, label_field: str) -> LabelledTexts:
@@ -81,7 +72,7 @@ def train_classifier_job(ctx: JobContext) -> dict[str, Any]:
         model_name=params.model_name,
         base_reference=params.base_model,
         data=data,
-        arguments=training_arguments(params.arguments),
+        arguments=TrainingArguments.from_dict(params.arguments),
         validation=validation,
         job_id=ctx.job_id,
         progress=ctx.progress,

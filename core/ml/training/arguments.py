@@ -89,6 +89,15 @@ class TrainingArguments:
         if isinstance(self.lora, dict):  # arguments read back from stored JSON
             self.lora = LoraArguments(**self.lora)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingArguments:
+        """Arguments from JSON (a job's parameters), with a readable error for unknown fields."""
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            known = ", ".join(sorted(cls.__dataclass_fields__))
+            raise ValueError(f"{exc}; known arguments: {known}") from None
+
     def learning_rate_for(self, strategy: str) -> float:
         return (
             self.learning_rate

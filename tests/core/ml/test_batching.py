@@ -322,3 +322,34 @@ def test_engine_matches_encoder_on_a_tiny_bert() -> None:
     expected = encoder.encode(texts)  # (N, D)
     assert rows.shape == expected.shape == (len(texts), 32)
     np.testing.assert_allclose(rows, expected, atol=1e-5)
+
+
+def test_length_groups_cut_where_padding_costs_more_than_a_call() -> None:
+    from core.ml.batching import length_groups
+
+    short_and_long = [5] * 16 + [40] * 16
+    assert length_groups(short_and_long, call_overhead=64) == [16, 32]
+    assert length_groups(short_and_long, call_overhead=10_000) == [32]
+    assert length_groups([12] * 32, call_overhead=0) == [32]  # equal lengths: nothing to save
+    assert length_groups([1, 4, 9, 50], call_overhead=1) == [1, 2, 3, 4]
+    assert length_groups([], call_overhead=64) == []
+
+
+def test_a_mixed_batch_runs_as_calls_of_similar_length() -> None:
+    model = FakeModel()
+    texts = ["x" * 40, "a", "y" * 41, "b", "c", "z" * 39]
+
+    async def scenario() -> None:
+        config = {"max_wait_ms": 0, "call_overhead_tokens": 8}
+        async with batcher_for(model, "groups", **config) as batcher:
+            gate = await hold_worker(batcher, model)
+            pending = [asyncio.create_task(batcher.submit(text)) for text in texts]
+            await until(lambda: batcher.pending == len(texts))
+            model.gate.set()
+            rows = await asyncio.gather(*pending)
+            await gate
+        for text, row in zip(texts, rows, strict=True):
+            np.testing.assert_array_equal(row, expected_row(text))
+
+    run_async(scenario)
+    assert model.batches[1:] == [["a", "b", "c"], ["z" * 39, "x" * 40, "y" * 41]]

@@ -142,3 +142,27 @@ def test_fit_temperature_stays_moderate_on_a_small_validation_set_with_no_errors
     labels = np.array([0, 1, 2] * 4)
     temperature = fit_temperature(logits, labels)
     assert 0.1 < temperature < 1.0  # sharper than before, not infinitely confident
+
+
+def test_selective_thresholds_reach_the_target_precision() -> None:
+    from core.ml.evaluation import selective_thresholds
+
+    # Ten predictions, confident ones right, unsure ones mostly wrong.
+    confidence = np.array([0.99, 0.97, 0.95, 0.9, 0.85, 0.8, 0.7, 0.65, 0.6, 0.55])
+    right = np.array([1, 1, 1, 1, 1, 0, 1, 0, 0, 0], dtype=bool)
+    probabilities = np.stack([confidence, 1 - confidence], axis=1)  # class 0 always predicted
+    labels = np.where(right, 0, 1)
+    chosen = selective_thresholds(probabilities, labels, target_precision=0.9)
+    assert chosen["confidence"] == 0.85  # top five are all right; adding 0.8 drops to 5/6
+    assert chosen["precision"] == 1.0 and chosen["coverage"] == 0.5
+    lenient = selective_thresholds(probabilities, labels, target_precision=0.6)
+    assert lenient["confidence"] == 0.55  # 6 right of all 10 still reaches 0.6
+    assert lenient["coverage"] == 1.0
+
+
+def test_selective_thresholds_abstain_on_everything_when_the_target_is_unreachable() -> None:
+    from core.ml.evaluation import selective_thresholds
+
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2]])
+    chosen = selective_thresholds(probabilities, np.array([1, 1]), target_precision=0.9)
+    assert chosen["confidence"] > 0.9 and chosen["coverage"] == 0.0

@@ -1,0 +1,1 @@
+"""Support bot: intents with answer templates, calibrated handoff, helpdesk integrations."""

@@ -1,0 +1,219 @@
+"""`/v1/support`: answer messages, inspect and release conversations, customers, training."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+
+from apps.support.api.deps import BotDep
+from apps.support.messages import BotReply, Channel, HandoffReason, IncomingMessage
+from apps.support.models import Conversation, ConversationStatus, Customer, Message
+from apps.support.training import TRAIN_JOB, SupportTrainParams
+from core import jobs
+from core.api.deps import DispatcherDep, SessionDep, SessionFactoryDep, require_scope
+from core.api.jobs import JobPublic
+from core.storage.models import Scope
+
+router = APIRouter(tags=["support"], dependencies=[Depends(require_scope(Scope.SUPPORT))])
+
+MAX_TEXT = 2000
+SlotValue = str | int | float | bool | None
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: str = Field(min_length=1, max_length=200)
+    text: str = Field(max_length=MAX_TEXT, description=f"At most {MAX_TEXT} characters")
+    customer_id: str | None = Field(default=None, min_length=1, max_length=200)
+    customer_name: str | None = Field(default=None, max_length=200)
+    message_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Your id for this message: sending it again returns the same answer",
+    )
+    metadata: dict[str, SlotValue] = Field(
+        default_factory=dict, max_length=50, description="Slot values, e.g. {'order_id': ...}"
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is empty")
+        return value
+
+
+class AlternativeOut(BaseModel):
+    intent: str
+    confidence: float
+
+
+class MessageOut(BaseModel):
+    message_id: uuid.UUID
+    conversation_id: str
+    intent: str | None
+    confidence: float | None
+    alternatives: list[AlternativeOut]
+    answer: str | None
+    handoff: bool
+    handoff_reason: HandoffReason | None
+    duplicate: bool
+
+    @classmethod
+    def of(cls, reply: BotReply, conversation_id: str) -> MessageOut:
+        return cls(
+            message_id=reply.message_id,
+            conversation_id=conversation_id,
+            intent=reply.intent,
+            confidence=reply.confidence,
+            alternatives=[AlternativeOut(**a.__dict__) for a in reply.alternatives],
+            answer=reply.answer,
+            handoff=reply.handoff,
+            handoff_reason=reply.handoff_reason,
+            duplicate=reply.duplicate,
+        )
+
+
+@router.post("/messages", response_model=MessageOut, summary="Answer a customer's message")
+async def post_message(body: MessageIn, bot: BotDep) -> MessageOut:
+    reply = await bot.handle(
+        IncomingMessage(
+            channel=Channel.API,
+            conversation_id=body.conversation_id,
+            text=body.text,
+            customer_id=body.customer_id,
+            customer_name=body.customer_name,
+            message_id=body.message_id,
+            metadata=dict(body.metadata),
+        )
+    )
+    return MessageOut.of(reply, body.conversation_id)
+
+
+class MessagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    role: str
+    text: str
+    intent: str | None
+    confidence: float | None
+    handoff: bool
+    handoff_reason: str | None
+    created_at: dt.datetime
+
+
+class ConversationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    channel: str
+    external_id: str
+    status: ConversationStatus
+    slots: dict[str, Any]
+    created_at: dt.datetime
+    messages: list[MessagePublic] = []
+
+
+def _conversation(session: SessionDep, conversation_id: str, channel: Channel) -> Conversation:
+    found = session.scalars(
+        select(Conversation).where(
+            Conversation.channel == channel, Conversation.external_id == conversation_id
+        )
+    ).first()
+    if found is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f"no {channel.value} conversation {conversation_id!r}"
+        )
+    return found
+
+
+@router.get(
+    "/conversations/{conversation_id}",
+    response_model=ConversationPublic,
+    summary="A conversation with its messages (personal data masked)",
+)
+def read_conversation(
+    conversation_id: str, session: SessionDep, channel: Channel = Channel.API
+) -> ConversationPublic:
+    conversation = _conversation(session, conversation_id, channel)
+    messages = session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation.id)
+        .order_by(Message.created_at)
+    ).all()
+    public = ConversationPublic.model_validate(conversation)
+    public.messages = [MessagePublic.model_validate(m) for m in messages]
+    return public
+
+
+@router.post(
+    "/conversations/{conversation_id}/release",
+    response_model=ConversationPublic,
+    summary="Give a handed-off conversation back to the bot",
+)
+def release_conversation(
+    conversation_id: str, session: SessionDep, channel: Channel = Channel.API
+) -> ConversationPublic:
+    conversation = _conversation(session, conversation_id, channel)
+    conversation.status = ConversationStatus.BOT
+    conversation.last_intent, conversation.repeated_turns = None, 0
+    session.commit()
+    return ConversationPublic.model_validate(conversation)
+
+
+class CustomerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    attributes: dict[str, SlotValue] = Field(default_factory=dict, max_length=100)
+
+
+class CustomerPublic(CustomerIn):
+    model_config = ConfigDict(from_attributes=True, extra="ignore")
+
+    external_id: str
+
+
+@router.put(
+    "/customers/{external_id}",
+    response_model=CustomerPublic,
+    summary="Create or update a customer record (used for answer slots)",
+)
+def put_customer(
+    external_id: Annotated[str, Field(min_length=1, max_length=200)],
+    body: CustomerIn,
+    session: SessionDep,
+) -> Customer:
+    customer = session.scalars(select(Customer).where(Customer.external_id == external_id)).first()
+    if customer is None:
+        customer = Customer(external_id=external_id)
+        session.add(customer)
+    customer.name, customer.attributes = body.name, dict(body.attributes)
+    session.commit()
+    return customer
+
+
+@router.post(
+    "/train",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Retrain the intent model on the catalogue (a job on the gpu queue)",
+)
+def train(body: SupportTrainParams, factory: SessionFactoryDep, dispatcher: DispatcherDep) -> Any:
+    try:
+        job, _ = jobs.submit_job(factory, dispatcher, TRAIN_JOB, body.model_dump(mode="json"))
+    except jobs.InvalidJobParams as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    except jobs.DispatchError as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
+        ) from None
+    return JobPublic.model_validate(job)

@@ -1,0 +1,378 @@
+"""The support bot: classify a message, answer from the intent's template or hand off.
+
+One `SupportBot` per process. It serves the production version of the intent model through
+the core batching engine, notices a newly promoted version within `refresh_s`, and stores
+every turn (masked) with its outcome, so a redelivered message gets the same answer and every
+unsure or handed-off message reaches the review queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from apps.support.messages import Alternative, BotReply, HandoffReason, IncomingMessage
+from apps.support.models import (
+    Conversation,
+    ConversationStatus,
+    Customer,
+    Intent,
+    Message,
+    MessageRole,
+    ReviewItem,
+)
+from apps.support.policy import Decision, decide
+from apps.support.settings import SupportSettings
+from apps.support.slots import slot_values, slots_from_text
+from apps.support.templates import render
+from core.ml.batching import BatchingConfig, DynamicBatcher
+from core.ml.device import choose_placement
+from core.ml.loading import Classifier, load_classifier
+from core.ml.references import folder_resolver
+from core.ml.versions import production_version
+from core.privacy import mask_personal_data
+from core.settings import Settings
+from core.storage.engine import session_scope
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IntentModel:
+    """A loaded production version: its predictor behind a batcher, and its thresholds."""
+
+    version_id: uuid.UUID
+    version: int
+    classifier: Classifier
+    batcher: DynamicBatcher[str]
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """What the bot knows about a message before classifying it."""
+
+    conversation_id: uuid.UUID
+    status: ConversationStatus
+    duplicate: BotReply | None = None
+
+
+class SupportBot:
+    """Answers `IncomingMessage`s; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        support: SupportSettings,
+        factory: sessionmaker[Session],
+        *,
+        batching: BatchingConfig | None = None,
+        refresh_s: float = 5.0,
+    ) -> None:
+        self.settings, self.support, self.factory = settings, support, factory
+        self.batching = batching or BatchingConfig()
+        self.refresh_s = refresh_s
+        self._model: IntentModel | None = None
+        self._checked_at = -float("inf")
+        self._lock = asyncio.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.current_model(force=True)
+
+    async def stop(self) -> None:
+        if self._model is not None:
+            await self._model.batcher.stop()
+            self._model = None
+
+    async def current_model(self, *, force: bool = False) -> IntentModel | None:
+        """The production model, reloaded when another version has been promoted."""
+        if not force and time.monotonic() - self._checked_at < self.refresh_s:
+            return self._model
+        async with self._lock:
+            if not force and time.monotonic() - self._checked_at < self.refresh_s:
+                return self._model
+            self._checked_at = time.monotonic()
+            found = await asyncio.to_thread(self._production)
+            if found is None or (self._model and self._model.version_id == found[0]):
+                return self._model
+            try:
+                loaded = await self._load(*found)
+            except Exception:  # keep serving the version we have; a person must fix the files
+                log.exception("cannot load %s v%s; keeping the current model", *found[1:3])
+                return self._model
+            previous, self._model = self._model, loaded
+            if previous is not None:
+                await previous.batcher.stop()
+            log.info("serving %s v%d", self.support.model_name, loaded.version)
+            return loaded
+
+    def _production(self) -> tuple[uuid.UUID, int, Path, dict[str, Any]] | None:
+        with self.factory() as session:
+            try:
+                version = production_version(session, self.support.model_name)
+            except SQLAlchemyError as exc:  # readiness reports the database; keep serving
+                log.warning("cannot look up the production intent model: %s", exc)
+                return None
+            if version is None:
+                return None
+            return (
+                version.id,
+                version.version,
+                Path(version.artifact_path),
+                dict(version.config.get("thresholds", {})),
+            )
+
+    async def _load(
+        self, version_id: uuid.UUID, number: int, folder: Path, thresholds: dict[str, float]
+    ) -> IntentModel:
+        placement = choose_placement(self.settings.device, self.settings.dtype)
+        resolve = folder_resolver(self.settings.model_cache_dir, self.factory)
+        classifier = await asyncio.to_thread(load_classifier, folder, placement, resolve)
+        batcher = DynamicBatcher(
+            classifier.tokenize,
+            classifier.run,
+            self.batching,
+            name=f"{self.support.model_name}-v{number}",
+        )
+        await batcher.start()
+        return IntentModel(version_id, number, classifier, batcher, thresholds)
+
+    # --- answering ------------------------------------------------------------------------
+
+    async def handle(self, message: IncomingMessage) -> BotReply:
+        masked = mask_personal_data(message.text)
+        turn = await asyncio.to_thread(_retry_on_conflict, self._open_turn, message)
+        if turn.duplicate is not None:
+            return turn.duplicate
+        model = await self.current_model()
+        decision: Decision | None = None
+        if turn.status is not ConversationStatus.BOT:
+            reason: HandoffReason | None = HandoffReason.ALREADY_HANDED_OFF
+        elif model is None:
+            reason = HandoffReason.NO_MODEL
+        else:
+            probabilities = await model.batcher.submit(message.text)
+            handoff_intents = await asyncio.to_thread(self._handoff_intents)
+            decision = decide(
+                probabilities,
+                model.classifier.labels,
+                model.thresholds,
+                text=message.text,
+                handoff_intents=handoff_intents,
+            )
+            reason = decision.handoff_reason
+        return await asyncio.to_thread(
+            self._close_turn,
+            message,
+            masked,
+            turn,
+            decision,
+            reason,
+            model.version_id if model else None,
+        )
+
+    def _handoff_intents(self) -> frozenset[str]:
+        with self.factory() as session:
+            return frozenset(session.scalars(select(Intent.name).where(Intent.handoff)))
+
+    def _open_turn(self, message: IncomingMessage) -> _Turn:
+        """Find or create the conversation (and customer); spot a redelivered message."""
+        with session_scope(self.factory) as session:
+            conversation = session.scalars(
+                select(Conversation).where(
+                    Conversation.channel == message.channel,
+                    Conversation.external_id == message.conversation_id,
+                )
+            ).first()
+            if conversation is None:
+                conversation = Conversation(
+                    channel=message.channel,
+                    external_id=message.conversation_id,
+                    channel_data=dict(message.channel_data),
+                )
+                session.add(conversation)
+            if message.customer_id is not None:
+                conversation.customer_id = self._customer(session, message).id
+            session.flush()
+            if message.message_id is not None:
+                earlier = session.scalars(
+                    select(Message).where(
+                        Message.conversation_id == conversation.id,
+                        Message.external_id == message.message_id,
+                    )
+                ).first()
+                if earlier is not None and earlier.reply is not None:
+                    return _Turn(conversation.id, conversation.status, _stored_reply(earlier))
+            return _Turn(conversation.id, conversation.status)
+
+    def _customer(self, session: Session, message: IncomingMessage) -> Customer:
+        customer = session.scalars(
+            select(Customer).where(Customer.external_id == message.customer_id)
+        ).first()
+        if customer is None:
+            customer = Customer(external_id=message.customer_id, name=message.customer_name)
+            session.add(customer)
+        elif message.customer_name and not customer.name:
+            customer.name = message.customer_name
+        return customer
+
+    def _close_turn(
+        self,
+        message: IncomingMessage,
+        masked: str,
+        turn: _Turn,
+        decision: Decision | None,
+        reason: HandoffReason | None,
+        version_id: uuid.UUID | None,
+    ) -> BotReply:
+        """Render the answer (or hand off) and store the turn, in one transaction."""
+        with session_scope(self.factory) as session:
+            conversation = session.get(Conversation, turn.conversation_id)
+            answer: str | None = None
+            said = slots_from_text(message.text)
+            values = self._slot_values(session, conversation, message, said)
+            if decision is not None and reason is None:
+                reason, answer = self._answer(session, conversation, decision, values)
+            elif reason is HandoffReason.ASKED_FOR_HUMAN:
+                answer = self._handoff_message(session, decision, values)
+            conversation.slots = {**conversation.slots, **said}
+            if reason is not None:
+                conversation.status = ConversationStatus.HANDED_OFF
+                conversation.last_intent, conversation.repeated_turns = None, 0
+            stored = Message(
+                conversation_id=conversation.id,
+                external_id=message.message_id,
+                role=MessageRole.CUSTOMER,
+                text=masked,
+                intent=decision.intent if decision else None,
+                confidence=decision.confidence if decision else None,
+                alternatives=[a.__dict__ for a in decision.alternatives] if decision else [],
+                handoff=reason is not None,
+                handoff_reason=reason.value if reason else None,
+                model_version_id=version_id,
+            )
+            session.add(stored)
+            session.flush()
+            if reason is not None and reason is not HandoffReason.ALREADY_HANDED_OFF:
+                session.add(ReviewItem(message_id=stored.id, reason=reason.value))
+            if answer is not None:
+                session.add(
+                    Message(
+                        conversation_id=conversation.id,
+                        role=MessageRole.BOT,
+                        text=mask_personal_data(answer),
+                        intent=decision.intent if decision else None,
+                    )
+                )
+            reply = BotReply(
+                message_id=stored.id,
+                conversation_id=conversation.id,
+                intent=decision.intent if decision else None,
+                confidence=decision.confidence if decision else None,
+                alternatives=decision.alternatives if decision else [],
+                answer=answer,
+                handoff=reason is not None,
+                handoff_reason=reason,
+            )
+            stored.reply = _reply_record(reply)
+            return reply
+
+    def _slot_values(
+        self,
+        session: Session,
+        conversation: Conversation,
+        message: IncomingMessage,
+        said: dict[str, str],
+    ) -> dict[str, Any]:
+        customer = (
+            session.get(Customer, conversation.customer_id) if conversation.customer_id else None
+        )
+        return slot_values(
+            message=said,
+            conversation=conversation.slots,
+            customer_name=(customer.name if customer else None) or message.customer_name,
+            customer_attributes=customer.attributes if customer else {},
+            metadata=message.metadata,
+        )
+
+    def _answer(
+        self,
+        session: Session,
+        conversation: Conversation,
+        decision: Decision,
+        values: dict[str, Any],
+    ) -> tuple[HandoffReason | None, str | None]:
+        """The rendered answer, or why there is none (repeated question, missing value...)."""
+        if conversation.last_intent == decision.intent:
+            conversation.repeated_turns += 1
+        else:
+            conversation.last_intent, conversation.repeated_turns = decision.intent, 1
+        if conversation.repeated_turns >= self.support.max_repeated_turns:
+            return HandoffReason.REPEATED_FAILURE, None
+        intent = session.scalars(select(Intent).where(Intent.name == decision.intent)).first()
+        if intent is None or not intent.answer.strip():
+            return HandoffReason.NO_ANSWER, None
+        rendered = render(intent.answer, values)
+        if rendered.missing:
+            return HandoffReason.MISSING_INFORMATION, None
+        return None, rendered.text
+
+    def _handoff_message(
+        self, session: Session, decision: Decision | None, values: dict[str, Any]
+    ) -> str | None:
+        """What to tell a customer who asked for a person: the handoff intent's answer."""
+        query = select(Intent).where(Intent.handoff).order_by(Intent.name)
+        intents = list(session.scalars(query))
+        chosen = next((i for i in intents if decision and i.name == decision.intent), None)
+        chosen = chosen or (intents[0] if intents else None)
+        if chosen is None or not chosen.answer.strip():
+            return None
+        rendered = render(chosen.answer, values)
+        return None if rendered.missing else rendered.text
+
+
+def _retry_on_conflict(step: Callable[[IncomingMessage], _Turn], message: IncomingMessage) -> _Turn:
+    """Run `step` again once if a concurrent request created the same row first."""
+    try:
+        return step(message)
+    except IntegrityError:
+        return step(message)
+
+
+def _reply_record(reply: BotReply) -> dict[str, Any]:
+    return {
+        "intent": reply.intent,
+        "confidence": reply.confidence,
+        "alternatives": [a.__dict__ for a in reply.alternatives],
+        "answer": reply.answer,
+        "handoff": reply.handoff,
+        "handoff_reason": reply.handoff_reason.value if reply.handoff_reason else None,
+    }
+
+
+def _stored_reply(message: Message) -> BotReply:
+    record = message.reply or {}
+    reason = record.get("handoff_reason")
+    return BotReply(
+        message_id=message.id,
+        conversation_id=message.conversation_id,
+        intent=record.get("intent"),
+        confidence=record.get("confidence"),
+        alternatives=[Alternative(**a) for a in record.get("alternatives", [])],
+        answer=record.get("answer"),
+        handoff=bool(record.get("handoff")),
+        handoff_reason=HandoffReason(reason) if reason else None,
+        duplicate=True,
+    )

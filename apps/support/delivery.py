@@ -1,0 +1,60 @@
+"""Sending to a helpdesk: one POST, and a verdict on failures — try again later, or give up.
+
+Network errors, 5xx and 429 are `DeliveryUnavailable` (the helpdesk is down or busy: retry);
+any other 4xx is `DeliveryRejected` (the request itself is wrong: retrying cannot help).
+Messages name the target and the URL path, never headers, tokens or query strings.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+RESPONSE_SNIPPET_CHARS = 300
+
+
+class DeliveryUnavailable(RuntimeError):
+    """The helpdesk could not take the request now; the same request may succeed later."""
+
+
+class DeliveryRejected(RuntimeError):
+    """The helpdesk refused the request; sending it again will not help."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """Scheme, host, port and path only: query strings and user info may carry credentials."""
+    parsed = httpx.URL(str(url))
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
+
+
+def post_json(
+    client: httpx.Client,
+    url: str,
+    body: bytes,
+    *,
+    target: str,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST `body` (JSON bytes, sent exactly as given) and return the 2xx response."""
+    where = redact_url(url)
+    try:
+        response = client.post(
+            url, content=body, headers={"Content-Type": "application/json", **(headers or {})}
+        )
+    except httpx.TransportError as exc:
+        raise DeliveryUnavailable(
+            f"cannot reach {target} at POST {where}: {type(exc).__name__}: {exc}"
+        ) from None
+    if response.is_success:
+        return response
+    snippet = response.text[:RESPONSE_SNIPPET_CHARS].strip()
+    message = f"{target} answered {response.status_code} to POST {where}: {snippet or '(empty)'}"
+    if response.status_code == 429 or response.status_code >= 500:
+        raise DeliveryUnavailable(message)
+    if response.status_code in (401, 403):
+        message += " (check the configured token or secret)"
+    raise DeliveryRejected(message, response.status_code)

@@ -1,0 +1,62 @@
+"""What goes into the bot and what comes out, whatever the channel (API, Chatwoot, webhook)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Channel(StrEnum):
+    API = "api"
+    CHATWOOT = "chatwoot"
+    WEBHOOK = "webhook"
+
+
+class HandoffReason(StrEnum):
+    LOW_CONFIDENCE = "low_confidence"  # top-1 probability under the calibrated threshold
+    AMBIGUOUS = "ambiguous"  # top-1 and top-2 too close
+    ASKED_FOR_HUMAN = "asked_for_human"  # the customer wants a person
+    REPEATED_FAILURE = "repeated_failure"  # several unanswered messages in a row
+    MISSING_INFORMATION = "missing_information"  # the answer needs a value nobody gave
+    NO_ANSWER = "no_answer"  # the intent has no answer template yet
+    NO_MODEL = "no_model"  # nothing trained yet
+    ALREADY_HANDED_OFF = "already_handed_off"  # a person has the conversation
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    channel: Channel
+    conversation_id: str  # the channel's id for the conversation
+    text: str
+    customer_id: str | None = None
+    customer_name: str | None = None
+    message_id: str | None = None  # the channel's message id: a redelivery is answered once
+    metadata: dict[str, Any] = field(default_factory=dict)  # slot values the caller knows
+    channel_data: dict[str, Any] = field(default_factory=dict)  # needed to reply (no secrets)
+
+
+@dataclass(frozen=True)
+class Alternative:
+    intent: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class BotReply:
+    message_id: uuid.UUID  # the stored customer message
+    conversation_id: uuid.UUID  # the stored conversation
+    intent: str | None
+    confidence: float | None
+    alternatives: list[Alternative]
+    answer: str | None  # None when handing off
+    handoff: bool
+    handoff_reason: HandoffReason | None
+    duplicate: bool = False  # the same channel message was answered before
+
+
+class AnswersMessages(Protocol):
+    """The bot as the channels see it."""
+
+    async def handle(self, message: IncomingMessage) -> BotReply: ...

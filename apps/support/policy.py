@@ -1,0 +1,66 @@
+"""When the bot answers and when it hands the conversation to a person (pure functions).
+
+The thresholds come from the model version (calibrated on held-out examples, see
+`apps.support.training`), not from constants here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from apps.support.messages import Alternative, HandoffReason
+
+# Used only when a model version carries no thresholds (trained before they existed).
+FALLBACK_THRESHOLDS = {"confidence": 0.5, "margin": 0.1}
+
+# The customer asks for a person, whatever the classifier thinks.
+_HUMAN = re.compile(
+    r"\b(?:(?:talk|speak|chat)\s+(?:to|with)\s+(?:a\s+|an\s+|some\s*one|some\s*body|your\s+)?"
+    r"(?:real\s+|live\s+|actual\s+)?(?:human|person|agent|operator|someone|somebody|"
+    r"representative|rep|staff|colleague)s?|(?:real|live|actual)\s+(?:human|person|agent)|"
+    r"human\s+(?:agent|being|please)|customer\s+service\s+(?:agent|rep(?:resentative)?)|"
+    r"transfer\s+me|escalate)\b",
+    re.IGNORECASE,
+)
+
+
+def asks_for_human(text: str) -> bool:
+    return _HUMAN.search(text) is not None
+
+
+@dataclass(frozen=True)
+class Decision:
+    intent: str
+    confidence: float
+    margin: float
+    alternatives: list[Alternative]  # the next most likely intents
+    handoff_reason: HandoffReason | None
+
+
+def decide(
+    probabilities: np.ndarray,
+    labels: Sequence[str],
+    thresholds: Mapping[str, float],
+    *,
+    text: str,
+    handoff_intents: frozenset[str] = frozenset(),
+) -> Decision:
+    """The top intent and whether to hand off, for one message's probabilities (C,)."""
+    order = np.argsort(-probabilities)  # (C,) most likely first
+    confidence = float(probabilities[order[0]])
+    runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0
+    top = labels[order[0]]
+    alternatives = [Alternative(labels[i], round(float(probabilities[i]), 4)) for i in order[1:4]]
+    limits = {**FALLBACK_THRESHOLDS, **thresholds}
+    reason: HandoffReason | None = None
+    if asks_for_human(text) or (top in handoff_intents and confidence >= limits["confidence"]):
+        reason = HandoffReason.ASKED_FOR_HUMAN
+    elif confidence < limits["confidence"]:
+        reason = HandoffReason.LOW_CONFIDENCE
+    elif confidence - runner_up < limits["margin"]:
+        reason = HandoffReason.AMBIGUOUS
+    return Decision(top, round(confidence, 4), confidence - runner_up, alternatives, reason)

@@ -1,0 +1,67 @@
+"""The review queue: messages the bot was unsure about or handed off, labelled by people.
+
+A label becomes a training example of that intent (source `review`), so the next training
+run learns from what the bot got wrong.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from apps.support.catalogue import add_examples, get_intent
+from apps.support.models import ExampleSource, ReviewItem, ReviewStatus
+from core.storage.base import utcnow
+
+
+class ReviewItemNotFound(LookupError):
+    pass
+
+
+class AlreadyReviewed(ValueError):
+    pass
+
+
+def pending_items(
+    session: Session, status: ReviewStatus = ReviewStatus.PENDING, limit: int = 50
+) -> list[ReviewItem]:
+    return list(
+        session.scalars(
+            select(ReviewItem)
+            .where(ReviewItem.status == status)
+            .order_by(ReviewItem.created_at)
+            .limit(limit)
+        )
+    )
+
+
+def _open_item(session: Session, item_id: uuid.UUID) -> ReviewItem:
+    item = session.get(ReviewItem, item_id)
+    if item is None:
+        raise ReviewItemNotFound(f"no review item {item_id}")
+    if item.status is not ReviewStatus.PENDING:
+        raise AlreadyReviewed(f"review item {item_id} is already {item.status.value}")
+    return item
+
+
+def label_item(
+    session: Session, item_id: uuid.UUID, intent_name: str, reviewer: str | None = None
+) -> ReviewItem:
+    """Label the message with `intent_name`; its (masked) text becomes a training example."""
+    item = _open_item(session, item_id)
+    intent = get_intent(session, intent_name)
+    add_examples(session, intent, [item.message.text], source=ExampleSource.REVIEW)
+    item.status, item.label_intent_id = ReviewStatus.LABELLED, intent.id
+    item.reviewer, item.reviewed_at = reviewer, utcnow()
+    session.flush()
+    return item
+
+
+def dismiss_item(session: Session, item_id: uuid.UUID, reviewer: str | None = None) -> ReviewItem:
+    """Nothing to learn from this message (spam, small talk out of scope...)."""
+    item = _open_item(session, item_id)
+    item.status, item.reviewer, item.reviewed_at = ReviewStatus.DISMISSED, reviewer, utcnow()
+    session.flush()
+    return item

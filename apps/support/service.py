@@ -1,0 +1,39 @@
+"""How the support bot plugs into the service: its routes and its start-up/shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from apps.support.api import catalogue, chatwoot, messages, review, webhooks
+from apps.support.bot import SupportBot
+from apps.support.settings import SupportSettings, get_support_settings
+
+
+def support_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/support")
+    for module in (messages, catalogue, review, chatwoot, webhooks):
+        router.include_router(module.router)
+    return router
+
+
+def support_lifespan(
+    support: SupportSettings | None = None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """An app lifespan (for `core.api.create_app(lifespans=...)`) that runs the bot."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings = support or get_support_settings()
+        bot = SupportBot(app.state.settings, settings, app.state.session_factory)
+        app.state.support_settings = settings
+        app.state.support_bot = bot
+        await bot.start()
+        try:
+            yield
+        finally:
+            await bot.stop()
+
+    return lifespan

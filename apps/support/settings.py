@@ -1,0 +1,66 @@
+"""The support bot's settings: `TEXTSUITE_SUPPORT_*` variables (and `.env`)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.settings import SettingsError
+
+
+class SupportSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TEXTSUITE_SUPPORT_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    model_name: str = Field(
+        default="support-intents", description="Model versions of the intent classifier."
+    )
+    base_model: str = Field(default="all-MiniLM-L6-v2", description="Encoder to fine-tune.")
+    target_precision: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
+        default=0.95,
+        description="Answer only when validation shows at least this precision; else hand off.",
+    )
+    max_repeated_turns: Annotated[int, Field(ge=1)] = Field(
+        default=2,
+        description="Hand off when the same intent comes back this many times in a row.",
+    )
+    chatwoot_url: AnyHttpUrl | None = Field(
+        default=None, description="Chatwoot base URL, e.g. https://chat.example.com"
+    )
+    chatwoot_api_token: SecretStr | None = Field(
+        default=None, description="The agent bot's access token (`api_access_token` header)."
+    )
+    chatwoot_webhook_secret: SecretStr | None = Field(
+        default=None, description="Verify X-Chatwoot-Signature with this secret when set."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret of the generic helpdesk webhook (inbound)."
+    )
+    callback_url: AnyHttpUrl | None = Field(
+        default=None, description="Where the generic webhook's answers are POSTed."
+    )
+    callback_secret: SecretStr | None = Field(
+        default=None, description="HMAC secret that signs the generic callbacks (outbound)."
+    )
+    signature_tolerance_s: Annotated[int, Field(ge=1)] = Field(
+        default=300, description="Reject webhook timestamps further than this from now."
+    )
+
+
+def load_support_settings(**overrides: object) -> SupportSettings:
+    try:
+        return SupportSettings(**overrides)
+    except ValidationError as exc:
+        lines = "\n  ".join(
+            f"TEXTSUITE_SUPPORT_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration:\n  {lines}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_support_settings() -> SupportSettings:
+    return load_support_settings()

@@ -1,0 +1,102 @@
+"""Training the intent classifier from the catalogue, with calibrated handoff thresholds.
+
+The catalogue (with reviewed examples) is split per intent; the model trains on one part and
+the other part decides when the bot must hand off: the top-1 confidence and top-1/top-2
+margin at which answers reach the target precision. Those thresholds are stored with the
+model version, so a retrained model brings its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session, sessionmaker
+
+from apps.support.catalogue import catalogue_for_training
+from apps.support.settings import SupportSettings
+from core.ml.device import choose_placement
+from core.ml.evaluation import label_ids_for, selective_thresholds
+from core.ml.loading import load_classifier
+from core.ml.references import folder_resolver
+from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_classifier_training
+from core.ml.training import LabelledTexts, TrainingArguments, TrainingResult, stratified_split
+from core.settings import Settings
+
+TRAIN_JOB = "support.train"
+
+
+class SupportTrainParams(BaseModel):
+    """Parameters of a `support.train` job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arguments: dict[str, Any] = Field(default_factory=dict, description="TrainingArguments")
+    promotion: PromotionPolicy = PromotionPolicy.IF_NOT_WORSE
+
+    @field_validator("arguments")
+    @classmethod
+    def _check_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
+        TrainingArguments.from_dict(value)
+        return value
+
+
+def handoff_thresholds(
+    result: TrainingResult,
+    validation: LabelledTexts,
+    settings: Settings,
+    target_precision: float,
+    factory: sessionmaker[Session] | None = None,
+) -> Mapping[str, Any]:
+    """Score the held-out examples with the trained model and choose the thresholds."""
+    if len(validation) == 0:
+        raise ValueError(
+            "no held-out examples to calibrate the handoff thresholds: give every intent at "
+            "least two examples, or set validation_fraction above 0"
+        )
+    classifier = load_classifier(
+        result.output_dir,
+        choose_placement(settings.device, settings.dtype),
+        folder_resolver(settings.model_cache_dir, factory),
+    )
+    probabilities = classifier.predict_proba(validation.texts)
+    label_ids = label_ids_for(validation.labels, classifier.labels)
+    return {"thresholds": selective_thresholds(probabilities, label_ids, target_precision)}
+
+
+def train_from_catalogue(
+    settings: Settings,
+    support: SupportSettings,
+    factory: sessionmaker[Session],
+    *,
+    arguments: TrainingArguments,
+    job_id: uuid.UUID | None = None,
+    progress: Progress | None = None,
+    promotion: PromotionPolicy = PromotionPolicy.IF_NOT_WORSE,
+) -> RunOutcome:
+    """Train a new version of the intent model on the current catalogue."""
+    with factory() as session:
+        data = catalogue_for_training(session)
+    if len(data.label_names) < 2:
+        raise ValueError(
+            f"the catalogue has {len(data.label_names)} intent(s) with examples; training needs "
+            "at least two (import a catalogue with `textsuite support import`)"
+        )
+    train, validation = stratified_split(data, arguments.validation_fraction, arguments.seed)
+    return run_classifier_training(
+        settings,
+        factory,
+        model_name=support.model_name,
+        base_reference=support.base_model,
+        data=train,
+        arguments=arguments,
+        validation=validation,
+        job_id=job_id,
+        progress=progress,
+        promotion=promotion,
+        extra_config=lambda result: handoff_thresholds(
+            result, validation, settings, support.target_precision, factory
+        ),
+    )

@@ -1,0 +1,171 @@
+"""The bot end to end over HTTP: answers with slots, calibrated handoff, memory, review."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from apps.support.models import Conversation, Example, ExampleSource, Intent, Message, ReviewItem
+from apps.support.settings import load_support_settings
+from core.security import create_api_key
+from core.settings import Settings
+from core.storage.engine import get_session_factory, session_scope
+from textsuite.service import create_service
+
+
+@pytest.fixture
+def support_client(world_settings: Settings) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    with session_scope(get_session_factory(world_settings.database_url)) as session:
+        key = create_api_key(session, "helpdesk", ["support"])[1]
+    support = load_support_settings(_env_file=None, max_repeated_turns=2)
+    with TestClient(create_service(world_settings, support=support)) as client:
+        yield client, {"X-API-Key": key}
+
+
+def send(client: TestClient, headers: dict[str, str], text: str, **fields: object) -> dict:
+    body = {"conversation_id": "c-1", "customer_id": "cust-1001", "text": text, **fields}
+    response = client.post("/v1/support/messages", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def count(settings: Settings, model: type, *where: object) -> int:
+    with get_session_factory(settings.database_url)() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def test_a_clear_question_is_answered_with_the_customers_details(support_client) -> None:
+    client, headers = support_client
+    reply = send(client, headers, "hi, where is my order TH-104233?")
+    assert reply["intent"] == "order_status"
+    assert reply["handoff"] is False and reply["handoff_reason"] is None
+    assert "Maya" in reply["answer"] and "TH-104233" in reply["answer"]
+    assert len(reply["alternatives"]) == 3
+    assert reply["confidence"] > max(a["confidence"] for a in reply["alternatives"])
+
+
+def test_asking_for_a_person_hands_off_and_the_bot_steps_back(
+    support_client, world_settings: Settings
+) -> None:
+    client, headers = support_client
+    reply = send(client, headers, "I want to speak to a real person please")
+    assert reply["handoff"] is True and reply["handoff_reason"] == "asked_for_human"
+    assert "colleague" in reply["answer"].lower()  # the customer is told who takes over
+    later = send(client, headers, "where is my order?")
+    assert later["handoff_reason"] == "already_handed_off" and later["answer"] is None
+    assert count(world_settings, ReviewItem) == 1  # the handoff, not the follow-up
+
+    released = client.post("/v1/support/conversations/c-1/release", headers=headers)
+    assert released.json()["status"] == "bot"
+    assert send(client, headers, "where is my order?")["handoff"] is False
+
+
+def test_out_of_scope_is_handed_off_as_low_confidence(support_client) -> None:
+    client, headers = support_client
+    reply = send(client, headers, "who won the football game last night?")
+    assert reply["handoff"] is True
+    assert reply["handoff_reason"] in {"low_confidence", "ambiguous"}
+    assert reply["answer"] is None
+
+
+def test_a_redelivered_message_gets_the_same_answer_once(
+    support_client, world_settings: Settings
+) -> None:
+    client, headers = support_client
+    first = send(client, headers, "do you ship to Canada?", message_id="m-77")
+    again = send(client, headers, "do you ship to Canada?", message_id="m-77")
+    assert again["duplicate"] is True and first["duplicate"] is False
+    assert again["message_id"] == first["message_id"] and again["answer"] == first["answer"]
+    assert count(world_settings, Message, Message.external_id == "m-77") == 1
+
+
+def test_the_same_question_again_and_again_reaches_a_person(support_client) -> None:
+    client, headers = support_client
+    first = send(client, headers, "where is my order TH-104233?")
+    second = send(client, headers, "but where is my order TH-104233 now??")
+    assert first["intent"] == second["intent"] == "order_status"
+    assert first["handoff"] is False
+    assert second["handoff"] is True and second["handoff_reason"] == "repeated_failure"
+
+
+def test_missing_information_and_missing_answers_hand_off(
+    support_client, world_settings: Settings
+) -> None:
+    client, headers = support_client
+    with session_scope(get_session_factory(world_settings.database_url)) as session:
+        order = session.scalars(select(Intent).where(Intent.name == "order_status")).one()
+        order.answer = "Order {order_id} is on its way."  # no default: the bot needs the id
+        cancel = session.scalars(select(Intent).where(Intent.name == "cancel_order")).one()
+        cancel.answer = ""
+    stranger = send(
+        client, headers, "where is my order?", customer_id="new-9", conversation_id="c-2"
+    )
+    assert stranger["handoff_reason"] == "missing_information"
+    cancelling = send(client, headers, "please cancel my order", conversation_id="c-3")
+    assert cancelling["intent"] == "cancel_order"
+    assert cancelling["handoff_reason"] == "no_answer"
+
+
+def test_personal_data_is_masked_in_what_is_stored(
+    support_client, world_settings: Settings
+) -> None:
+    client, headers = support_client
+    send(
+        client,
+        headers,
+        "my card 4111 1111 1111 1111 was declined, email me at maya.l@example.com",
+        conversation_id="c-pii",
+    )
+    conversation = client.get("/v1/support/conversations/c-pii", headers=headers).json()
+    stored = conversation["messages"][0]["text"]
+    assert "4111" not in stored and "maya.l@example.com" not in stored
+    assert "[CARD]" in stored and "[EMAIL]" in stored
+
+
+def test_labelled_review_items_become_training_examples(
+    support_client, world_settings: Settings
+) -> None:
+    client, headers = support_client
+    send(client, headers, "who won the football game last night?", conversation_id="c-r")
+    queue = client.get("/v1/support/review", headers=headers).json()
+    assert len(queue) == 1 and queue[0]["text"] == "who won the football game last night?"
+    item = queue[0]["id"]
+    labelled = client.post(
+        f"/v1/support/review/{item}", json={"intent": "greeting"}, headers=headers
+    )
+    assert labelled.status_code == 200 and labelled.json()["status"] == "labelled"
+    assert count(world_settings, Example, Example.source == ExampleSource.REVIEW) == 1
+    again = client.post(f"/v1/support/review/{item}", json={"dismiss": True}, headers=headers)
+    assert again.status_code == 409
+    assert client.get("/v1/support/review", headers=headers).json() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"conversation_id": "c", "text": "   "}, 422),
+        ({"conversation_id": "c", "text": "x" * 2001}, 422),
+        ({"conversation_id": "", "text": "hello"}, 422),
+        ({"conversation_id": "c", "text": "hi", "surprise": 1}, 422),
+        ({"text": "hi"}, 422),
+    ],
+)
+def test_bad_messages_are_refused_with_a_reason(support_client, body: dict, status: int) -> None:
+    client, headers = support_client
+    response = client.post("/v1/support/messages", json=body, headers=headers)
+    assert response.status_code == status
+    assert response.json()["detail"]
+
+
+def test_messages_need_the_support_scope(support_client, world_settings: Settings) -> None:
+    client, _ = support_client
+    with session_scope(get_session_factory(world_settings.database_url)) as session:
+        other = create_api_key(session, "analyst", ["sentiment"])[1]
+    body = {"conversation_id": "c", "text": "hello"}
+    assert client.post("/v1/support/messages", json=body).status_code == 401
+    denied = client.post("/v1/support/messages", json=body, headers={"X-API-Key": other})
+    assert denied.status_code == 403
+    assert count(world_settings, Conversation) == 0
