@@ -7,6 +7,7 @@ local servers). When one is missing, its tests skip on a developer machine and F
 
 from __future__ import annotations
 
+import logging
 import os
 
 # No test may download a model: only packaged models and folders the tests build.
@@ -47,6 +48,17 @@ def make_settings(**overrides: Any) -> Settings:
     """Settings for a test: nothing read from a developer's `.env`, state under `var_dir`."""
     overrides.setdefault("log_format", "console")
     return load_settings(_env_file=None, **overrides)
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """The app factory routes every logger to its own handler on the stderr of the moment;
+    put pytest's handlers back afterwards so later tests never write to a closed capture."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
