@@ -5,10 +5,13 @@ from __future__ import annotations
 import functools
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from core.ml.batching import BatchingConfig
 
 ENV_PREFIX = "TEXTSUITE_"
 
@@ -89,6 +92,18 @@ class Settings(BaseSettings):
     inprocess_job_threads: Annotated[int, Field(ge=1, le=64)] = Field(
         default=2, description="Threads running jobs when no broker is configured."
     )
+    batch_max_size: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=32, description="Rows per model call when serving (the dynamic batcher)."
+    )
+    batch_max_tokens: Annotated[int, Field(ge=1)] = Field(
+        default=8192, description="Padded tokens per model call when serving."
+    )
+    batch_max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
+        default=5.0, description="How long a request may wait for others to share its call."
+    )
+    batch_max_queue: Annotated[int, Field(ge=1)] = Field(
+        default=1024, description="Requests queued per model before 503 + Retry-After."
+    )
     worker_imports: list[str] = Field(
         default_factory=list,
         description="Extra modules with task definitions that workers import (JSON list).",
@@ -151,6 +166,17 @@ class Settings(BaseSettings):
                 "hands a still-running job to a second worker"
             )
         return self
+
+    def batching(self) -> BatchingConfig:
+        """The serving batcher's limits (`TEXTSUITE_BATCH_*`)."""
+        from core.ml.batching import BatchingConfig
+
+        return BatchingConfig(
+            max_batch_size=self.batch_max_size,
+            max_batch_tokens=self.batch_max_tokens,
+            max_wait_ms=self.batch_max_wait_ms,
+            max_queue=self.batch_max_queue,
+        )
 
     @property
     def jobs_inprocess(self) -> bool:

@@ -80,7 +80,7 @@ class SupportBot:
         refresh_s: float = 5.0,
     ) -> None:
         self.settings, self.support, self.factory = settings, support, factory
-        self.batching = batching or BatchingConfig()
+        self.batching = batching or settings.batching()
         self.refresh_s = refresh_s
         self._model: IntentModel | None = None
         self._checked_at = -float("inf")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import tempfile
 import time
@@ -25,11 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.common import REPO_ROOT, load_banking77
+
 if TYPE_CHECKING:
     from core.ml.device import Placement
     from core.ml.training import LabelledTexts, TrainingArguments
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PUBLISHED = {
     "full": "published: BERT-large 93.66, USE+ConveRT 93.36 (Casanueva et al. 2020)",
     "10-shot": "published: USE+ConveRT 85.19, CPFT 87.20, ICDA 89.79",
@@ -46,24 +46,6 @@ class Row:
     accuracy: float
     macro_f1: float
     train_seconds: float
-
-
-def data_dir() -> Path:
-    """`TEXTSUITE_DATA_DIR`, or `../shared/data` beside the repository."""
-    configured = os.environ.get("TEXTSUITE_DATA_DIR")
-    return Path(configured) if configured else (REPO_ROOT.parent / "shared" / "data").resolve()
-
-
-def load_banking77(split: str) -> LabelledTexts:
-    from core.ml.training import LabelledTexts
-
-    path = data_dir() / "banking77" / f"{split}.csv"
-    if not path.exists():
-        raise SystemExit(
-            f"Banking77 not found at {path}: set TEXTSUITE_DATA_DIR to the folder that holds "
-            "banking77/ (see ../shared/data/README.md)"
-        )
-    return LabelledTexts.from_csv(path, "text", "category")
 
 
 def only_intents(data: LabelledTexts, intents: set[str]) -> LabelledTexts:
@@ -183,6 +165,12 @@ def main() -> None:
         default=True,
         help="also fine-tune fully at 10-shot, to check the few-shot threshold of `auto`",
     )
+    parser.add_argument(
+        "--strategies",
+        default="auto",
+        help="comma-separated textsuite strategies to run in every setting "
+        "(auto, full, lora, fewshot, sentence)",
+    )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results")
     options = parser.parse_args()
 
@@ -224,8 +212,11 @@ def main() -> None:
             train = settings[name]
             print(f"[{name}] {len(train)} training examples, {len(train.label_names)} intents")
             rows.append(frozen_baseline(name, encoder, train, test_all, placement))
-            runs = [TrainingArguments(strategy="auto", **common, **fewshot_args)]
-            if name == "10-shot" and options.compare_strategies:
+            strategies = [item.strip() for item in options.strategies.split(",") if item.strip()]
+            runs = [
+                TrainingArguments(strategy=item, **common, **fewshot_args) for item in strategies
+            ]
+            if name == "10-shot" and options.compare_strategies and "full" not in strategies:
                 runs.append(TrainingArguments(strategy="full", **common))
             for args in runs:
                 rows.append(

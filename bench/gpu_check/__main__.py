@@ -28,17 +28,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from bench.common import REPO_ROOT, load_banking77
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("TEXTSUITE_DATA_DIR", REPO.parent / "shared" / "data"))
-
-
-def banking77(split: str, limit: int | None = None, per_class: int | None = None):
-    from core.ml.training import LabelledTexts
-
-    data = LabelledTexts.from_csv(data_dir() / "banking77" / f"{split}.csv", "text", "category")
+def banking77(split: str, limit: int | None = None, per_class: int | None = None) -> Any:
+    data = load_banking77(split)
     if per_class is not None:
         data = data.sample_per_class(per_class, seed=0)
     if limit is not None:
@@ -71,7 +65,7 @@ def step_cuda_safety(_quick: bool) -> dict[str, Any]:
         "print(torch.cuda.is_initialized())\n"
     )
     output = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
     return {"cuda_initialised_by_worker_setup": output == "True", "ok": output == "False"}
 
@@ -84,7 +78,7 @@ def step_inference(quick: bool) -> dict[str, Any]:
     from core.ml.packaged import minilm_folder
 
     texts = banking77("test", limit=200 if quick else 3000).texts
-    folder = minilm_folder(REPO / "var" / "models")
+    folder = minilm_folder(REPO_ROOT / "var" / "models")
     cpu = load_encoder(folder, choose_placement("cpu", "float32"))
     accelerated = load_encoder(folder, choose_placement())
     reference = cpu.encode(texts[:200])
@@ -131,7 +125,7 @@ def step_bf16_training(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model"
         seconds = _train(
-            "all-MiniLM-L6-v2", minilm_folder(REPO / "var" / "models"), train, args, out
+            "all-MiniLM-L6-v2", minilm_folder(REPO_ROOT / "var" / "models"), train, args, out
         )
         report = evaluate_classifier(load_classifier(out, choose_placement()), test)
     return {
@@ -152,7 +146,7 @@ def step_llama_lora(quick: bool) -> dict[str, Any]:
     from core.ml.packaged import smollm2_folder
     from core.ml.training import LoraArguments, TrainingArguments
 
-    cache = REPO / "var" / "models"
+    cache = REPO_ROOT / "var" / "models"
     folder = smollm2_folder(cache)
     train = banking77("train", per_class=2 if quick else 30)
     test = banking77("test", limit=100 if quick else 1000)

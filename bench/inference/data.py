@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import csv
-import os
 import random
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def data_dir() -> Path:
-    """`TEXTSUITE_DATA_DIR`, or `../shared/data` next to the repository."""
-    configured = os.environ.get("TEXTSUITE_DATA_DIR")
-    return Path(configured) if configured else (REPO_ROOT.parent / "shared" / "data").resolve()
+from bench.common import banking77_path
 
 
 def banking77(split: str, limit: int | None = None) -> tuple[list[str], list[str]]:
@@ -21,13 +13,7 @@ def banking77(split: str, limit: int | None = None) -> tuple[list[str], list[str
 
     The files are grouped by intent, so `limit` takes a seeded random sample, not the head.
     """
-    path = data_dir() / "banking77" / f"{split}.csv"
-    if not path.exists():
-        raise SystemExit(
-            f"Banking77 not found at {path}: set TEXTSUITE_DATA_DIR to the folder that holds "
-            "banking77/ (see ../shared/data/README.md)"
-        )
-    with path.open(newline="", encoding="utf-8") as handle:
+    with banking77_path(split).open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     if limit is not None and limit < len(rows):
         rows = random.Random(0).sample(rows, limit)

@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Strategy = Literal["auto", "full", "lora", "fewshot"]
-STRATEGIES: tuple[str, ...] = ("auto", "full", "lora", "fewshot")
+Strategy = Literal["auto", "full", "lora", "fewshot", "sentence"]
+STRATEGIES: tuple[str, ...] = ("auto", "full", "lora", "fewshot", "sentence")
 # Validation metrics a run can select its best checkpoint by (and versions be compared on).
 SELECTION_METRICS: tuple[str, ...] = ("macro_f1", "accuracy", "weighted_f1", "nll", "ece", "loss")
 
 # The learning rates each strategy is usually trained with: LoRA adapters need a larger step
 # than full fine-tuning, and the few-shot encoder a smaller one (SetFit's default body rate).
-DEFAULT_LEARNING_RATES = {"full": 5e-5, "lora": 2e-4, "fewshot": 2e-5}
+DEFAULT_LEARNING_RATES = {"full": 5e-5, "lora": 2e-4, "fewshot": 2e-5, "sentence": 2e-5}
 
 
 @dataclass
@@ -69,6 +69,10 @@ class TrainingArguments:
     fewshot_epochs: float = 1.0
     # Inverse regularisation strength of the few-shot logistic-regression head (sklearn `C`).
     fewshot_head_c: float = 1.0
+    # `sentence`: `C` of the logistic regression that initialises the head, and how much
+    # faster than the encoder the head learns afterwards.
+    head_c: float = 10.0
+    head_lr_multiplier: float = 20.0
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

@@ -95,6 +95,12 @@ def train_classifier(
         result = train_fewshot(
             base, train, validation, args, output_dir, base_reference, placement, progress
         )
+    elif strategy == "sentence":
+        from core.ml.training.sentence_head import train_sentence_classifier
+
+        result = train_sentence_classifier(
+            base, train, validation, args, output_dir, base_reference, placement, progress
+        )
     else:
         result = train_sequence_classifier(
             base,
@@ -248,7 +254,7 @@ def fit_sequence_classifier(
             train_dataset=train_set,
             eval_dataset=validation_set,
             data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=lambda prediction: _scalar_metrics(prediction, labels),
+            compute_metrics=lambda prediction: scalar_metrics(prediction, labels),
             callbacks=[ProgressCallback(progress, 0.0, 0.95)],
             class_weights=weights,
         )
@@ -293,7 +299,7 @@ def _logits(predictions: np.ndarray | tuple[np.ndarray, ...]) -> np.ndarray:
     return np.asarray(logits, dtype=np.float64)
 
 
-def _scalar_metrics(prediction: EvalPrediction, labels: list[str]) -> dict[str, float]:
+def scalar_metrics(prediction: EvalPrediction, labels: list[str]) -> dict[str, float]:
     probabilities = softmax(_logits(prediction.predictions))
     metrics = classification_metrics(prediction.label_ids, probabilities, labels)
     return {key: value for key, value in metrics.items() if isinstance(value, float)}

@@ -61,13 +61,21 @@ def contrastive_pairs(
 
 
 def fit_head(
-    embeddings: np.ndarray, label_ids: np.ndarray, n_classes: int, args: TrainingArguments
+    embeddings: np.ndarray,
+    label_ids: np.ndarray,
+    n_classes: int,
+    args: TrainingArguments,
+    *,
+    c: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logistic regression on embeddings -> (weight (C, D), bias (C,)) for a softmax head."""
+    """Logistic regression on embeddings -> (weight (C, D), bias (C,)) for a softmax head.
+
+    `c` is sklearn's inverse regularisation (default: the few-shot head's).
+    """
     from sklearn.linear_model import LogisticRegression
 
     head = LogisticRegression(
-        C=args.fewshot_head_c,
+        C=c if c is not None else args.fewshot_head_c,
         max_iter=2000,
         class_weight="balanced" if args.class_weights else None,
         random_state=args.seed,

@@ -330,3 +330,41 @@ def test_minilm_full_fine_tune_learns_intents(minilm_folder_path: Path, tmp_path
     assert result.metrics["accuracy"] >= 0.8  # chance: 0.25
     reloaded = load_classifier(tmp_path / "m", CPU)
     assert evaluate_classifier(reloaded, validation)["accuracy"] == result.metrics["accuracy"]
+
+
+def test_sentence_head_saves_an_encoder_head_that_reloads_to_the_same_probabilities(
+    tiny_bert_folder: Path, tmp_path: Path
+) -> None:
+    data = keyword_intents(12, seed=1)
+    validation = keyword_intents(4, seed=2)
+    output = tmp_path / "sentence-model"
+    result = train_classifier(
+        tiny_bert_folder, data, quick(strategy="sentence"),
+        output_dir=output, base_reference="tiny-bert", placement=CPU, validation=validation,
+    )
+    assert result.architecture == "encoder-head"
+    assert set(result.metrics) >= METRIC_KEYS
+    assert result.params["strategy"] == "sentence"
+    assert [path.name for path in output.parent.iterdir()] == ["sentence-model"]
+    reloaded = load_classifier(output, CPU)
+    again = evaluate_classifier(reloaded, validation)
+    assert again["nll"] == pytest.approx(result.metrics["nll"], abs=1e-5)
+    assert again["accuracy"] == result.metrics["accuracy"]
+
+
+@pytest.mark.slow
+def test_minilm_sentence_head_learns_intents(minilm_folder_path: Path, tmp_path: Path) -> None:
+    data = keyword_intents(20, seed=5)
+    validation = keyword_intents(8, seed=6)
+    result = train_classifier(
+        minilm_folder_path,
+        data,
+        TrainingArguments(strategy="sentence", epochs=2, batch_size=16, max_length=32),
+        output_dir=tmp_path / "m",
+        base_reference="minilm",
+        placement=CPU,
+        validation=validation,
+    )
+    assert result.metrics["accuracy"] >= 0.9  # chance: 0.25
+    reloaded = load_classifier(tmp_path / "m", CPU)
+    assert evaluate_classifier(reloaded, validation)["accuracy"] == result.metrics["accuracy"]

@@ -1,0 +1,35 @@
+"""What the benchmarks share: where the public data sets are, and Banking77."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.ml.training import LabelledTexts
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    """`TEXTSUITE_DATA_DIR`, or `../shared/data` beside the repository."""
+    configured = os.environ.get("TEXTSUITE_DATA_DIR")
+    return Path(configured) if configured else (REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+def banking77_path(split: str) -> Path:
+    path = data_dir() / "banking77" / f"{split}.csv"
+    if not path.exists():
+        raise SystemExit(
+            f"Banking77 not found at {path}: set TEXTSUITE_DATA_DIR to the folder that holds "
+            "banking77/ (see ../shared/data/README.md)"
+        )
+    return path
+
+
+def load_banking77(split: str) -> LabelledTexts:
+    """A Banking77 split (`train` or `test`) as labelled texts (label = intent name)."""
+    from core.ml.training import LabelledTexts
+
+    return LabelledTexts.from_csv(banking77_path(split), "text", "category")

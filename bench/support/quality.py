@@ -1,0 +1,142 @@
+"""Support bot quality on Banking77, through the product's own path.
+
+The intents go into a support catalogue in a scratch SQLite database and the model is trained
+with `apps.support.training.train_from_catalogue` (calibration and handoff thresholds
+included), exactly as `textsuite train support` does; the baseline — logistic regression on
+frozen MiniLM embeddings — is fitted in the same run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import REPO_ROOT
+
+
+@dataclass(frozen=True)
+class Outcome:
+    accuracy: float
+    macro_f1: float
+    seconds: float
+    probabilities: np.ndarray  # (N, C) on the test texts
+    labels: list[str]
+    thresholds: dict[str, float]
+
+
+def _catalogue_session(workdir: Path, data: Any) -> tuple[Any, Any, Any]:
+    """Scratch database with `data` imported as the support catalogue."""
+    import migrations
+    from apps.support.catalogue import create_intent
+    from core.settings import load_settings
+    from core.storage.engine import get_session_factory, session_scope
+
+    url = f"sqlite:///{workdir / 'bench.db'}"
+    migrations.upgrade(url)
+    settings = load_settings(
+        _env_file=None,
+        database_url=url,
+        artifacts_dir=workdir / "artifacts",
+        model_cache_dir=REPO_ROOT / "var" / "models",
+    )
+    factory = get_session_factory(url)
+    by_intent: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for text, label in zip(data.texts, data.labels, strict=True):
+        key = " ".join(text.casefold().split())
+        if seen.setdefault(key, label) == label:  # an utterance teaches one intent only
+            by_intent.setdefault(label, []).append(text)
+    with session_scope(factory) as session:
+        for name, examples in by_intent.items():
+            create_intent(session, name, answer=f"Answer for {name}.", examples=examples)
+    return settings, factory, url
+
+
+def train_support(train: Any, test: Any, arguments: dict[str, Any]) -> Outcome:
+    """Train the support intent model on `train`; score it on `test`."""
+    from apps.support.settings import load_support_settings
+    from apps.support.training import train_from_catalogue
+    from core.ml.device import choose_placement
+    from core.ml.evaluation import classification_metrics, label_ids_for
+    from core.ml.loading import load_classifier
+    from core.ml.training import TrainingArguments
+    from core.ml.versions import production_version
+
+    with tempfile.TemporaryDirectory(prefix="bench-support-") as scratch:
+        settings, factory, _ = _catalogue_session(Path(scratch), train)
+        started = time.perf_counter()
+        train_from_catalogue(
+            settings,
+            load_support_settings(_env_file=None),
+            factory,
+            arguments=TrainingArguments.from_dict(arguments),
+        )
+        seconds = time.perf_counter() - started
+        with factory() as session:
+            version = production_version(session, "support-intents")
+            folder, thresholds = Path(version.artifact_path), version.config["thresholds"]
+        classifier = load_classifier(folder, choose_placement())
+        probabilities = classifier.predict_proba(test.texts)
+    known = [i for i, label in enumerate(test.labels) if label in classifier.labels]
+    metrics = classification_metrics(
+        label_ids_for([test.labels[i] for i in known], classifier.labels),
+        probabilities[known],
+        classifier.labels,
+    )
+    return Outcome(
+        metrics["accuracy"],
+        metrics["macro_f1"],
+        seconds,
+        probabilities,
+        classifier.labels,
+        thresholds,
+    )
+
+
+def frozen_baseline(train: Any, test: Any) -> tuple[float, float, float]:
+    """(accuracy, macro-F1, seconds) of logistic regression on frozen MiniLM embeddings."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    from core.ml.device import choose_placement
+    from core.ml.evaluation import classification_metrics, label_ids_for
+    from core.ml.loading import load_encoder
+    from core.ml.packaged import minilm_folder
+
+    labels = train.label_names
+    started = time.perf_counter()
+    encoder = load_encoder(minilm_folder(REPO_ROOT / "var" / "models"), choose_placement())
+    head = LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0], cv=5, max_iter=3000)
+    head.fit(encoder.encode(train.texts), label_ids_for(train.labels, labels))
+    seconds = time.perf_counter() - started
+    probabilities = head.predict_proba(encoder.encode(test.texts))
+    metrics = classification_metrics(label_ids_for(test.labels, labels), probabilities, labels)
+    return metrics["accuracy"], metrics["macro_f1"], seconds
+
+
+def handoff_quality(outcome: Outcome, test: Any, out_of_scope: set[str]) -> dict[str, float]:
+    """In-scope accuracy and out-of-scope recall at the version's calibrated thresholds."""
+    from apps.support.policy import decide
+
+    answered_right = answered = in_scope = handed_off_oos = oos = 0
+    for row, label in zip(outcome.probabilities, test.labels, strict=True):
+        decision = decide(row, outcome.labels, outcome.thresholds, text="")
+        handed_off = decision.handoff_reason is not None
+        if label in out_of_scope:
+            oos += 1
+            handed_off_oos += handed_off
+        else:
+            in_scope += 1
+            if not handed_off:
+                answered += 1
+                answered_right += decision.intent == label
+    return {
+        "in_scope_answered_accuracy": answered_right / max(answered, 1),
+        "in_scope_coverage": answered / max(in_scope, 1),
+        "in_scope_accuracy_counting_handoffs_as_wrong": answered_right / max(in_scope, 1),
+        "out_of_scope_recall": handed_off_oos / max(oos, 1),
+    }
