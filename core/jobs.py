@@ -24,6 +24,7 @@ from core.settings import Settings
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
 from core.storage.models import Job, JobStatus
+from core.validation import problems
 
 QUEUES = ("default", "gpu")
 
@@ -58,11 +59,9 @@ class JobKindSpec:
         try:
             return self.params_model.model_validate(dict(params)).model_dump(mode="json")
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in error['loc']) or 'params'}: {error['msg']}"
-                for error in exc.errors()
-            )
-            raise InvalidJobParams(f"invalid parameters for {kind}: {problems}") from None
+            raise InvalidJobParams(
+                f"invalid parameters for {kind}: {problems(exc, 'params')}"
+            ) from None
 
 
 class JobDispatcher(Protocol):

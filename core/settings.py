@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -196,6 +196,20 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         lines = "\n  ".join(_describe(error) for error in exc.errors())
+        raise SettingsError(f"invalid configuration:\n  {lines}") from None
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_app_settings(cls: type[S], prefix: str, **overrides: Any) -> S:
+    """An app's own settings class (`prefix` = its variables' prefix), errors as above."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        lines = "\n  ".join(
+            f"{prefix}{str(error['loc'][0]).upper()}: {error['msg']}" for error in exc.errors()
+        )
         raise SettingsError(f"invalid configuration:\n  {lines}") from None
 
 

@@ -7,6 +7,8 @@ import functools
 from fastapi import FastAPI
 
 import migrations
+from apps.sentiment.service import sentiment_lifespan, sentiment_router
+from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
 from apps.support.service import support_lifespan, support_router
 from apps.support.settings import SupportSettings, get_support_settings
 from core.api import create_app
@@ -15,17 +17,21 @@ from workers.dispatch import create_dispatcher
 
 
 def create_service(
-    settings: Settings | None = None, *, support: SupportSettings | None = None
+    settings: Settings | None = None,
+    *,
+    support: SupportSettings | None = None,
+    sentiment: SentimentSettings | None = None,
 ) -> FastAPI:
     """The whole API. Used by `textsuite serve` (as a uvicorn factory) and by the tests."""
     settings = settings or get_settings()
     support = support or get_support_settings()
+    sentiment = sentiment or get_sentiment_settings()
     return create_app(
         settings,
         dispatcher=create_dispatcher(settings),
-        routers=[support_router()],
+        routers=[support_router(), sentiment_router()],
         readiness_checks={
             "migrations": functools.partial(migrations.check_at_head, settings.database_url)
         },
-        lifespans=[support_lifespan(support)],
+        lifespans=[support_lifespan(support), sentiment_lifespan(sentiment)],
     )

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from apps.support.delivery import post_json
 from apps.support.messages import BotReply, Channel, HandoffReason, IncomingMessage
 from apps.support.settings import SupportSettings
+from core.delivery import post_json
 
 REPLY_JOB = "support.chatwoot_reply"
 SIGNATURE_HEADER = "X-Chatwoot-Signature"
@@ -240,7 +240,7 @@ def missing_chatwoot_settings(settings: SupportSettings) -> list[str]:
 class ChatwootClient:
     """The two calls the bot makes: post a message (public or private), open a conversation.
 
-    Failures raise `apps.support.delivery.DeliveryUnavailable` (retry later) or
+    Failures raise `core.delivery.DeliveryUnavailable` (retry later) or
     `DeliveryRejected` (give up), with messages that never contain the token.
     """
 

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
-from apps.support.delivery import post_json
 from apps.support.messages import BotReply, Channel, IncomingMessage
 from apps.support.settings import SupportSettings
+from core.delivery import post_json
 from core.signing import signature_headers
 
 CALLBACK_JOB = "support.webhook_callback"

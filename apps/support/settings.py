@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError
+from pydantic import AnyHttpUrl, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.settings import SettingsError
+from core.settings import load_app_settings
 
 
 class SupportSettings(BaseSettings):
@@ -52,13 +52,7 @@ class SupportSettings(BaseSettings):
 
 
 def load_support_settings(**overrides: object) -> SupportSettings:
-    try:
-        return SupportSettings(**overrides)
-    except ValidationError as exc:
-        lines = "\n  ".join(
-            f"TEXTSUITE_SUPPORT_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise SettingsError(f"invalid configuration:\n  {lines}") from None
+    return load_app_settings(SupportSettings, "TEXTSUITE_SUPPORT_", **overrides)
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from core.settings import SettingsError
-from textsuite.cli import jobs, keys, models, run, support, train
+from textsuite.cli import jobs, keys, models, run, sentiment, support, train
 
 app = typer.Typer(
     name="textsuite",
@@ -24,6 +24,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")
 app.add_typer(support.app, name="support")
+app.add_typer(sentiment.app, name="sentiment")
 
 
 def main() -> None:

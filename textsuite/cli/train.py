@@ -51,6 +51,38 @@ def classifier(
 
 
 @app.command()
+def sentiment(
+    strategy: Annotated[str, typer.Option(help="auto, full, lora, fewshot or sentence")] = "auto",
+    epochs: Annotated[float | None, typer.Option(help="Training epochs")] = None,
+    arguments: Annotated[str | None, typer.Option(help="More TrainingArguments as JSON")] = None,
+    twitter: Annotated[
+        bool, typer.Option(help="Train on the Twitter financial news set (data directory)")
+    ] = True,
+    demo: Annotated[bool, typer.Option(help="Train on the project's own headlines")] = True,
+    extra: Annotated[
+        Path | None, typer.Option(help="More labelled headlines: CSV text,label")
+    ] = None,
+    promotion: Annotated[str, typer.Option(help="if-not-worse, never or force")] = "if-not-worse",
+    wait: Annotated[bool, typer.Option(help="Follow the job until it finishes")] = True,
+) -> None:
+    """Train the finance sentiment model (negative / neutral / positive)."""
+    extra_arguments = json.loads(arguments) if arguments else {}
+    if not isinstance(extra_arguments, dict):
+        fail("--arguments must be a JSON object")
+    extra_arguments["strategy"] = strategy
+    if epochs is not None:
+        extra_arguments["epochs"] = epochs
+    params = {
+        "arguments": extra_arguments,
+        "promotion": promotion,
+        "include_twitter": twitter,
+        "include_demo": demo,
+        "extra_path": str(extra.resolve()) if extra else None,
+    }
+    submit_and_follow("sentiment.train", params, wait)
+
+
+@app.command()
 def support(
     strategy: Annotated[str, typer.Option(help="auto, full, lora or fewshot")] = "auto",
     epochs: Annotated[float | None, typer.Option(help="Training epochs")] = None,

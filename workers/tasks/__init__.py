@@ -1,5 +1,19 @@
 """Task modules; importing this package declares every task of the suite."""
 
-from workers.tasks import diagnostics, support, support_delivery, training
+from workers.tasks import (
+    diagnostics,
+    sentiment,
+    sentiment_notify,
+    support,
+    support_delivery,
+    training,
+)
 
-__all__ = ["diagnostics", "support", "support_delivery", "training"]
+__all__ = [
+    "diagnostics",
+    "sentiment",
+    "sentiment_notify",
+    "support",
+    "support_delivery",
+    "training",
+]

@@ -16,15 +16,13 @@ from apps.support.chatwoot import (
     ChatwootReplyParams,
     deliver_reply,
 )
-from apps.support.delivery import DeliveryUnavailable
 from apps.support.helpdesk_webhook import CALLBACK_JOB, HelpdeskReply, send_callback
 from apps.support.settings import get_support_settings
+from core.delivery import RETRIES, RETRY_BACKOFF_S, DeliveryUnavailable
 from core.jobs import JobContext, TransientJobError
 from core.storage.models import Job
 from workers.registry import job_task
 
-MAX_RETRIES = 12
-RETRY_BACKOFF_S = 0.5
 # A handoff's finished steps live in the job's progress message, which survives retries.
 _STEPS_PREFIX = "chatwoot steps done: "
 
@@ -45,7 +43,7 @@ def _steps_done(ctx: JobContext) -> dict[str, Any]:
 @job_task(
     REPLY_JOB,
     queue="default",
-    max_retries=MAX_RETRIES,
+    max_retries=RETRIES,
     retry_backoff_s=RETRY_BACKOFF_S,
     params=ChatwootReplyParams,
 )
@@ -69,7 +67,7 @@ def chatwoot_reply(ctx: JobContext) -> dict[str, Any]:
 @job_task(
     CALLBACK_JOB,
     queue="default",
-    max_retries=MAX_RETRIES,
+    max_retries=RETRIES,
     retry_backoff_s=RETRY_BACKOFF_S,
     params=HelpdeskReply,
 )

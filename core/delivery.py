@@ -1,6 +1,6 @@
-"""Sending to a helpdesk: one POST, and a verdict on failures — try again later, or give up.
+"""Sending to a remote service (a helpdesk, an alert webhook): one POST, and a verdict.
 
-Network errors, 5xx and 429 are `DeliveryUnavailable` (the helpdesk is down or busy: retry);
+Network errors, 5xx and 429 are `DeliveryUnavailable` (the target is down or busy: retry);
 any other 4xx is `DeliveryRejected` (the request itself is wrong: retrying cannot help).
 Messages name the target and the URL path, never headers, tokens or query strings.
 """
@@ -10,6 +10,10 @@ from __future__ import annotations
 import httpx
 
 RESPONSE_SNIPPET_CHARS = 300
+# Delivery jobs retry with exponential backoff: 0.5 s doubling, capped at ten minutes; twelve
+# retries cover about 27 minutes of outage.
+RETRIES = 12
+RETRY_BACKOFF_S = 0.5
 
 
 class DeliveryUnavailable(RuntimeError):

@@ -1,0 +1,1 @@
+"""News sentiment monitor: ingest, finance sentiment scoring, per-company alerts, dashboard."""

@@ -1,0 +1,1 @@
+"""HTTP routes of the sentiment monitor (mounted under `/v1/sentiment`)."""

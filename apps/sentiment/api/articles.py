@@ -1,0 +1,176 @@
+"""Article routes: ingest over HTTP and read scored articles (`sentiment` scope)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+import redis
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from apps.sentiment.api.deps import ServiceDep
+from apps.sentiment.articles import MAX_BATCH, ArticleIn
+from apps.sentiment.models import Article, ArticleEntity, Entity
+from apps.sentiment.scoring import LABELS, NoSentimentModel
+from core.api.deps import SessionDep, require_scope
+from core.storage.models import Scope
+
+router = APIRouter(
+    tags=["sentiment: articles"], dependencies=[Depends(require_scope(Scope.SENTIMENT))]
+)
+
+
+class ArticleBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    articles: list[ArticleIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class IngestedOut(BaseModel):
+    id: uuid.UUID
+    duplicate: bool = Field(description="Already stored (same id, URL or text): not rescored.")
+    label: str | None
+    score: float | None = Field(description="P(positive) - P(negative)")
+
+
+class IngestReply(BaseModel):
+    articles: list[IngestedOut]
+
+
+class QueuedReply(BaseModel):
+    queued: int
+    stream_ids: list[str]
+
+
+@router.post(
+    "/articles",
+    response_model=IngestReply | QueuedReply,
+    responses={
+        202: {"model": QueuedReply, "description": "Queued on the ingest stream"},
+        503: {"description": "No sentiment model yet, or the stream is unreachable"},
+    },
+)
+async def post_articles(
+    body: ArticleIn | ArticleBatch, service: ServiceDep
+) -> IngestReply | JSONResponse:
+    """Ingest one article or `{"articles": [...]}` (up to 1,000).
+
+    With a stream configured (`TEXTSUITE_SENTIMENT_STREAM_URL`) the articles are queued for the
+    scoring workers (202); otherwise they are stored and scored before the reply (200). Either
+    way an article already seen (same source id, URL or text) is stored and scored once.
+    """
+    items = body.articles if isinstance(body, ArticleBatch) else [body]
+    if service.stream_client is not None:
+        try:
+            ids = await service.publish(items)
+        except redis.RedisError as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"the ingest stream is unreachable ({exc}); nothing was queued, retry later",
+                headers={"Retry-After": "5"},
+            ) from None
+        return JSONResponse(
+            QueuedReply(queued=len(ids), stream_ids=ids).model_dump(),
+            status_code=status.HTTP_202_ACCEPTED,
+        )
+    try:
+        results = await service.ingest_now(items)
+    except NoSentimentModel as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"{exc}; nothing was stored",
+            headers={"Retry-After": "60"},
+        ) from None
+    return IngestReply(
+        articles=[
+            IngestedOut(id=r.article_id, duplicate=r.duplicate, label=r.label, score=r.score)
+            for r in results
+        ]
+    )
+
+
+class ArticleOut(BaseModel):
+    id: uuid.UUID
+    source: str
+    external_id: str | None
+    url: str | None
+    title: str
+    body: str | None
+    published_at: dt.datetime
+    received_at: dt.datetime
+    label: str | None
+    probabilities: dict[str, float] | None
+    score: float | None
+    model_version_id: uuid.UUID | None
+    tickers: list[str]
+
+
+def article_out(article: Article) -> ArticleOut:
+    return ArticleOut(
+        id=article.id,
+        source=article.source,
+        external_id=article.external_id,
+        url=article.url,
+        title=article.title,
+        body=article.body,
+        published_at=article.published_at,
+        received_at=article.received_at,
+        label=article.label,
+        probabilities=article.probabilities,
+        score=article.score,
+        model_version_id=article.model_version_id,
+        tickers=sorted(entity.ticker for entity in article.entities),
+    )
+
+
+@router.get("/articles", response_model=list[ArticleOut])
+def list_articles(
+    session: SessionDep,
+    ticker: Annotated[str | None, Query(max_length=16, description="Only this entity")] = None,
+    since: Annotated[dt.datetime | None, Query(description="Published at or after")] = None,
+    until: Annotated[dt.datetime | None, Query(description="Published before")] = None,
+    label: Annotated[str | None, Query(description="negative, neutral or positive")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ArticleOut]:
+    """Scored articles, newest first."""
+    query = select(Article).options(selectinload(Article.entities))
+    if ticker is not None:
+        entity_id = session.scalar(
+            select(Entity.id).where(Entity.ticker == ticker.upper().removeprefix("$"))
+        )
+        if entity_id is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{ticker} is not on the watchlist")
+        query = query.join(ArticleEntity, ArticleEntity.article_id == Article.id).where(
+            ArticleEntity.entity_id == entity_id
+        )
+    for bound in (since, until):
+        if bound is not None and bound.tzinfo is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "since/until need a time zone, e.g. 2026-11-26T13:00:00Z",
+            )
+    if since is not None:
+        query = query.where(Article.published_at >= since)
+    if until is not None:
+        query = query.where(Article.published_at < until)
+    if label is not None:
+        if label not in LABELS:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"label must be one of {', '.join(LABELS)}"
+            )
+        query = query.where(Article.label == label)
+    query = query.order_by(Article.published_at.desc(), Article.id).limit(limit)
+    return [article_out(article) for article in session.scalars(query)]
+
+
+@router.get("/articles/{article_id}", response_model=ArticleOut)
+def get_article(article_id: uuid.UUID, session: SessionDep) -> Any:
+    article = session.get(Article, article_id, options=[selectinload(Article.entities)])
+    if article is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no article {article_id}")
+    return article_out(article)

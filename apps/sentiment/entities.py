@@ -1,0 +1,187 @@
+"""The watchlist, and finding the companies on it in an article's text.
+
+Matching is whole-word and case-aware: a cashtag (`$AAPL`, any case) always counts; a bare
+ticker of two or more characters only in capitals (`AAPL`, never the word "aapl"); a name or
+alias as it is written ("Apple" but not "apple", "Meta" but not "meta-analysis"), with a
+possessive allowed ("Apple's"). Aliases in lower case ("alphabet inc") match in any case.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from apps.sentiment.models import Entity
+from core.validation import problems
+
+TICKER = re.compile(r"^[A-Z][A-Z0-9.\-]{0,14}$")
+_WORD_BOUNDARY_BEFORE = r"(?<![\w$@#-])"
+_WORD_BOUNDARY_AFTER = r"(?:['\u2019]s)?(?![\w-])"
+
+
+class EntityIn(BaseModel):
+    """A watchlist entry as the API and the demo files give it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    ticker: str = Field(min_length=1, max_length=15, examples=["AAPL"])
+    name: str = Field(min_length=1, max_length=200, examples=["Apple"])
+    aliases: list[str] = Field(default_factory=list, max_length=50, examples=[["iPhone maker"]])
+    sector: str | None = Field(default=None, max_length=100)
+    active: bool = True
+
+    @field_validator("ticker")
+    @classmethod
+    def _ticker(cls, value: str) -> str:
+        value = value.upper().removeprefix("$")
+        if not TICKER.match(value):
+            raise ValueError(
+                "a ticker is a capital letter then up to 14 capitals, digits, '.' or '-'"
+            )
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        cleaned = [alias.strip() for alias in value]
+        if any(not alias or len(alias) > 200 for alias in cleaned):
+            raise ValueError("aliases must be non-empty and at most 200 characters")
+        return list(dict.fromkeys(cleaned))
+
+
+class EntityConflict(ValueError):
+    """The ticker is already on the watchlist."""
+
+
+def add_entity(session: Session, entry: EntityIn) -> Entity:
+    entity = Entity(**entry.model_dump())
+    session.add(entity)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise EntityConflict(f"{entry.ticker} is already on the watchlist") from None
+    return entity
+
+
+def upsert_entities(session: Session, entries: Iterable[EntityIn]) -> list[Entity]:
+    """Add or update by ticker (imports and the demo)."""
+    existing = {entity.ticker: entity for entity in session.scalars(select(Entity))}
+    saved = []
+    for entry in entries:
+        entity = existing.get(entry.ticker)
+        if entity is None:
+            entity = Entity(**entry.model_dump())
+            session.add(entity)
+            existing[entry.ticker] = entity
+        else:
+            for key, value in entry.model_dump().items():
+                setattr(entity, key, value)
+        saved.append(entity)
+    session.flush()
+    return saved
+
+
+def entity_by_ticker(session: Session, ticker: str) -> Entity | None:
+    return session.scalar(select(Entity).where(Entity.ticker == ticker.upper().removeprefix("$")))
+
+
+@dataclass(frozen=True)
+class _Target:
+    entity_id: uuid.UUID
+    ticker: str
+
+
+class EntityMatcher:
+    """Which watchlist entities a text mentions; build once per watchlist, reuse per text."""
+
+    def __init__(self, entities: Sequence[Entity]) -> None:
+        self._targets: dict[str, _Target] = {}
+        sensitive: dict[str, str] = {}  # surface form -> group name
+        insensitive: dict[str, str] = {}
+        cashtags: dict[str, str] = {}
+        for index, entity in enumerate(e for e in entities if e.active):
+            group = f"e{index}"
+            self._targets[group] = _Target(entity.id, entity.ticker)
+            cashtags[entity.ticker.casefold()] = group
+            if len(entity.ticker) >= 2:  # a bare "A" is a word, not Agilent
+                sensitive.setdefault(entity.ticker, group)
+            for form in (entity.name, *entity.aliases):
+                if form.islower():
+                    insensitive.setdefault(form.casefold(), group)
+                else:
+                    sensitive.setdefault(form, group)
+        self._cashtags = cashtags
+        self._sensitive = _alternation(sensitive)
+        self._insensitive = _alternation(insensitive, flags=re.IGNORECASE)
+        self._sensitive_groups = sensitive
+        self._insensitive_groups = insensitive
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def match(self, text: str) -> list[uuid.UUID]:
+        """Ids of the entities `text` mentions, in order of first mention."""
+        found: dict[uuid.UUID, int] = {}
+        for tag in re.finditer(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9.\-]{0,14})(?![\w])", text):
+            group = self._cashtags.get(tag.group(1).rstrip(".").casefold())
+            if group:
+                _first(found, self._targets[group].entity_id, tag.start())
+        for pattern, groups, fold in (
+            (self._sensitive, self._sensitive_groups, False),
+            (self._insensitive, self._insensitive_groups, True),
+        ):
+            if pattern is None:
+                continue
+            for hit in pattern.finditer(text):
+                surface = hit.group("form")
+                group = groups.get(surface.casefold() if fold else surface)
+                if group:
+                    _first(found, self._targets[group].entity_id, hit.start())
+        return sorted(found, key=found.__getitem__)
+
+
+def _first(found: dict[uuid.UUID, int], entity_id: uuid.UUID, position: int) -> None:
+    found[entity_id] = min(position, found.get(entity_id, position))
+
+
+def _alternation(forms: dict[str, str], flags: int = 0) -> re.Pattern[str] | None:
+    if not forms:
+        return None
+    # Longest first, so "Apple Inc" wins over "Apple" where both are listed.
+    alternatives = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+    return re.compile(
+        f"{_WORD_BOUNDARY_BEFORE}(?P<form>{alternatives}){_WORD_BOUNDARY_AFTER}", flags
+    )
+
+
+def load_matcher(session: Session) -> EntityMatcher:
+    return EntityMatcher(list(session.scalars(select(Entity).where(Entity.active.is_(True)))))
+
+
+def read_watchlist(path: Path) -> list[EntityIn]:
+    """A YAML list of watchlist entries (ticker, name, aliases, sector); every error named."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML ({exc})") from None
+    if not isinstance(raw, list):
+        raise ValueError(f"{path}: expected a list of entries, got {type(raw).__name__}")
+    entries, errors = [], []
+    for index, item in enumerate(raw, start=1):
+        try:
+            entries.append(EntityIn.model_validate(item))
+        except ValidationError as exc:
+            errors.append(f"entry {index}: {problems(exc, 'entry')}")
+    if errors:
+        raise ValueError(f"{path}: " + "\n  ".join(["invalid watchlist:", *errors]))
+    return entries

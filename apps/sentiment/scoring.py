@@ -1,0 +1,87 @@
+"""Finance sentiment scores: negative / neutral / positive and score = P(pos) - P(neg)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from apps.sentiment.models import Article
+from core.ml.serving import ProductionClassifier, ServedVersion
+from core.storage.base import utcnow
+
+LABELS = ("negative", "neutral", "positive")
+
+
+class NoSentimentModel(RuntimeError):
+    """No production version of the sentiment model yet."""
+
+
+@dataclass(frozen=True)
+class Score:
+    label: str
+    probabilities: dict[str, float]
+    score: float  # P(positive) - P(negative), in [-1, 1]
+
+
+def scores_from_probabilities(probabilities: np.ndarray, labels: Sequence[str]) -> list[Score]:
+    """(N, C) probabilities over `labels` (which must include the three sentiment labels)."""
+    missing = [label for label in LABELS if label not in labels]
+    if missing:
+        raise ValueError(f"a sentiment model must predict {LABELS}; missing {missing}")
+    positive, negative = labels.index("positive"), labels.index("negative")
+    scores = []
+    for row in np.asarray(probabilities, dtype=np.float64):  # (C,)
+        scores.append(
+            Score(
+                label=labels[int(row.argmax())],
+                probabilities={
+                    label: round(float(p), 6) for label, p in zip(labels, row, strict=True)
+                },
+                score=round(float(row[positive] - row[negative]), 6),
+            )
+        )
+    return scores
+
+
+class SentimentScorer:
+    """Scores stored articles with the production sentiment model."""
+
+    def __init__(self, model: ProductionClassifier) -> None:
+        self.model = model
+
+    def served(self) -> ServedVersion:
+        served = self.model.current()
+        if served is None:
+            raise NoSentimentModel(
+                f"no production version of {self.model.name!r}: train one with "
+                "`textsuite train sentiment`"
+            )
+        return served
+
+    def score_unscored(self, session: Session, article_ids: Sequence[uuid.UUID]) -> int:
+        """Score those of `article_ids` that have no score yet; returns how many were scored."""
+        articles = list(
+            session.scalars(
+                select(Article).where(Article.id.in_(article_ids), Article.score.is_(None))
+            )
+        )
+        if not articles:
+            return 0
+        served = self.served()
+        texts = [f"{a.title}\n{a.body}" if a.body else a.title for a in articles]
+        probabilities = served.classifier.predict_proba(texts)  # (N, C), length-sorted batches
+        results = scores_from_probabilities(probabilities, served.classifier.labels)
+        now = utcnow()
+        for article, result in zip(articles, results, strict=True):
+            article.label = result.label
+            article.probabilities = result.probabilities
+            article.score = result.score
+            article.model_version_id = served.version_id
+            article.scored_at = now
+        session.flush()
+        return len(articles)

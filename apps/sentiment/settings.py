@@ -1,0 +1,57 @@
+"""The sentiment monitor's settings: `TEXTSUITE_SENTIMENT_*` variables (and `.env`)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.settings import load_app_settings
+
+
+class SentimentSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TEXTSUITE_SENTIMENT_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    model_name: str = Field(
+        default="sentiment", description="Model versions of the finance sentiment classifier."
+    )
+    base_model: str = Field(default="all-MiniLM-L6-v2", description="Encoder to fine-tune.")
+    stream_url: str | None = Field(
+        default=None,
+        description="Redis URL of the ingest stream; unset: articles are scored in-process.",
+    )
+    stream_name: str = Field(default="textsuite:articles", description="Redis stream key.")
+    stream_group: str = Field(default="sentiment-scorers", description="Consumer group.")
+    stream_batch: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=64, description="Messages a consumer reads and scores at a time."
+    )
+    stream_claim_idle_ms: Annotated[int, Field(ge=1000)] = Field(
+        default=60_000,
+        description="Reclaim messages another consumer left pending this long (XAUTOCLAIM).",
+    )
+    stream_max_deliveries: Annotated[int, Field(ge=1)] = Field(
+        default=5, description="Dead-letter a message after this many failed deliveries."
+    )
+    stream_max_length: Annotated[int, Field(ge=1000)] = Field(
+        default=1_000_000, description="Approximate cap on the stream's length (XADD MAXLEN ~)."
+    )
+
+    @field_validator("stream_url")
+    @classmethod
+    def _check_stream_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected a redis:// URL, got {value!r}")
+        return value
+
+
+def load_sentiment_settings(**overrides: object) -> SentimentSettings:
+    return load_app_settings(SentimentSettings, "TEXTSUITE_SENTIMENT_", **overrides)
+
+
+@functools.lru_cache(maxsize=1)
+def get_sentiment_settings() -> SentimentSettings:
+    return load_sentiment_settings()

@@ -1,0 +1,232 @@
+"""The ingest stream: articles on a Redis stream, scored by a consumer group.
+
+Producers `publish` articles (XADD). Each consumer reads a batch (XREADGROUP), ingests it (store
+once, link, score, commit) and only then acknowledges it (XACK): a consumer that dies mid-batch
+leaves its messages pending, and another consumer reclaims them once they have been idle for
+`claim_idle_ms` (XAUTOCLAIM). Ingesting is idempotent, so a redelivered article is stored and
+scored once. A message that cannot be ingested after `max_deliveries` attempts, or that is not
+an article at all, becomes a dead-letter record and is acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from apps.sentiment.articles import ArticleIn
+from apps.sentiment.ingest import Ingestor
+from apps.sentiment.models import DeadLetter
+from apps.sentiment.scoring import NoSentimentModel
+from apps.sentiment.settings import SentimentSettings
+from core.storage.engine import session_scope
+from core.validation import problems
+
+log = logging.getLogger(__name__)
+
+FIELD = "article"  # each stream entry holds one article as JSON under this field
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+
+def publish(
+    client: redis.Redis, stream: str, items: Iterable[ArticleIn], max_length: int
+) -> list[str]:
+    """XADD each article; returns the stream ids (in order)."""
+    pipe = client.pipeline(transaction=False)
+    for item in items:
+        pipe.xadd(
+            stream,
+            {FIELD: item.model_dump_json(exclude_none=True)},
+            maxlen=max_length,
+            approximate=True,
+        )
+    return list(pipe.execute())
+
+
+@dataclass
+class ConsumerStats:
+    read: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    reclaimed: int = 0
+    dead_lettered: int = 0
+    failed_batches: int = 0
+
+
+@dataclass(frozen=True)
+class _Message:
+    id: str
+    fields: dict[str, str]
+
+
+class StreamConsumer:
+    """One member of the consumer group; `run()` until `stop()`, or `poll()` step by step."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        ingestor: Ingestor,
+        factory: sessionmaker[Session],
+        settings: SentimentSettings,
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.client, self.ingestor, self.factory = client, ingestor, factory
+        self.stream, self.group = settings.stream_name, settings.stream_group
+        self.batch = settings.stream_batch
+        self.claim_idle_ms = settings.stream_claim_idle_ms
+        self.max_deliveries = settings.stream_max_deliveries
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.stats = ConsumerStats()
+        self._stopping = threading.Event()
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self, block_ms: int = 1000) -> ConsumerStats:
+        """Consume until `stop()`; survives Redis restarts and a missing model (it waits)."""
+        self.ensure_group()
+        while not self._stopping.is_set():
+            try:
+                self.poll(block_ms)
+            except NoSentimentModel as exc:
+                log.warning("%s; not consuming until a model is promoted", exc)
+                self._stopping.wait(5.0)
+            except redis.ConnectionError as exc:
+                log.warning("stream unreachable (%s); retrying", exc)
+                self._stopping.wait(1.0)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("consumer group missing (Redis lost its data?); recreating it")
+                self.ensure_group()
+        return self.stats
+
+    def poll(self, block_ms: int = 1000) -> int:
+        """Reclaim or read one batch and process it; returns how many messages were handled."""
+        self.ingestor.scorer.served()  # without a model, leave the messages on the stream
+        messages = self._reclaim()
+        if messages:
+            self.stats.reclaimed += len(messages)
+        else:
+            messages = self._read(block_ms)
+        if messages:
+            self._process(messages)
+        return len(messages)
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _reclaim(self) -> list[_Message]:
+        """Messages another (dead) consumer left pending for longer than `claim_idle_ms`."""
+        reply = self.client.xautoclaim(
+            self.stream, self.group, self.name, self.claim_idle_ms, start_id="0-0", count=self.batch
+        )
+        return [_Message(mid, fields) for mid, fields in reply[1] if fields is not None]
+
+    def _read(self, block_ms: int) -> list[_Message]:
+        reply = self.client.xreadgroup(
+            self.group, self.name, {self.stream: ">"}, count=self.batch, block=block_ms
+        )
+        return [
+            _Message(mid, fields) for _stream, entries in reply or [] for mid, fields in entries
+        ]
+
+    # --- processing -----------------------------------------------------------------------
+
+    def _process(self, messages: Sequence[_Message]) -> None:
+        self.stats.read += len(messages)
+        valid: list[tuple[_Message, ArticleIn]] = []
+        for message in messages:
+            try:
+                valid.append((message, _parse(message)))
+            except ValueError as exc:  # never an article: no retry helps
+                self._dead_letter(message, f"not an article: {exc}", deliveries=1)
+        if not valid:
+            return
+        try:
+            self._ingest(valid)
+        except NoSentimentModel:
+            raise
+        except Exception:
+            # One bad article must not hold the others back: retry them one at a time.
+            log.exception("batch of %d failed; retrying its articles one by one", len(valid))
+            self.stats.failed_batches += 1
+            for pair in valid:
+                try:
+                    self._ingest([pair])
+                except NoSentimentModel:
+                    raise
+                except Exception as exc:
+                    self._failed(pair[0], exc)
+
+    def _ingest(self, pairs: Sequence[tuple[_Message, ArticleIn]]) -> None:
+        results = self.ingestor.ingest([item for _message, item in pairs])
+        # Stored and committed: only now may the messages leave the pending list.
+        self.client.xack(self.stream, self.group, *(message.id for message, _item in pairs))
+        self.stats.ingested += sum(not r.duplicate for r in results)
+        self.stats.duplicates += sum(r.duplicate for r in results)
+
+    def _failed(self, message: _Message, error: Exception) -> None:
+        deliveries = self._deliveries(message.id)
+        if deliveries >= self.max_deliveries:
+            self._dead_letter(message, f"{type(error).__name__}: {error}", deliveries)
+        else:
+            log.warning(
+                "message %s failed (delivery %d of %d): %s",
+                message.id, deliveries, self.max_deliveries, error,
+            )  # fmt: skip
+
+    def _deliveries(self, message_id: str) -> int:
+        pending = self.client.xpending_range(
+            self.stream, self.group, min=message_id, max=message_id, count=1
+        )
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    def _dead_letter(self, message: _Message, error: str, deliveries: int) -> None:
+        try:
+            with session_scope(self.factory) as session:
+                session.add(
+                    DeadLetter(
+                        stream=self.stream,
+                        message_id=message.id,
+                        payload=dict(message.fields),
+                        error=error[:4000],
+                        deliveries=deliveries,
+                    )
+                )
+        except IntegrityError:
+            pass  # recorded by an earlier attempt that died before acknowledging
+        self.client.xack(self.stream, self.group, message.id)
+        self.stats.dead_lettered += 1
+        log.error("dead-lettered stream message %s: %s", message.id, error)
+
+
+def _parse(message: _Message) -> ArticleIn:
+    raw = message.fields.get(FIELD)
+    if raw is None:
+        raise ValueError(f"no {FIELD!r} field (fields: {sorted(message.fields)})")
+    try:
+        return ArticleIn.model_validate(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg})") from None
+    except ValidationError as exc:
+        raise ValueError(problems(exc, "article")) from None

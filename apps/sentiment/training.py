@@ -1,0 +1,115 @@
+"""Training the finance sentiment classifier.
+
+Data: the Twitter financial news set (`twitter-financial-news-sentiment/train.csv` under the
+data directory; 0 bearish, 1 bullish, 2 neutral, mapped to negative / positive / neutral) and
+the project's own labelled headlines (`apps/sentiment/demo/labelled.csv`). Its `valid.csv` is
+never trained on: it is the benchmark's test split. The model's own validation examples (early
+stopping, calibration, the promotion check) are held out of the training part.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session, sessionmaker
+
+from apps.sentiment.settings import SentimentSettings
+from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_classifier_training
+from core.ml.training import LabelledTexts, TrainingArguments, stratified_split
+from core.settings import Settings
+
+TRAIN_JOB = "sentiment.train"
+TWITTER_FOLDER = "twitter-financial-news-sentiment"
+TWITTER_LABELS = {"0": "negative", "1": "positive", "2": "neutral"}
+DEMO_LABELLED = Path(__file__).resolve().parent / "demo" / "labelled.csv"
+
+
+class SentimentTrainParams(BaseModel):
+    """Parameters of a `sentiment.train` job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arguments: dict[str, Any] = Field(default_factory=dict, description="TrainingArguments")
+    promotion: PromotionPolicy = PromotionPolicy.IF_NOT_WORSE
+    include_twitter: bool = Field(
+        default=True, description="Train on the Twitter financial news set (data directory)."
+    )
+    include_demo: bool = Field(default=True, description="Train on the project's own headlines.")
+    extra_path: str | None = Field(
+        default=None, description="More labelled texts: CSV with text,label (negative/...)."
+    )
+
+    @field_validator("arguments")
+    @classmethod
+    def _check_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
+        TrainingArguments.from_dict(value)
+        return value
+
+
+def load_twitter(data_dir: Path, split: str) -> LabelledTexts:
+    """A split (`train` or `valid`) of the Twitter financial news set, labels as words."""
+    path = Path(data_dir) / TWITTER_FOLDER / f"{split}.csv"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: set TEXTSUITE_DATA_DIR to the folder holding {TWITTER_FOLDER}/"
+        )
+    raw = LabelledTexts.from_csv(path, "text", "label")
+    unknown = sorted(set(raw.labels) - set(TWITTER_LABELS))
+    if unknown:
+        raise ValueError(f"{path}: unexpected labels {unknown}; expected 0, 1 or 2")
+    return LabelledTexts(raw.texts, [TWITTER_LABELS[label] for label in raw.labels])
+
+
+def load_labelled(path: Path) -> LabelledTexts:
+    """A CSV of `text,label` with labels negative / neutral / positive."""
+    data = LabelledTexts.from_csv(path, "text", "label")
+    wrong = sorted(set(data.labels) - set(TWITTER_LABELS.values()))
+    if wrong:
+        raise ValueError(f"{path}: labels must be negative, neutral or positive; found {wrong}")
+    return data
+
+
+def training_data(settings: Settings, params: SentimentTrainParams) -> LabelledTexts:
+    parts: list[LabelledTexts] = []
+    if params.include_twitter:
+        parts.append(load_twitter(settings.data_dir, "train"))
+    if params.include_demo:
+        parts.append(load_labelled(DEMO_LABELLED))
+    if params.extra_path:
+        parts.append(load_labelled(Path(params.extra_path)))
+    if not parts:
+        raise ValueError("no training data: include the Twitter set, the demo set or a file")
+    return LabelledTexts(
+        [text for part in parts for text in part.texts],
+        [label for part in parts for label in part.labels],
+    )
+
+
+def train_sentiment(
+    settings: Settings,
+    sentiment: SentimentSettings,
+    factory: sessionmaker[Session],
+    params: SentimentTrainParams,
+    *,
+    job_id: uuid.UUID | None = None,
+    progress: Progress | None = None,
+) -> RunOutcome:
+    """Train a new version of the sentiment model; promoted when not worse (by default)."""
+    arguments = TrainingArguments.from_dict(params.arguments)
+    data = training_data(settings, params)
+    train, validation = stratified_split(data, arguments.validation_fraction, arguments.seed)
+    return run_classifier_training(
+        settings,
+        factory,
+        model_name=sentiment.model_name,
+        base_reference=sentiment.base_model,
+        data=train,
+        arguments=arguments,
+        validation=validation,
+        job_id=job_id,
+        progress=progress,
+        promotion=params.promotion,
+    )

@@ -1,0 +1,88 @@
+"""The production version of a named classifier, loaded once and swapped on promotion.
+
+Workers and services ask `ProductionClassifier.current()` before each batch; it looks the
+production version up at most every `refresh_s` seconds and loads a newly promoted one. A
+version that fails to load is logged and the previous one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.ml.device import choose_placement
+from core.ml.loading import Classifier, load_classifier
+from core.ml.references import folder_resolver
+from core.ml.versions import production_version
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    version_id: uuid.UUID
+    version: int
+    classifier: Classifier
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+class ProductionClassifier:
+    """See the module docstring. Safe to share between threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        name: str,
+        *,
+        refresh_s: float = 5.0,
+    ) -> None:
+        self.settings, self.factory, self.name, self.refresh_s = settings, factory, name, refresh_s
+        self._served: ServedVersion | None = None
+        self._checked_at = -float("inf")
+        self._lock = threading.Lock()
+
+    def current(self, *, force: bool = False) -> ServedVersion | None:
+        if not force and time.monotonic() - self._checked_at < self.refresh_s:
+            return self._served
+        with self._lock:
+            if not force and time.monotonic() - self._checked_at < self.refresh_s:
+                return self._served
+            self._checked_at = time.monotonic()
+            found = self._lookup()
+            if found is None or (self._served and self._served.version_id == found[0]):
+                return self._served
+            version_id, number, folder, config = found
+            try:
+                classifier = load_classifier(
+                    folder,
+                    choose_placement(self.settings.device, self.settings.dtype),
+                    folder_resolver(self.settings.model_cache_dir, self.factory),
+                )
+            except Exception:  # keep serving what we have; a person must fix the files
+                log.exception("cannot load %s v%d; keeping the current version", self.name, number)
+                return self._served
+            self._served = ServedVersion(version_id, number, classifier, config)
+            log.info("serving %s v%d", self.name, number)
+            return self._served
+
+    def _lookup(self) -> tuple[uuid.UUID, int, Path, dict[str, Any]] | None:
+        try:
+            with self.factory() as session:
+                version = production_version(session, self.name)
+                if version is None:
+                    return None
+                folder = Path(version.artifact_path)
+                return version.id, version.version, folder, dict(version.config)
+        except SQLAlchemyError as exc:  # readiness reports the database; keep serving
+            log.warning("cannot look up the production %s model: %s", self.name, exc)
+            return None

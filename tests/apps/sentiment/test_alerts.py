@@ -1,0 +1,240 @@
+"""Windows, rules and the alert lifecycle, on scored articles written straight to the database
+(both backends): no model needed to test the arithmetic and the state machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from apps.sentiment.alerts import (
+    DEFAULT_RULES,
+    AlertChange,
+    _coalesced,
+    ensure_default_rules,
+    evaluate,
+    window_stats,
+)
+from apps.sentiment.models import (
+    Alert,
+    AlertRule,
+    AlertState,
+    Article,
+    ArticleEntity,
+    Entity,
+    RuleKind,
+)
+from core.storage.engine import session_scope
+
+T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
+
+
+def label_of(score: float) -> str:
+    return "negative" if score < -0.3 else "positive" if score > 0.3 else "neutral"
+
+
+def add_articles(
+    session: Session, entity_id: uuid.UUID, scores_and_times: list[tuple[float, dt.datetime]]
+) -> None:
+    for score, when in scores_and_times:
+        article = Article(
+            id=uuid.uuid4(),
+            source="test",
+            content_hash=uuid.uuid4().hex,
+            title="x",
+            published_at=when,
+            label=label_of(score),
+            score=score,
+        )
+        session.add(article)
+        session.add(ArticleEntity(article_id=article.id, entity_id=entity_id, published_at=when))
+    session.flush()
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session]) -> tuple[sessionmaker[Session], uuid.UUID]:
+    """An entity with a calm week behind it: 3 mildly positive articles a day."""
+    with session_scope(session_factory) as session:
+        entity = Entity(id=uuid.uuid4(), ticker="HLVB", name="Halvorsen", aliases=[])
+        session.add(entity)
+        session.flush()
+        calm = [(0.2 if i % 3 else -0.1, T0 - dt.timedelta(hours=8 * i + 2)) for i in range(1, 21)]
+        add_articles(session, entity.id, calm)
+    return session_factory, entity.id
+
+
+def rule(session: Session, **overrides: object) -> AlertRule:
+    values = {
+        "name": "drop",
+        "kind": RuleKind.Z_SCORE,
+        "window_s": 3600,
+        "threshold": -3.0,
+        "min_articles": 5,
+        "for_s": 0,
+        "cooldown_s": 3600,
+        **overrides,
+    }
+    created = AlertRule(**values)
+    session.add(created)
+    session.flush()
+    return created
+
+
+def burst(
+    session: Session, entity_id: uuid.UUID, start: dt.datetime, n: int, score: float = -0.9
+) -> None:
+    add_articles(
+        session, entity_id, [(score, start + dt.timedelta(minutes=5 * i)) for i in range(n)]
+    )
+
+
+def open_alerts(session: Session) -> int:
+    return session.scalar(
+        select(func.count(Alert.id)).where(Alert.state.in_(["pending", "firing"]))
+    )
+
+
+def test_window_statistics(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        burst(session, entity_id, T0, 6)
+        stats = window_stats(session, entity_id, T0 + dt.timedelta(minutes=30), 3600)
+    assert stats.volume == 6 and stats.mean_score == pytest.approx(-0.9)
+    assert stats.negative_share == 1.0
+    assert stats.baseline_count == 20
+    assert 0.0 < stats.baseline_mean < 0.2  # 2 in 3 at +0.2, 1 in 3 at -0.1, recent ones heavier
+    assert stats.baseline_sd == pytest.approx(0.14, abs=0.02)
+    assert stats.expected_volume == pytest.approx(20 / (7 * 24))  # per hour
+    z = stats.value(RuleKind.Z_SCORE)
+    assert z == pytest.approx((-0.9 - stats.baseline_mean) / (stats.baseline_sd / 6**0.5))
+    assert stats.value(RuleKind.VOLUME_SPIKE) == pytest.approx(6.0)  # expected < 1: floor of 1
+
+
+def test_an_alert_fires_once_then_resolves_then_cools_down(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        share = rule(session, name="share", kind=RuleKind.NEGATIVE_SHARE, threshold=0.6)
+        burst(session, entity_id, T0, 8)
+        changes = evaluate(session, entity_id, T0 + dt.timedelta(minutes=35))
+        assert [c.state for c in changes] == [AlertState.FIRING]
+        # Still holding: the same alert, updated, never a second one.
+        assert evaluate(session, entity_id, T0 + dt.timedelta(minutes=40)) == []
+        assert open_alerts(session) == 1
+        alert = session.get(Alert, changes[0].alert_id)
+        assert alert.fired_at == T0 + dt.timedelta(minutes=35) and alert.value == 1.0
+        assert alert.details["volume"] == 8 and alert.window_end == T0 + dt.timedelta(minutes=40)
+        # Two hours on, the window is empty: resolved.
+        later = T0 + 3 * HOUR
+        assert evaluate(session, entity_id, later) == [
+            AlertChange(alert.id, entity_id, AlertState.RESOLVED)
+        ]
+        assert alert.resolved_at == later
+        # A new burst inside the cooldown opens nothing; after it, a new alert.
+        burst(session, entity_id, later, 8)
+        assert evaluate(session, entity_id, later + dt.timedelta(minutes=40)) == []
+        burst(session, entity_id, later + 2 * HOUR, 8)
+        again = evaluate(session, entity_id, later + 2 * HOUR + dt.timedelta(minutes=40))
+        assert [c.state for c in again] == [AlertState.FIRING] and again[0].alert_id != alert.id
+        assert share.cooldown_s == 3600
+
+
+def test_a_sharp_drop_is_measured_against_the_entity_s_own_recent_past(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        rule(session)
+        burst(session, entity_id, T0, 8)
+        [first] = evaluate(session, entity_id, T0 + dt.timedelta(minutes=40))
+        assert session.get(Alert, first.alert_id).value < -3
+        assert evaluate(session, entity_id, T0 + 3 * HOUR)[0].state is AlertState.RESOLVED
+        # The same bad hour again, after a bad afternoon: the baseline has moved, no alert.
+        burst(session, entity_id, T0 + 5 * HOUR, 8)
+        assert evaluate(session, entity_id, T0 + 5 * HOUR + dt.timedelta(minutes=40)) == []
+
+
+def test_pending_until_the_condition_has_held_for_long_enough(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        rule(session, kind=RuleKind.NEGATIVE_SHARE, threshold=0.6, for_s=600)
+        burst(session, entity_id, T0, 6)
+        first = evaluate(session, entity_id, T0 + dt.timedelta(minutes=26))
+        assert [c.state for c in first] == [AlertState.PENDING]
+        assert evaluate(session, entity_id, T0 + dt.timedelta(minutes=30)) == []  # 4 min
+        fired = evaluate(session, entity_id, T0 + dt.timedelta(minutes=37))  # 11 min
+        assert [c.state for c in fired] == [AlertState.FIRING]
+        assert fired[0].alert_id == first[0].alert_id
+
+
+def test_too_few_articles_raise_nothing(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        rule(session)
+        rule(session, name="share", kind=RuleKind.NEGATIVE_SHARE, threshold=0.5)
+        burst(session, entity_id, T0, 4)
+        assert evaluate(session, entity_id, T0 + dt.timedelta(minutes=20)) == []
+
+
+def test_a_volume_spike(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        rule(session, kind=RuleKind.VOLUME_SPIKE, threshold=4.0, min_articles=10)
+        burst(session, entity_id, T0, 12, score=0.5)  # busy, not negative
+        [change] = evaluate(session, entity_id, T0 + dt.timedelta(minutes=59))
+        assert session.get(Alert, change.alert_id).value == pytest.approx(12.0)
+
+
+def test_an_entity_rule_overrides_the_global_rule_of_the_same_name(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        rule(session, name="drop", threshold=-3.0)
+        own = rule(session, name="drop", threshold=-100.0, entity_id=entity_id)  # never fires
+        burst(session, entity_id, T0, 8)
+        assert evaluate(session, entity_id, T0 + dt.timedelta(minutes=40)) == []
+        session.delete(own)
+        session.flush()
+        assert len(evaluate(session, entity_id, T0 + dt.timedelta(minutes=41))) == 1
+
+
+def test_a_late_older_article_does_not_move_time_back(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        rule(session)
+        burst(session, entity_id, T0, 8)
+        [fired] = evaluate(session, entity_id, T0 + dt.timedelta(minutes=40))
+        assert evaluate(session, entity_id, T0 - 5 * HOUR) == []  # would resolve if it could
+        assert session.get(Alert, fired.alert_id).state is AlertState.FIRING
+
+
+def test_the_database_refuses_a_second_open_alert(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        drop_id = rule(session).id
+
+    def alert(state: AlertState) -> Alert:
+        return Alert(
+            entity_id=entity_id, rule_id=drop_id, state=state, window_start=T0, window_end=T0,
+            value=-4.0, threshold=-3.0, started_at=T0,
+        )  # fmt: skip
+
+    with session_scope(factory) as session:
+        session.add_all([alert(AlertState.RESOLVED), alert(AlertState.RESOLVED)])  # history: fine
+        session.add(alert(AlertState.FIRING))
+    with pytest.raises(IntegrityError), session_scope(factory) as session:
+        session.add(alert(AlertState.PENDING))
+
+
+def test_default_rules_install_once(session_factory: sessionmaker[Session]) -> None:
+    with session_scope(session_factory) as session:
+        assert len(ensure_default_rules(session)) == len(DEFAULT_RULES)
+        assert ensure_default_rules(session) == []
+        windows = set(session.scalars(select(AlertRule.window_s)))
+    assert windows == {3600, 86400}
+
+
+def test_evaluation_times_are_coalesced_per_minute() -> None:
+    minutes = [T0 + dt.timedelta(seconds=s) for s in (0, 20, 50, 61, 200, 230)]
+    assert _coalesced(minutes) == [minutes[2], minutes[3], minutes[5]]

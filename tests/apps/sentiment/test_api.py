@@ -1,0 +1,192 @@
+"""The sentiment HTTP API on embedded defaults: articles scored in-process, the watchlist."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from core.security import create_api_key
+from core.settings import Settings
+from core.storage.engine import get_session_factory, session_scope
+from textsuite.service import create_service
+
+
+def key_for(settings: Settings, *scopes: str) -> dict[str, str]:
+    with session_scope(get_session_factory(settings.database_url)) as session:
+        return {"X-API-Key": create_api_key(session, "test", scopes)[1]}
+
+
+@pytest.fixture
+def api(sentiment_settings: Settings) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    with TestClient(create_service(sentiment_settings)) as client:
+        yield client, key_for(sentiment_settings, "sentiment")
+
+
+def test_articles_are_scored_once_and_linked(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, key = api
+    single = client.post(
+        "/v1/sentiment/articles",
+        json={"title": "Halvorsen Pharma shares plunge as regulator rejects its drug"},
+        headers=key,
+    )
+    assert single.status_code == 200, single.text
+    [first] = single.json()["articles"]
+    assert first["label"] == "negative" and first["score"] < -0.3 and not first["duplicate"]
+
+    batch = client.post(
+        "/v1/sentiment/articles",
+        json={
+            "articles": [
+                {"title": "halvorsen pharma shares plunge as regulator rejects its drug"},
+                {
+                    "id": "w-9",
+                    "source": "wire",
+                    "url": "https://news.example/nwrb-record",
+                    "title": "Northwind Robotics posts record profit, raises guidance",
+                    "published_at": "2026-11-26T14:00:00Z",
+                },
+                {"title": "$CRBK to hold its annual meeting on May 14"},
+            ]
+        },
+        headers=key,
+    )
+    assert batch.status_code == 200, batch.text
+    again, northwind, corvid = batch.json()["articles"]
+    assert again == {**first, "duplicate": True}
+    assert northwind["label"] == "positive" and northwind["score"] > 0.3
+
+    listed = client.get("/v1/sentiment/articles", params={"ticker": "NWRB"}, headers=key)
+    assert [a["id"] for a in listed.json()] == [northwind["id"]]
+    [article] = listed.json()
+    assert article["tickers"] == ["NWRB"] and article["external_id"] == "w-9"
+    assert set(article["probabilities"]) == {"negative", "neutral", "positive"}
+    assert article["model_version_id"] is not None
+    assert len(client.get("/v1/sentiment/articles", headers=key).json()) == 3
+    negative = client.get("/v1/sentiment/articles", params={"label": "negative"}, headers=key)
+    assert [a["id"] for a in negative.json()] == [first["id"]]
+    since = client.get(
+        "/v1/sentiment/articles",
+        params={"since": "2026-11-26T14:00:00Z", "until": "2026-11-26T15:00:00Z"},
+        headers=key,
+    )
+    assert [a["id"] for a in since.json()] == [northwind["id"]]
+    shown = client.get(f"/v1/sentiment/articles/{corvid['id']}", headers=key).json()
+    assert shown["tickers"] == ["CRBK"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({}, "title"),
+        ({"title": ""}, "title"),
+        ({"title": "x", "published_at": "2026-11-26T14:00:00"}, "timezone"),
+        ({"title": "x", "mood": "good"}, "mood"),
+        ({"articles": []}, "at least 1"),
+        ({"articles": [{"title": "x"}] * 1001}, "at most 1000"),
+        ({"articles": [{"title": "ok"}, {"body": "no title"}]}, "title"),
+        ({"title": "x" * 20_001}, "20000"),
+    ],
+)
+def test_bad_articles_get_422_and_nothing_is_stored(
+    api: tuple[TestClient, dict[str, str]], body: dict[str, Any], message: str
+) -> None:
+    client, key = api
+    response = client.post("/v1/sentiment/articles", json=body, headers=key)
+    assert response.status_code == 422, response.text
+    assert message in response.text
+    assert client.get("/v1/sentiment/articles", headers=key).json() == []
+
+
+def test_reading_with_bad_filters_is_refused(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, key = api
+    assert (
+        client.get("/v1/sentiment/articles", params={"ticker": "NOPE"}, headers=key).status_code
+        == 404
+    )
+    assert (
+        client.get("/v1/sentiment/articles", params={"label": "bullish"}, headers=key).status_code
+        == 422
+    )
+    naive = client.get(
+        "/v1/sentiment/articles", params={"since": "2026-11-26T14:00:00"}, headers=key
+    )
+    assert naive.status_code == 422 and "time zone" in naive.text
+    assert client.get("/v1/sentiment/articles/not-a-uuid", headers=key).status_code == 422
+    missing = client.get("/v1/sentiment/articles/00000000-0000-0000-0000-000000000000", headers=key)
+    assert missing.status_code == 404
+
+
+def test_without_a_model_nothing_is_accepted(client: TestClient, api_key: Any) -> None:
+    headers = {"X-API-Key": api_key("sentiment")}
+    response = client.post("/v1/sentiment/articles", json={"title": "Apple beats"}, headers=headers)
+    assert response.status_code == 503
+    assert "textsuite train sentiment" in response.json()["detail"]
+    assert "nothing was stored" in response.json()["detail"]
+    assert response.headers["Retry-After"]
+    assert client.get("/v1/sentiment/articles", headers=headers).json() == []
+
+
+def test_the_sentiment_scope_is_required(
+    api: tuple[TestClient, dict[str, str]], sentiment_settings: Settings
+) -> None:
+    client, _ = api
+    assert client.get("/v1/sentiment/articles").status_code == 401
+    support_only = key_for(sentiment_settings, "support")
+    assert client.get("/v1/sentiment/entities", headers=support_only).status_code == 403
+    assert (
+        client.post("/v1/sentiment/articles", json={"title": "x"}, headers=support_only).status_code
+        == 403
+    )
+
+
+def test_the_watchlist_over_the_api(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, key = api
+    listed = client.get("/v1/sentiment/entities", headers=key).json()
+    assert [e["ticker"] for e in listed] == ["CRBK", "HLVP", "NWRB"]
+    created = client.post(
+        "/v1/sentiment/entities",
+        json={
+            "ticker": "$ossm",
+            "name": "Osmund Mining",
+            "aliases": ["Osmund"],
+            "sector": "Materials",
+        },
+        headers=key,
+    )
+    assert created.status_code == 201 and created.json()["ticker"] == "OSSM"
+    conflict = client.post(
+        "/v1/sentiment/entities", json={"ticker": "OSSM", "name": "X"}, headers=key
+    )
+    assert conflict.status_code == 409 and "already" in conflict.json()["detail"]
+    scored = client.post(
+        "/v1/sentiment/articles", json={"title": "Osmund strikes gold"}, headers=key
+    )
+    article_id = scored.json()["articles"][0]["id"]
+    assert client.get(f"/v1/sentiment/articles/{article_id}", headers=key).json()["tickers"] == [
+        "OSSM"
+    ]
+
+    replaced = client.put(
+        "/v1/sentiment/entities/ossm",
+        json={"ticker": "OSSM", "name": "Osmund Mining", "aliases": [], "active": False},
+        headers=key,
+    )
+    assert replaced.status_code == 200 and replaced.json()["active"] is False
+    renamed = client.put(
+        "/v1/sentiment/entities/OSSM", json={"ticker": "OSM", "name": "X"}, headers=key
+    )
+    assert renamed.status_code == 422 and "differs" in renamed.text
+    assert (
+        client.post(
+            "/v1/sentiment/entities", json={"ticker": "bad ticker", "name": "X"}, headers=key
+        ).status_code
+        == 422
+    )
+    assert client.delete("/v1/sentiment/entities/OSSM", headers=key).status_code == 204
+    assert client.get("/v1/sentiment/entities/OSSM", headers=key).status_code == 404
+    assert client.delete("/v1/sentiment/entities/OSSM", headers=key).status_code == 404
+    # The article stays; only its link to the removed company goes.
+    assert client.get(f"/v1/sentiment/articles/{article_id}", headers=key).json()["tickers"] == []

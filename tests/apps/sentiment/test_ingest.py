@@ -1,0 +1,96 @@
+"""The ingestor: one transaction per batch (stored, linked and scored together, or nothing)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from apps.sentiment import articles as articles_module
+from apps.sentiment.articles import ArticleIn
+from apps.sentiment.ingest import Ingestor
+from apps.sentiment.models import Article
+from apps.sentiment.scoring import (
+    NoSentimentModel,
+    SentimentScorer,
+    scores_from_probabilities,
+)
+from core.ml.serving import ProductionClassifier
+from core.settings import Settings
+from core.storage.engine import get_session_factory
+
+
+def ingestor_for(settings: Settings, name: str = "sentiment") -> Ingestor:
+    factory = get_session_factory(settings.database_url)
+    return Ingestor(factory, SentimentScorer(ProductionClassifier(settings, factory, name)))
+
+
+def articles(settings: Settings) -> list[Article]:
+    with get_session_factory(settings.database_url)() as session:
+        return list(session.scalars(select(Article)))
+
+
+def test_a_batch_is_stored_and_scored_together(sentiment_settings: Settings) -> None:
+    ingestor = ingestor_for(sentiment_settings)
+    results = ingestor.ingest(
+        [
+            ArticleIn(title="Northwind Robotics shares plunge after a profit warning"),
+            ArticleIn(title="$HLVP soars after its drug wins approval"),
+        ]
+    )
+    assert [r.label for r in results] == ["negative", "positive"]
+    stored = articles(sentiment_settings)
+    assert len(stored) == 2 and all(a.scored_at and a.model_version_id for a in stored)
+
+
+def test_a_failure_while_scoring_stores_nothing(
+    sentiment_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingestor = ingestor_for(sentiment_settings)
+
+    def broken(session, ids):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(ingestor.scorer, "score_unscored", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        ingestor.ingest([ArticleIn(title="Corvid Bank beats estimates")])
+    assert articles(sentiment_settings) == []
+
+
+def test_an_article_stored_meanwhile_by_another_process_is_found_on_retry(
+    sentiment_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingestor = ingestor_for(sentiment_settings)
+    [first] = ingestor.ingest([ArticleIn(url="https://n.example/x", title="Fed holds rates")])
+    calls = {"n": 0}
+    real = articles_module._existing
+
+    def blind_once(session, keys):  # as if the other insert landed right after we looked
+        calls["n"] += 1
+        return {} if calls["n"] == 1 else real(session, keys)
+
+    monkeypatch.setattr(articles_module, "_existing", blind_once)
+    again, other = ingestor.ingest(
+        [
+            ArticleIn(url="https://n.example/x", title="Fed holds rates steady"),
+            ArticleIn(title="Oil climbs"),
+        ]
+    )
+    assert again.article_id == first.article_id and again.duplicate
+    assert not other.duplicate and other.label is not None
+    assert len(articles(sentiment_settings)) == 2
+
+
+def test_without_a_production_model_nothing_is_stored(sentiment_settings: Settings) -> None:
+    with pytest.raises(NoSentimentModel, match="textsuite train sentiment"):
+        ingestor_for(sentiment_settings, name="no-such-model").ingest([ArticleIn(title="x")])
+    with get_session_factory(sentiment_settings.database_url)() as session:
+        assert session.scalar(select(func.count(Article.id))) == 0
+
+
+def test_the_score_is_positive_minus_negative() -> None:
+    [score] = scores_from_probabilities([[0.1, 0.2, 0.7]], ["negative", "neutral", "positive"])
+    assert score.label == "positive" and score.score == pytest.approx(0.6)
+    [score] = scores_from_probabilities([[0.5, 0.3, 0.2]], ["neutral", "positive", "negative"])
+    assert score.label == "neutral" and score.score == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="missing"):
+        scores_from_probabilities([[0.5, 0.5]], ["bearish", "bullish"])

@@ -1,0 +1,231 @@
+"""The ingest stream on a real Redis: at-least-once delivery, stored and scored exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from apps.sentiment import stream
+from apps.sentiment.articles import ArticleIn
+from apps.sentiment.ingest import Ingestor
+from apps.sentiment.models import Article, DeadLetter
+from apps.sentiment.scoring import SentimentScorer
+from apps.sentiment.settings import SentimentSettings, load_sentiment_settings
+from core.ml.serving import ProductionClassifier
+from core.settings import Settings
+from core.storage.engine import get_session_factory
+from tests.conftest import REPO_ROOT
+
+SUBJECTS = ["Northwind Robotics", "Halvorsen Pharma", "Corvid Bank", "$NWRB", "$HLVP"]
+EVENTS = [
+    "beats profit forecasts",
+    "cuts its outlook",
+    "to present at a conference",
+    "wins a large contract",
+    "faces a lawsuit",
+    "names a new CFO",
+]
+
+
+def headlines(n: int) -> list[ArticleIn]:
+    """`n` distinct articles (distinct ids, URLs and texts)."""
+    return [
+        ArticleIn(
+            id=f"t-{i}",
+            source="test",
+            url=f"https://news.example/t/{i}",
+            title=f"{SUBJECTS[i % len(SUBJECTS)]} {EVENTS[i % len(EVENTS)]} (item {i})",
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def stream_settings(redis_url: str) -> SentimentSettings:
+    return load_sentiment_settings(
+        _env_file=None,
+        stream_url=redis_url,
+        stream_name="test:articles",
+        stream_batch=16,
+        stream_claim_idle_ms=1000,
+        stream_max_deliveries=2,
+    )
+
+
+@pytest.fixture
+def client(stream_settings: SentimentSettings) -> Iterator[redis.Redis]:
+    connection = stream.connect(stream_settings.stream_url)
+    yield connection
+    connection.close()
+
+
+def consumer_for(
+    settings: Settings, sentiment: SentimentSettings, client: redis.Redis, name: str
+) -> stream.StreamConsumer:
+    factory = get_session_factory(settings.database_url)
+    scorer = SentimentScorer(ProductionClassifier(settings, factory, sentiment.model_name))
+    consumer = stream.StreamConsumer(
+        client, Ingestor(factory, scorer), factory, sentiment, name=name
+    )
+    consumer.ensure_group()
+    return consumer
+
+
+def drain(consumer: stream.StreamConsumer, deadline_s: float = 60.0) -> None:
+    """Poll until nothing is left pending or unread (reclaiming what others left behind)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        consumer.poll(block_ms=100)
+        summary = consumer.client.xpending(consumer.stream, consumer.group)
+        groups = consumer.client.xinfo_groups(consumer.stream)
+        if summary["pending"] == 0 and groups[0]["lag"] == 0:
+            return
+    raise AssertionError("the stream did not drain in time")
+
+
+def stored(settings: Settings) -> tuple[int, int, int]:
+    """(articles, distinct source ids, scored articles)."""
+    with get_session_factory(settings.database_url)() as session:
+        return (
+            session.scalar(select(func.count(Article.id))),
+            session.scalar(select(func.count(func.distinct(Article.external_id)))),
+            session.scalar(select(func.count(Article.id)).where(Article.score.is_not(None))),
+        )
+
+
+def test_published_articles_are_scored_stored_and_acknowledged(
+    sentiment_settings: Settings, stream_settings: SentimentSettings, client: redis.Redis
+) -> None:
+    items = headlines(40)
+    consumer = consumer_for(sentiment_settings, stream_settings, client, "a")
+    stream.publish(client, stream_settings.stream_name, items, stream_settings.stream_max_length)
+    stream.publish(client, stream_settings.stream_name, items[:10], 10_000)  # delivered twice
+    drain(consumer)
+    assert stored(sentiment_settings) == (40, 40, 40)
+    assert consumer.stats.ingested == 40 and consumer.stats.duplicates == 10
+    assert (
+        client.xpending(stream_settings.stream_name, stream_settings.stream_group)["pending"] == 0
+    )
+
+
+def test_messages_of_a_consumer_that_died_are_reclaimed(
+    sentiment_settings: Settings, stream_settings: SentimentSettings, client: redis.Redis
+) -> None:
+    stream.publish(client, stream_settings.stream_name, headlines(20), 10_000)
+    dead = consumer_for(sentiment_settings, stream_settings, client, "dead")
+    taken = dead._read(block_ms=100)  # read, then "crash" before storing or acknowledging
+    assert len(taken) == 16
+    survivor = consumer_for(sentiment_settings, stream_settings, client, "survivor")
+    survivor.poll(block_ms=100)  # the 4 nobody has read yet
+    assert stored(sentiment_settings)[0] == 4
+    time.sleep(1.1)  # the dead consumer's messages are now idle past claim_idle_ms
+    drain(survivor)
+    assert survivor.stats.reclaimed == 16
+    assert stored(sentiment_settings) == (20, 20, 20)
+
+
+def test_what_is_not_an_article_is_dead_lettered_at_once(
+    sentiment_settings: Settings, stream_settings: SentimentSettings, client: redis.Redis
+) -> None:
+    name = stream_settings.stream_name
+    consumer = consumer_for(sentiment_settings, stream_settings, client, "a")
+    client.xadd(name, {"article": "{not json"})
+    client.xadd(name, {"article": '{"body": "no title"}'})
+    client.xadd(name, {"something": "else"})
+    stream.publish(client, name, headlines(2), 10_000)
+    drain(consumer)
+    assert stored(sentiment_settings)[0] == 2
+    with get_session_factory(sentiment_settings.database_url)() as session:
+        letters = session.scalars(select(DeadLetter).order_by(DeadLetter.message_id)).all()
+    assert [letter.deliveries for letter in letters] == [1, 1, 1]
+    assert "not an article: not JSON" in letters[0].error
+    assert "title: Field required" in letters[1].error and "no 'article' field" in letters[2].error
+    assert letters[2].payload == {"something": "else"}
+
+
+def test_an_article_that_keeps_failing_is_dead_lettered_after_the_allowed_deliveries(
+    sentiment_settings: Settings,
+    stream_settings: SentimentSettings,
+    client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    consumer = consumer_for(sentiment_settings, stream_settings, client, "a")
+    real_ingest = consumer.ingestor.ingest
+
+    def poisoned(items):
+        if any("poison" in item.title for item in items):
+            raise RuntimeError("scoring blew up")
+        return real_ingest(items)
+
+    monkeypatch.setattr(consumer.ingestor, "ingest", poisoned)
+    items = [*headlines(3), ArticleIn(id="p", source="test", title="poison pill")]
+    stream.publish(client, stream_settings.stream_name, items, 10_000)
+    consumer.poll(block_ms=100)  # the batch fails; its good articles go through one by one
+    assert stored(sentiment_settings)[0] == 3
+    assert consumer.stats.failed_batches == 1 and consumer.stats.dead_lettered == 0
+    time.sleep(1.1)
+    drain(consumer)  # second delivery of the poison: max_deliveries = 2 reached
+    with get_session_factory(sentiment_settings.database_url)() as session:
+        [letter] = session.scalars(select(DeadLetter)).all()
+    assert letter.deliveries == 2 and "scoring blew up" in letter.error
+    assert stored(sentiment_settings)[0] == 3
+
+
+def test_a_consumer_killed_mid_batch_loses_no_article(
+    sentiment_settings: Settings,
+    sentiment_world: Path,
+    stream_settings: SentimentSettings,
+    client: redis.Redis,
+) -> None:
+    """SIGKILL a real `textsuite sentiment consume` process while it scores; a second consumer
+    reclaims its pending batch: every article stored and scored exactly once."""
+    total = 400
+    stream.publish(client, stream_settings.stream_name, headlines(total), 10_000)
+    env = {
+        **os.environ,
+        "TEXTSUITE_DATABASE_URL": sentiment_settings.database_url,
+        "TEXTSUITE_ARTIFACTS_DIR": str(sentiment_world.parent / "artifacts"),
+        "TEXTSUITE_MODEL_CACHE_DIR": str(sentiment_settings.model_cache_dir),
+        "TEXTSUITE_SENTIMENT_STREAM_URL": stream_settings.stream_url,
+        "TEXTSUITE_SENTIMENT_STREAM_NAME": stream_settings.stream_name,
+        "TEXTSUITE_SENTIMENT_STREAM_BATCH": "16",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "textsuite", "sentiment", "consume", "--name", "doomed"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while stored(sentiment_settings)[0] < 48:
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the consumer made no progress"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.stderr.close()
+    killed_at = stored(sentiment_settings)[0]
+    left = client.xpending(stream_settings.stream_name, stream_settings.stream_group)
+    assert killed_at < total
+    assert left["pending"] > 0, "killed between batches: nothing was in flight"
+    assert left["consumers"][0]["name"] == "doomed"
+
+    time.sleep(1.1)  # past claim_idle_ms: the dead consumer's batch may be reclaimed
+    survivor = consumer_for(sentiment_settings, stream_settings, client, "survivor")
+    drain(survivor, deadline_s=180)
+    assert stored(sentiment_settings) == (total, total, total)
+    assert survivor.stats.reclaimed >= left["pending"]

@@ -1,0 +1,133 @@
+"""`textsuite sentiment`: the watchlist, replaying news files and the stream consumer."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from sqlalchemy import select
+
+from apps.sentiment import stream
+from apps.sentiment.entities import read_watchlist, upsert_entities
+from apps.sentiment.models import Entity
+from apps.sentiment.replay import ReplayFileError, read_articles, replay
+from apps.sentiment.scoring import NoSentimentModel
+from apps.sentiment.service import SentimentService
+from apps.sentiment.settings import get_sentiment_settings
+from core.storage import get_session_factory
+from textsuite.cli.common import database, fail, settings
+
+app = typer.Typer(help="The news sentiment monitor.", no_args_is_help=True)
+watchlist = typer.Typer(help="The companies the monitor tracks.", no_args_is_help=True)
+app.add_typer(watchlist, name="watchlist")
+console = Console()
+
+
+@watchlist.command("import")
+def import_watchlist(
+    file: Annotated[Path, typer.Argument(help="YAML list of {ticker, name, aliases, sector}")],
+) -> None:
+    """Add or update watchlist entries from a YAML file (by ticker)."""
+    try:
+        entries = read_watchlist(file)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    with database(settings()) as session:
+        upsert_entities(session, entries)
+    typer.echo(f"watchlist: {len(entries)} entries imported from {file}")
+
+
+@watchlist.command("list")
+def list_watchlist() -> None:
+    """Print the watchlist."""
+    with database(settings()) as session:
+        entities = list(session.scalars(select(Entity).order_by(Entity.ticker)))
+        table = Table("ticker", "name", "aliases", "sector", "active")
+        for entity in entities:
+            table.add_row(
+                entity.ticker,
+                entity.name,
+                ", ".join(entity.aliases),
+                entity.sector or "",
+                "yes" if entity.active else "no",
+            )
+    console.print(table)
+
+
+@app.command("replay")
+def replay_file(
+    file: Annotated[Path, typer.Argument(help="JSONL, one article object per line")],
+    batch_size: Annotated[int, typer.Option(min=1, max=1000)] = 64,
+) -> None:
+    """Send a file of articles through the monitor.
+
+    With TEXTSUITE_SENTIMENT_STREAM_URL set they go onto the stream (`textsuite sentiment
+    consume` scores them); otherwise they are stored and scored in this process.
+    """
+    current = settings()
+    try:
+        articles = read_articles(file)
+    except ReplayFileError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror or exc}")
+    service = SentimentService.create(
+        current, get_sentiment_settings(), get_session_factory(current.database_url)
+    )
+    if service.stream_client is not None:
+
+        def send(chunk: list) -> object:
+            return stream.publish(
+                service.stream_client,
+                service.settings.stream_name,
+                chunk,
+                service.settings.stream_max_length,
+            )
+
+        where = f"stream {service.settings.stream_name}"
+    else:
+        send, where = service.ingestor.ingest, "this process (no stream configured)"
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"replaying into {where}", total=len(articles))
+            sent = replay(
+                articles, send, batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)
+            )
+    except NoSentimentModel as exc:
+        fail(str(exc))
+    finally:
+        service.close()
+    typer.echo(f"replayed {sent} articles from {file} into {where}")
+
+
+@app.command()
+def consume(
+    name: Annotated[str | None, typer.Option(help="Consumer name (default host-pid)")] = None,
+    block_ms: Annotated[int, typer.Option(min=10, help="Wait this long for new messages")] = 1000,
+) -> None:
+    """Score articles from the ingest stream until interrupted (a scoring worker)."""
+    current, sentiment = settings(), get_sentiment_settings()
+    if sentiment.stream_url is None:
+        fail("no stream configured: set TEXTSUITE_SENTIMENT_STREAM_URL (a redis:// URL)")
+    factory = get_session_factory(current.database_url)
+    service = SentimentService.create(current, sentiment, factory)
+    assert service.stream_client is not None
+    consumer = stream.StreamConsumer(
+        service.stream_client, service.ingestor, factory, sentiment, name=name
+    )
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: consumer.stop())
+    typer.echo(
+        f"consumer {consumer.name} reading {sentiment.stream_name} ({sentiment.stream_group})"
+    )
+    stats = consumer.run(block_ms)
+    service.close()
+    typer.echo(
+        f"stopped: {stats.ingested} ingested, {stats.duplicates} duplicates, "
+        f"{stats.reclaimed} reclaimed, {stats.dead_lettered} dead-lettered"
+    )
