@@ -7,6 +7,7 @@ import functools
 from fastapi import FastAPI
 
 import migrations
+from apps.sentiment.dashboard import router as dashboard_router
 from apps.sentiment.service import sentiment_lifespan, sentiment_router
 from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
 from apps.support.service import support_lifespan, support_router
@@ -29,7 +30,7 @@ def create_service(
     return create_app(
         settings,
         dispatcher=create_dispatcher(settings),
-        routers=[support_router(), sentiment_router()],
+        routers=[support_router(), sentiment_router(), dashboard_router],
         readiness_checks={
             "migrations": functools.partial(migrations.check_at_head, settings.database_url)
         },

@@ -121,7 +121,17 @@ class AlertRule(Base):
     that has no rule of the same name of its own."""
 
     __tablename__ = "sentiment_rules"
-    __table_args__ = (UniqueConstraint("name", "entity_id"),)
+    __table_args__ = (
+        UniqueConstraint("name", "entity_id"),
+        # NULLs never clash in a unique constraint: global rules need their own index.
+        Index(
+            "uq_sentiment_rules_global_name",
+            "name",
+            unique=True,
+            postgresql_where=text("entity_id IS NULL"),
+            sqlite_where=text("entity_id IS NULL"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     name: Mapped[str] = mapped_column(String(100))

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -102,11 +103,19 @@ class StreamConsumer:
     def stop(self) -> None:
         self._stopping.set()
 
-    def run(self, block_ms: int = 1000) -> ConsumerStats:
-        """Consume until `stop()`; survives Redis restarts and a missing model (it waits)."""
+    def run(self, block_ms: int = 1000, sweep_every_s: float = 60.0) -> ConsumerStats:
+        """Consume until `stop()`; survives Redis restarts and a missing model (it waits).
+
+        Every `sweep_every_s` it also re-evaluates entities with open alerts, so alerts of
+        entities that went quiet resolve.
+        """
         self.ensure_group()
+        swept = time.monotonic()
         while not self._stopping.is_set():
             try:
+                if time.monotonic() - swept >= sweep_every_s:
+                    swept = time.monotonic()
+                    self.ingestor.sweep()
                 self.poll(block_ms)
             except NoSentimentModel as exc:
                 log.warning("%s; not consuming until a model is promoted", exc)

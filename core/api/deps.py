@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import JobDispatcher
@@ -41,14 +41,20 @@ _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An API key from `textsuite keys create`."
 )
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+# Browsers (the dashboard) hold the key in an HttpOnly, SameSite=Strict cookie set at login.
+KEY_COOKIE = "textsuite_key"
+_cookie = APIKeyCookie(
+    name=KEY_COOKIE, auto_error=False, description="The key, as the dashboard's login sets it."
+)
 
 
 def current_api_key(
     session: SessionDep,
     header_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie_key: Annotated[str | None, Depends(_cookie)],
 ) -> ApiKey:
-    key = header_key or (bearer.credentials if bearer else None)
+    key = header_key or (bearer.credentials if bearer else None) or cookie_key
     if not key:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

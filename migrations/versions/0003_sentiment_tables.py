@@ -110,6 +110,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sentiment_rules")),
         sa.UniqueConstraint("name", "entity_id", name=op.f("uq_sentiment_rules_name_entity_id")),
     )
+    with op.batch_alter_table("sentiment_rules", schema=None) as batch_op:
+        batch_op.create_index(
+            "uq_sentiment_rules_global_name",
+            ["name"],
+            unique=True,
+            postgresql_where=sa.text("entity_id IS NULL"),
+            sqlite_where=sa.text("entity_id IS NULL"),
+        )
     op.create_table(
         "sentiment_alerts",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -249,6 +257,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sentiment_alerts_entity_id"))
 
     op.drop_table("sentiment_alerts")
+    with op.batch_alter_table("sentiment_rules", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_sentiment_rules_global_name",
+            postgresql_where=sa.text("entity_id IS NULL"),
+            sqlite_where=sa.text("entity_id IS NULL"),
+        )
     op.drop_table("sentiment_rules")
     op.drop_table("sentiment_webhooks")
     op.drop_table("sentiment_feeds")

@@ -133,6 +133,49 @@ def _demo_support(current: Settings) -> None:
     submit_and_follow("support.train", {"arguments": {"fewshot_pairs_per_example": 5}})
 
 
+def _demo_sentiment(current: Settings) -> None:
+    """Load the demo watchlist, train the sentiment model unless one is in production, and
+    replay the demo news (shifted to end now) through the monitor."""
+    from apps.sentiment.demo import load_watchlist, news_until_now
+    from apps.sentiment.replay import replay
+    from apps.sentiment.service import SentimentService
+    from apps.sentiment.settings import get_sentiment_settings
+    from apps.sentiment.training import TWITTER_FOLDER
+    from core.ml.versions import production_version
+    from core.storage import get_session_factory
+    from textsuite.cli.jobs import submit_and_follow
+
+    sentiment = get_sentiment_settings()
+    with database(current) as session:
+        companies = load_watchlist(session)
+        trained = production_version(session, sentiment.model_name) is not None
+    typer.echo(f"sentiment watchlist: {companies} companies, default alert rules installed")
+    if trained:
+        typer.echo("sentiment model: already trained")
+    else:
+        twitter = (current.data_dir / TWITTER_FOLDER / "train.csv").exists()
+        typer.echo(
+            "training the sentiment model on "
+            + ("the Twitter financial news set and " if twitter else "")
+            + "the demo headlines (a few minutes on a CPU)..."
+        )
+        # One epoch keeps the demo quick; `textsuite train sentiment` trains to convergence.
+        arguments = {"strategy": "sentence", "epochs": 1}
+        submit_and_follow(
+            "sentiment.train", {"arguments": arguments, "include_twitter": twitter}, wait=True
+        )
+    factory = get_session_factory(current.database_url)
+    service = SentimentService.create(
+        current, sentiment.model_copy(update={"stream_url": None}), factory
+    )
+    news = news_until_now()
+    try:
+        with typer.progressbar(length=len(news), label="replaying the demo news") as bar:
+            replay(news, service.ingestor.ingest, on_batch=bar.update)
+    finally:
+        service.close()
+
+
 def _support_curl(base: str, key: str, text: str) -> str:
     body = json.dumps({"conversation_id": "demo-1", "customer_id": "cust-1001", "text": text})
     return (
@@ -152,6 +195,7 @@ def demo(
     migrations.upgrade(current.database_url)
     key = _demo_key(current.var_dir / "demo-api-key")
     _demo_support(current)
+    _demo_sentiment(current)
     base = f"http://{host or current.host}:{port or current.port}"
     typer.echo(
         f"""
@@ -171,6 +215,20 @@ Support bot (Trailhead Outfitters, an outdoor-gear shop; customer cust-1001 is M
 
   # what the bot handed off or was unsure about, waiting for a label
   curl -s {base}/v1/support/review -H 'X-API-Key: {key}'
+
+News sentiment monitor (12 fictional companies, five days of news; Halvorsen Biotherapeutics,
+HLVB, has a bad Thursday):
+
+  dashboard    {base}/dashboard   (sign in with the key above)
+
+  # the alerts the replay raised, and the articles behind one
+  curl -s '{base}/v1/sentiment/alerts?ticker=HLVB' -H 'X-API-Key: {key}'
+  curl -s '{base}/v1/sentiment/articles?ticker=HLVB&label=negative&limit=5' -H 'X-API-Key: {key}'
+
+  # score a headline now (it appears on the dashboard's HLVB chart)
+  curl -s -X POST {base}/v1/sentiment/articles -H 'X-API-Key: {key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"title": "Halvorsen Biotherapeutics wins approval for Travexa on appeal"}}'
 """
     )
     if not no_serve:

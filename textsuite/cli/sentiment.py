@@ -21,6 +21,7 @@ from apps.sentiment.service import SentimentService
 from apps.sentiment.settings import get_sentiment_settings
 from core.storage import get_session_factory
 from textsuite.cli.common import database, fail, settings
+from workers.dispatch import create_dispatcher
 
 app = typer.Typer(help="The news sentiment monitor.", no_args_is_help=True)
 watchlist = typer.Typer(help="The companies the monitor tracks.", no_args_is_help=True)
@@ -76,8 +77,9 @@ def replay_file(
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror or exc}")
+    dispatcher = create_dispatcher(current)  # notifications of alerts the replay raises
     service = SentimentService.create(
-        current, get_sentiment_settings(), get_session_factory(current.database_url)
+        current, get_sentiment_settings(), get_session_factory(current.database_url), dispatcher
     )
     if service.stream_client is not None:
 
@@ -102,6 +104,7 @@ def replay_file(
         fail(str(exc))
     finally:
         service.close()
+        _close(dispatcher)
     typer.echo(f"replayed {sent} articles from {file} into {where}")
 
 
@@ -115,7 +118,8 @@ def consume(
     if sentiment.stream_url is None:
         fail("no stream configured: set TEXTSUITE_SENTIMENT_STREAM_URL (a redis:// URL)")
     factory = get_session_factory(current.database_url)
-    service = SentimentService.create(current, sentiment, factory)
+    dispatcher = create_dispatcher(current)  # alert notifications go out as jobs
+    service = SentimentService.create(current, sentiment, factory, dispatcher)
     assert service.stream_client is not None
     consumer = stream.StreamConsumer(
         service.stream_client, service.ingestor, factory, sentiment, name=name
@@ -127,7 +131,14 @@ def consume(
     )
     stats = consumer.run(block_ms)
     service.close()
+    _close(dispatcher)
     typer.echo(
         f"stopped: {stats.ingested} ingested, {stats.duplicates} duplicates, "
         f"{stats.reclaimed} reclaimed, {stats.dead_lettered} dead-lettered"
     )
+
+
+def _close(dispatcher: object) -> None:
+    close = getattr(dispatcher, "close", None)
+    if close is not None:
+        close()  # in-process jobs: wait for the notifications under way

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from apps.sentiment.entities import EntityConflict, EntityIn, add_entity, entity_by_ticker
-from apps.sentiment.models import Entity
+from apps.sentiment.models import Article, ArticleEntity, Entity
 from core.api.deps import SessionDep, require_scope
+from core.storage.base import utcnow
 from core.storage.models import Scope
+
+MAX_BUCKETS = 5000
 
 router = APIRouter(
     tags=["sentiment: watchlist"], dependencies=[Depends(require_scope(Scope.SENTIMENT))]
@@ -93,3 +97,88 @@ def delete_entity(ticker: str, session: SessionDep) -> Response:
     session.delete(_found(session, ticker))
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class Bucket(BaseModel):
+    start: dt.datetime
+    volume: int
+    mean_score: float | None
+    negative: int
+    neutral: int
+    positive: int
+
+
+class Series(BaseModel):
+    ticker: str
+    bucket_s: int
+    since: dt.datetime
+    until: dt.datetime
+    buckets: list[Bucket]
+
+
+@router.get("/entities/{ticker}/series", response_model=Series)
+def entity_series(
+    ticker: str,
+    session: SessionDep,
+    bucket_s: Annotated[int, Query(ge=60, le=7 * 86_400, description="Bucket length")] = 3600,
+    since: Annotated[dt.datetime | None, Query(description="Default: `until` - 7 days")] = None,
+    until: Annotated[
+        dt.datetime | None, Query(description="Default: the entity's newest article")
+    ] = None,
+) -> Series:
+    """Volume, mean score and label counts per time bucket: the dashboard's charts."""
+    entity = _found(session, ticker)
+    for bound in (since, until):
+        if bound is not None and bound.tzinfo is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "since/until need a time zone"
+            )
+    if until is None:
+        newest = session.scalar(
+            select(func.max(ArticleEntity.published_at)).where(ArticleEntity.entity_id == entity.id)
+        )
+        until = _aware(newest) + dt.timedelta(seconds=1) if newest else utcnow()
+    since = since or until - dt.timedelta(days=7)
+    if since >= until:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must be before until")
+    if (until - since).total_seconds() / bucket_s > MAX_BUCKETS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"more than {MAX_BUCKETS} buckets: widen bucket_s or narrow since/until",
+        )
+    rows = session.execute(
+        select(ArticleEntity.published_at, Article.score, Article.label)
+        .join(Article, Article.id == ArticleEntity.article_id)
+        .where(
+            ArticleEntity.entity_id == entity.id,
+            ArticleEntity.published_at >= since,
+            ArticleEntity.published_at < until,
+            Article.score.is_not(None),
+        )
+    ).all()
+    origin = since.timestamp() // bucket_s * bucket_s  # buckets aligned to the epoch
+    sums: dict[int, list[float]] = {}
+    counts: dict[int, dict[str, int]] = {}
+    for published_at, score, label in rows:
+        index = int((published_at.timestamp() - origin) // bucket_s)
+        sums.setdefault(index, []).append(score)
+        counts.setdefault(index, {"negative": 0, "neutral": 0, "positive": 0})[label] += 1
+    buckets = [
+        Bucket(
+            start=dt.datetime.fromtimestamp(origin + index * bucket_s, dt.UTC),
+            volume=len(sums.get(index, [])),
+            mean_score=round(sum(sums[index]) / len(sums[index]), 4) if index in sums else None,
+            **counts.get(index, {"negative": 0, "neutral": 0, "positive": 0}),
+        )
+        for index in range(int((until.timestamp() - origin) // bucket_s) + 1)
+    ]
+    return Series(
+        ticker=entity.ticker, bucket_s=bucket_s, since=since, until=until, buckets=buckets
+    )
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    # max() over the column comes back without the column type on SQLite: naive UTC.
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

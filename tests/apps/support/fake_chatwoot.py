@@ -31,8 +31,8 @@ def free_port() -> int:
 class ServerThread:
     """An ASGI app served by uvicorn on 127.0.0.1 from a background thread."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, *, lifespan: str = "off") -> None:
+        self.app, self.lifespan = app, lifespan
         self.port = free_port()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -50,7 +50,7 @@ class ServerThread:
             log_config=None,  # leave the test's logging alone
             log_level="warning",
             access_log=False,
-            lifespan="off",
+            lifespan=self.lifespan,
             timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)

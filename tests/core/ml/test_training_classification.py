@@ -339,8 +339,13 @@ def test_sentence_head_saves_an_encoder_head_that_reloads_to_the_same_probabilit
     validation = keyword_intents(4, seed=2)
     output = tmp_path / "sentence-model"
     result = train_classifier(
-        tiny_bert_folder, data, quick(strategy="sentence"),
-        output_dir=output, base_reference="tiny-bert", placement=CPU, validation=validation,
+        tiny_bert_folder,
+        data,
+        quick(strategy="sentence"),
+        output_dir=output,
+        base_reference="tiny-bert",
+        placement=CPU,
+        validation=validation,
     )
     assert result.architecture == "encoder-head"
     assert set(result.metrics) >= METRIC_KEYS

@@ -1,0 +1,184 @@
+"""Alerts, rules and notifications over the HTTP API, end to end on embedded defaults:
+articles scored in-process, an alert fires, a local webhook receiver gets the notification."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+
+from core.security import create_api_key
+from core.settings import Settings
+from core.signing import verify
+from core.storage.engine import get_session_factory, session_scope
+from tests.apps.support.fake_chatwoot import ServerThread
+from textsuite.service import create_service
+
+SECRET = "a-webhook-secret-of-some-length"
+BURST = [
+    "Halvorsen Pharma shares plunge after regulator rejects its lead drug",
+    "Halvorsen Pharma cuts its outlook, stock tumbles to a five-year low",
+    "Analysts downgrade Halvorsen Pharma to sell after the rejection",
+    "Halvorsen Pharma faces a class action over the failed application",
+    "Halvorsen Pharma suspends its dividend as losses mount",
+    "Credit rating of Halvorsen Pharma cut to junk",
+]
+SHARE_RULE = {"name": "share", "kind": "negative_share", "window_s": 3600, "threshold": 0.6}
+
+
+class Receiver:
+    """A chat tool's incoming webhook: records posts; fails the first `failures` of them."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.failures = failures
+        self.lock = threading.Lock()
+        app = FastAPI()
+
+        @app.post("/hooks/alerts")
+        async def hook(request: Request) -> JSONResponse:
+            body = await request.body()
+            with self.lock:
+                if self.failures > 0:
+                    self.failures -= 1
+                    return JSONResponse({"error": "busy"}, status_code=503)
+                self.posts.append((dict(request.headers), body))
+            return JSONResponse({"ok": True})
+
+        self.server = ServerThread(app)
+
+    def wait_for(self, n: int, timeout_s: float = 30.0) -> list[tuple[dict[str, str], bytes]]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.posts) >= n:
+                    return list(self.posts)
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.posts)} notification(s) received, expected {n}")
+
+
+@pytest.fixture
+def api(sentiment_settings: Settings) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    with session_scope(get_session_factory(sentiment_settings.database_url)) as session:
+        key = create_api_key(session, "analyst", ["sentiment"])[1]
+    with TestClient(create_service(sentiment_settings)) as client:
+        yield client, {"X-API-Key": key}
+
+
+def post_burst(client: TestClient, key: dict[str, str]) -> list[dict[str, Any]]:
+    response = client.post(
+        "/v1/sentiment/articles", json={"articles": [{"title": t} for t in BURST]}, headers=key
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["articles"]
+
+
+def test_an_alert_with_its_articles_and_acknowledgement(api) -> None:
+    client, key = api
+    assert client.post("/v1/sentiment/rules", json=SHARE_RULE, headers=key).status_code == 201
+    articles = post_burst(client, key)
+    [alert] = client.get("/v1/sentiment/alerts", params={"state": "open"}, headers=key).json()
+    assert alert["state"] == "firing" and alert["ticker"] == "HLVP" and alert["rule"] == "share"
+    assert alert["details"]["volume"] == 6 and alert["value"] == 1.0
+    detail = client.get(f"/v1/sentiment/alerts/{alert['id']}", headers=key).json()
+    assert {a["id"] for a in detail["articles"]} == {a["id"] for a in articles}
+
+    acked = client.post(f"/v1/sentiment/alerts/{alert['id']}/ack", headers=key).json()
+    assert acked["acknowledged_by"] == "analyst" and acked["acknowledged_at"]
+    again = client.post(f"/v1/sentiment/alerts/{alert['id']}/ack", headers=key).json()
+    assert again["acknowledged_at"] == acked["acknowledged_at"]  # the first one stands
+    assert (
+        client.get("/v1/sentiment/alerts", params={"unacknowledged": True}, headers=key).json()
+        == []
+    )
+    assert (
+        len(client.get("/v1/sentiment/alerts", params={"ticker": "HLVP"}, headers=key).json()) == 1
+    )
+    assert client.get("/v1/sentiment/alerts", params={"ticker": "NWRB"}, headers=key).json() == []
+
+    post_burst(client, key)  # the same articles again: duplicates, no second alert
+    assert len(client.get("/v1/sentiment/alerts", headers=key).json()) == 1
+
+    assert (
+        client.get("/v1/sentiment/alerts", params={"state": "loud"}, headers=key).status_code == 422
+    )
+    missing = client.get("/v1/sentiment/alerts/00000000-0000-0000-0000-000000000000", headers=key)
+    assert missing.status_code == 404
+
+    series = client.get(
+        "/v1/sentiment/entities/HLVP/series", params={"bucket_s": 3600}, headers=key
+    )
+    assert series.status_code == 200
+    buckets = series.json()["buckets"]
+    assert sum(b["volume"] for b in buckets) == 6 and sum(b["negative"] for b in buckets) == 6
+    assert len(buckets) >= 168  # a week of hours by default
+
+
+def test_rules_are_validated_and_managed(api) -> None:
+    client, key = api
+    bad = [
+        ({**SHARE_RULE, "threshold": 1.5}, "makes no sense for negative_share"),
+        ({**SHARE_RULE, "kind": "z_score", "threshold": 3}, "below 0 for z_score"),
+        ({**SHARE_RULE, "kind": "volume_spike", "threshold": 0.5}, "above 1 for volume_spike"),
+        ({**SHARE_RULE, "window_s": 10}, "greater than or equal to 60"),
+        ({**SHARE_RULE, "kind": "vibes"}, "kind"),
+        ({**SHARE_RULE, "name": "has spaces"}, "name"),
+        ({**SHARE_RULE, "colour": "red"}, "colour"),
+    ]
+    for body, message in bad:
+        response = client.post("/v1/sentiment/rules", json=body, headers=key)
+        assert response.status_code == 422 and message in response.text, (body, response.text)
+    unknown = client.post("/v1/sentiment/rules", json={**SHARE_RULE, "ticker": "ZZZ"}, headers=key)
+    assert unknown.status_code == 404
+
+    created = client.post("/v1/sentiment/rules", json=SHARE_RULE, headers=key)
+    assert created.status_code == 201 and created.json()["ticker"] is None
+    clash = client.post("/v1/sentiment/rules", json=SHARE_RULE, headers=key)
+    assert clash.status_code == 409 and "already exists" in clash.text
+    own = client.post("/v1/sentiment/rules", json={**SHARE_RULE, "ticker": "hlvp"}, headers=key)
+    assert own.status_code == 201 and own.json()["ticker"] == "HLVP"
+
+    rule_id = created.json()["id"]
+    changed = client.put(
+        f"/v1/sentiment/rules/{rule_id}", json={**SHARE_RULE, "threshold": 0.8}, headers=key
+    )
+    assert changed.status_code == 200 and changed.json()["threshold"] == 0.8
+    defaults = client.post("/v1/sentiment/rules/defaults", headers=key).json()
+    assert {r["name"] for r in defaults} >= {"sharp-drop-1h", "negative-share-1h"}
+    assert client.post("/v1/sentiment/rules/defaults", headers=key).json() == []
+    assert client.delete(f"/v1/sentiment/rules/{rule_id}", headers=key).status_code == 204
+    assert client.delete(f"/v1/sentiment/rules/{rule_id}", headers=key).status_code == 404
+    names = [r["name"] for r in client.get("/v1/sentiment/rules", headers=key).json()]
+    assert "share" in names and len(names) == 1 + len(defaults)
+
+
+def test_fired_alerts_are_delivered_signed_and_retried(api) -> None:
+    client, key = api
+    receiver = Receiver(failures=2)  # the chat tool is busy at first
+    receiver.server.start()
+    try:
+        hook = {"url": f"{receiver.server.url}/hooks/alerts", "secret": SECRET}
+        created = client.post("/v1/sentiment/webhooks", json=hook, headers=key)
+        assert created.status_code == 201 and created.json()["signed"] is True
+        assert "secret" not in created.json()
+        assert client.post("/v1/sentiment/webhooks", json=hook, headers=key).status_code == 409
+        bad = client.post("/v1/sentiment/webhooks", json={"url": "nope"}, headers=key)
+        assert bad.status_code == 422
+        client.post("/v1/sentiment/rules", json=SHARE_RULE, headers=key)
+        post_burst(client, key)
+        [(headers, body)] = receiver.wait_for(1)
+    finally:
+        receiver.server.stop()
+    verify(SECRET, headers["x-textsuite-timestamp"], body, headers["x-textsuite-signature"], 60)
+    message = json.loads(body)
+    assert message["text"].startswith("Alert: Halvorsen Pharma (HLVP), rule share")
+    assert message["blocks"][0]["type"] == "section"
+    assert message["alert"]["state"] == "firing" and message["alert"]["details"]["volume"] == 6
+    assert receiver.failures == 0  # the two 503s were retried, then delivered once

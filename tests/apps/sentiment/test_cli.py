@@ -1,0 +1,86 @@
+"""`textsuite sentiment watchlist|replay|consume` against the sentiment world (SQLite)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from apps.sentiment.demo import NEWS, WATCHLIST, news_until_now
+from apps.sentiment.models import Article, Entity
+from apps.sentiment.settings import get_sentiment_settings
+from core.settings import Settings, get_settings
+from core.storage.base import utcnow
+from core.storage.engine import get_session_factory
+from textsuite.cli.sentiment import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(sentiment_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    monkeypatch.setenv("TEXTSUITE_DATABASE_URL", sentiment_settings.database_url)
+    monkeypatch.setenv("TEXTSUITE_ARTIFACTS_DIR", str(sentiment_settings.artifacts_dir))
+    monkeypatch.delenv("TEXTSUITE_BROKER_URL", raising=False)
+    monkeypatch.delenv("TEXTSUITE_SENTIMENT_STREAM_URL", raising=False)
+    get_settings.cache_clear()
+    get_sentiment_settings.cache_clear()
+    yield sentiment_settings
+    get_settings.cache_clear()
+    get_sentiment_settings.cache_clear()
+
+
+def count(settings: Settings, model: type) -> int:
+    with get_session_factory(settings.database_url)() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def test_watchlist_import_and_list(cli_env: Settings, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["watchlist", "import", str(WATCHLIST)])
+    assert result.exit_code == 0, result.output
+    assert count(cli_env, Entity) == 14  # 12 imported; NWRB was there already: updated
+    listed = runner.invoke(app, ["watchlist", "list"])
+    assert "HLVB" in listed.output and "Halvorsen" in listed.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {ticker: 'not one', name: X}\n")
+    failed = runner.invoke(app, ["watchlist", "import", str(bad)])
+    assert failed.exit_code == 1 and "entry 1: ticker" in failed.output
+    assert count(cli_env, Entity) == 14
+
+
+def test_replaying_the_demo_news_in_process(cli_env: Settings, tmp_path: Path) -> None:
+    runner.invoke(app, ["watchlist", "import", str(WATCHLIST)])
+    news = tmp_path / "news.jsonl"
+    news.write_text("".join(a.model_dump_json(exclude_none=True) + "\n" for a in news_until_now()))
+    result = runner.invoke(app, ["replay", str(news)])
+    assert result.exit_code == 0, result.output
+    assert "replayed 312 articles" in result.output
+    assert count(cli_env, Article) == 302  # ten deliveries were repeats
+    again = runner.invoke(app, ["replay", str(news)])
+    assert again.exit_code == 0 and count(cli_env, Article) == 302
+
+
+def test_a_bad_replay_file_is_refused_whole(cli_env: Settings, tmp_path: Path) -> None:
+    lines = NEWS.read_text().splitlines()[:3]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join([lines[0], "{not json", json.dumps({"body": "x"}), lines[1]]))
+    result = runner.invoke(app, ["replay", str(broken)])
+    assert result.exit_code == 1
+    assert "line 2: not JSON" in result.output and "line 3: title: Field required" in result.output
+    assert count(cli_env, Article) == 0
+
+
+def test_consume_needs_a_stream(cli_env: Settings) -> None:
+    result = runner.invoke(app, ["consume"])
+    assert result.exit_code == 1 and "TEXTSUITE_SENTIMENT_STREAM_URL" in result.output
+
+
+def test_the_demo_news_is_shifted_to_end_now() -> None:
+    news = news_until_now()
+    newest = max(a.published_at for a in news)
+    assert abs((utcnow() - newest).total_seconds()) < 60
+    assert (newest - min(a.published_at for a in news)).days == 4
