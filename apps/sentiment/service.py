@@ -88,10 +88,10 @@ class SentimentService:
 
 
 def sentiment_router() -> APIRouter:
-    from apps.sentiment.api import alerts, articles, entities, rules
+    from apps.sentiment.api import alerts, articles, entities, feeds, rules
 
     router = APIRouter(prefix="/v1/sentiment")
-    for module in (articles, entities, alerts, rules):
+    for module in (articles, entities, alerts, rules, feeds):
         router.include_router(module.router)
     return router
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,8 @@ from sqlalchemy import select
 
 from apps.sentiment import stream
 from apps.sentiment.entities import read_watchlist, upsert_entities
-from apps.sentiment.models import Entity
+from apps.sentiment.feeds import poll_feed
+from apps.sentiment.models import Entity, Feed
 from apps.sentiment.replay import ReplayFileError, read_articles, replay
 from apps.sentiment.scoring import NoSentimentModel
 from apps.sentiment.service import SentimentService
@@ -25,7 +27,9 @@ from workers.dispatch import create_dispatcher
 
 app = typer.Typer(help="The news sentiment monitor.", no_args_is_help=True)
 watchlist = typer.Typer(help="The companies the monitor tracks.", no_args_is_help=True)
+feeds = typer.Typer(help="RSS/Atom feeds to poll.", no_args_is_help=True)
 app.add_typer(watchlist, name="watchlist")
+app.add_typer(feeds, name="feeds")
 console = Console()
 
 
@@ -142,3 +146,69 @@ def _close(dispatcher: object) -> None:
     close = getattr(dispatcher, "close", None)
     if close is not None:
         close()  # in-process jobs: wait for the notifications under way
+
+
+@feeds.command("add")
+def add_feed(
+    url: Annotated[str, typer.Argument(help="The feed's URL")],
+    name: Annotated[str | None, typer.Option(help="Source name of its articles")] = None,
+) -> None:
+    """Add an RSS/Atom feed to poll."""
+    if not url.startswith(("http://", "https://")):
+        fail(f"{url!r} is not an http(s) URL")
+    with database(settings()) as session:
+        if session.scalar(select(Feed).where(Feed.url == url)) is not None:
+            fail(f"{url} is already polled")
+        session.add(Feed(url=url, name=name))
+    typer.echo(f"feed added: {url}")
+
+
+@feeds.command("list")
+def list_feeds() -> None:
+    """The feeds, with the outcome of their last poll."""
+    with database(settings()) as session:
+        table = Table("url", "name", "last polled", "status", "error")
+        for feed in session.scalars(select(Feed).order_by(Feed.url)):
+            table.add_row(
+                feed.url,
+                feed.name or "",
+                feed.last_polled_at.isoformat(timespec="seconds") if feed.last_polled_at else "",
+                str(feed.last_status or ""),
+                feed.last_error or "",
+            )
+    console.print(table)
+
+
+@app.command()
+def poll(
+    interval_s: Annotated[float, typer.Option(min=10, help="Seconds between rounds")] = 300,
+    once: Annotated[bool, typer.Option(help="Poll every feed once, then exit")] = False,
+) -> None:
+    """Poll every feed (conditional GET) and ingest new entries, every INTERVAL_S seconds."""
+    current = settings()
+    factory = get_session_factory(current.database_url)
+    dispatcher = create_dispatcher(current)
+    service = SentimentService.create(current, get_sentiment_settings(), factory, dispatcher)
+    stopping = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stopping.set())
+    try:
+        while not stopping.is_set():
+            with factory() as session:
+                feed_ids = list(session.scalars(select(Feed.id)))
+            for feed_id in feed_ids:
+                try:
+                    result = poll_feed(factory, feed_id, service.ingestor.ingest)
+                except NoSentimentModel as exc:
+                    fail(str(exc))
+                typer.echo(
+                    f"{result.feed_url}: {result.status or 'unreachable'}, "
+                    f"{result.entries} entries, {result.ingested} new"
+                    + (f" ({result.error})" if result.error else "")
+                )
+            if once:
+                break
+            stopping.wait(interval_s)
+    finally:
+        service.close()
+        _close(dispatcher)

@@ -29,6 +29,8 @@ from textsuite.service import create_service
 CHROMIUM = Path(os.environ.get("TEXTSUITE_TEST_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOT = REPO_ROOT / "test-artifacts" / "dashboard.png"
 
+pytestmark = pytest.mark.browser
+
 BURST = [
     "Halvorsen Pharma shares plunge after regulator rejects its lead drug",
     "Halvorsen Pharma cuts its outlook, stock tumbles to a five-year low",
