@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -17,21 +19,21 @@ from textsuite.cli import app
 
 runner = CliRunner()
 
-COMMANDS = [
-    [],
-    ["serve"],
-    ["worker"],
-    ["migrate"],
-    ["demo"],
-    ["keys"],
-    ["keys", "create"],
-    ["keys", "list"],
-    ["keys", "revoke"],
-    ["jobs"],
-    ["jobs", "list"],
-    ["jobs", "show"],
-    ["jobs", "submit"],
-]
+
+def _commands(group: Any, path: list[str]) -> list[list[str]]:
+    """Every command path of the CLI, found by walking its tree (new commands included)."""
+    found = [path]
+    if hasattr(group, "commands"):  # a group
+        for name, command in sorted(group.commands.items()):
+            found += _commands(command, [*path, name])
+    return found
+
+
+COMMANDS = _commands(typer.main.get_command(app), [])
+
+
+def test_the_cli_tree_is_walked() -> None:
+    assert ["sentiment", "watchlist", "import"] in COMMANDS and ["keys", "create"] in COMMANDS
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "textsuite")

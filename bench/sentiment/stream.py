@@ -149,6 +149,7 @@ def stream_part(options: argparse.Namespace) -> dict:
         consumer.stop()
         runner.join(timeout=30)
         watcher.cancel()
+        asyncio.run_coroutine_threadsafe(feed.stop(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         lags = [seen[t] - published[t] for t in published if t in seen]
         service.close()

@@ -127,10 +127,8 @@ def _demo_support(current: Settings) -> None:
     if trained and not report.created and not report.updated and not report.examples_added:
         typer.echo("support intent model: already trained on this catalogue")
         return
-    typer.echo("training the support bot on the demo catalogue (a few minutes on a CPU)...")
-    # Five contrastive pairs per example instead of twenty: a quarter of the CPU time, for a
-    # catalogue with 15-25 examples per intent (`textsuite train support` uses the defaults).
-    submit_and_follow("support.train", {"arguments": {"fewshot_pairs_per_example": 5}})
+    typer.echo("training the support bot on the demo catalogue (a minute or two on a CPU)...")
+    submit_and_follow("support.train", {"arguments": {"strategy": "sentence"}})
 
 
 def _demo_sentiment(current: Settings) -> None:

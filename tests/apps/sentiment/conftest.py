@@ -61,6 +61,16 @@ HEADLINES = {
     ],
 }
 
+# Six clearly negative headlines about one company: enough to trip a negative-share rule.
+BURST = [
+    "Halvorsen Pharma shares plunge after regulator rejects its lead drug",
+    "Halvorsen Pharma cuts its outlook, stock tumbles to a five-year low",
+    "Analysts downgrade Halvorsen Pharma to sell after the rejection",
+    "Halvorsen Pharma faces a class action over the failed application",
+    "Halvorsen Pharma suspends its dividend as losses mount",
+    "Credit rating of Halvorsen Pharma cut to junk",
+]
+
 WATCHLIST = [
     {"ticker": "NWRB", "name": "Northwind Robotics", "aliases": ["Northwind"], "sector": "Tech"},
     {"ticker": "HLVP", "name": "Halvorsen Pharma", "aliases": ["Halvorsen"], "sector": "Health"},

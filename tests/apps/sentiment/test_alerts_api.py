@@ -18,18 +18,11 @@ from core.security import create_api_key
 from core.settings import Settings
 from core.signing import verify
 from core.storage.engine import get_session_factory, session_scope
+from tests.apps.sentiment.conftest import BURST
 from tests.apps.support.fake_chatwoot import ServerThread
 from textsuite.service import create_service
 
 SECRET = "a-webhook-secret-of-some-length"
-BURST = [
-    "Halvorsen Pharma shares plunge after regulator rejects its lead drug",
-    "Halvorsen Pharma cuts its outlook, stock tumbles to a five-year low",
-    "Analysts downgrade Halvorsen Pharma to sell after the rejection",
-    "Halvorsen Pharma faces a class action over the failed application",
-    "Halvorsen Pharma suspends its dividend as losses mount",
-    "Credit rating of Halvorsen Pharma cut to junk",
-]
 SHARE_RULE = {"name": "share", "kind": "negative_share", "window_s": 3600, "threshold": 0.6}
 
 

@@ -22,6 +22,7 @@ from core.ml.serving import ProductionClassifier
 from core.security import create_api_key
 from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
+from tests.apps.sentiment.conftest import BURST
 from tests.apps.support.fake_chatwoot import ServerThread
 from tests.conftest import REPO_ROOT, service_missing
 from textsuite.service import create_service
@@ -30,15 +31,6 @@ CHROMIUM = Path(os.environ.get("TEXTSUITE_TEST_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOT = REPO_ROOT / "test-artifacts" / "dashboard.png"
 
 pytestmark = pytest.mark.browser
-
-BURST = [
-    "Halvorsen Pharma shares plunge after regulator rejects its lead drug",
-    "Halvorsen Pharma cuts its outlook, stock tumbles to a five-year low",
-    "Analysts downgrade Halvorsen Pharma to sell after the rejection",
-    "Halvorsen Pharma faces a class action over the failed application",
-    "Halvorsen Pharma suspends its dividend as losses mount",
-    "Credit rating of Halvorsen Pharma cut to junk",
-]
 
 
 @pytest.fixture
