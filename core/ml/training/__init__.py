@@ -1,7 +1,7 @@
 """Fine-tuning: arguments (dataclasses), trainers (functions that run transformers' and
 sentence-transformers' training loops) and the model folders they save.
 
-- `train_classifier`: full fine-tuning, LoRA, or few-shot (SetFit-style), chosen by
+- `train_classifier`: sentence head, full fine-tuning, LoRA, or few-shot (SetFit-style), chosen by
   `TrainingArguments.strategy`;
 - `train_embeddings`: contrastive encoder tuning from positive pairs.
 """

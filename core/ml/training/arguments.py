@@ -33,10 +33,10 @@ class LoraArguments:
 
 @dataclass
 class TrainingArguments:
-    """A classification run: full fine-tuning, LoRA, or few-shot (SetFit-style).
+    """A classification run: sentence head, full fine-tuning, LoRA, or few-shot (SetFit-style).
 
-    `strategy="auto"` picks few-shot when the smallest class has fewer than
-    `fewshot_below` examples, LoRA for decoder (Llama-family) bases, full fine-tuning otherwise.
+    `strategy="auto"` picks LoRA for decoder (Llama-family) bases, the sentence head for
+    sentence encoders, full fine-tuning otherwise (`choose_strategy`).
     `learning_rate=None` takes the strategy's usual rate (`DEFAULT_LEARNING_RATES`).
     """
 
@@ -62,7 +62,6 @@ class TrainingArguments:
     max_steps: int | None = None
     # Evaluate (and maybe stop) every this many steps; None = once per epoch.
     eval_steps: int | None = None
-    fewshot_below: int = 16
     # Few-shot: each training example takes part in this many positive and as many negative
     # pairs (SetFit's `num_iterations`); the encoder is trained for `fewshot_epochs` over them.
     fewshot_pairs_per_example: int = 20

@@ -9,7 +9,6 @@ calibrates a temperature on the validation logits and saves a folder that
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,14 +48,20 @@ from core.ml.training.trainer_setup import (
 
 
 def choose_strategy(base: Path, data: LabelledTexts, args: TrainingArguments) -> str:
-    """The strategy `auto` stands for: LoRA for decoders, few-shot when the smallest class has
-    fewer than `args.fewshot_below` examples, full fine-tuning otherwise."""
+    """The strategy `auto` stands for: LoRA for decoders, the sentence head for sentence
+    encoders (a sentence-transformers folder), full fine-tuning for other encoders.
+
+    Measured on Banking77 with MiniLM (bench/finetune): the sentence head beats the frozen
+    logistic-regression baseline at full data (93.8 vs 93.0) and at 10 examples per intent
+    (85.5 vs 84.6, trained on all ten), where SetFit-style few-shot lost to it (77.4, 28x the
+    time) and a new head on the pooler needs many more epochs.
+    """
     if args.strategy != "auto":
         return args.strategy
     if is_decoder(base):
         return "lora"
-    if min(Counter(data.labels).values()) < args.fewshot_below:
-        return "fewshot"
+    if (base / "modules.json").is_file():
+        return "sentence"
     return "full"
 
 

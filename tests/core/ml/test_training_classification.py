@@ -100,12 +100,13 @@ def test_labelled_texts_read_csv_and_jsonl(tmp_path: Path) -> None:
 # --- strategy ---------------------------------------------------------------------------------
 
 
-def test_auto_strategy_picks_fewshot_for_small_classes(
-    tiny_bert_folder: Path, tiny_llama_folder: Path
+def test_auto_strategy_follows_the_architecture(
+    tiny_bert_folder: Path, tiny_llama_folder: Path, minilm_folder_path: Path
 ) -> None:
     auto = TrainingArguments()
-    assert choose_strategy(tiny_bert_folder, keyword_intents(8), auto) == "fewshot"
-    assert choose_strategy(tiny_bert_folder, keyword_intents(20), auto) == "full"
+    assert choose_strategy(minilm_folder_path, keyword_intents(8), auto) == "sentence"
+    assert choose_strategy(minilm_folder_path, keyword_intents(200), auto) == "sentence"
+    assert choose_strategy(tiny_bert_folder, keyword_intents(8), auto) == "full"  # no pooling
     assert choose_strategy(tiny_llama_folder, keyword_intents(8), auto) == "lora"
     explicit = TrainingArguments(strategy="lora")
     assert choose_strategy(tiny_bert_folder, keyword_intents(8), explicit) == "lora"
