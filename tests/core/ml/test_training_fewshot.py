@@ -61,7 +61,7 @@ def test_fewshot_on_a_tiny_encoder_saves_an_encoder_head_folder(
     result = train_classifier(
         tiny_bert_folder,
         data,
-        TrainingArguments(fewshot_pairs_per_example=2, max_length=32),  # auto: 8 < 16
+        TrainingArguments(strategy="fewshot", fewshot_pairs_per_example=2, max_length=32),
         output_dir=tmp_path / "fewshot",
         base_reference="tiny-bert",
         placement=CPU,
