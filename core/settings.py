@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     inprocess_job_threads: Annotated[int, Field(ge=1, le=64)] = Field(
         default=2, description="Threads running jobs when no broker is configured."
     )
+    serve_int8: bool = Field(
+        default=False,
+        description="Serve fine-tuned encoders through ONNX Runtime int8 (exported once per "
+        "version, next to it): about twice the CPU throughput at the same accuracy.",
+    )
     batch_max_size: Annotated[int, Field(ge=1, le=4096)] = Field(
         default=32, description="Rows per model call when serving (the dynamic batcher)."
     )

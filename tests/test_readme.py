@@ -15,9 +15,12 @@ def test_opens_with_the_two_commands() -> None:
 
 
 def test_documents_every_setting() -> None:
+    from apps.sentiment.settings import SentimentSettings
     from apps.support.settings import SupportSettings
 
-    variables = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields] + [
-        f"TEXTSUITE_SUPPORT_{name.upper()}" for name in SupportSettings.model_fields
-    ]
+    variables = (
+        [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+        + [f"TEXTSUITE_SUPPORT_{name.upper()}" for name in SupportSettings.model_fields]
+        + [f"TEXTSUITE_SENTIMENT_{name.upper()}" for name in SentimentSettings.model_fields]
+    )
     assert [variable for variable in variables if variable not in README] == []

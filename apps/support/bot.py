@@ -36,9 +36,8 @@ from apps.support.settings import SupportSettings
 from apps.support.slots import slot_values, slots_from_text
 from apps.support.templates import render
 from core.ml.batching import BatchingConfig, DynamicBatcher
-from core.ml.device import choose_placement
-from core.ml.loading import Classifier, load_classifier
-from core.ml.references import folder_resolver
+from core.ml.loading import Classifier
+from core.ml.serving import load_for_serving
 from core.ml.versions import production_version
 from core.privacy import mask_personal_data
 from core.settings import Settings
@@ -137,9 +136,7 @@ class SupportBot:
     async def _load(
         self, version_id: uuid.UUID, number: int, folder: Path, thresholds: dict[str, float]
     ) -> IntentModel:
-        placement = choose_placement(self.settings.device, self.settings.dtype)
-        resolve = folder_resolver(self.settings.model_cache_dir, self.factory)
-        classifier = await asyncio.to_thread(load_classifier, folder, placement, resolve)
+        classifier = await asyncio.to_thread(load_for_serving, folder, self.settings, self.factory)
         batcher = DynamicBatcher(
             classifier.tokenize,
             classifier.run,

@@ -117,12 +117,13 @@ def handoff_part(train, test, options) -> dict:
 
 
 def load_part(test, options) -> dict:
-    from bench.support.load import measure, prepare_world
+    from bench.support.load import measure, prepare_world, scratch_postgres
 
     texts = random.Random(options.seed).sample(test.texts, min(500, len(test.texts)))
     with tempfile.TemporaryDirectory(prefix="bench-support-load-") as scratch:
         workdir = Path(scratch)
-        url, key = prepare_world(workdir)
+        database = scratch_postgres(options.postgres_url) if options.postgres_url else None
+        url, key = prepare_world(workdir, database)
         batched = measure(url, key, workdir / "models", texts, options.clients, options.seconds)
         single = measure(
             url,
@@ -133,7 +134,11 @@ def load_part(test, options) -> dict:
             options.seconds,
             TEXTSUITE_BATCH_MAX_SIZE="1",
         )
-    print(f"\n## HTTP load: {options.clients} concurrent clients, {options.seconds:.0f} s each\n")
+    backend = "PostgreSQL" if options.postgres_url else "SQLite"
+    print(
+        f"\n## HTTP load: {options.clients} concurrent clients, {options.seconds:.0f} s each, "
+        f"{backend}\n"
+    )
     table(
         ["server", "messages/s", "p50 ms", "p99 ms", "errors", "vs once per request"],
         [
@@ -164,6 +169,11 @@ def main() -> None:
     parser.add_argument("--oos-intents", type=int, default=10)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--postgres-url",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        help="load: serve from a scratch database on this server ('' for a SQLite file)",
+    )
     parser.add_argument(
         "--arguments",
         type=json.loads,

@@ -33,8 +33,24 @@ class LoadResult:
         return self.messages / self.seconds
 
 
-def prepare_world(workdir: Path) -> tuple[str, str]:
-    """A database with the demo helpdesk and a trained intent model; returns (url, API key)."""
+def scratch_postgres(server_url: str) -> str:
+    """A new, empty database on the PostgreSQL server at `server_url`; returns its URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"bench_support_{os.getpid()}_{int(time.time())}"
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def prepare_world(workdir: Path, database_url: str | None = None) -> tuple[str, str]:
+    """A database with the demo helpdesk and a trained intent model; returns (url, API key).
+
+    `database_url` (PostgreSQL, as deployed) or a SQLite file in `workdir`.
+    """
     import migrations
     from apps.support.demo import load_demo
     from apps.support.settings import load_support_settings
@@ -44,7 +60,7 @@ def prepare_world(workdir: Path) -> tuple[str, str]:
     from core.settings import load_settings
     from core.storage.engine import get_session_factory, session_scope
 
-    url = f"sqlite:///{workdir / 'load.db'}"
+    url = database_url or f"sqlite:///{workdir / 'load.db'}"
     migrations.upgrade(url)
     settings = load_settings(_env_file=None, database_url=url, artifacts_dir=workdir / "models")
     factory = get_session_factory(url)
@@ -55,7 +71,7 @@ def prepare_world(workdir: Path) -> tuple[str, str]:
         settings,
         load_support_settings(_env_file=None),
         factory,
-        arguments=TrainingArguments.from_dict({"fewshot_pairs_per_example": 5}),
+        arguments=TrainingArguments.from_dict({"strategy": "sentence", "epochs": 3}),
     )
     return url, key
 

@@ -49,7 +49,7 @@ _cookie = APIKeyCookie(
 
 
 def current_api_key(
-    session: SessionDep,
+    factory: SessionFactoryDep,
     header_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie_key: Annotated[str | None, Depends(_cookie)],
@@ -61,7 +61,11 @@ def current_api_key(
             "missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    record = authenticate(session, key)
+    # A session of its own, closed at once: a request-scoped one would hold its connection
+    # until the response, and concurrent requests whose handlers need another (the support
+    # bot, the sentiment ingestor) would exhaust the pool and wait out its timeout.
+    with factory() as session:
+        record = authenticate(session, key)
     if record is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -8,6 +8,7 @@ version that fails to load is logged and the previous one keeps serving.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -33,6 +34,30 @@ class ServedVersion:
     version: int
     classifier: Classifier
     config: dict[str, Any] = field(default_factory=dict)
+
+
+def load_for_serving(
+    folder: Path, settings: Settings, factory: sessionmaker[Session] | None = None
+) -> Classifier:
+    """A model version's classifier as services run it: torch on the chosen device, or, with
+    `TEXTSUITE_SERVE_INT8` on a CPU, its ONNX Runtime int8 export (made once, in
+    `<folder>/onnx-int8`, written beside and renamed into place so concurrent processes never
+    read half a folder)."""
+    placement = choose_placement(settings.device, settings.dtype)
+    resolve = folder_resolver(settings.model_cache_dir, factory)
+    if not settings.serve_int8 or placement.device.type != "cpu":
+        return load_classifier(folder, placement, resolve)
+    from core.ml.onnx import OnnxClassifier, export_classifier
+
+    exported = folder / "onnx-int8"
+    if not exported.is_dir():
+        scratch = folder / f".onnx-int8-{uuid.uuid4().hex}"
+        export_classifier(folder, scratch, resolve_base=resolve)
+        try:
+            scratch.rename(exported)
+        except OSError:  # another process finished first: use theirs
+            shutil.rmtree(scratch, ignore_errors=True)
+    return OnnxClassifier.load(exported)
 
 
 class ProductionClassifier:
@@ -63,11 +88,7 @@ class ProductionClassifier:
                 return self._served
             version_id, number, folder, config = found
             try:
-                classifier = load_classifier(
-                    folder,
-                    choose_placement(self.settings.device, self.settings.dtype),
-                    folder_resolver(self.settings.model_cache_dir, self.factory),
-                )
+                classifier = load_for_serving(folder, self.settings, self.factory)
             except Exception:  # keep serving what we have; a person must fix the files
                 log.exception("cannot load %s v%d; keeping the current version", self.name, number)
                 return self._served

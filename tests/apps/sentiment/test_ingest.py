@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 
@@ -94,3 +96,23 @@ def test_the_score_is_positive_minus_negative() -> None:
     assert score.label == "neutral" and score.score == pytest.approx(0.1)
     with pytest.raises(ValueError, match="missing"):
         scores_from_probabilities([[0.5, 0.5]], ["bearish", "bullish"])
+
+
+def test_int8_serving_exports_once_and_agrees_with_torch(sentiment_settings: Settings) -> None:
+    from core.ml.serving import load_for_serving
+    from core.ml.versions import production_version
+    from tests.apps.sentiment.conftest import BURST, HEADLINES
+
+    factory = get_session_factory(sentiment_settings.database_url)
+    with factory() as session:
+        artifact = Path(production_version(session, "sentiment").artifact_path)
+    texts = [*BURST, *HEADLINES["positive"], *HEADLINES["neutral"]]
+    torch_model = load_for_serving(artifact, sentiment_settings)
+    int8_settings = sentiment_settings.model_copy(update={"serve_int8": True})
+    int8_model = load_for_serving(artifact, int8_settings)
+    assert (artifact / "onnx-int8").is_dir() and type(int8_model).__name__ == "OnnxClassifier"
+    torch_labels = torch_model.predict_proba(texts).argmax(axis=1)
+    assert (int8_model.predict_proba(texts).argmax(axis=1) == torch_labels).mean() >= 0.95
+    exported_at = (artifact / "onnx-int8").stat().st_mtime
+    load_for_serving(artifact, int8_settings)  # the export is reused, not redone
+    assert (artifact / "onnx-int8").stat().st_mtime == exported_at
