@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import JobDispatcher
@@ -93,3 +94,12 @@ def require_scope(scope: Scope) -> Callable[[ApiKey], ApiKey]:
 
 
 AdminKey = Annotated[ApiKey, Depends(require_scope(Scope.ADMIN))]
+
+
+def commit_or_conflict(session: Session, detail: str) -> None:
+    """Commit; a unique constraint that refuses the change becomes 409 with `detail`."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, detail) from None

@@ -9,13 +9,12 @@ import uuid
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.feeds import PollResult, poll_feed
 from apps.sentiment.models import Feed
 from apps.sentiment.scoring import NoSentimentModel
-from core.api.deps import SessionDep, SessionFactoryDep, require_scope
+from core.api.deps import SessionDep, SessionFactoryDep, commit_or_conflict, require_scope
 from core.storage.models import Scope
 
 router = APIRouter(
@@ -62,11 +61,7 @@ def add_feed(entry: FeedIn, session: SessionDep) -> FeedOut:
     """Add a feed; `textsuite sentiment poll` fetches it (or `POST .../feeds/{id}/poll`)."""
     feed = Feed(url=str(entry.url), name=entry.name)
     session.add(feed)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, f"{entry.url} is already polled") from None
+    commit_or_conflict(session, f"{entry.url} is already polled")
     return feed_out(feed)
 
 

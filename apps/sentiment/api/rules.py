@@ -9,13 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from apps.sentiment.alerts import ensure_default_rules
 from apps.sentiment.entities import entity_by_ticker
 from apps.sentiment.models import AlertRule, Entity, RuleKind, WebhookTarget
-from core.api.deps import SessionDep, require_scope
+from core.api.deps import SessionDep, commit_or_conflict, require_scope
 from core.storage.models import Scope
 
 router = APIRouter(
@@ -110,14 +109,8 @@ def _fields(entry: RuleIn, entity_id: uuid.UUID | None) -> dict[str, Any]:
 
 
 def _commit_rule(session: Session, rule: AlertRule) -> None:
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        where = "this entity" if rule.entity_id else "all entities"
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"a rule named {rule.name!r} already exists for {where}"
-        ) from None
+    where = "this entity" if rule.entity_id else "all entities"
+    commit_or_conflict(session, f"a rule named {rule.name!r} already exists for {where}")
 
 
 @router.get("/rules", response_model=list[RuleOut])
@@ -206,11 +199,7 @@ def list_webhooks(session: SessionDep) -> list[WebhookOut]:
 def create_webhook(entry: WebhookIn, session: SessionDep) -> WebhookOut:
     target = WebhookTarget(url=str(entry.url), secret=entry.secret, enabled=entry.enabled)
     session.add(target)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise HTTPException(status.HTTP_409_CONFLICT, f"{entry.url} is already a target") from None
+    commit_or_conflict(session, f"{entry.url} is already a target")
     return webhook_out(target)
 
 
