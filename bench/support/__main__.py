@@ -25,6 +25,16 @@ from bench.common import REPO_ROOT, load_banking77
 TARGETS = {"full": 0.94, "10-shot": 0.88}
 
 
+def catalogue_names(data):
+    """Banking77's labels as catalogue intent names (lower case; `?` dropped)."""
+    import re
+
+    from core.ml.training import LabelledTexts
+
+    names = [re.sub(r"[^a-z0-9_.-]", "", label.lower()) for label in data.labels]
+    return LabelledTexts(data.texts, names)
+
+
 def table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
@@ -182,7 +192,7 @@ def main() -> None:
     )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results")
     options = parser.parse_args()
-    train, test = load_banking77("train"), load_banking77("test")
+    train, test = (catalogue_names(load_banking77(split)) for split in ("train", "test"))
     if options.quick:
         intents = set(random.Random(options.seed).sample(train.label_names, 8))
         keep = lambda d: d.subset([i for i, x in enumerate(d.labels) if x in intents])  # noqa: E731
