@@ -8,6 +8,7 @@ possessive allowed ("Apple's"). Aliases in lower case ("alphabet inc") match in 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,8 @@ from sqlalchemy.orm import Session
 from apps.sentiment.models import Entity
 from core.validation import problems
 
+# A company added to the watchlist (or given new aliases) is linked to this much history.
+RELINK_HISTORY = dt.timedelta(days=7)
 TICKER = re.compile(r"^[A-Z][A-Z0-9.\-]{0,14}$")
 _WORD_BOUNDARY_BEFORE = r"(?<![\w$@#-])"
 _WORD_BOUNDARY_AFTER = r"(?:['\u2019]s)?(?![\w-])"
@@ -185,3 +188,34 @@ def read_watchlist(path: Path) -> list[EntityIn]:
     if errors:
         raise ValueError(f"{path}: " + "\n  ".join(["invalid watchlist:", *errors]))
     return entries
+
+
+def link_recent_articles(session: Session, entity: Entity, since: dt.datetime) -> int:
+    """Link `entity` to the stored articles published since `since` that mention it (a company
+    added to the watchlist, or given new aliases, gets its recent history); returns how many
+    links were added. Flushes, does not commit."""
+    from apps.sentiment.models import Article, ArticleEntity
+
+    matcher = EntityMatcher([entity])
+    if not len(matcher):
+        return 0
+    linked = set(
+        session.scalars(
+            select(ArticleEntity.article_id).where(ArticleEntity.entity_id == entity.id)
+        )
+    )
+    rows = session.execute(
+        select(Article.id, Article.title, Article.body, Article.published_at).where(
+            Article.published_at >= since
+        )
+    )
+    added = 0
+    for article_id, title, body, published_at in rows:
+        if article_id in linked or not matcher.match(f"{title}\n{body}" if body else title):
+            continue
+        session.add(
+            ArticleEntity(article_id=article_id, entity_id=entity.id, published_at=published_at)
+        )
+        added += 1
+    session.flush()
+    return added

@@ -14,7 +14,12 @@ from rich.table import Table
 from sqlalchemy import select
 
 from apps.sentiment import stream
-from apps.sentiment.entities import read_watchlist, upsert_entities
+from apps.sentiment.entities import (
+    RELINK_HISTORY,
+    link_recent_articles,
+    read_watchlist,
+    upsert_entities,
+)
 from apps.sentiment.feeds import poll_feed
 from apps.sentiment.models import Entity, Feed
 from apps.sentiment.replay import ReplayFileError, read_articles, replay
@@ -22,6 +27,7 @@ from apps.sentiment.scoring import NoSentimentModel
 from apps.sentiment.service import SentimentService
 from apps.sentiment.settings import get_sentiment_settings
 from core.storage import get_session_factory
+from core.storage.base import utcnow
 from textsuite.cli.common import database, fail, settings
 from workers.dispatch import create_dispatcher
 
@@ -42,9 +48,15 @@ def import_watchlist(
         entries = read_watchlist(file)
     except (OSError, ValueError) as exc:
         fail(str(exc))
+    since = utcnow() - RELINK_HISTORY
     with database(settings()) as session:
-        upsert_entities(session, entries)
-    typer.echo(f"watchlist: {len(entries)} entries imported from {file}")
+        linked = sum(
+            link_recent_articles(session, e, since) for e in upsert_entities(session, entries)
+        )
+    typer.echo(
+        f"watchlist: {len(entries)} entries imported from {file}; "
+        f"{linked} links to the past week's articles"
+    )
 
 
 @watchlist.command("list")

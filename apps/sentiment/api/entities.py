@@ -10,7 +10,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from apps.sentiment.entities import EntityConflict, EntityIn, add_entity, entity_by_ticker
+from apps.sentiment.entities import (
+    RELINK_HISTORY,
+    EntityConflict,
+    EntityIn,
+    add_entity,
+    entity_by_ticker,
+    link_recent_articles,
+)
 from apps.sentiment.models import Article, ArticleEntity, Entity
 from core.api.deps import SessionDep, require_scope
 from core.storage.base import utcnow
@@ -54,11 +61,13 @@ def list_entities(session: SessionDep) -> list[EntityOut]:
 
 @router.post("/entities", response_model=EntityOut, status_code=status.HTTP_201_CREATED)
 def create_entity(entry: EntityIn, session: SessionDep) -> EntityOut:
-    """Add a company to the watchlist; articles ingested from now on are linked to it."""
+    """Add a company to the watchlist; it is linked to the articles of the past week that
+    mention it, and to every article ingested from now on."""
     try:
         entity = add_entity(session, entry)
     except EntityConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    link_recent_articles(session, entity, utcnow() - RELINK_HISTORY)
     session.commit()
     return entity_out(entity)
 
@@ -87,6 +96,7 @@ def replace_entity(ticker: str, entry: EntityIn, session: SessionDep) -> EntityO
         )
     for key, value in entry.model_dump().items():
         setattr(entity, key, value)
+    link_recent_articles(session, entity, utcnow() - RELINK_HISTORY)  # new aliases, new links
     session.commit()
     return entity_out(entity)
 

@@ -190,3 +190,33 @@ def test_the_watchlist_over_the_api(api: tuple[TestClient, dict[str, str]]) -> N
     assert client.delete("/v1/sentiment/entities/OSSM", headers=key).status_code == 404
     # The article stays; only its link to the removed company goes.
     assert client.get(f"/v1/sentiment/articles/{article_id}", headers=key).json()["tickers"] == []
+
+
+def test_a_company_added_later_gets_its_recent_articles(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, key = api
+    posted = client.post(
+        "/v1/sentiment/articles",
+        json={"articles": [{"title": "Osmund Mining strikes gold in Chile"},
+                           {"title": "Gold prices steady"}]},
+        headers=key,
+    )  # fmt: skip
+    first = posted.json()["articles"][0]["id"]
+    entry = {"ticker": "OSSM", "name": "Osmund Mining"}
+    assert client.post("/v1/sentiment/entities", json=entry, headers=key).status_code == 201
+    listed = client.get("/v1/sentiment/articles", params={"ticker": "OSSM"}, headers=key).json()
+    assert [a["id"] for a in listed] == [first]
+    # A new alias links what it names, once.
+    client.post("/v1/sentiment/articles", json={"title": "The Atacama mine floods"}, headers=key)
+    assert (
+        len(client.get("/v1/sentiment/articles", params={"ticker": "OSSM"}, headers=key).json())
+        == 1
+    )
+    renamed = {**entry, "aliases": ["Atacama mine"]}
+    assert client.put("/v1/sentiment/entities/OSSM", json=renamed, headers=key).status_code == 200
+    assert client.put("/v1/sentiment/entities/OSSM", json=renamed, headers=key).status_code == 200
+    assert (
+        len(client.get("/v1/sentiment/articles", params={"ticker": "OSSM"}, headers=key).json())
+        == 2
+    )
