@@ -103,6 +103,8 @@ def stream_part(options: argparse.Namespace) -> dict:
             throughput[backend] = backlog_n / drained_s
             print(f"{backend}: {backlog_n} articles in {drained_s:.1f} s = "
                   f"{throughput[backend]:.0f}/s", flush=True)  # fmt: skip
+            if not int8:
+                service.close()  # the int8 service and consumer go on to the lag test
 
         # Lag: a steady rate, with bursts that trip the alert rule.
         seen: dict[str, float] = {}

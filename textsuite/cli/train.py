@@ -14,6 +14,31 @@ from textsuite.cli.jobs import submit_and_follow
 app = typer.Typer(help="Fine-tune models (runs as a job on the gpu queue).", no_args_is_help=True)
 
 
+StrategyOption = Annotated[
+    str, typer.Option(help="auto, sentence, full, lora or fewshot (auto: by architecture)")
+]
+EpochsOption = Annotated[float | None, typer.Option(help="Training epochs")]
+ArgumentsOption = Annotated[
+    str | None, typer.Option(help="More TrainingArguments as JSON, e.g. '{\"seed\": 7}'")
+]
+PromotionOption = Annotated[str, typer.Option(help="if-not-worse, never or force")]
+WaitOption = Annotated[bool, typer.Option(help="Follow the job until it finishes")]
+
+
+def training_arguments(strategy: str, epochs: float | None, arguments: str | None) -> dict:
+    """The job's TrainingArguments from the common options (checked again by the job)."""
+    try:
+        extra = json.loads(arguments) if arguments else {}
+    except json.JSONDecodeError as exc:
+        fail(f"--arguments is not JSON: {exc.msg}")
+    if not isinstance(extra, dict):
+        fail("--arguments must be a JSON object")
+    extra["strategy"] = strategy
+    if epochs is not None:
+        extra["epochs"] = epochs
+    return extra
+
+
 @app.command()
 def classifier(
     data: Annotated[Path, typer.Option(help="Labelled texts: CSV with a header, or JSONL")],
@@ -22,21 +47,13 @@ def classifier(
     validation: Annotated[Path | None, typer.Option(help="Held-out file (same format)")] = None,
     text_field: Annotated[str, typer.Option(help="Column/key holding the text")] = "text",
     label_field: Annotated[str, typer.Option(help="Column/key holding the label")] = "label",
-    strategy: Annotated[str, typer.Option(help="auto, full, lora or fewshot")] = "auto",
-    epochs: Annotated[float | None, typer.Option(help="Training epochs")] = None,
-    arguments: Annotated[
-        str | None, typer.Option(help="More TrainingArguments as JSON, e.g. '{\"seed\": 7}'")
-    ] = None,
-    promotion: Annotated[str, typer.Option(help="if-not-worse, never or force")] = "if-not-worse",
-    wait: Annotated[bool, typer.Option(help="Follow the job until it finishes")] = True,
+    strategy: StrategyOption = "auto",
+    epochs: EpochsOption = None,
+    arguments: ArgumentsOption = None,
+    promotion: PromotionOption = "if-not-worse",
+    wait: WaitOption = True,
 ) -> None:
     """Fine-tune a text classifier and record it as a new version of NAME."""
-    extra = json.loads(arguments) if arguments else {}
-    if not isinstance(extra, dict):
-        fail("--arguments must be a JSON object")
-    extra["strategy"] = strategy
-    if epochs is not None:
-        extra["epochs"] = epochs
     params = {
         "model_name": name,
         "data_path": str(data.resolve()),
@@ -44,7 +61,7 @@ def classifier(
         "text_field": text_field,
         "label_field": label_field,
         "base_model": base,
-        "arguments": extra,
+        "arguments": training_arguments(strategy, epochs, arguments),
         "promotion": promotion,
     }
     submit_and_follow("core.train_classifier", params, wait)
@@ -52,9 +69,9 @@ def classifier(
 
 @app.command()
 def sentiment(
-    strategy: Annotated[str, typer.Option(help="auto, full, lora, fewshot or sentence")] = "auto",
-    epochs: Annotated[float | None, typer.Option(help="Training epochs")] = None,
-    arguments: Annotated[str | None, typer.Option(help="More TrainingArguments as JSON")] = None,
+    strategy: StrategyOption = "auto",
+    epochs: EpochsOption = None,
+    arguments: ArgumentsOption = None,
     twitter: Annotated[
         bool, typer.Option(help="Train on the Twitter financial news set (data directory)")
     ] = True,
@@ -62,18 +79,12 @@ def sentiment(
     extra: Annotated[
         Path | None, typer.Option(help="More labelled headlines: CSV text,label")
     ] = None,
-    promotion: Annotated[str, typer.Option(help="if-not-worse, never or force")] = "if-not-worse",
-    wait: Annotated[bool, typer.Option(help="Follow the job until it finishes")] = True,
+    promotion: PromotionOption = "if-not-worse",
+    wait: WaitOption = True,
 ) -> None:
     """Train the finance sentiment model (negative / neutral / positive)."""
-    extra_arguments = json.loads(arguments) if arguments else {}
-    if not isinstance(extra_arguments, dict):
-        fail("--arguments must be a JSON object")
-    extra_arguments["strategy"] = strategy
-    if epochs is not None:
-        extra_arguments["epochs"] = epochs
     params = {
-        "arguments": extra_arguments,
+        "arguments": training_arguments(strategy, epochs, arguments),
         "promotion": promotion,
         "include_twitter": twitter,
         "include_demo": demo,
@@ -84,17 +95,12 @@ def sentiment(
 
 @app.command()
 def support(
-    strategy: Annotated[str, typer.Option(help="auto, full, lora or fewshot")] = "auto",
-    epochs: Annotated[float | None, typer.Option(help="Training epochs")] = None,
-    arguments: Annotated[str | None, typer.Option(help="More TrainingArguments as JSON")] = None,
-    promotion: Annotated[str, typer.Option(help="if-not-worse, never or force")] = "if-not-worse",
-    wait: Annotated[bool, typer.Option(help="Follow the job until it finishes")] = True,
+    strategy: StrategyOption = "auto",
+    epochs: EpochsOption = None,
+    arguments: ArgumentsOption = None,
+    promotion: PromotionOption = "if-not-worse",
+    wait: WaitOption = True,
 ) -> None:
     """Retrain the support bot's intent model on its catalogue (and reviewed messages)."""
-    extra = json.loads(arguments) if arguments else {}
-    if not isinstance(extra, dict):
-        fail("--arguments must be a JSON object")
-    extra["strategy"] = strategy
-    if epochs is not None:
-        extra["epochs"] = epochs
-    submit_and_follow("support.train", {"arguments": extra, "promotion": promotion}, wait)
+    training = training_arguments(strategy, epochs, arguments)
+    submit_and_follow("support.train", {"arguments": training, "promotion": promotion}, wait)
