@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import pool
 
+import apps.recommend.models  # registers the recommender tables
 import apps.sentiment.models  # registers the sentiment tables
 import apps.support.models  # noqa: F401 - registers the support tables
 import core.storage.models  # noqa: F401 - registers the core tables on Base.metadata

@@ -7,6 +7,8 @@ import functools
 from fastapi import FastAPI
 
 import migrations
+from apps.recommend.service import recommend_lifespan, recommend_router
+from apps.recommend.settings import RecommendSettings, get_recommend_settings
 from apps.sentiment.dashboard import router as dashboard_router
 from apps.sentiment.service import sentiment_lifespan, sentiment_router
 from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
@@ -22,17 +24,23 @@ def create_service(
     *,
     support: SupportSettings | None = None,
     sentiment: SentimentSettings | None = None,
+    recommend: RecommendSettings | None = None,
 ) -> FastAPI:
     """The whole API. Used by `textsuite serve` (as a uvicorn factory) and by the tests."""
     settings = settings or get_settings()
     support = support or get_support_settings()
     sentiment = sentiment or get_sentiment_settings()
+    recommend = recommend or get_recommend_settings()
     return create_app(
         settings,
         dispatcher=create_dispatcher(settings),
-        routers=[support_router(), sentiment_router(), dashboard_router],
+        routers=[support_router(), sentiment_router(), recommend_router(), dashboard_router],
         readiness_checks={
             "migrations": functools.partial(migrations.check_at_head, settings.database_url)
         },
-        lifespans=[support_lifespan(support), sentiment_lifespan(sentiment)],
+        lifespans=[
+            support_lifespan(support),
+            sentiment_lifespan(sentiment),
+            recommend_lifespan(recommend),
+        ],
     )

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from core.settings import SettingsError
-from textsuite.cli import jobs, keys, models, run, sentiment, support, train
+from textsuite.cli import evaluate, jobs, keys, models, recommend, run, sentiment, support, train
 
 app = typer.Typer(
     name="textsuite",
@@ -25,6 +25,8 @@ app.add_typer(models.app, name="models")
 app.add_typer(train.app, name="train")
 app.add_typer(support.app, name="support")
 app.add_typer(sentiment.app, name="sentiment")
+app.add_typer(recommend.app, name="recommend")
+app.add_typer(evaluate.app, name="eval")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from workers.tasks import (
     diagnostics,
+    recommend,
     sentiment,
     sentiment_notify,
     support,
@@ -11,6 +12,7 @@ from workers.tasks import (
 
 __all__ = [
     "diagnostics",
+    "recommend",
     "sentiment",
     "sentiment_notify",
     "support",

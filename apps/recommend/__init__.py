@@ -1,0 +1,1 @@
+"""Recommender: text-aware recommendations from catalogue text and user behaviour."""

@@ -1,0 +1,1 @@
+"""HTTP routes of the recommender (mounted under `/v1/recommend`)."""

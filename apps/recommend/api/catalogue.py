@@ -1,0 +1,139 @@
+"""Catalogue routes: add, update, read and retire items, one at a time or in bulk."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from apps.recommend.api.deps import FILE_BODY, ServiceDep
+from apps.recommend.catalogue import MAX_BATCH, ItemIn, upsert_items
+from apps.recommend.imports import ImportFileError, detect_format, read_items
+from apps.recommend.models import Item
+from core.api.deps import SessionDep, require_scope
+from core.storage.models import Scope
+
+router = APIRouter(
+    tags=["recommend: catalogue"], dependencies=[Depends(require_scope(Scope.RECOMMEND))]
+)
+
+
+class ItemBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class UpsertReply(BaseModel):
+    created: int
+    updated: int
+    unchanged: int
+    to_embed: int = Field(description="Items whose text is new or changed.")
+    embedding_job_id: str | None = Field(description="The job embedding them (GET /v1/jobs/…).")
+
+
+class ItemPublic(BaseModel):
+    id: uuid.UUID
+    external_id: str
+    title: str
+    description: str | None
+    tags: list[str]
+    category: str | None
+    series: str | None
+    attributes: dict[str, Any]
+    active: bool
+
+
+def _public(item: Item) -> ItemPublic:
+    return ItemPublic.model_validate(item, from_attributes=True)
+
+
+def _upsert(session: Any, service: Any, items: list[ItemIn]) -> UpsertReply:
+    report = upsert_items(session, items)
+    session.commit()
+    job = service.request_embedding() if report.to_embed else None
+    return UpsertReply(
+        created=report.created,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        to_embed=len(report.to_embed),
+        embedding_job_id=job,
+    )
+
+
+@router.post("/items", response_model=UpsertReply, summary="Add or update items")
+def post_items(body: ItemIn | ItemBatch, session: SessionDep, service: ServiceDep) -> Any:
+    """One item, or `{"items": [...]}` (up to 5,000). Items are keyed by `external_id`:
+    sending one again updates it. New or changed text is embedded by a background job, after
+    which the item is recommendable."""
+    return _upsert(session, service, body.items if isinstance(body, ItemBatch) else [body])
+
+
+@router.post(
+    "/items/import",
+    response_model=UpsertReply,
+    summary="Import items from a JSONL or CSV file",
+    openapi_extra=FILE_BODY,
+    responses={422: {"description": "Bad lines, each with its number; nothing imported"}},
+)
+async def import_items(request: Request, session: SessionDep, service: ServiceDep) -> Any:
+    """The body is the file. CSV: `external_id,title,description,tags,category,series,active`
+    with `|` between tags; other columns become attributes."""
+    data = await request.body()
+    try:
+        items = read_items(data, detect_format(None, request.headers.get("content-type"), data))
+    except ImportFileError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            {"message": str(exc), "errors": [{"line": n, "error": e} for n, e in exc.errors]},
+        ) from None
+    return _upsert(session, service, items)
+
+
+@router.get("/items", response_model=list[ItemPublic], summary="List items")
+def list_items(
+    session: SessionDep,
+    category: Annotated[str | None, Query(max_length=200)] = None,
+    active: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Any:
+    query = select(Item)
+    if category is not None:
+        query = query.where(Item.category == category)
+    if active is not None:
+        query = query.where(Item.active == active)
+    query = query.order_by(Item.external_id).limit(limit).offset(offset)
+    return [_public(item) for item in session.scalars(query)]
+
+
+def _get(session: Any, external_id: str) -> Item:
+    item = session.scalar(select(Item).where(Item.external_id == external_id))
+    if item is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no item {external_id!r}")
+    return item
+
+
+@router.get("/items/{external_id}", response_model=ItemPublic, summary="One item")
+def get_item(external_id: str, session: SessionDep) -> Any:
+    return _public(_get(session, external_id))
+
+
+@router.delete(
+    "/items/{external_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Retire an item (it stays for past events, and is never recommended again)",
+)
+def retire_item(external_id: str, session: SessionDep) -> Response:
+    item = _get(session, external_id)
+    item.active = False
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/embed", summary="Embed new and changed items now (normally automatic)")
+def start_embedding(service: ServiceDep) -> dict[str, str | None]:
+    return {"embedding_job_id": service.request_embedding()}

@@ -1,0 +1,28 @@
+"""Dependencies of the recommender routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from apps.recommend.service import RecommendService
+
+
+def get_service(request: Request) -> RecommendService:
+    return request.app.state.recommend
+
+
+ServiceDep = Annotated[RecommendService, Depends(get_service)]
+
+# Bulk import bodies: the file as is.
+FILE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "JSON Lines (one object per line) or CSV with a header row, UTF-8.",
+        "content": {
+            media: {"schema": {"type": "string"}}
+            for media in ("application/x-ndjson", "application/jsonl", "text/csv")
+        },
+    }
+}

@@ -1,0 +1,85 @@
+"""Event routes: what users did with items (views, clicks, carts, purchases, ratings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from apps.recommend.api.deps import FILE_BODY
+from apps.recommend.events import MAX_BATCH, EventIn, EventRejected, record_events
+from apps.recommend.imports import ImportFileError, detect_format, read_events
+from core.api.deps import SessionDep, require_scope
+from core.storage.models import Scope
+
+router = APIRouter(
+    tags=["recommend: events"], dependencies=[Depends(require_scope(Scope.RECOMMEND))]
+)
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class EventReply(BaseModel):
+    stored: int
+    duplicates: int = Field(description="Events already stored (same event id): not counted again.")
+
+
+def _record(session: Session, events: list[EventIn]) -> EventReply:
+    for attempt in range(2):
+        try:
+            report = record_events(session, events)
+            session.commit()
+            return EventReply(stored=report.stored, duplicates=report.duplicates)
+        except EventRejected as exc:
+            session.rollback()
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                {
+                    "message": str(exc),
+                    "errors": [{"event": i, "error": why} for i, why in exc.problems.items()],
+                },
+            ) from None
+        except IntegrityError:  # the same event delivered concurrently: count it once
+            session.rollback()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+@router.post(
+    "/events",
+    response_model=EventReply,
+    summary="Record user events",
+    responses={422: {"description": "Unknown items or recommendation ids; nothing stored"}},
+)
+def post_events(body: EventIn | EventBatch, session: SessionDep) -> Any:
+    """One event, or `{"events": [...]}` (up to 10,000). Idempotent by `event_id`. Send the
+    `recommendation_id` of the list an event came from, so feedback can be measured."""
+    return _record(session, body.events if isinstance(body, EventBatch) else [body])
+
+
+@router.post(
+    "/events/import",
+    response_model=EventReply,
+    summary="Import events from a JSONL or CSV file",
+    openapi_extra=FILE_BODY,
+    responses={422: {"description": "Bad lines or unknown items; nothing imported"}},
+)
+async def import_events(request: Request, session: SessionDep) -> Any:
+    """CSV: `event_id,user_id,item_id,type,value,timestamp,recommendation_id`."""
+    data = await request.body()
+    try:
+        events = read_events(data, detect_format(None, request.headers.get("content-type"), data))
+    except ImportFileError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            {"message": str(exc), "errors": [{"line": n, "error": e} for n, e in exc.errors]},
+        ) from None
+    return _record(session, events)

@@ -1,0 +1,119 @@
+"""The item catalogue: items as the backend sends them, stored once by their external id.
+
+Sending an item again updates it (idempotent); an item whose embedded text (title,
+description, tags, category) changed gets a new `text_hash` and is embedded again. A batch is
+all-or-nothing: every item is checked before any is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from apps.recommend.models import Item
+
+MAX_BATCH = 5_000
+ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ItemText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20_000)]
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class ItemIn(BaseModel):
+    """An item as the backend describes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: ExternalId = Field(description="The backend's own id for the item.")
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+    description: ItemText | None = None
+    tags: list[Label] = Field(default_factory=list, max_length=100)
+    category: Label | None = None
+    series: Label | None = Field(
+        default=None, description="A product line; lists show few items of one series."
+    )
+    attributes: dict[str, Any] = Field(default_factory=dict, description="Any other fields.")
+    active: bool = Field(default=True, description="Inactive items are never recommended.")
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, tags: list[str]) -> list[str]:
+        return list(dict.fromkeys(tags))
+
+
+def item_text(
+    title: str, description: str | None, tags: Sequence[str], category: str | None
+) -> str:
+    """What the encoder reads for an item: `Title. Category: c. Tags: a, b. Description`."""
+    parts = [title.rstrip(".") + "."]
+    if category:
+        parts.append(f"Category: {category}.")
+    if tags:
+        parts.append(f"Tags: {', '.join(tags)}.")
+    if description:
+        parts.append(description)
+    return " ".join(parts)
+
+
+def text_of(item: Item | ItemIn) -> str:
+    return item_text(item.title, item.description, item.tags, item.category)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class UpsertReport:
+    created: int
+    updated: int
+    unchanged: int
+    to_embed: list[uuid.UUID]  # items whose text is new or changed
+
+
+def upsert_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
+    """Create or update `items` in the caller's transaction (the last of a repeated id wins)."""
+    latest = {item.external_id: item for item in items}
+    existing = {
+        item.external_id: item
+        for item in session.scalars(select(Item).where(Item.external_id.in_(list(latest))))
+    }
+    created = updated = unchanged = 0
+    to_embed: list[uuid.UUID] = []
+    for external_id, incoming in latest.items():
+        digest = text_hash(text_of(incoming))
+        fields = incoming.model_dump(exclude={"external_id"})
+        record = existing.get(external_id)
+        if record is None:
+            record = Item(id=uuid.uuid4(), external_id=external_id, text_hash=digest, **fields)
+            session.add(record)
+            created += 1
+            to_embed.append(record.id)
+            continue
+        changed = {k: v for k, v in fields.items() if getattr(record, k) != v}
+        if not changed:
+            unchanged += 1
+            continue
+        for key, value in changed.items():
+            setattr(record, key, value)
+        record.updated_at = dt.datetime.now(dt.UTC)
+        if record.text_hash != digest:
+            record.text_hash = digest
+            to_embed.append(record.id)
+        updated += 1
+    session.flush()
+    return UpsertReport(created, updated, unchanged, to_embed)
+
+
+def items_by_external_id(session: Session, external_ids: Sequence[str]) -> dict[str, Item]:
+    return {
+        item.external_id: item
+        for item in session.scalars(select(Item).where(Item.external_id.in_(list(external_ids))))
+    }

@@ -1,0 +1,1 @@
+"""The recommender demo: an outdoor-gear shop catalogue and synthetic shopper sessions."""

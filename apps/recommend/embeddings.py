@@ -1,0 +1,134 @@
+"""Item embeddings: which encoder the recommender uses, and embedding what is not embedded yet.
+
+The encoder is the production version of the recommender's own model (`recommend-encoder`,
+fine-tuned on behaviour) when there is one, else the configured base encoder. Its `key` names
+it in the embeddings table (`version:<id>` or `model:<reference>`), so vectors of two encoders
+never mix and a newly promoted encoder re-embeds the catalogue in the background while the old
+vectors keep serving.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from apps.recommend.catalogue import text_of
+from apps.recommend.models import Item, ItemEmbedding
+from apps.recommend.settings import RecommendSettings
+from core.ml.device import choose_placement
+from core.ml.loading import load_encoder, model_cache
+from core.ml.offline import stream_keyed_predictions
+from core.ml.predictors import TextEncoder
+from core.ml.references import resolve_model
+from core.ml.versions import production_version
+from core.settings import Settings
+
+EMBED_JOB = "recommend.embed"
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    key: str  # how the embeddings table names this encoder
+    folder: Path
+
+
+def choose_encoder(
+    settings: Settings, recommend: RecommendSettings, factory: sessionmaker[Session]
+) -> EncoderChoice:
+    with factory() as session:
+        version = production_version(session, recommend.model_name)
+        if version is not None:
+            return EncoderChoice(f"version:{version.id}", Path(version.artifact_path))
+    resolved = resolve_model(
+        recommend.base_model, cache_dir=settings.model_cache_dir, session_factory=factory
+    )
+    return EncoderChoice(f"model:{recommend.base_model}", resolved.path)
+
+
+def load_item_encoder(settings: Settings, choice: EncoderChoice) -> TextEncoder:
+    """The encoder, loaded once per process."""
+    placement = choose_placement(settings.device, settings.dtype)
+    return model_cache().get(
+        choice.folder, "encoder", placement, lambda: load_encoder(choice.folder, placement)
+    )
+
+
+def pending_items(session: Session, encoder_key: str) -> list[tuple[uuid.UUID, str, str]]:
+    """(item id, text, text hash) of items with no vector from this encoder for their text."""
+    stored = and_(ItemEmbedding.item_id == Item.id, ItemEmbedding.encoder == encoder_key)
+    rows = session.execute(
+        select(Item)
+        .outerjoin(ItemEmbedding, stored)
+        .where(or_(ItemEmbedding.item_id.is_(None), ItemEmbedding.text_hash != Item.text_hash))
+        .order_by(Item.created_at, Item.id)
+    ).scalars()
+    return [(item.id, text_of(item), item.text_hash) for item in rows]
+
+
+def embed_pending(
+    settings: Settings,
+    recommend: RecommendSettings,
+    factory: sessionmaker[Session],
+    *,
+    progress: Callable[[float, str | None], None] | None = None,
+    show_progress: bool = False,
+) -> dict[str, object]:
+    """Embed every item that has no current vector; commit each chunk as it is done, so an
+    interrupted run keeps its work and the next one resumes."""
+    choice = choose_encoder(settings, recommend, factory)
+    with factory() as session:
+        pending = pending_items(session, choice.key)
+    if not pending:
+        return {"embedded": 0, "encoder": choice.key}
+    encoder = load_item_encoder(settings, choice)
+    hashes = {item_id: digest for item_id, _, digest in pending}
+
+    def report(done: int, total: int | None) -> None:
+        if progress is not None:
+            progress(done / max(total or done, 1), f"embedded {done} of {total} items")
+
+    chunks: Iterator[tuple[list[uuid.UUID], np.ndarray]] = stream_keyed_predictions(
+        encoder,
+        [(item_id, text) for item_id, text, _ in pending],
+        chunk_size=recommend.embed_chunk,
+        progress=report,
+        show_progress=show_progress,
+    )
+    for ids, vectors in chunks:
+        store_vectors(factory, choice.key, ids, vectors, [hashes[i] for i in ids])
+    return {"embedded": len(pending), "encoder": choice.key}
+
+
+def store_vectors(
+    factory: sessionmaker[Session],
+    encoder_key: str,
+    item_ids: list[uuid.UUID],
+    vectors: np.ndarray,
+    text_hashes: list[str],
+) -> None:
+    rows = [
+        ItemEmbedding(
+            item_id=item_id,
+            encoder=encoder_key,
+            text_hash=digest,
+            vector=np.asarray(vector, dtype="<f4").tobytes(),
+        )
+        for item_id, vector, digest in zip(item_ids, vectors, text_hashes, strict=True)
+    ]
+    with factory.begin() as session:
+        session.execute(
+            delete(ItemEmbedding).where(
+                ItemEmbedding.encoder == encoder_key, ItemEmbedding.item_id.in_(item_ids)
+            )
+        )
+        session.add_all(rows)
+
+
+def as_vector(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")

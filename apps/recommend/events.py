@@ -1,0 +1,110 @@
+"""User events on items: views, clicks, carts, purchases, ratings.
+
+Delivery is idempotent: an event is stored once per `event_id` (the backend's, or, when it
+sends none, a hash of the event's content). Events naming an item the catalogue does not hold,
+or a recommendation that was never served, are rejected with the offending ids, and a batch
+with any such event stores nothing, so a retry after fixing it cannot double-count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from apps.recommend.catalogue import ExternalId, items_by_external_id
+from apps.recommend.models import EventType, Interaction, Recommendation
+
+MAX_BATCH = 10_000
+UserId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: ExternalId | None = Field(
+        default=None, description="Makes delivery idempotent; derived from the content if absent."
+    )
+    user_id: UserId
+    item_id: ExternalId = Field(description="The item's external id.")
+    type: EventType
+    value: float | None = Field(default=None, description="The rating, for `rating` events.")
+    timestamp: AwareDatetime | None = Field(default=None, description="Default: received time.")
+    recommendation_id: uuid.UUID | None = Field(
+        default=None, description="The list this event came from (feedback)."
+    )
+
+    @model_validator(mode="after")
+    def _check_value(self) -> EventIn:
+        if self.type is EventType.RATING and self.value is None:
+            raise ValueError("a rating event needs a value")
+        if self.value is not None and not -1e6 <= self.value <= 1e6:
+            raise ValueError(f"value {self.value} is out of range")
+        return self
+
+    def key(self, received: dt.datetime) -> str:
+        if self.event_id is not None:
+            return self.event_id
+        content = [self.user_id, self.item_id, self.type.value, self.value]
+        content.append((self.timestamp or received).isoformat())
+        return "sha256:" + hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+class EventRejected(ValueError):
+    """Events that cannot be stored; `problems` maps each event's index to why."""
+
+    def __init__(self, problems: dict[int, str]) -> None:
+        self.problems = problems
+        listed = "; ".join(f"event {i}: {why}" for i, why in list(problems.items())[:20])
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        super().__init__(f"{len(problems)} event(s) rejected, nothing stored: {listed}{more}")
+
+
+@dataclass(frozen=True)
+class EventReport:
+    stored: int
+    duplicates: int
+
+
+def record_events(session: Session, events: Sequence[EventIn]) -> EventReport:
+    """Store `events` in the caller's transaction; `EventRejected` before any write."""
+    received = dt.datetime.now(dt.UTC)
+    items = items_by_external_id(session, sorted({e.item_id for e in events}))
+    served = {e.recommendation_id for e in events if e.recommendation_id is not None}
+    known = set(session.scalars(select(Recommendation.id).where(Recommendation.id.in_(served))))
+    problems: dict[int, str] = {}
+    for i, event in enumerate(events):
+        if event.item_id not in items:
+            problems[i] = f"unknown item {event.item_id!r}: add it to the catalogue first"
+        elif event.recommendation_id is not None and event.recommendation_id not in known:
+            problems[i] = f"unknown recommendation id {event.recommendation_id}"
+    if problems:
+        raise EventRejected(problems)
+    keyed = {event.key(received): event for event in events}
+    stored_already = set(
+        session.scalars(select(Interaction.event_id).where(Interaction.event_id.in_(list(keyed))))
+    )
+    new = [
+        Interaction(
+            event_id=key,
+            user_id=event.user_id,
+            item_id=items[event.item_id].id,
+            type=event.type,
+            value=event.value,
+            occurred_at=event.timestamp or received,
+            recommendation_id=event.recommendation_id,
+        )
+        for key, event in keyed.items()
+        if key not in stored_already
+    ]
+    session.add_all(new)
+    session.flush()
+    return EventReport(stored=len(new), duplicates=len(events) - len(new))

@@ -1,0 +1,145 @@
+"""Bulk files of items or events: JSON Lines or CSV, checked whole before anything is stored.
+
+JSONL: one object per line with the fields of the API (`ItemIn`, `EventIn`). CSV: a header
+row naming those fields; for items, `tags` is `|`-separated, `active` is true/false, and any
+column that is not an item field becomes an attribute. Every bad line is reported with its
+number and what is wrong; a file with any bad line stores nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from apps.recommend.catalogue import ItemIn
+from apps.recommend.events import EventIn
+from core.validation import problems
+
+M = TypeVar("M", bound=BaseModel)
+MAX_ERRORS = 50
+
+
+class FileFormat(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+class ImportFileError(ValueError):
+    """Lines of an import file that are wrong: `errors` is [(line number, message)]."""
+
+    def __init__(self, errors: list[tuple[int, str]]) -> None:
+        self.errors = errors[:MAX_ERRORS]
+        listed = "; ".join(f"line {line}: {message}" for line, message in self.errors[:10])
+        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        super().__init__(f"{len(errors)} bad line(s), nothing imported: {listed}{more}")
+
+
+def detect_format(filename: str | None, content_type: str | None, data: bytes) -> FileFormat:
+    name, kind = (filename or "").lower(), (content_type or "").lower()
+    if name.endswith((".jsonl", ".ndjson", ".json")) or "json" in kind:
+        return FileFormat.JSONL
+    if name.endswith(".csv") or "csv" in kind:
+        return FileFormat.CSV
+    return FileFormat.JSONL if data.lstrip()[:1] == b"{" else FileFormat.CSV
+
+
+def read_items(data: bytes, file_format: FileFormat) -> list[ItemIn]:
+    rows = _jsonl(data) if file_format is FileFormat.JSONL else _csv(data, _item_row)
+    return _validated(rows, ItemIn)
+
+
+def read_events(data: bytes, file_format: FileFormat) -> list[EventIn]:
+    rows = _jsonl(data) if file_format is FileFormat.JSONL else _csv(data, _event_row)
+    return _validated(rows, EventIn)
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportFileError([(data[: exc.start].count(b"\n") + 1, "not valid UTF-8")]) from None
+
+
+def _jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(_text(data).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, ValueError(f"not JSON: {exc.msg} at column {exc.colno}")
+
+
+def _csv(data: bytes, convert: Any) -> Iterator[tuple[int, Any]]:
+    reader = csv.DictReader(io.StringIO(_text(data), newline=""))
+    if not reader.fieldnames:
+        raise ImportFileError([(1, "empty file: expected a header row")])
+    for row in reader:
+        if None in row:
+            yield reader.line_num, ValueError("more values than header columns")
+            continue
+        try:
+            yield reader.line_num, convert({k.strip(): v for k, v in row.items() if k})
+        except ValueError as exc:  # an attributes cell that is not JSON
+            yield reader.line_num, ValueError(f"attributes: not a JSON object ({exc})")
+
+
+_ITEM_FIELDS = set(ItemIn.model_fields)
+
+
+def _item_row(row: dict[str, str]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    attributes: dict[str, Any] = {}
+    for key, value in row.items():
+        if key not in _ITEM_FIELDS:
+            if value != "":
+                attributes[key] = _scalar(value)
+        elif key == "tags":
+            record[key] = [tag.strip() for tag in value.split("|") if tag.strip()]
+        elif key == "attributes":
+            record[key] = json.loads(value) if value.strip() else {}
+        elif value != "":
+            record[key] = value
+    if attributes:
+        record["attributes"] = {**record.get("attributes", {}), **attributes}
+    return record
+
+
+def _scalar(value: str) -> Any:
+    """`129` -> 129, `true` -> True, anything else stays text."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    return parsed if isinstance(parsed, int | float | bool) else value
+
+
+def _event_row(row: dict[str, str]) -> dict[str, Any]:
+    return {key: value for key, value in row.items() if value != ""}
+
+
+def _validated(rows: Iterator[tuple[int, Any]], model: type[M]) -> list[M]:
+    records: list[M] = []
+    errors: list[tuple[int, str]] = []
+    try:
+        for number, row in rows:
+            if isinstance(row, Exception):
+                errors.append((number, str(row)))
+                continue
+            try:
+                records.append(model.model_validate(row))
+            except ValidationError as exc:
+                errors.append((number, problems(exc, "line")))
+    except csv.Error as exc:  # e.g. a quote left open to the end of the file
+        errors.append((0, f"unreadable CSV: {exc}"))
+    if errors:
+        raise ImportFileError(errors)
+    if not records:
+        raise ImportFileError([(1, "the file holds no records")])
+    return records

@@ -1,0 +1,419 @@
+"""The three lists: recommended for a user, similar to an item, matching a free-text query.
+
+Each ranks candidates from the vector index (text) and from co-interactions (behaviour) with
+`apps.recommend.ranking`, filters (active items only, a category, not already seen), spreads
+the list over series and categories, gives each item a short reason, and stores the list as a
+`Recommendation` whose id the backend sends back with feedback events.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from apps.recommend.models import EventType, Interaction, Recommendation, RecommendationKind
+from apps.recommend.ranking import (
+    RankingConfig,
+    UserHistory,
+    blend,
+    event_weights,
+    user_profile,
+)
+from apps.recommend.settings import RecommendSettings
+from apps.recommend.state import CatalogueState, ItemFacts
+
+CANDIDATES = 200  # candidates fetched from each source before filtering and diversity
+_VERBS = {
+    EventType.VIEW: "viewed",
+    EventType.CLICK: "looked at",
+    EventType.CART: "added to your cart",
+    EventType.PURCHASE: "bought",
+    EventType.RATING: "rated",
+}
+
+
+class UnknownItem(LookupError):
+    def __init__(self, external_id: str) -> None:
+        super().__init__(f"unknown item {external_id!r}: no item with this external id")
+        self.external_id = external_id
+
+
+class ItemNotEmbedded(LookupError):
+    """The item exists but its embedding is not stored yet (the embedding job is behind)."""
+
+
+@dataclass(frozen=True)
+class Recommended:
+    facts: ItemFacts
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class RecommendationList:
+    id: uuid.UUID
+    kind: RecommendationKind
+    items: list[Recommended]
+    strategy: str  # "personal", "popular", "similar", "query"
+
+
+@dataclass(frozen=True)
+class Filters:
+    category: str | None = None
+    exclude_seen: bool = True
+
+
+def recommend_for_user(
+    state: CatalogueState,
+    session: Session,
+    user_id: str,
+    k: int,
+    filters: Filters,
+    recommend: RecommendSettings,
+) -> RecommendationList:
+    """Personal recommendations; popular-recently items for a user with no usable history."""
+    config = recommend.ranking()
+    rows = session.execute(
+        select(Interaction.item_id, Interaction.type, Interaction.value)
+        .where(Interaction.user_id == user_id)
+        .order_by(Interaction.occurred_at.desc(), Interaction.id)
+        .limit(config.history)
+    ).all()[::-1]  # oldest first
+    seen: set[str] = set()
+    if filters.exclude_seen:
+        seen = {
+            str(item_id)
+            for item_id in session.scalars(
+                select(Interaction.item_id).where(Interaction.user_id == user_id).distinct()
+            )
+        }
+    with state.lock:
+        history = [(str(item_id), kind, value) for item_id, kind, value in rows]
+        known = [h for h in history if h[0] in state.items]
+        if known:
+            ranked = _personal(state, known, seen, k, filters, config, recommend)
+            strategy = "personal"
+        else:
+            ranked = _popular(state, seen, k, filters, recommend)
+            strategy = "popular"
+    request = {"k": k, "category": filters.category, "exclude_seen": filters.exclude_seen}
+    return _store(session, state, RecommendationKind.USER, ranked, strategy, request, user_id)
+
+
+def _personal(
+    state: CatalogueState,
+    history: list[tuple[str, EventType, float | None]],
+    seen: set[str],
+    k: int,
+    filters: Filters,
+    config: RankingConfig,
+    recommend: RecommendSettings,
+) -> list[Recommended]:
+    keys = [key for key, _, _ in history]
+    events = UserHistory(
+        np.arange(len(keys)), [t.value for _, t, _ in history], [v for _, _, v in history]
+    )
+    weights = event_weights(events, config)  # (H,)
+    behaviour = state.behaviour
+    related = _related(state, keys)  # (H, B) co-interaction rows of the user's items
+    collaborative: dict[str, float] = {}
+    if related.nnz:
+        summed = (sp.csr_matrix(weights[None, :]) @ related).tocsr()  # (1, B)
+        for o in np.argsort(-summed.data)[:CANDIDATES]:
+            collaborative[behaviour.keys[summed.indices[o]]] = float(summed.data[o])
+    profile, vectors = _profile(state, keys, weights)
+    text: dict[str, float] = {}
+    if profile is not None and state.index is not None:
+        mask = _mask(state, filters, seen)
+        text = dict(state.index.search(profile, CANDIDATES, mask))
+    candidates = [key for key in {**collaborative, **text} if _allowed(state, key, filters, seen)]
+    if not candidates:
+        return _popular(state, seen, k, filters, recommend)
+    scores = blend(
+        np.array([collaborative.get(key, 0.0) for key in candidates]),
+        np.array(
+            [text[key] if key in text else _cosine(state, key, profile) for key in candidates]
+        ),
+        config,
+    )
+    ranked = [candidates[i] for i in np.argsort(-scores, kind="stable")]
+    chosen = _diversify(state, ranked, k, recommend, cap_categories=True)
+    by_key = dict(zip(candidates, scores, strict=True))
+    reasons = _because(state, chosen, history, weights, related, vectors)
+    return [
+        Recommended(state.items[key], float(by_key[key]), reason)
+        for key, reason in zip(chosen, reasons, strict=True)
+    ]
+
+
+def _related(state: CatalogueState, keys: Sequence[str]) -> sp.csr_matrix:
+    """(H, B) the co-interaction row of each history item (empty for items without one)."""
+    behaviour = state.behaviour
+    present = [
+        (i, behaviour.position[key]) for i, key in enumerate(keys) if key in behaviour.position
+    ]
+    if not present or not behaviour.similarity.shape[0]:
+        return sp.csr_matrix((len(keys), max(behaviour.similarity.shape[1], 1)), dtype=np.float32)
+    selector = sp.csr_matrix(
+        (
+            np.ones(len(present), dtype=np.float32),
+            ([i for i, _ in present], [p for _, p in present]),
+        ),
+        shape=(len(keys), behaviour.similarity.shape[0]),
+    )
+    return (selector @ behaviour.similarity).tocsr()
+
+
+def _profile(
+    state: CatalogueState, keys: Sequence[str], weights: np.ndarray
+) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    if state.index is None:
+        return None, {}
+    vectors = {key: v for key in keys if (v := state.index.vector(key)) is not None}
+    if not vectors:
+        return None, {}
+    present = [i for i, key in enumerate(keys) if key in vectors]
+    matrix = np.stack([vectors[keys[i]] for i in present])  # (P, D)
+    history = UserHistory(np.arange(len(present)), [], [])
+    return user_profile(matrix, history, weights[present]), vectors
+
+
+def _because(
+    state: CatalogueState,
+    chosen: Sequence[str],
+    history: list[tuple[str, EventType, float | None]],
+    weights: np.ndarray,
+    related: sp.csr_matrix,
+    vectors: dict[str, np.ndarray],
+) -> list[str]:
+    """For each chosen item, the past event that most explains it: the event's weight x
+    (co-interaction + text similarity) between its item and the chosen one."""
+    if not chosen:
+        return []
+    behaviour = state.behaviour
+    explained = np.zeros((len(history), len(chosen)), dtype=np.float32)  # (H, K)
+    columns = [
+        (j, behaviour.position[key]) for j, key in enumerate(chosen) if key in behaviour.position
+    ]
+    if columns and related.nnz:
+        explained[:, [j for j, _ in columns]] += related[:, [p for _, p in columns]].toarray()
+    dim = state.index.dim if state.index is not None else 0
+    past = np.stack([vectors.get(key, np.zeros(dim, np.float32)) for key, _, _ in history])
+    ahead = [state.index.vector(key) if state.index is not None else None for key in chosen]
+    present = [j for j, vector in enumerate(ahead) if vector is not None]
+    if present and dim:
+        explained[:, present] += past @ np.stack([ahead[j] for j in present]).T  # (H, K')
+    best = np.argmax(weights[:, None] * explained, axis=0)  # (K,)
+    return [f"because you {_VERBS[history[i][1]]} {state.items[history[i][0]].title}" for i in best]
+
+
+def _popular(
+    state: CatalogueState,
+    seen: set[str],
+    k: int,
+    filters: Filters,
+    recommend: RecommendSettings,
+) -> list[Recommended]:
+    behaviour = state.behaviour
+    ranked = []
+    for p in behaviour.popular_order:  # most popular first; stop once the list can be filled
+        if _allowed(state, behaviour.keys[p], filters, seen):
+            ranked.append(behaviour.keys[p])
+            if len(ranked) >= 4 * k:
+                break
+    chosen = _diversify(state, ranked, k, recommend, cap_categories=True)
+    return [
+        Recommended(
+            state.items[key],
+            float(behaviour.popular[behaviour.position[key]]),
+            "popular right now",
+        )
+        for key in chosen
+    ]
+
+
+def similar_items(
+    state: CatalogueState,
+    session: Session,
+    external_id: str,
+    k: int,
+    filters: Filters,
+    recommend: RecommendSettings,
+) -> RecommendationList:
+    """Items like this one: its nearest neighbours by text, blended with the items that the
+    same users engage with."""
+    config = recommend.ranking()
+    with state.lock:
+        key = state.by_external.get(external_id)
+        if key is None:
+            raise UnknownItem(external_id)
+        anchor = state.items[key]
+        vector = state.index.vector(key) if state.index is not None else None
+        if vector is None:
+            raise ItemNotEmbedded(
+                f"item {external_id!r} is not embedded yet: try again once the embedding job "
+                "has run (GET /v1/jobs)"
+            )
+        exclude = {key}
+        text = dict(state.index.search(vector, CANDIDATES, _mask(state, filters, exclude)))
+        collaborative: dict[str, float] = {}
+        behaviour = state.behaviour
+        if key in behaviour.position:
+            row = behaviour.similarity[behaviour.position[key]]
+            collaborative = {
+                behaviour.keys[p]: float(v) for p, v in zip(row.indices, row.data, strict=True)
+            }
+        candidates = [c for c in {**text, **collaborative} if _allowed(state, c, filters, exclude)]
+        scores = blend(
+            np.array([collaborative.get(c, 0.0) for c in candidates]),
+            np.array([text[c] if c in text else _cosine(state, c, vector) for c in candidates]),
+            config,
+        )
+        ranked = [candidates[i] for i in np.argsort(-scores, kind="stable")]
+        by_key = dict(zip(candidates, scores, strict=True))
+        chosen = _diversify(state, ranked, k, recommend, allow_series=anchor.series)
+        items = [
+            Recommended(
+                state.items[c],
+                float(by_key[c]),
+                f"often chosen with {anchor.title}"
+                if collaborative.get(c, 0.0) > 0
+                else f"similar to {anchor.title}",
+            )
+            for c in chosen
+        ]
+    request = {"item_id": external_id, "k": k, "category": filters.category}
+    return _store(session, state, RecommendationKind.SIMILAR, items, "similar", request, None)
+
+
+def search_items(
+    state: CatalogueState,
+    session: Session,
+    query: str,
+    query_vector: np.ndarray,
+    k: int,
+    filters: Filters,
+    recommend: RecommendSettings,
+    user_id: str | None = None,
+) -> RecommendationList:
+    """Items whose text is nearest to a free-text query."""
+    with state.lock:
+        found = (
+            state.index.search(query_vector, CANDIDATES, _mask(state, filters, set()))
+            if state.index is not None
+            else []
+        )
+        ranked = [key for key, _ in found if _allowed(state, key, filters, set())]
+        scores = dict(found)
+        chosen = _diversify(state, ranked, k, recommend)
+        shown = query if len(query) <= 60 else query[:57] + "..."
+        items = [
+            Recommended(state.items[key], scores[key], f"matches \u201c{shown}\u201d")
+            for key in chosen
+        ]
+    request = {"query": query, "k": k, "category": filters.category}
+    return _store(session, state, RecommendationKind.QUERY, items, "query", request, user_id)
+
+
+def _mask(state: CatalogueState, filters: Filters, exclude: set[str]) -> np.ndarray | None:
+    """(index size,) bool: active items of the category, minus `exclude`."""
+    assert state.index is not None
+    mask = state.index_active.copy()
+    if filters.category is not None:
+        code = state.categories.get(filters.category)
+        mask &= state.index_category == (code if code is not None else -2)
+    for key in exclude:
+        position = state.index.position.get(key)
+        if position is not None:
+            mask[position] = False
+    return mask
+
+
+def _allowed(state: CatalogueState, key: str, filters: Filters, exclude: set[str]) -> bool:
+    facts = state.items.get(key)
+    return (
+        facts is not None
+        and facts.active
+        and key not in exclude
+        and (filters.category is None or facts.category == filters.category)
+    )
+
+
+def _cosine(state: CatalogueState, key: str, vector: np.ndarray | None) -> float:
+    if vector is None or state.index is None:
+        return 0.0
+    found = state.index.vector(key)
+    if found is None:
+        return 0.0
+    norm = float(np.linalg.norm(vector)) or 1.0
+    return float(found @ vector) / norm
+
+
+def _diversify(
+    state: CatalogueState,
+    ranked: Sequence[str],
+    k: int,
+    recommend: RecommendSettings,
+    allow_series: str | None = None,
+    cap_categories: bool = False,
+) -> list[str]:
+    """The first `k` of `ranked` with at most `max_per_series` per series (except the series
+    of the anchor item, for "similar") and, for personal lists, at most `max_category_share`
+    of `k` per category (a query or an item asks for one kind of thing; a user's profile should
+    not be read as one); the caps are relaxed when the candidates cannot fill the list."""
+    per_category = max(1, math.ceil(recommend.max_category_share * k)) if cap_categories else k
+    chosen: list[str] = []
+    series: Counter[str] = Counter()
+    categories: Counter[str] = Counter()
+    skipped: list[str] = []
+    for key in ranked:
+        if len(chosen) == k:
+            break
+        facts = state.items[key]
+        too_many_series = (
+            facts.series is not None
+            and facts.series != allow_series
+            and series[facts.series] >= recommend.max_per_series
+        )
+        too_many_category = (
+            facts.category is not None and categories[facts.category] >= per_category
+        )
+        if too_many_series or too_many_category:
+            skipped.append(key)
+            continue
+        chosen.append(key)
+        if facts.series is not None:
+            series[facts.series] += 1
+        if facts.category is not None:
+            categories[facts.category] += 1
+    return chosen + skipped[: k - len(chosen)]
+
+
+def _store(
+    session: Session,
+    state: CatalogueState,
+    kind: RecommendationKind,
+    items: list[Recommended],
+    strategy: str,
+    request: dict[str, object],
+    user_id: str | None,
+) -> RecommendationList:
+    record = Recommendation(
+        id=uuid.uuid4(),
+        kind=kind,
+        user_id=user_id,
+        request={**request, "strategy": strategy},
+        items=[[r.facts.external_id, round(r.score, 6)] for r in items],
+        encoder=state.encoder.key if state.encoder is not None else None,
+    )
+    session.add(record)
+    session.commit()
+    return RecommendationList(record.id, kind, items, strategy)

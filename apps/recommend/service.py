@@ -1,0 +1,113 @@
+"""How the recommender plugs into the service: its routes, its state and its refresh loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from apps.recommend.embeddings import EMBED_JOB, load_item_encoder
+from apps.recommend.settings import RecommendSettings, get_recommend_settings
+from apps.recommend.state import CatalogueState
+from core.jobs import JobDispatcher, submit_job
+from core.ml.references import ModelNotFound
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class NoEncoder(RuntimeError):
+    """No item encoder can be loaded yet (nothing is embedded)."""
+
+
+@dataclass
+class RecommendService:
+    settings: Settings
+    recommend: RecommendSettings
+    factory: sessionmaker[Session]
+    state: CatalogueState
+    dispatcher: JobDispatcher | None = None
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        recommend: RecommendSettings,
+        factory: sessionmaker[Session],
+        dispatcher: JobDispatcher | None = None,
+    ) -> RecommendService:
+        return cls(
+            settings, recommend, factory, CatalogueState(settings, recommend, factory), dispatcher
+        )
+
+    def refresh(self) -> bool:
+        return self.state.refresh()
+
+    def query_vector(self, text: str) -> np.ndarray:
+        """The query embedded by the encoder that embedded the catalogue."""
+        if self.state.encoder is None:
+            raise NoEncoder("the catalogue has no embeddings yet: add items and wait for the job")
+        encoder = load_item_encoder(self.settings, self.state.encoder)
+        return encoder.encode([text])[0]
+
+    def request_embedding(self) -> str | None:
+        """Start the embedding job for new or changed items; returns its id."""
+        if self.dispatcher is None:
+            return None
+        job, _ = submit_job(self.factory, self.dispatcher, EMBED_JOB, {})
+        return str(job.id)
+
+    async def refresh_forever(self) -> None:
+        since_behaviour = float("inf")
+        while True:
+            try:
+                await asyncio.to_thread(self.state.refresh)
+                if since_behaviour >= self.recommend.behaviour_refresh_s:
+                    await asyncio.to_thread(self.state.refresh_behaviour)
+                    since_behaviour = 0.0
+            except (SQLAlchemyError, ModelNotFound, OSError) as exc:
+                log.warning("recommender refresh failed: %s", exc)
+            await asyncio.sleep(self.recommend.refresh_s)
+            since_behaviour += self.recommend.refresh_s
+
+
+def recommend_router() -> APIRouter:
+    from apps.recommend.api import catalogue, events, lists
+
+    router = APIRouter(prefix="/v1/recommend")
+    for module in (lists, catalogue, events):
+        router.include_router(module.router)
+    return router
+
+
+def recommend_lifespan(
+    recommend: RecommendSettings | None = None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """An app lifespan (for `core.api.create_app(lifespans=...)`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = RecommendService.create(
+            app.state.settings,
+            recommend or get_recommend_settings(),
+            app.state.session_factory,
+            app.state.dispatcher,
+        )
+        app.state.recommend = service
+        refresher = asyncio.create_task(service.refresh_forever(), name="recommend-refresh")
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+
+    return lifespan

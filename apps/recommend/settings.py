@@ -1,0 +1,72 @@
+"""The recommender's settings: `TEXTSUITE_RECOMMEND_*` variables (and `.env`)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from apps.recommend.index import ANN_THRESHOLD
+from apps.recommend.ranking import RankingConfig
+from core.settings import load_app_settings
+
+
+class RecommendSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TEXTSUITE_RECOMMEND_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    model_name: str = Field(
+        default="recommend-encoder",
+        description="Model versions of the item encoder fine-tuned on behaviour.",
+    )
+    base_model: str = Field(
+        default="all-MiniLM-L6-v2", description="Item encoder until one is fine-tuned."
+    )
+    embed_chunk: Annotated[int, Field(ge=1)] = Field(
+        default=1024, description="Items embedded and stored per step of the embedding job."
+    )
+    ann_threshold: Annotated[int, Field(ge=1)] = Field(
+        default=ANN_THRESHOLD, description="From this many items, search an HNSW index."
+    )
+    refresh_s: Annotated[float, Field(gt=0)] = Field(
+        default=5.0, description="How often the service picks up new embeddings and items."
+    )
+    behaviour_refresh_s: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="How often co-interactions and popularity are recomputed."
+    )
+    behaviour_days: Annotated[int, Field(ge=1)] = Field(
+        default=180, description="Events from this many days make the collaborative signal."
+    )
+    popular_half_life_days: Annotated[float, Field(gt=0)] = Field(
+        default=7.0, description="Popularity for new users counts recent events most."
+    )
+    half_life_events: Annotated[float, Field(gt=0)] = RankingConfig.half_life_events
+    text_weight: Annotated[float, Field(ge=0)] = RankingConfig.text_weight
+    neighbours: Annotated[int, Field(ge=1)] = RankingConfig.neighbours
+    history: Annotated[int, Field(ge=1, le=1000)] = RankingConfig.history
+    max_per_series: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="At most this many items of one series in a list."
+    )
+    max_category_share: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.5, description="At most this share of a list from one category."
+    )
+
+    def ranking(self) -> RankingConfig:
+        return RankingConfig(
+            half_life_events=self.half_life_events,
+            text_weight=self.text_weight,
+            neighbours=self.neighbours,
+            history=self.history,
+        )
+
+
+def load_recommend_settings(**overrides: object) -> RecommendSettings:
+    return load_app_settings(RecommendSettings, "TEXTSUITE_RECOMMEND_", **overrides)
+
+
+@functools.lru_cache(maxsize=1)
+def get_recommend_settings() -> RecommendSettings:
+    return load_recommend_settings()

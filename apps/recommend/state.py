@@ -1,0 +1,246 @@
+"""What the service ranks from, in memory: item facts, the vector index and behaviour.
+
+`CatalogueState.refresh` picks up what changed in the database since the last call — items
+(active flag, category, series, title) and new embeddings from the current encoder — and adds
+them to the index, so a new item is recommendable as soon as its embedding is stored.
+`refresh_behaviour` recomputes co-interactions and recent popularity from the event table.
+The index is saved under the artifacts folder after each change and loaded at start-up, so a
+restart re-reads only the embeddings stored after the save.
+
+Readers take `lock` for the length of one request; a refresh builds what it can outside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from apps.recommend.embeddings import EncoderChoice, as_vector, choose_encoder
+from apps.recommend.index import IndexLoadError, IndexSettings, VectorIndex
+from apps.recommend.models import Interaction, Item, ItemEmbedding
+from apps.recommend.ranking import co_interaction_similarity, popularity
+from apps.recommend.settings import RecommendSettings
+from core.settings import Settings
+from core.storage.base import utcnow
+
+log = logging.getLogger(__name__)
+
+# Rows committed a little before a refresh may become visible after it: look back this far.
+_OVERLAP = dt.timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    key: str  # the item's id as a string (the index key)
+    external_id: str
+    title: str
+    category: str | None
+    series: str | None
+    active: bool
+
+
+@dataclass
+class Behaviour:
+    """Co-interaction similarity and recent popularity over the items that have events."""
+
+    keys: list[str] = field(default_factory=list)  # behaviour position -> item key
+    position: dict[str, int] = field(default_factory=dict)
+    similarity: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0)))
+    popular: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    popular_order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    events: int = 0
+
+
+class CatalogueState:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        recommend: RecommendSettings,
+        factory: sessionmaker[Session],
+    ) -> None:
+        self.settings, self.recommend, self.factory = settings, recommend, factory
+        self.lock = threading.RLock()
+        self.encoder: EncoderChoice | None = None
+        self.index: VectorIndex | None = None
+        self.items: dict[str, ItemFacts] = {}
+        self.by_external: dict[str, str] = {}
+        self.behaviour = Behaviour()
+        # Aligned with index positions, for search masks.
+        self.index_active = np.zeros(0, dtype=bool)
+        self.index_category = np.zeros(0, dtype=np.int32)
+        self.categories: dict[str, int] = {}
+        self._hashes: dict[str, str] = {}  # item key -> text hash of its indexed vector
+        self._items_seen: dt.datetime | None = None
+        self._embeddings_seen: dt.datetime | None = None
+
+    # -- refresh ----------------------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Bring items and the index up to date; True when anything changed."""
+        choice = choose_encoder(self.settings, self.recommend, self.factory)
+        if self.encoder is None or choice.key != self.encoder.key:
+            self._switch_encoder(choice)
+        with self.factory() as session:
+            changed_items = self._load_items(session)
+            new_vectors = self._load_vectors(session)
+        if not changed_items and not new_vectors:
+            return False
+        with self.lock:
+            self.items.update(changed_items)
+            self.by_external.update({f.external_id: k for k, f in changed_items.items()})
+            if new_vectors:
+                keys = list(new_vectors)
+                vectors = np.stack([new_vectors[k][0] for k in keys])
+                if self.index is None:
+                    self.index = VectorIndex(vectors.shape[1], self._index_settings())
+                self.index.upsert(keys, vectors)
+                self._hashes.update({k: new_vectors[k][1] for k in keys})
+            self._align_masks()
+        if new_vectors:
+            self._save_index()
+        return True
+
+    def refresh_behaviour(self) -> None:
+        """Recompute co-interactions and popularity from the last `behaviour_days` of events."""
+        now = utcnow()
+        since = now - dt.timedelta(days=self.recommend.behaviour_days)
+        with self.factory() as session:
+            rows = session.execute(
+                select(Interaction.user_id, Interaction.item_id, Interaction.occurred_at).where(
+                    Interaction.occurred_at >= since
+                )
+            ).all()
+        keys = sorted({str(item_id) for _, item_id, _ in rows})
+        position = {key: i for i, key in enumerate(keys)}
+        users = np.array([user for user, _, _ in rows], dtype=object)
+        positions = np.array([position[str(item_id)] for _, item_id, _ in rows], dtype=np.int64)
+        ages = np.array([(now - at).total_seconds() for _, _, at in rows], dtype=np.float64)
+        popular = popularity(
+            positions, ages, len(keys), self.recommend.popular_half_life_days * 86400
+        )
+        behaviour = Behaviour(
+            keys=keys,
+            position=position,
+            similarity=co_interaction_similarity(
+                users, positions, len(keys), self.recommend.neighbours
+            ),
+            popular=popular,
+            popular_order=np.argsort(-popular, kind="stable"),
+            events=len(rows),
+        )
+        with self.lock:
+            self.behaviour = behaviour
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _switch_encoder(self, choice: EncoderChoice) -> None:
+        """A new encoder: start from its saved index, or an empty one, and reload vectors."""
+        index: VectorIndex | None = None
+        folder = self._index_folder(choice)
+        watermark = None
+        if (folder / "meta.json").exists():
+            try:
+                index = VectorIndex.load(folder)
+                saved = json.loads((folder / "state.json").read_text())
+                watermark = dt.datetime.fromisoformat(saved["embeddings_seen"])
+                hashes = saved["hashes"]
+            except (IndexLoadError, OSError, ValueError, KeyError) as exc:
+                log.warning("rebuilding the item index: %s", exc)
+                index, watermark, hashes = None, None, {}
+        else:
+            hashes = {}
+        with self.lock:
+            self.encoder, self.index = choice, index
+            self._hashes = hashes if index is not None else {}
+            self._embeddings_seen = watermark
+            self._align_masks()
+        log.info("item encoder %s (%d items in the saved index)", choice.key, len(index or ()))
+
+    def _load_items(self, session: Session) -> dict[str, ItemFacts]:
+        query = select(Item.id, Item.external_id, Item.title, Item.category, Item.series)
+        query = query.add_columns(Item.active, Item.updated_at)
+        if self._items_seen is not None:
+            query = query.where(Item.updated_at >= self._items_seen - _OVERLAP)
+        rows = session.execute(query).all()
+        if rows:
+            self._items_seen = max(row.updated_at for row in rows)
+        changed = {}
+        for row in rows:
+            facts = ItemFacts(
+                str(row.id), row.external_id, row.title, row.category, row.series, row.active
+            )
+            if self.items.get(facts.key) != facts:
+                changed[facts.key] = facts
+        return changed
+
+    def _load_vectors(self, session: Session) -> dict[str, tuple[np.ndarray, str]]:
+        assert self.encoder is not None
+        query = select(
+            ItemEmbedding.item_id,
+            ItemEmbedding.vector,
+            ItemEmbedding.text_hash,
+            ItemEmbedding.created_at,
+        ).where(ItemEmbedding.encoder == self.encoder.key)
+        if self._embeddings_seen is not None:
+            query = query.where(ItemEmbedding.created_at >= self._embeddings_seen - _OVERLAP)
+        fresh: dict[str, tuple[np.ndarray, str]] = {}
+        latest = self._embeddings_seen
+        for item_id, blob, digest, created in session.execute(query):
+            latest = created if latest is None else max(latest, created)
+            key = str(item_id)
+            if self._hashes.get(key) != digest:
+                fresh[key] = (as_vector(blob), digest)
+        self._embeddings_seen = latest
+        return fresh
+
+    def _align_masks(self) -> None:
+        """Recompute the per-position active flags and category codes of the index."""
+        if self.index is None:
+            self.index_active = np.zeros(0, dtype=bool)
+            self.index_category = np.zeros(0, dtype=np.int32)
+            return
+        active = np.zeros(self.index.size, dtype=bool)
+        category = np.full(self.index.size, -1, dtype=np.int32)
+        for position, key in enumerate(self.index.keys):
+            facts = self.items.get(key)
+            if facts is None:
+                continue
+            active[position] = facts.active
+            if facts.category is not None:
+                category[position] = self.categories.setdefault(
+                    facts.category, len(self.categories)
+                )
+        self.index_active, self.index_category = active, category
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _index_settings(self) -> IndexSettings:
+        return IndexSettings(ann_threshold=self.recommend.ann_threshold)
+
+    def _index_folder(self, choice: EncoderChoice) -> Path:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", choice.key)
+        return Path(self.settings.artifacts_dir) / "recommend" / "index" / name
+
+    def _save_index(self) -> None:
+        with self.lock:
+            if self.index is None or self.encoder is None or self._embeddings_seen is None:
+                return
+            folder = self._index_folder(self.encoder)
+            self.index.save(folder)
+            state = {
+                "embeddings_seen": self._embeddings_seen.isoformat(),
+                "hashes": self._hashes,
+            }
+            (folder / "state.json").write_text(json.dumps(state))

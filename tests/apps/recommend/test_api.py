@@ -1,0 +1,240 @@
+"""The recommender over HTTP on embedded defaults: items embedded by an in-process job with the
+real MiniLM encoder, events, the three lists, feedback, filters and a restart."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from apps.recommend.models import Interaction, ItemEmbedding
+from core.settings import Settings
+from core.storage.engine import get_session_factory
+from tests.apps.sentiment.test_api import key_for
+from tests.workers.conftest import wait_for_job
+from textsuite.service import create_service
+
+ITEMS = [
+    ("T1", "Summit 2 mountaineering tent", "tents", "Summit", "Four-season dome for high camps."),
+    ("T2", "Summit 3 mountaineering tent", "tents", "Summit", "Roomier four-season dome."),
+    ("T3", "Meadow family tent", "tents", None, "Six-person tunnel tent for campsites."),
+    ("T4", "Ridge ultralight shelter", "tents", None, "A 600 g trekking-pole tarp tent."),
+    ("B1", "Glacier down sleeping bag", "sleeping-bags", None, "Rated to -20 C, 800 fill."),
+    ("B2", "Summer synthetic sleeping bag", "sleeping-bags", None, "Light bag for warm nights."),
+    ("M1", "Insulated winter sleeping mat", "mats", None, "R-value 6.5 for snow camping."),
+    ("M2", "Foam camping mat", "mats", None, "Closed-cell foam pad, indestructible."),
+    ("S1", "Titanium gas stove", "stoves", None, "A 45 g canister stove that boils fast."),
+    ("S2", "Family two-burner stove", "stoves", None, "Car camping stove with wind shields."),
+    ("K1", "Packraft paddle", "paddling", None, "Four-piece carbon paddle for packrafts."),
+    ("K2", "Inflatable packraft", "paddling", None, "A 2.2 kg raft for river trips."),
+]
+
+
+def item(external_id: str, title: str, category: str, series: str | None, text: str) -> dict:
+    return {
+        "external_id": external_id,
+        "title": title,
+        "description": text,
+        "category": category,
+        "series": series,
+        "tags": [category],
+        "attributes": {"price_eur": 100},
+    }
+
+
+def event(n: int, user: str, item_id: str, kind: str = "view", **extra: Any) -> dict:
+    at = dt.datetime(2026, 11, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=n)
+    return {
+        "event_id": f"e{n}-{user}-{item_id}",
+        "user_id": user,
+        "item_id": item_id,
+        "type": kind,
+        "timestamp": at.isoformat(),
+        **extra,
+    }
+
+
+def embed_and_refresh(client: TestClient, settings: Settings, job_id: str | None) -> None:
+    assert job_id is not None
+    job = wait_for_job(get_session_factory(settings.database_url), job_id, timeout_s=120)
+    assert job.status.value == "succeeded", job.error
+    service = client.app.state.recommend
+    service.state.refresh()
+    service.state.refresh_behaviour()
+
+
+@pytest.fixture
+def api(service_settings: Settings) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    with TestClient(create_service(service_settings)) as client:
+        headers = key_for(service_settings, "recommend")
+        created = client.post(
+            "/v1/recommend/items", json={"items": [item(*row) for row in ITEMS]}, headers=headers
+        )
+        assert created.status_code == 200, created.text
+        assert created.json()["created"] == len(ITEMS) and created.json()["to_embed"] == len(ITEMS)
+        embed_and_refresh(client, service_settings, created.json()["embedding_job_id"])
+        yield client, headers
+
+
+def titles(reply: Any) -> list[str]:
+    assert reply.status_code == 200, reply.text
+    return [entry["item_id"] for entry in reply.json()["items"]]
+
+
+def test_similar_items_by_text_and_query(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, headers = api
+    similar = client.get("/v1/recommend/items/T1/similar?k=3", headers=headers)
+    ids = titles(similar)
+    assert "T1" not in ids and len(ids) == 3
+    assert ids[0] == "T2", similar.json()  # same series is allowed for "similar"
+    assert similar.json()["items"][0]["reason"] == "similar to Summit 2 mountaineering tent"
+
+    found = client.post(
+        "/v1/recommend/query",
+        json={"text": "a boat to float down a river", "k": 2},
+        headers=headers,
+    )
+    assert set(titles(found)) == {"K1", "K2"}, found.json()
+    assert found.json()["strategy"] == "query"
+    only_stoves = client.post(
+        "/v1/recommend/query", json={"text": "cooking", "category": "stoves"}, headers=headers
+    )
+    assert set(titles(only_stoves)) == {"S1", "S2"}
+
+
+def test_user_recommendations_blend_behaviour_and_exclude_seen(
+    api: tuple[TestClient, dict[str, str]], service_settings: Settings
+) -> None:
+    client, headers = api
+    # Winter campers buy the Summit tent with the Glacier bag and the winter mat.
+    events = []
+    for n, user in enumerate(["w1", "w2", "w3", "w4"]):
+        for m, item_id in enumerate(["T1", "B1", "M1"]):
+            events.append(event(10 * n + m, user, item_id, "purchase"))
+    events.append(event(100, "newbie", "T1", "view"))
+    stored = client.post("/v1/recommend/events", json={"events": events}, headers=headers)
+    assert stored.json() == {"stored": len(events), "duplicates": 0}
+    client.app.state.recommend.state.refresh_behaviour()
+
+    reply = client.get("/v1/recommend/users/newbie?k=4", headers=headers)
+    ids = titles(reply)
+    assert reply.json()["strategy"] == "personal"
+    assert "T1" not in ids  # seen
+    # Bought together with T1 by others, and its sibling in the series, lead the list.
+    assert set(ids[:3]) == {"B1", "M1", "T2"}, reply.json()
+    assert {r["reason"] for r in reply.json()["items"]} == {
+        "because you viewed Summit 2 mountaineering tent"
+    }
+    assert "T1" in titles(
+        client.get("/v1/recommend/users/newbie?exclude_seen=false&k=12", headers=headers)
+    )
+
+    # A user with no events gets what is popular now; a category filter holds.
+    cold = client.get("/v1/recommend/users/stranger?k=3", headers=headers)
+    assert cold.json()["strategy"] == "popular"
+    assert set(titles(cold)) <= {"T1", "B1", "M1"} and titles(cold)
+    assert all(r["reason"] == "popular right now" for r in cold.json()["items"])
+    mats = client.get("/v1/recommend/users/newbie?category=mats", headers=headers)
+    assert set(titles(mats)) == {"M1", "M2"}
+
+
+def test_series_do_not_fill_a_list_and_retired_items_disappear(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, headers = api
+    ids = titles(
+        client.post("/v1/recommend/query", json={"text": "mountaineering tent"}, headers=headers)
+    )
+    assert len({"T1", "T2"} & set(ids[:3])) == 1, ids  # one Summit tent near the top, not two
+    assert client.delete("/v1/recommend/items/T2", headers=headers).status_code == 204
+    client.app.state.recommend.state.refresh()
+    assert "T2" not in titles(
+        client.post(
+            "/v1/recommend/query", json={"text": "mountaineering tent", "k": 12}, headers=headers
+        )
+    )
+
+
+def test_events_are_idempotent_and_unknown_items_store_nothing(
+    api: tuple[TestClient, dict[str, str]], service_settings: Settings
+) -> None:
+    client, headers = api
+    batch = {"events": [event(1, "u1", "T1"), event(2, "u1", "S1", "cart")]}
+    assert client.post("/v1/recommend/events", json=batch, headers=headers).json() == {
+        "stored": 2,
+        "duplicates": 0,
+    }
+    assert client.post("/v1/recommend/events", json=batch, headers=headers).json() == {
+        "stored": 0,
+        "duplicates": 2,
+    }
+    bad = client.post(
+        "/v1/recommend/events",
+        json={"events": [event(3, "u1", "T3"), event(4, "u1", "NOPE")]},
+        headers=headers,
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"]["errors"] == [
+        {"event": 1, "error": "unknown item 'NOPE': add it to the catalogue first"}
+    ]
+    rating = client.post(
+        "/v1/recommend/events",
+        json={"user_id": "u1", "item_id": "T3", "type": "rating"},
+        headers=headers,
+    )
+    assert rating.status_code == 422 and "needs a value" in rating.text
+    with get_session_factory(service_settings.database_url)() as session:
+        assert session.scalar(select(func.count(Interaction.id))) == 2  # nothing half-stored
+
+
+def test_feedback_refers_to_a_served_list(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, headers = api
+    served = client.get("/v1/recommend/items/S1/similar?k=2", headers=headers).json()
+    clicked = event(5, "u9", served["items"][0]["item_id"], "click")
+    clicked["recommendation_id"] = served["recommendation_id"]
+    assert client.post("/v1/recommend/events", json=clicked, headers=headers).status_code == 200
+    clicked.update(event_id="other", recommendation_id="00000000-0000-4000-8000-000000000000")
+    refused = client.post("/v1/recommend/events", json=clicked, headers=headers)
+    assert refused.status_code == 422 and "unknown recommendation id" in refused.text
+
+
+def test_bad_requests_get_clear_errors(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, headers = api
+    assert client.get("/v1/recommend/items/NOPE/similar", headers=headers).status_code == 404
+    assert client.get("/v1/recommend/users/u1?k=0", headers=headers).status_code == 422
+    assert (
+        client.post("/v1/recommend/query", json={"text": " "}, headers=headers).status_code == 422
+    )
+    no_title = client.post("/v1/recommend/items", json={"external_id": "X"}, headers=headers)
+    assert no_title.status_code == 422 and "title" in no_title.text
+    assert client.get("/v1/recommend/users/u1").status_code == 401
+    other = key_for(client.app.state.settings, "support")
+    assert client.get("/v1/recommend/users/u1", headers=other).status_code == 403
+
+
+def test_changed_text_is_embedded_again_and_a_restart_reuses_the_index(
+    api: tuple[TestClient, dict[str, str]], service_settings: Settings
+) -> None:
+    client, headers = api
+    same = client.post("/v1/recommend/items", json=item(*ITEMS[0]), headers=headers).json()
+    assert same["unchanged"] == 1 and same["embedding_job_id"] is None
+    changed = item(*ITEMS[10])
+    changed["description"] = "Carbon paddle that splits into four for hiking to lakes."
+    reply = client.post("/v1/recommend/items", json=changed, headers=headers).json()
+    assert reply["updated"] == 1 and reply["to_embed"] == 1
+    embed_and_refresh(client, service_settings, reply["embedding_job_id"])
+    with get_session_factory(service_settings.database_url)() as session:
+        assert session.scalar(select(func.count()).select_from(ItemEmbedding)) == len(ITEMS)
+
+    with TestClient(create_service(service_settings)) as restarted:
+        state = restarted.app.state.recommend.state
+        assert state.refresh() is True  # item facts load; vectors come from the saved index
+        assert state.index is not None and len(state.index) == len(ITEMS)
+        assert state.index.size == len(ITEMS) + 1  # the saved index kept its retired slot
+        assert titles(restarted.get("/v1/recommend/items/K1/similar?k=1", headers=headers)) == [
+            "K2"
+        ]

@@ -1,0 +1,75 @@
+"""The blended model's pieces on small hand-made data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apps.recommend.ranking import (
+    RankingConfig,
+    UserHistory,
+    blend,
+    co_interaction_similarity,
+    collaborative_scores,
+    event_weights,
+    popularity,
+    top_k,
+    user_profile,
+)
+
+
+def history(positions: list[int], types: list[str], values: list[float | None] | None = None):
+    return UserHistory(np.array(positions), types, values or [None] * len(positions))
+
+
+def test_recent_and_stronger_events_weigh_more() -> None:
+    config = RankingConfig(half_life_events=2.0)
+    weights = event_weights(history([0, 1, 2], ["view", "view", "purchase"]), config)
+    assert weights[2] == pytest.approx(3.0)  # the latest event: its type weight
+    assert weights[1] == pytest.approx(0.5**0.5)  # one event back: half a half-life
+    assert weights[0] == pytest.approx(0.5)
+    rated = event_weights(history([0, 1], ["rating", "rating"], [1.0, 5.0]), config)
+    assert rated[1] / rated[0] == pytest.approx(5.0 / (1.0 * 0.5**0.5))
+
+
+def test_co_interaction_cosine_keeps_the_strongest_neighbours() -> None:
+    # users 0,1 take items 0 and 1; user 2 takes items 1 and 2; item 3 is taken alone.
+    users = np.array([0, 0, 1, 1, 1, 2, 2, 3])
+    items = np.array([0, 1, 0, 1, 1, 1, 2, 3])  # user 1's repeat of item 1 counts once
+    similarity = co_interaction_similarity(users, items, 4, neighbours=1).toarray()
+    assert similarity[0, 1] == pytest.approx(2 / np.sqrt(2 * 3))
+    assert similarity[2, 1] == pytest.approx(1 / np.sqrt(1 * 3))
+    assert similarity[1, 2] == 0.0  # item 1 keeps only its strongest neighbour (item 0)
+    assert np.all(np.diag(similarity) == 0) and not similarity[3].any()
+    assert co_interaction_similarity(np.array([]), np.array([], dtype=int), 3, 5).nnz == 0
+
+
+def test_collaborative_text_and_blend() -> None:
+    similarity = co_interaction_similarity(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 2]), 3, 10)
+    past = history([0], ["view"])
+    weights = event_weights(past, RankingConfig())
+    collaborative = collaborative_scores(similarity, past, weights)
+    assert collaborative[1] > 0 and collaborative[2] > 0 and collaborative[0] == 0
+    embeddings = np.eye(3, dtype=np.float32)
+    profile = user_profile(embeddings, past, weights)
+    assert profile.tolist() == [1.0, 0.0, 0.0]
+    assert not user_profile(embeddings, history([], []), np.zeros(0)).any()
+    scores = blend(
+        np.array([0.0, 2.0, 1.0]), np.array([0.1, 0.0, 0.2]), RankingConfig(text_weight=1)
+    )
+    assert scores.tolist() == pytest.approx([0.1, 1.0, 0.7])
+
+
+def test_popularity_decays_and_top_k_excludes() -> None:
+    counts = popularity(np.array([0, 0, 1]), np.array([0.0, 0.0, 0.0]), 3)
+    assert counts.tolist() == [2, 1, 0]
+    recent = popularity(np.array([0, 0, 1]), np.array([20.0, 20.0, 0.0]), 3, half_life_s=10.0)
+    assert recent.tolist() == pytest.approx([0.5, 1.0, 0.0])
+    assert top_k(np.array([0.1, 0.9, 0.5, 0.7]), 2).tolist() == [1, 3]
+    assert top_k(np.array([0.1, 0.9, 0.5, 0.7]), 2, exclude=np.array([1])).tolist() == [3, 2]
+    assert top_k(np.array([0.1]), 5, exclude=np.array([0])).tolist() == []
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="half_life_events"):
+        RankingConfig(half_life_events=0)

@@ -1,0 +1,76 @@
+"""`textsuite recommend`: bulk catalogue and event files, and embedding the catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.exc import IntegrityError
+
+from apps.recommend.catalogue import upsert_items
+from apps.recommend.embeddings import embed_pending
+from apps.recommend.events import EventRejected, record_events
+from apps.recommend.imports import ImportFileError, detect_format, read_events, read_items
+from apps.recommend.settings import get_recommend_settings
+from core.storage import get_session_factory
+from textsuite.cli.common import database, fail, settings
+
+app = typer.Typer(help="The recommender.", no_args_is_help=True)
+
+FileArgument = Annotated[Path, typer.Argument(help="JSON Lines or CSV (with a header row)")]
+
+
+def _read(file: Path, reader):  # type: ignore[no-untyped-def]
+    try:
+        data = file.read_bytes()
+        return reader(data, detect_format(file.name, None, data))
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc}")
+    except ImportFileError as exc:
+        fail(f"{file}: {exc}")
+
+
+@app.command("import-items")
+def import_items(
+    file: FileArgument,
+    embed: Annotated[bool, typer.Option(help="Embed new and changed items afterwards")] = True,
+) -> None:
+    """Add or update catalogue items from a file (keyed by external_id)."""
+    items = _read(file, read_items)
+    current = settings()
+    with database(current) as session:
+        report = upsert_items(session, items)
+    typer.echo(
+        f"items: {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged from {file}"
+    )
+    if embed and report.to_embed:
+        embed_catalogue()
+
+
+@app.command("import-events")
+def import_events(file: FileArgument) -> None:
+    """Record user events from a file (idempotent by event_id; unknown items refuse the file)."""
+    events = _read(file, read_events)
+    try:
+        with database(settings()) as session:
+            report = record_events(session, events)
+    except EventRejected as exc:
+        fail(f"{file}: {exc}")
+    except IntegrityError:
+        fail(f"{file}: another process stored some of these events meanwhile; run it again")
+    typer.echo(f"events: {report.stored} stored, {report.duplicates} already there")
+
+
+@app.command("embed")
+def embed_catalogue() -> None:
+    """Embed every item that has no vector from the current encoder, with progress."""
+    current = settings()
+    result = embed_pending(
+        current,
+        get_recommend_settings(),
+        get_session_factory(current.database_url),
+        show_progress=True,
+    )
+    typer.echo(f"embedded {result['embedded']} items with {result['encoder']}")
