@@ -8,6 +8,7 @@ the list over series and categories, gives each item a short reason, and stores 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections import Counter
@@ -249,8 +250,9 @@ def similar_items(
     recommend: RecommendSettings,
 ) -> RecommendationList:
     """Items like this one: its nearest neighbours by text, blended with the items that the
-    same users engage with."""
-    config = recommend.ranking()
+    same users engage with. Text counts `similar_text_weight` here: a "more like this" list
+    should mostly hold alternatives, with a few items that go with it."""
+    config = dataclasses.replace(recommend.ranking(), text_weight=recommend.similar_text_weight)
     with state.lock:
         key = state.by_external.get(external_id)
         if key is None:
@@ -272,10 +274,16 @@ def similar_items(
                 behaviour.keys[p]: float(v) for p, v in zip(row.indices, row.data, strict=True)
             }
         candidates = [c for c in {**text, **collaborative} if _allowed(state, c, filters, exclude)]
-        scores = blend(
-            np.array([collaborative.get(c, 0.0) for c in candidates]),
-            np.array([text[c] if c in text else _cosine(state, c, vector) for c in candidates]),
-            config,
+        together = np.array([collaborative.get(c, 0.0) for c in candidates])
+        alike = np.array([text[c] if c in text else _cosine(state, c, vector) for c in candidates])
+        scores = blend(together, alike, config)
+        # Which part put each candidate here: the scaled co-interaction or the weighted text.
+        mostly_together = dict(
+            zip(
+                candidates,
+                together / max(together.max(initial=0.0), 1e-12) > config.text_weight * alike,
+                strict=True,
+            )
         )
         ranked = [candidates[i] for i in np.argsort(-scores, kind="stable")]
         by_key = dict(zip(candidates, scores, strict=True))
@@ -285,7 +293,7 @@ def similar_items(
                 state.items[c],
                 float(by_key[c]),
                 f"often chosen with {anchor.title}"
-                if collaborative.get(c, 0.0) > 0
+                if mostly_together[c]
                 else f"similar to {anchor.title}",
             )
             for c in chosen

@@ -43,6 +43,9 @@ class RecommendSettings(BaseSettings):
     popular_half_life_days: Annotated[float, Field(gt=0)] = Field(
         default=7.0, description="Popularity for new users counts recent events most."
     )
+    similar_text_weight: Annotated[float, Field(ge=0)] = Field(
+        default=4.0, description="Text weight of the similar-items list (alternatives first)."
+    )
     half_life_events: Annotated[float, Field(gt=0)] = RankingConfig.half_life_events
     text_weight: Annotated[float, Field(ge=0)] = RankingConfig.text_weight
     neighbours: Annotated[int, Field(ge=1)] = RankingConfig.neighbours

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.embeddings import EncoderChoice, as_vector, choose_encoder
@@ -72,6 +72,7 @@ class CatalogueState:
     ) -> None:
         self.settings, self.recommend, self.factory = settings, recommend, factory
         self.lock = threading.RLock()
+        self._refreshing = threading.Lock()  # one refresh at a time (the loop, a test, the CLI)
         self.encoder: EncoderChoice | None = None
         self.index: VectorIndex | None = None
         self.items: dict[str, ItemFacts] = {}
@@ -89,8 +90,14 @@ class CatalogueState:
 
     def refresh(self) -> bool:
         """Bring items and the index up to date; True when anything changed."""
+        with self._refreshing:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         choice = choose_encoder(self.settings, self.recommend, self.factory)
-        if self.encoder is None or choice.key != self.encoder.key:
+        if self.encoder is None or (
+            choice.key != self.encoder.key and self._covers_catalogue(choice)
+        ):
             self._switch_encoder(choice)
         with self.factory() as session:
             changed_items = self._load_items(session)
@@ -144,6 +151,16 @@ class CatalogueState:
             self.behaviour = behaviour
 
     # -- loading ----------------------------------------------------------------------------
+
+    def _covers_catalogue(self, choice: EncoderChoice) -> bool:
+        """Whether `choice` has embedded every item (a newly promoted encoder takes over only
+        then; until that, the previous one's vectors keep serving)."""
+        with self.factory() as session:
+            items = session.scalar(select(func.count(Item.id))) or 0
+            embedded = session.scalar(
+                select(func.count(ItemEmbedding.item_id)).where(ItemEmbedding.encoder == choice.key)
+            )
+        return (embedded or 0) >= items
 
     def _switch_encoder(self, choice: EncoderChoice) -> None:
         """A new encoder: start from its saved index, or an empty one, and reload vectors."""

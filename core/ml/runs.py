@@ -2,7 +2,8 @@
 and promote it when it is not worse than production.
 
 Apps call `run_classifier_training` with their own data (the support catalogue, the finance
-sentiment set); the generic `core.train_classifier` job calls it with a file. A run is keyed by
+sentiment set) and `run_embedding_training` with pairs (the recommender's co-engaged items);
+the generic `core.train_classifier` job calls the first with a file. A run is keyed by
 its job, so a redelivered job resumes the same run record instead of creating a second one.
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -22,11 +24,13 @@ from core.ml import versions
 from core.ml.device import choose_placement
 from core.ml.references import resolve_model
 from core.ml.training import (
+    EmbeddingTrainingArguments,
     LabelledTexts,
     TrainingArguments,
     TrainingResult,
     data_fingerprint,
     train_classifier,
+    train_embeddings,
 )
 from core.settings import Settings
 from core.storage.base import utcnow
@@ -117,6 +121,90 @@ def run_classifier_training(
     `extra_config(result)` may add app-specific settings derived from the trained model (e.g.
     the support bot's handoff thresholds) to the version's config before it can be promoted.
     """
+
+    def train(base: Path, output_dir: Path, report: Progress) -> TrainingResult:
+        return train_classifier(
+            base,
+            data,
+            arguments,
+            output_dir=output_dir,
+            base_reference=base_reference,
+            placement=choose_placement(settings.device, settings.dtype),
+            progress=report,
+            validation=validation,
+        )
+
+    return _run(
+        settings,
+        factory,
+        train,
+        task="classification",
+        model_name=model_name,
+        base_reference=base_reference,
+        params=arguments.to_dict(),
+        fingerprint=data_fingerprint(data),
+        job_id=job_id,
+        progress=progress,
+        promotion=promotion,
+        extra_config=extra_config,
+    )
+
+
+def run_embedding_training(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    *,
+    model_name: str,
+    base_reference: str,
+    pairs: Sequence[tuple[str, str]],
+    arguments: EmbeddingTrainingArguments,
+    job_id: uuid.UUID | None = None,
+    progress: Progress | None = None,
+    promotion: PromotionPolicy = PromotionPolicy.IF_NOT_WORSE,
+) -> RunOutcome:
+    """Tune an encoder version of `model_name` on (anchor, positive) pairs and record it."""
+
+    def train(base: Path, output_dir: Path, report: Progress) -> TrainingResult:
+        return train_embeddings(
+            base,
+            pairs,
+            arguments,
+            output_dir=output_dir,
+            base_reference=base_reference,
+            placement=choose_placement(settings.device, settings.dtype),
+            progress=report,
+        )
+
+    return _run(
+        settings,
+        factory,
+        train,
+        task="embedding",
+        model_name=model_name,
+        base_reference=base_reference,
+        params=arguments.to_dict(),
+        fingerprint=data_fingerprint(pairs),
+        job_id=job_id,
+        progress=progress,
+        promotion=promotion,
+    )
+
+
+def _run(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    train: Callable[[Path, Path, Progress], TrainingResult],
+    *,
+    task: str,
+    model_name: str,
+    base_reference: str,
+    params: dict[str, Any],
+    fingerprint: str,
+    job_id: uuid.UUID | None,
+    progress: Progress | None,
+    promotion: PromotionPolicy,
+    extra_config: Callable[[TrainingResult], Mapping[str, Any]] | None = None,
+) -> RunOutcome:
     base = resolve_model(
         base_reference, cache_dir=settings.model_cache_dir, session_factory=factory
     )
@@ -125,28 +213,19 @@ def run_classifier_training(
         job_id=job_id,
         model_name=model_name,
         base_reference=base_reference,
-        params=arguments.to_dict(),
-        fingerprint=data_fingerprint(data),
+        params=params,
+        fingerprint=fingerprint,
     )
     output_dir = settings.artifacts_dir / model_name / str(run_id)
     try:
-        result = train_classifier(
-            base.path,
-            data,
-            arguments,
-            output_dir=output_dir,
-            base_reference=base_reference,
-            placement=choose_placement(settings.device, settings.dtype),
-            progress=_run_progress(factory, run_id, progress),
-            validation=validation,
-        )
+        result = train(base.path, output_dir, _run_progress(factory, run_id, progress))
         extra = dict(extra_config(result)) if extra_config is not None else {}
     except Exception as exc:
         with session_scope(factory) as session:
             run = session.get(TrainingRun, run_id)
             run.status, run.error, run.finished_at = JobStatus.FAILED, str(exc), utcnow()
         raise
-    return _record(factory, run_id, model_name, base_reference, result, promotion, extra)
+    return _record(factory, run_id, model_name, base_reference, result, promotion, extra, task)
 
 
 def _record(
@@ -157,6 +236,7 @@ def _record(
     result: TrainingResult,
     promotion: PromotionPolicy,
     extra: Mapping[str, Any],
+    task: str,
 ) -> RunOutcome:
     with session_scope(factory) as session:
         run = session.get(TrainingRun, run_id)
@@ -166,7 +246,7 @@ def _record(
         version = versions.record_version(
             session,
             name=model_name,
-            task="classification",
+            task=task,
             base_model=base_reference,
             artifact_path=result.output_dir,
             metrics=result.metrics,

@@ -174,6 +174,24 @@ def _demo_sentiment(current: Settings) -> None:
         service.close()
 
 
+def _demo_recommend(current: Settings) -> None:
+    """Load the demo shop's catalogue and events, and embed the items not embedded yet."""
+    from apps.recommend.demo import load_demo
+    from apps.recommend.embeddings import embed_pending
+    from apps.recommend.settings import get_recommend_settings
+    from core.storage import get_session_factory
+
+    with database(current) as session:
+        loaded = load_demo(session)
+    typer.echo(
+        f"recommender: {loaded.items.created + loaded.items.updated + loaded.items.unchanged} "
+        f"items, {loaded.events.stored} new events ({loaded.events.duplicates} already stored)"
+    )
+    factory = get_session_factory(current.database_url)
+    result = embed_pending(current, get_recommend_settings(), factory, show_progress=True)
+    typer.echo(f"recommender: embedded {result['embedded']} items with {result['encoder']}")
+
+
 def _support_curl(base: str, key: str, text: str) -> str:
     body = json.dumps({"conversation_id": "demo-1", "customer_id": "cust-1001", "text": text})
     return (
@@ -194,6 +212,7 @@ def demo(
     key = _demo_key(current.var_dir / "demo-api-key")
     _demo_support(current)
     _demo_sentiment(current)
+    _demo_recommend(current)
     base = f"http://{host or current.host}:{port or current.port}"
     typer.echo(
         f"""
@@ -227,6 +246,18 @@ HLVB, has a bad Thursday):
   curl -s -X POST {base}/v1/sentiment/articles -H 'X-API-Key: {key}' \\
        -H 'Content-Type: application/json' \\
        -d '{{"title": "Halvorsen Biotherapeutics wins approval for Travexa on appeal"}}'
+
+Recommender (the same shop's 312 products and 400 shoppers' last 60 days of events):
+
+  # recommended for shopper u0002, with a reason per item; the id in the reply goes with
+  # feedback events (POST /v1/recommend/events with "recommendation_id")
+  curl -s '{base}/v1/recommend/users/u0002?k=5' -H 'X-API-Key: {key}'
+
+  # similar to a four-season tent, and free-text search
+  curl -s '{base}/v1/recommend/items/OG-0004/similar?k=5' -H 'X-API-Key: {key}'
+  curl -s -X POST {base}/v1/recommend/query -H 'X-API-Key: {key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"text": "a warm sleeping bag for winter camping", "k": 5}}'
 """
     )
     if not no_serve:

@@ -25,14 +25,19 @@ PromotionOption = Annotated[str, typer.Option(help="if-not-worse, never or force
 WaitOption = Annotated[bool, typer.Option(help="Follow the job until it finishes")]
 
 
-def training_arguments(strategy: str, epochs: float | None, arguments: str | None) -> dict:
-    """The job's TrainingArguments from the common options (checked again by the job)."""
+def _json_arguments(arguments: str | None) -> dict:
     try:
         extra = json.loads(arguments) if arguments else {}
     except json.JSONDecodeError as exc:
         fail(f"--arguments is not JSON: {exc.msg}")
     if not isinstance(extra, dict):
         fail("--arguments must be a JSON object")
+    return extra
+
+
+def training_arguments(strategy: str, epochs: float | None, arguments: str | None) -> dict:
+    """The job's TrainingArguments from the common options (checked again by the job)."""
+    extra = _json_arguments(arguments)
     extra["strategy"] = strategy
     if epochs is not None:
         extra["epochs"] = epochs
@@ -104,3 +109,24 @@ def support(
     """Retrain the support bot's intent model on its catalogue (and reviewed messages)."""
     training = training_arguments(strategy, epochs, arguments)
     submit_and_follow("support.train", {"arguments": training, "promotion": promotion}, wait)
+
+
+@app.command()
+def recommend(
+    epochs: EpochsOption = None,
+    arguments: Annotated[
+        str | None,
+        typer.Option(help="EmbeddingTrainingArguments as JSON, e.g. '{\"batch_size\": 64}'"),
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, help="Events from this many days back")] = 180,
+    max_pairs: Annotated[int, typer.Option(min=2, help="The most common item pairs kept")] = 20_000,
+    promotion: PromotionOption = "if-not-worse",
+    wait: WaitOption = True,
+) -> None:
+    """Tune the recommender's item encoder on behaviour (items the same users engage with),
+    then embed the catalogue with it."""
+    extra = _json_arguments(arguments)
+    if epochs is not None:
+        extra["epochs"] = epochs
+    params = {"arguments": extra, "promotion": promotion, "days": days, "max_pairs": max_pairs}
+    submit_and_follow("recommend.train", params, wait)

@@ -13,7 +13,9 @@ from apps.recommend.api.deps import FILE_BODY, ServiceDep
 from apps.recommend.catalogue import MAX_BATCH, ItemIn, upsert_items
 from apps.recommend.imports import ImportFileError, detect_format, read_items
 from apps.recommend.models import Item
-from core.api.deps import SessionDep, require_scope
+from apps.recommend.training import TRAIN_JOB, RecommendTrainParams
+from core.api.deps import DispatcherDep, SessionDep, SessionFactoryDep, require_scope
+from core.jobs import submit_job
 from core.storage.models import Scope
 
 router = APIRouter(
@@ -137,3 +139,17 @@ def retire_item(external_id: str, session: SessionDep) -> Response:
 @router.post("/embed", summary="Embed new and changed items now (normally automatic)")
 def start_embedding(service: ServiceDep) -> dict[str, str | None]:
     return {"embedding_job_id": service.request_embedding()}
+
+
+@router.post(
+    "/train",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Tune the item encoder on behaviour (a job on the gpu queue)",
+)
+def start_training(
+    body: RecommendTrainParams, factory: SessionFactoryDep, dispatcher: DispatcherDep
+) -> dict[str, str]:
+    """Items the same users engage with become training pairs; the new encoder version is
+    promoted when not worse, then the catalogue is embedded with it. Follow `GET /v1/jobs/{id}`."""
+    job, _ = submit_job(factory, dispatcher, TRAIN_JOB, body.model_dump(mode="json"))
+    return {"job_id": str(job.id)}
