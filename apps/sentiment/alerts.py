@@ -1,10 +1,6 @@
-"""Rolling windows per entity, rules over them, and the alert lifecycle.
+"""Rules over an entity's rolling windows (`apps.sentiment.windows`), and the alert lifecycle.
 
-For an entity at time `as_of` (event time: the newest article that touched it), a window of
-`window_s` seconds holds its scored articles published in (as_of - window_s, as_of]:
-volume, mean score and negative share. The entity's own baseline is the articles of the
-`BASELINE_S` before the window, weighted by recency (half-life `HALF_LIFE_S`): its mean and
-standard deviation of the score and its article rate. From those:
+A rule compares one figure of a window with its threshold:
 
 - `negative_share`: share of negative articles in the window (fires above the threshold);
 - `z_score`: (window mean - baseline mean) / (baseline sd / sqrt(volume)), the window mean's
@@ -20,28 +16,16 @@ alert opens for the same entity and rule until `cooldown_s` after that.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from apps.sentiment.models import (
-    OPEN_STATES,
-    Alert,
-    AlertRule,
-    AlertState,
-    Article,
-    ArticleEntity,
-    RuleKind,
-)
+from apps.sentiment.models import OPEN_STATES, Alert, AlertRule, AlertState, ArticleEntity, RuleKind
+from apps.sentiment.windows import BASELINE_S, WindowStats, read_histories
 
-BASELINE_S = 7 * 24 * 3600
-HALF_LIFE_S = 24 * 3600
-MIN_BASELINE = 10
-SD_FLOOR = 0.1  # a baseline of identical scores still leaves room for noise
 EVALUATION_GRANULARITY_S = 60
 
 DEFAULT_RULES = (
@@ -54,75 +38,6 @@ DEFAULT_RULES = (
     {"name": "sharp-drop-24h", "kind": RuleKind.Z_SCORE, "window_s": 86400, "threshold": -3.0,
      "min_articles": 10},
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class WindowStats:
-    start: dt.datetime
-    end: dt.datetime
-    volume: int
-    mean_score: float | None
-    negative_share: float | None
-    baseline_count: int
-    baseline_mean: float | None
-    baseline_sd: float | None
-    expected_volume: float
-
-    def value(self, kind: RuleKind) -> float | None:
-        """What a rule of `kind` compares with its threshold (None: cannot tell yet)."""
-        if kind is RuleKind.NEGATIVE_SHARE:
-            return self.negative_share
-        if kind is RuleKind.VOLUME_SPIKE:
-            return self.volume / max(self.expected_volume, 1.0)
-        if self.mean_score is None or self.baseline_count < MIN_BASELINE:
-            return None
-        assert self.baseline_mean is not None and self.baseline_sd is not None
-        error = max(self.baseline_sd, SD_FLOOR) / math.sqrt(self.volume)
-        return (self.mean_score - self.baseline_mean) / error
-
-
-def window_stats(
-    session: Session, entity_id: uuid.UUID, as_of: dt.datetime, window_s: int
-) -> WindowStats:
-    start = as_of - dt.timedelta(seconds=window_s)
-    scored = (
-        select(Article.published_at, Article.score, Article.label)
-        .join(ArticleEntity, ArticleEntity.article_id == Article.id)
-        .where(ArticleEntity.entity_id == entity_id, Article.score.is_not(None))
-    )
-    window = session.execute(
-        scored.where(ArticleEntity.published_at > start, ArticleEntity.published_at <= as_of)
-    ).all()
-    baseline_start = start - dt.timedelta(seconds=BASELINE_S)
-    history = session.execute(
-        scored.where(
-            ArticleEntity.published_at > baseline_start, ArticleEntity.published_at <= start
-        )
-    ).all()
-    volume = len(window)
-    mean = sum(row.score for row in window) / volume if volume else None
-    negative = sum(row.label == "negative" for row in window) / volume if volume else None
-    baseline_mean = baseline_sd = None
-    if history:
-        weights = [
-            0.5 ** ((start - row.published_at).total_seconds() / HALF_LIFE_S) for row in history
-        ]
-        total = sum(weights)
-        baseline_mean = sum(w * row.score for w, row in zip(weights, history, strict=True)) / total
-        variance = (
-            sum(
-                w * (row.score - baseline_mean) ** 2
-                for w, row in zip(weights, history, strict=True)
-            )
-            / total
-        )
-        baseline_sd = math.sqrt(variance)
-    # The rate the baseline predicts for a window this long (history spans at most BASELINE_S).
-    span_s = BASELINE_S if history else 0
-    expected = len(history) * window_s / span_s if span_s else 0.0
-    return WindowStats(
-        start, as_of, volume, mean, negative, len(history), baseline_mean, baseline_sd, expected
-    )
 
 
 def holds(rule: AlertRule, stats: WindowStats) -> tuple[bool, float | None]:
@@ -139,14 +54,34 @@ def holds(rule: AlertRule, stats: WindowStats) -> tuple[bool, float | None]:
 
 def rules_for(session: Session, entity_id: uuid.UUID) -> list[AlertRule]:
     """The entity's own rules, and the global rules it has not overridden (by name)."""
+    return _rules_by_entity(session, [entity_id])[entity_id]
+
+
+def _rules_by_entity(
+    session: Session, entity_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, list[AlertRule]]:
+    """`rules_for` of several entities, in one query."""
+    ids = list(entity_ids)
     rules = session.scalars(
-        select(AlertRule).where(
+        select(AlertRule)
+        .where(
             AlertRule.enabled.is_(True),
-            or_(AlertRule.entity_id == entity_id, AlertRule.entity_id.is_(None)),
+            or_(AlertRule.entity_id.in_(ids), AlertRule.entity_id.is_(None)),
         )
+        .order_by(AlertRule.name, AlertRule.id)
     ).all()
-    own = {rule.name for rule in rules if rule.entity_id == entity_id}
-    return [rule for rule in rules if rule.entity_id is not None or rule.name not in own]
+    own: dict[uuid.UUID | None, set[str]] = {}
+    for rule in rules:
+        own.setdefault(rule.entity_id, set()).add(rule.name)
+    return {
+        entity_id: [
+            rule
+            for rule in rules
+            if rule.entity_id == entity_id
+            or (rule.entity_id is None and rule.name not in own.get(entity_id, ()))
+        ]
+        for entity_id in ids
+    }
 
 
 @dataclass(frozen=True)
@@ -160,43 +95,127 @@ class AlertChange:
 
 def evaluate(session: Session, entity_id: uuid.UUID, as_of: dt.datetime) -> list[AlertChange]:
     """Apply the entity's rules at `as_of`; flushes, does not commit."""
+    return evaluate_entities(session, {entity_id: [as_of]})
+
+
+def evaluate_entities(
+    session: Session, times: Mapping[uuid.UUID, Sequence[dt.datetime]]
+) -> list[AlertChange]:
+    """Apply each entity's rules at each of its times, oldest first, as `evaluate` would one
+    after the other; flushes, does not commit.
+
+    The number of queries does not grow with the entities (up to `ENTITIES_PER_QUERY`): the
+    rules, the scored articles of every window and baseline, and the open and recently
+    resolved alerts are each read once, and the steps run on what was read.
+    """
+    rules = _rules_by_entity(session, times)
+    points = {entity_id: sorted(at) for entity_id, at in times.items() if at and rules[entity_id]}
+    if not points:
+        return []
+    spans = {
+        entity_id: (
+            at[0] - dt.timedelta(seconds=max(r.window_s for r in rules[entity_id]) + BASELINE_S),
+            at[-1],
+        )
+        for entity_id, at in points.items()
+    }
+    histories = read_histories(session, spans)
+    book = _AlertBook.load(session, points, rules)
     changes: list[AlertChange] = []
-    stats_by_window: dict[int, WindowStats] = {}
-    for rule in rules_for(session, entity_id):
-        if rule.window_s not in stats_by_window:
-            stats_by_window[rule.window_s] = window_stats(session, entity_id, as_of, rule.window_s)
-        change = _step(session, rule, entity_id, stats_by_window[rule.window_s])
-        if change is not None:
-            changes.append(change)
+    for entity_id, at in points.items():
+        for as_of in at:
+            stats_by_window: dict[int, WindowStats] = {}
+            for rule in rules[entity_id]:
+                if rule.window_s not in stats_by_window:
+                    stats_by_window[rule.window_s] = histories[entity_id].stats(
+                        as_of, rule.window_s
+                    )
+                change = _step(session, book, rule, entity_id, stats_by_window[rule.window_s])
+                if change is not None:
+                    changes.append(change)
     session.flush()
     return changes
 
 
+class _AlertBook:
+    """The open alert of each (entity, rule), and when its last fired alert resolved (for
+    the cooldown), read in one query and kept current as the steps change them."""
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[uuid.UUID, uuid.UUID], Alert] = {}
+        self.last_resolved: dict[tuple[uuid.UUID, uuid.UUID], dt.datetime] = {}
+
+    @classmethod
+    def load(
+        cls,
+        session: Session,
+        points: Mapping[uuid.UUID, Sequence[dt.datetime]],
+        rules: Mapping[uuid.UUID, Sequence[AlertRule]],
+    ) -> _AlertBook:
+        book = cls()
+        wanted = [Alert.state.in_(OPEN_STATES)]
+        cooldown_s = max(rule.cooldown_s for entity_id in points for rule in rules[entity_id])
+        if cooldown_s > 0:
+            # Resolved before the earliest evaluation's cooldown began: no rule can see it.
+            earliest = min(at[0] for at in points.values()) - dt.timedelta(seconds=cooldown_s)
+            wanted.append(
+                and_(
+                    Alert.state == AlertState.RESOLVED,
+                    Alert.fired_at.is_not(None),
+                    Alert.resolved_at > earliest,
+                )
+            )
+        for alert in session.scalars(
+            select(Alert).where(Alert.entity_id.in_(list(points)), or_(*wanted))
+        ):
+            if alert.state is AlertState.RESOLVED:
+                book.resolved(alert)
+            else:
+                book.open[(alert.entity_id, alert.rule_id)] = alert
+        return book
+
+    def resolved(self, alert: Alert) -> None:
+        """Note an alert that resolved; one that never fired starts no cooldown."""
+        self.open.pop((alert.entity_id, alert.rule_id), None)
+        if alert.fired_at is None or alert.resolved_at is None:
+            return
+        key = (alert.entity_id, alert.rule_id)
+        self.last_resolved[key] = max(
+            alert.resolved_at, self.last_resolved.get(key, alert.resolved_at)
+        )
+
+    def cooling_down(self, rule: AlertRule, entity_id: uuid.UUID, as_of: dt.datetime) -> bool:
+        """An alert of this rule and entity that fired resolved less than `cooldown_s` ago."""
+        if rule.cooldown_s <= 0:
+            return False
+        last = self.last_resolved.get((entity_id, rule.id))
+        return last is not None and last > as_of - dt.timedelta(seconds=rule.cooldown_s)
+
+
 def _step(
-    session: Session, rule: AlertRule, entity_id: uuid.UUID, stats: WindowStats
+    session: Session,
+    book: _AlertBook,
+    rule: AlertRule,
+    entity_id: uuid.UUID,
+    stats: WindowStats,
 ) -> AlertChange | None:
     as_of = stats.end
     condition, value = holds(rule, stats)
-    alert = session.scalars(
-        select(Alert).where(
-            Alert.entity_id == entity_id,
-            Alert.rule_id == rule.id,
-            Alert.state.in_(OPEN_STATES),
-        )
-    ).first()
+    alert = book.open.get((entity_id, rule.id))
     details = {k: v for k, v in asdict(stats).items() if k not in ("start", "end")}
     if alert is not None:
         if as_of < alert.window_end:  # an older article arrived late: it cannot move time back
             return None
         if not condition:
             alert.state, alert.resolved_at = AlertState.RESOLVED, as_of
+            book.resolved(alert)
             return AlertChange(alert.id, entity_id, AlertState.RESOLVED)
         alert.value, alert.details, alert.window_end = value, details, as_of
         if alert.state is AlertState.PENDING and _held_long_enough(alert, rule, as_of):
             alert.state, alert.fired_at = AlertState.FIRING, as_of
             return AlertChange(alert.id, entity_id, AlertState.FIRING)
         return None
-    if not condition or _cooling_down(session, rule, entity_id, as_of):
+    if not condition or book.cooling_down(rule, entity_id, as_of):
         return None
     alert = Alert(
         id=uuid.uuid4(),
@@ -215,28 +234,12 @@ def _step(
     # Another worker may open the same alert meanwhile: the partial unique index refuses the
     # second at flush (IntegrityError), and the caller's retry then finds the first.
     session.add(alert)
+    book.open[(entity_id, rule.id)] = alert
     return AlertChange(alert.id, entity_id, alert.state)
 
 
 def _held_long_enough(alert: Alert, rule: AlertRule, as_of: dt.datetime) -> bool:
     return (as_of - alert.started_at).total_seconds() >= rule.for_s
-
-
-def _cooling_down(
-    session: Session, rule: AlertRule, entity_id: uuid.UUID, as_of: dt.datetime
-) -> bool:
-    if rule.cooldown_s <= 0:
-        return False
-    recent = session.scalar(
-        select(func.count(Alert.id)).where(
-            Alert.entity_id == entity_id,
-            Alert.rule_id == rule.id,
-            Alert.state == AlertState.RESOLVED,
-            Alert.fired_at.is_not(None),
-            Alert.resolved_at > as_of - dt.timedelta(seconds=rule.cooldown_s),
-        )
-    )
-    return bool(recent)
 
 
 def ensure_default_rules(session: Session) -> list[AlertRule]:

@@ -14,7 +14,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from apps.sentiment.alerts import AlertChange, evaluate, stale_open_alerts, touched_entities
+from apps.sentiment.alerts import (
+    AlertChange,
+    evaluate_entities,
+    stale_open_alerts,
+    touched_entities,
+)
 from apps.sentiment.articles import ArticleIn, store_articles
 from apps.sentiment.entities import EntityMatcher, load_matcher
 from apps.sentiment.models import Article, Entity
@@ -68,10 +73,10 @@ class Ingestor:
 
         def run() -> list[AlertChange]:
             with session_scope(self.factory) as session:
-                changes: list[AlertChange] = []
-                for entity_id, as_of in stale_open_alerts(session, now or utcnow()):
-                    changes += evaluate(session, entity_id, as_of)
-                return changes
+                stale = stale_open_alerts(session, now or utcnow())
+                return evaluate_entities(
+                    session, {entity_id: [as_of] for entity_id, as_of in stale}
+                )
 
         changes = _retrying(run)
         self._announce(changes)
@@ -88,10 +93,7 @@ class Ingestor:
             # Every article of the batch, not only the new ones: one stored without a score
             # (however that came about) is scored the next time it is delivered.
             self.scorer.score_unscored(session, list(ids))
-            changes: list[AlertChange] = []
-            for entity_id, times in touched_entities(session, ids, utcnow()).items():
-                for as_of in times:
-                    changes += evaluate(session, entity_id, as_of)
+            changes = evaluate_entities(session, touched_entities(session, ids, utcnow()))
             rows = {
                 article.id: article
                 for article in session.scalars(select(Article).where(Article.id.in_(ids)))

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from core.settings import Settings
 from core.storage.engine import get_engine, get_session_factory, session_scope
@@ -124,3 +127,19 @@ def sentiment_settings(sentiment_world: Path, tmp_path: Path) -> Settings:
         artifacts_dir=sentiment_world.parent / "artifacts",
         var_dir=tmp_path / "var",
     )
+
+
+@contextmanager
+def statements_run(url: str) -> Iterator[list[str]]:
+    """The SQL statements that the engine of `url` sends inside the block, in order."""
+    engine = get_engine(url)
+    sent: list[str] = []
+
+    def record(connection, cursor, statement, parameters, context, executemany) -> None:
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

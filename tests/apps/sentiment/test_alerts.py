@@ -17,7 +17,7 @@ from apps.sentiment.alerts import (
     _coalesced,
     ensure_default_rules,
     evaluate,
-    window_stats,
+    evaluate_entities,
 )
 from apps.sentiment.models import (
     Alert,
@@ -28,7 +28,9 @@ from apps.sentiment.models import (
     Entity,
     RuleKind,
 )
+from apps.sentiment.windows import window_stats
 from core.storage.engine import session_scope
+from tests.apps.sentiment.conftest import statements_run
 
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -238,3 +240,98 @@ def test_default_rules_install_once(session_factory: sessionmaker[Session]) -> N
 def test_evaluation_times_are_coalesced_per_minute() -> None:
     minutes = [T0 + dt.timedelta(seconds=s) for s in (0, 20, 50, 61, 200, 230)]
     assert _coalesced(minutes) == [minutes[2], minutes[3], minutes[5]]
+
+
+def troubled_companies(session: Session, n: int) -> list[uuid.UUID]:
+    """`n` companies with a calm week behind T0, then bad news at T0, at T0 + 3 h 10 min
+    (inside the cooldown of the first alert) and at T0 + 5 h."""
+    ids = []
+    for i in range(n):
+        entity = Entity(id=uuid.uuid4(), ticker=f"TRB{i}", name=f"Troubled {i}", aliases=[])
+        session.add(entity)
+        session.flush()
+        calm = [(0.2 if k % 3 else -0.1, T0 - dt.timedelta(hours=8 * k + 2)) for k in range(1, 21)]
+        add_articles(session, entity.id, calm)
+        for start in (T0, T0 + 3 * HOUR + dt.timedelta(minutes=10), T0 + 5 * HOUR):
+            burst(session, entity.id, start, 8)
+        ids.append(entity.id)
+    return ids
+
+
+# Fired, still held, fired after holding 10 min, resolved, cooled down, fired again.
+LIFECYCLE_TIMES = [T0 + dt.timedelta(minutes=minutes) for minutes in (35, 40, 50, 180, 230, 340)]
+
+
+def lifecycle_rules(session: Session, override_for: uuid.UUID) -> None:
+    rule(session)
+    rule(session, name="share", kind=RuleKind.NEGATIVE_SHARE, threshold=0.6)
+    rule(session, name="slow-share", kind=RuleKind.NEGATIVE_SHARE, threshold=0.6, for_s=600)
+    rule(session, name="share", kind=RuleKind.NEGATIVE_SHARE, threshold=2.0,
+         entity_id=override_for)  # fmt: skip
+
+
+def alert_history(session: Session) -> list[tuple]:
+    alerts = session.scalars(select(Alert).join(AlertRule))
+    return sorted(
+        (
+            (str(a.entity_id), a.rule.name, a.started_at, a.state, a.fired_at, a.resolved_at,
+             a.window_end, a.value, a.details)
+            for a in alerts
+        ),
+        key=lambda row: row[:3],
+    )  # fmt: skip
+
+
+def test_a_batch_evaluates_as_each_entity_and_time_one_after_another(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_scope(session_factory) as session:
+        entities = troubled_companies(session, 3)
+        lifecycle_rules(session, override_for=entities[2])
+    with session_factory() as session:
+        batch = evaluate_entities(session, {e: LIFECYCLE_TIMES for e in entities})
+        batch_history = alert_history(session)
+        session.rollback()
+    with session_factory() as session:
+        one_by_one = [
+            change
+            for e in entities
+            for at in LIFECYCLE_TIMES
+            for change in evaluate(session, e, at)
+        ]
+        one_by_one_history = alert_history(session)
+        session.rollback()
+    states = [(c.entity_id, c.state) for c in batch]
+    assert states == [(c.entity_id, c.state) for c in one_by_one]
+    assert batch_history == one_by_one_history
+    share = [row[3:6] for row in batch_history if row[0] == str(entities[0]) and row[1] == "share"]
+    assert share == [
+        (AlertState.RESOLVED, T0 + dt.timedelta(minutes=35), T0 + 3 * HOUR),  # 230: cooling
+        (AlertState.FIRING, T0 + dt.timedelta(minutes=340), None),
+    ]
+    slow = [
+        row[3:6] for row in batch_history if row[0] == str(entities[0]) and row[1] == "slow-share"
+    ]
+    assert slow[0][:2] == (AlertState.RESOLVED, T0 + dt.timedelta(minutes=50))
+    assert not [row for row in batch_history if row[0] == str(entities[2]) and row[1] == "share"]
+
+
+def test_evaluating_many_entities_sends_as_many_statements_as_one(
+    database_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    """Rules, windows and alerts are read once for a batch, not per entity or per time."""
+    with session_scope(session_factory) as session:
+        entities = troubled_companies(session, 12)
+        lifecycle_rules(session, override_for=entities[0])
+
+    def statements_for(ids: list[uuid.UUID]) -> tuple[int, list[AlertChange]]:
+        with session_factory() as session:
+            with statements_run(database_url) as sent:
+                changes = evaluate_entities(session, {e: LIFECYCLE_TIMES for e in ids})
+            session.rollback()
+        return len(sent), changes
+
+    one, one_changes = statements_for(entities[:1])
+    twelve, twelve_changes = statements_for(entities)
+    assert len(twelve_changes) > len(one_changes) > 0
+    assert twelve == one <= 6  # rules, windows, alerts; then the flush's INSERT and UPDATE

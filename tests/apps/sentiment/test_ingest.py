@@ -8,7 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from apps.sentiment import articles as articles_module
+from apps.sentiment.alerts import ensure_default_rules
 from apps.sentiment.articles import ArticleIn
+from apps.sentiment.entities import EntityIn, upsert_entities
 from apps.sentiment.ingest import Ingestor
 from apps.sentiment.models import Article
 from apps.sentiment.scoring import (
@@ -18,7 +20,8 @@ from apps.sentiment.scoring import (
 )
 from core.ml.serving import ProductionClassifier
 from core.settings import Settings
-from core.storage.engine import get_session_factory
+from core.storage.engine import get_session_factory, session_scope
+from tests.apps.sentiment.conftest import statements_run
 
 
 def ingestor_for(settings: Settings, name: str = "sentiment") -> Ingestor:
@@ -80,6 +83,29 @@ def test_an_article_stored_meanwhile_by_another_process_is_found_on_retry(
     assert again.article_id == first.article_id and again.duplicate
     assert not other.duplicate and other.label is not None
     assert len(articles(sentiment_settings)) == 2
+
+
+def test_a_batch_about_ten_companies_sends_the_statements_of_a_batch_about_one(
+    sentiment_settings: Settings,
+) -> None:
+    """Storing, scoring and evaluating alerts cost a fixed number of statements per batch,
+    however many companies its articles mention."""
+    url = sentiment_settings.database_url
+    tickers = [f"CO{letter}" for letter in "ABCDEFGHIJ"]
+    with session_scope(get_session_factory(url)) as session:
+        upsert_entities(session, [EntityIn(ticker=t, name=f"Company {t}") for t in tickers])
+        ensure_default_rules(session)
+    ingestor = ingestor_for(sentiment_settings)
+    ingestor.ingest([ArticleIn(title="$COA opens a plant")])  # the model and watchlist load
+
+    def statements(items: list[ArticleIn]) -> list[str]:
+        with statements_run(url) as sent:
+            ingestor.ingest(items)
+        return [s for s in sent if "sentiment_" in s]  # not the model version lookups
+
+    about_one = statements([ArticleIn(title=f"$COA item {i} on its results") for i in range(10)])
+    about_ten = statements([ArticleIn(title=f"${t} item on its results") for t in tickers])
+    assert len(about_ten) == len(about_one) <= 12
 
 
 def test_without_a_production_model_nothing_is_stored(sentiment_settings: Settings) -> None:
