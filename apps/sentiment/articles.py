@@ -7,6 +7,7 @@ and each is backed by a unique constraint, so a concurrent second delivery finds
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import unicodedata
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
-from sqlalchemy import or_, select, tuple_
+from sqlalchemy import insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from apps.sentiment.entities import EntityMatcher
@@ -87,30 +88,35 @@ def store_articles(
     """Insert the articles not stored yet and link them to the entities they mention.
 
     Returns one `Stored` per item, in order (a repeat inside `items` points to the first).
-    Flushes but does not commit: the caller commits once the batch is also scored. When
-    another transaction stored one of the articles since we looked, the flush raises
+    Writes but does not commit: the caller commits once the batch is also scored. When
+    another transaction stored one of the articles since we looked, the insert raises
     `IntegrityError` (the unique constraints decide); roll back and call again, and the
     second look finds it.
     """
     keys = [_keys(item) for item in items]
     known = _existing(session, keys)
     results: list[Stored] = []
+    new_articles: list[dict[str, object]] = []
+    links: list[dict[str, object]] = []
     for item, key in zip(items, keys, strict=True):
         found = _lookup(known, key)
         if found is not None:
             results.append(Stored(found, created=False))
             continue
-        article = _new_article(item, key)
-        session.add(article)
-        session.add_all(
-            ArticleEntity(
-                article_id=article.id, entity_id=entity_id, published_at=article.published_at
-            )
+        article_id, published_at = uuid.uuid4(), item.published_at or utcnow()
+        new_articles.append(_article_row(article_id, published_at, item, key))
+        links += (
+            {"article_id": article_id, "entity_id": entity_id, "published_at": published_at}
             for entity_id in matcher.match(item.text)
         )
-        _remember(known, key, article.id)
-        results.append(Stored(article.id, created=True))
-    session.flush()
+        _remember(known, key, article_id)
+        results.append(Stored(article_id, created=True))
+    # Rows, not objects: one multi-row INSERT per table, and nothing for the session to track
+    # (the scorer reads the articles back).
+    if new_articles:
+        session.execute(insert(Article), new_articles)
+    if links:
+        session.execute(insert(ArticleEntity), links)
     return results
 
 
@@ -126,17 +132,20 @@ def _keys(item: ArticleIn) -> _Keys:
     return _Keys(item.source, item.id, canonical_url(item.url), content_hash(item.title, item.body))
 
 
-def _new_article(item: ArticleIn, key: _Keys) -> Article:
-    return Article(
-        id=uuid.uuid4(),
-        source=key.source,
-        external_id=key.external_id,
-        url=key.url,
-        content_hash=key.content_hash,
-        title=item.title,
-        body=item.body,
-        published_at=item.published_at or utcnow(),
-    )
+def _article_row(
+    article_id: uuid.UUID, published_at: dt.datetime, item: ArticleIn, key: _Keys
+) -> dict[str, object]:
+    """A new article's row (the columns left out take their defaults)."""
+    return {
+        "id": article_id,
+        "source": key.source,
+        "external_id": key.external_id,
+        "url": key.url,
+        "content_hash": key.content_hash,
+        "title": item.title,
+        "body": item.body,
+        "published_at": published_at,
+    }
 
 
 _Known = dict[tuple[str, object], uuid.UUID]

@@ -94,16 +94,18 @@ class Ingestor:
             # (however that came about) is scored the next time it is delivered.
             self.scorer.score_unscored(session, list(ids))
             changes = evaluate_entities(session, touched_entities(session, ids, utcnow()))
-            rows = {
-                article.id: article
-                for article in session.scalars(select(Article).where(Article.id.in_(ids)))
+            scores = {
+                article_id: (label, score)
+                for article_id, label, score in session.execute(
+                    select(Article.id, Article.label, Article.score).where(Article.id.in_(ids))
+                )
             }
             results = [
                 Ingested(
                     s.article_id,
                     duplicate=not s.created,
-                    label=rows[s.article_id].label,
-                    score=rows[s.article_id].score,
+                    label=scores[s.article_id][0],
+                    score=scores[s.article_id][1],
                 )
                 for s in stored
             ]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from apps.sentiment.models import Article
@@ -65,11 +65,11 @@ class SentimentScorer:
 
     def score_unscored(self, session: Session, article_ids: Sequence[uuid.UUID]) -> int:
         """Score those of `article_ids` that have no score yet; returns how many were scored."""
-        articles = list(
-            session.scalars(
-                select(Article).where(Article.id.in_(article_ids), Article.score.is_(None))
+        articles = session.execute(
+            select(Article.id, Article.title, Article.body).where(
+                Article.id.in_(article_ids), Article.score.is_(None)
             )
-        )
+        ).all()
         if not articles:
             return 0
         served = self.served()
@@ -77,11 +77,19 @@ class SentimentScorer:
         probabilities = served.classifier.predict_proba(texts)  # (N, C), length-sorted batches
         results = scores_from_probabilities(probabilities, served.classifier.labels)
         now = utcnow()
-        for article, result in zip(articles, results, strict=True):
-            article.label = result.label
-            article.probabilities = result.probabilities
-            article.score = result.score
-            article.model_version_id = served.version_id
-            article.scored_at = now
-        session.flush()
+        # One UPDATE by primary key, run for every row (executemany); no objects to track.
+        session.execute(
+            update(Article),
+            [
+                {
+                    "id": article.id,
+                    "label": result.label,
+                    "probabilities": result.probabilities,
+                    "score": result.score,
+                    "model_version_id": served.version_id,
+                    "scored_at": now,
+                }
+                for article, result in zip(articles, results, strict=True)
+            ],
+        )
         return len(articles)
