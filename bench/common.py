@@ -33,3 +33,18 @@ def load_banking77(split: str) -> LabelledTexts:
     from core.ml.training import LabelledTexts
 
     return LabelledTexts.from_csv(banking77_path(split), "text", "category")
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    """Print an aligned plain-text table (pastes into the README as is)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)), flush=True)
+
+
+def percentile_ms(seconds: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.array(seconds) * 1000.0, q))

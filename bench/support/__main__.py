@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO_ROOT, load_banking77
+from bench.common import REPO_ROOT, load_banking77, table
 
 TARGETS = {"full": 0.94, "10-shot": 0.88}
 
@@ -33,14 +33,6 @@ def catalogue_names(data):
 
     names = [re.sub(r"[^a-z0-9_.-]", "", label.lower()) for label in data.labels]
     return LabelledTexts(data.texts, names)
-
-
-def table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)), flush=True)
 
 
 def accuracy_part(train, test, options) -> list[dict]:
