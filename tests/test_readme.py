@@ -15,6 +15,7 @@ def test_opens_with_the_two_commands() -> None:
 
 
 def test_documents_every_setting() -> None:
+    from apps.recommend.settings import RecommendSettings
     from apps.sentiment.settings import SentimentSettings
     from apps.support.settings import SupportSettings
 
@@ -22,5 +23,6 @@ def test_documents_every_setting() -> None:
         [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
         + [f"TEXTSUITE_SUPPORT_{name.upper()}" for name in SupportSettings.model_fields]
         + [f"TEXTSUITE_SENTIMENT_{name.upper()}" for name in SentimentSettings.model_fields]
+        + [f"TEXTSUITE_RECOMMEND_{name.upper()}" for name in RecommendSettings.model_fields]
     )
     assert [variable for variable in variables if variable not in README] == []

@@ -1,0 +1,48 @@
+"""Items and events on both backends: idempotent upserts and deliveries, all-or-nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from apps.recommend.catalogue import ItemIn, upsert_items
+from apps.recommend.events import EventIn, EventRejected, record_events
+from apps.recommend.models import Interaction, Item
+
+
+def test_items_upsert_by_external_id(db_session: Session) -> None:
+    first = upsert_items(
+        db_session,
+        [ItemIn(external_id="A", title="Tent"), ItemIn(external_id="B", title="Stove")],
+    )
+    assert (first.created, first.updated, len(first.to_embed)) == (2, 0, 2)
+    again = upsert_items(
+        db_session,
+        [
+            ItemIn(external_id="A", title="Tent"),  # unchanged
+            ItemIn(external_id="B", title="Stove", attributes={"price": 3}),  # not text
+            ItemIn(external_id="C", title="Mat", tags=["camp", "camp"]),
+        ],
+    )
+    assert (again.created, again.updated, again.unchanged, len(again.to_embed)) == (1, 1, 1, 1)
+    retitled = upsert_items(db_session, [ItemIn(external_id="A", title="Tunnel tent")])
+    assert retitled.updated == 1 and len(retitled.to_embed) == 1
+    mat = db_session.scalar(select(Item).where(Item.external_id == "C"))
+    assert mat.tags == ["camp"]
+
+
+def test_events_are_stored_once_and_bad_batches_store_nothing(db_session: Session) -> None:
+    upsert_items(db_session, [ItemIn(external_id="A", title="Tent")])
+    at = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
+    anonymous = EventIn(user_id="u", item_id="A", type="view", timestamp=at)
+    named = EventIn(event_id="e1", user_id="u", item_id="A", type="purchase", timestamp=at)
+    assert record_events(db_session, [anonymous, named]).stored == 2
+    repeat = record_events(db_session, [anonymous, named, anonymous])
+    assert (repeat.stored, repeat.duplicates) == (0, 3)
+    with pytest.raises(EventRejected, match="unknown item 'Z'") as caught:
+        record_events(db_session, [EventIn(event_id="e2", user_id="u", item_id="Z", type="view")])
+    assert list(caught.value.problems) == [0]
+    assert db_session.scalar(select(func.count(Interaction.id))) == 2
