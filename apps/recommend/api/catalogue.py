@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from apps.recommend.api.deps import FILE_BODY, ServiceDep
+from apps.recommend.api.deps import FILE_BODY, ServiceDep, read_upload
 from apps.recommend.catalogue import MAX_BATCH, ItemIn, upsert_items
-from apps.recommend.imports import ImportFileError, detect_format, read_items
+from apps.recommend.imports import read_items
 from apps.recommend.models import Item
 from apps.recommend.training import TRAIN_JOB, RecommendTrainParams
 from core.api.deps import DispatcherDep, SessionDep, SessionFactoryDep, require_scope
@@ -84,15 +84,7 @@ def post_items(body: ItemIn | ItemBatch, session: SessionDep, service: ServiceDe
 async def import_items(request: Request, session: SessionDep, service: ServiceDep) -> Any:
     """The body is the file. CSV: `external_id,title,description,tags,category,series,active`
     with `|` between tags; other columns become attributes."""
-    data = await request.body()
-    try:
-        items = read_items(data, detect_format(None, request.headers.get("content-type"), data))
-    except ImportFileError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            {"message": str(exc), "errors": [{"line": n, "error": e} for n, e in exc.errors]},
-        ) from None
-    return _upsert(session, service, items)
+    return _upsert(session, service, await read_upload(request, read_items))
 
 
 @router.get("/items", response_model=list[ItemPublic], summary="List items")

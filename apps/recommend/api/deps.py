@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
 
+from apps.recommend.imports import FileFormat, ImportFileError, detect_format
 from apps.recommend.service import RecommendService
+
+T = TypeVar("T")
 
 
 def get_service(request: Request) -> RecommendService:
@@ -26,3 +30,15 @@ FILE_BODY = {
         },
     }
 }
+
+
+async def read_upload(request: Request, reader: Callable[[bytes, FileFormat], list[T]]) -> list[T]:
+    """The request body read as an import file; bad lines answer 422 with their numbers."""
+    data = await request.body()
+    try:
+        return reader(data, detect_format(None, request.headers.get("content-type"), data))
+    except ImportFileError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            {"message": str(exc), "errors": [{"line": n, "error": e} for n, e in exc.errors]},
+        ) from None

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from apps.recommend.api.deps import FILE_BODY
+from apps.recommend.api.deps import FILE_BODY, read_upload
 from apps.recommend.events import MAX_BATCH, EventIn, EventRejected, record_events
-from apps.recommend.imports import ImportFileError, detect_format, read_events
+from apps.recommend.imports import read_events
 from core.api.deps import SessionDep, require_scope
 from core.storage.models import Scope
 
@@ -74,12 +74,4 @@ def post_events(body: EventIn | EventBatch, session: SessionDep) -> Any:
 )
 async def import_events(request: Request, session: SessionDep) -> Any:
     """CSV: `event_id,user_id,item_id,type,value,timestamp,recommendation_id`."""
-    data = await request.body()
-    try:
-        events = read_events(data, detect_format(None, request.headers.get("content-type"), data))
-    except ImportFileError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            {"message": str(exc), "errors": [{"line": n, "error": e} for n, e in exc.errors]},
-        ) from None
-    return _record(session, events)
+    return _record(session, await read_upload(request, read_events))

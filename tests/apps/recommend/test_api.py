@@ -238,3 +238,30 @@ def test_changed_text_is_embedded_again_and_a_restart_reuses_the_index(
         assert titles(restarted.get("/v1/recommend/items/K1/similar?k=1", headers=headers)) == [
             "K2"
         ]
+
+
+def test_bulk_files_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, headers = api
+    csv_items = b"external_id,title,category,price_eur\nN1,Trekking poles,accessories,59\n"
+    imported = client.post(
+        "/v1/recommend/items/import",
+        content=csv_items,
+        headers={**headers, "Content-Type": "text/csv"},
+    )
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["created"] == 1 and imported.json()["embedding_job_id"]
+    assert client.get("/v1/recommend/items/N1", headers=headers).json()["attributes"] == {
+        "price_eur": 59
+    }
+    bad = client.post(
+        "/v1/recommend/events/import",
+        content=b'{"user_id": "u", "item_id": "N1", "type": "view"}\n{"user_id": "u"}\n',
+        headers={**headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert bad.status_code == 422 and [e["line"] for e in bad.json()["detail"]["errors"]] == [2]
+    good = client.post(
+        "/v1/recommend/events/import",
+        content=b"event_id,user_id,item_id,type\nx1,u,N1,view\n",
+        headers={**headers, "Content-Type": "text/csv"},
+    )
+    assert good.json() == {"stored": 1, "duplicates": 0}
