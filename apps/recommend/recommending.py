@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from sqlalchemy import select
+from sqlalchemy import text as sql
 from sqlalchemy.orm import Session
 
 from apps.recommend.models import EventType, Interaction, Recommendation, RecommendationKind
@@ -82,20 +83,15 @@ def recommend_for_user(
 ) -> RecommendationList:
     """Personal recommendations; popular-recently items for a user with no usable history."""
     config = recommend.ranking()
-    rows = session.execute(
+    # One read: every event of the user, newest first (the profile takes the most recent;
+    # `exclude_seen` takes them all).
+    events = session.execute(
         select(Interaction.item_id, Interaction.type, Interaction.value)
         .where(Interaction.user_id == user_id)
         .order_by(Interaction.occurred_at.desc(), Interaction.id)
-        .limit(config.history)
-    ).all()[::-1]  # oldest first
-    seen: set[str] = set()
-    if filters.exclude_seen:
-        seen = {
-            str(item_id)
-            for item_id in session.scalars(
-                select(Interaction.item_id).where(Interaction.user_id == user_id).distinct()
-            )
-        }
+    ).all()
+    rows = events[: config.history][::-1]  # oldest first
+    seen = {str(item_id) for item_id, _, _ in events} if filters.exclude_seen else set()
     with state.lock:
         history = [(str(item_id), kind, value) for item_id, kind, value in rows]
         known = [h for h in history if h[0] in state.items]
@@ -423,5 +419,9 @@ def _store(
         encoder=state.encoder.key if state.encoder is not None else None,
     )
     session.add(record)
+    if session.get_bind().dialect.name == "postgresql":
+        # The served-list log need not wait for the disk: a crash may lose the last few
+        # milliseconds of it, never a user's event or the catalogue.
+        session.execute(sql("SET LOCAL synchronous_commit TO OFF"))
     session.commit()
     return RecommendationList(record.id, kind, items, strategy)

@@ -46,3 +46,38 @@ def test_events_are_stored_once_and_bad_batches_store_nothing(db_session: Sessio
         record_events(db_session, [EventIn(event_id="e2", user_id="u", item_id="Z", type="view")])
     assert list(caught.value.problems) == [0]
     assert db_session.scalar(select(func.count(Interaction.id))) == 2
+
+
+def test_lists_are_served_and_logged_on_both_backends(
+    database_url: str, session_factory, tmp_path
+) -> None:
+    import numpy as np
+
+    from apps.recommend.embeddings import store_vectors
+    from apps.recommend.models import Recommendation
+    from apps.recommend.recommending import Filters, recommend_for_user
+    from apps.recommend.settings import load_recommend_settings
+    from apps.recommend.state import CatalogueState
+    from core.storage.engine import session_scope
+    from tests.conftest import make_settings
+
+    settings = make_settings(database_url=database_url, artifacts_dir=tmp_path)
+    recommend = load_recommend_settings(_env_file=None)
+    with session_scope(session_factory) as session:
+        report = upsert_items(
+            session, [ItemIn(external_id=f"I{i}", title=f"Item {i}") for i in range(6)]
+        )
+        record_events(session, [EventIn(user_id="u", item_id="I0", type="purchase")])
+    vectors = np.eye(6, 8, dtype=np.float32) + 0.1  # I1 nearest I0 after itself, by design
+    vectors[1, 0] = 0.9
+    store_vectors(session_factory, "model:all-MiniLM-L6-v2", report.to_embed, vectors, ["h"] * 6)
+    state = CatalogueState(settings, recommend, session_factory)
+    state.refresh()
+    state.refresh_behaviour()
+    with session_factory() as session:
+        served = recommend_for_user(state, session, "u", 3, Filters(), recommend)
+    shown = [r.facts.external_id for r in served.items]
+    assert shown[0] == "I1" and "I0" not in shown
+    with session_factory() as session:
+        logged = session.get(Recommendation, served.id)
+    assert logged.user_id == "u" and logged.items[0][0] == "I1"
