@@ -47,6 +47,7 @@ class VectorIndex:
         self.live = np.zeros(0, dtype=bool)  # (N,) False once a position is retired
         self.position: dict[str, int] = {}  # key -> its live position
         self._ann: Any = None  # faiss.IndexHNSWFlat over every position, or None (exact)
+        self.generation = 0  # bumped when positions are renumbered (compaction)
 
     def __len__(self) -> int:
         return len(self.position)
@@ -142,6 +143,7 @@ class VectorIndex:
         self.keys = [self.keys[i] for i in keep]
         self.live = np.ones(len(keep), dtype=bool)
         self.position = {key: i for i, key in enumerate(self.keys)}
+        self.generation += 1
         if self._ann is not None:
             self._build_ann()
 

@@ -107,6 +107,7 @@ class CatalogueState:
         with self.lock:
             self.items.update(changed_items)
             self.by_external.update({f.external_id: k for k, f in changed_items.items()})
+            before = (self.index.size, self.index.generation) if self.index else (0, -1)
             if new_vectors:
                 keys = list(new_vectors)
                 vectors = np.stack([new_vectors[k][0] for k in keys])
@@ -114,7 +115,10 @@ class CatalogueState:
                     self.index = VectorIndex(vectors.shape[1], self._index_settings())
                 self.index.upsert(keys, vectors)
                 self._hashes.update({k: new_vectors[k][1] for k in keys})
-            self._align_masks()
+            if self.index is not None and before[1] == self.index.generation:
+                self._update_masks(before[0], changed_items)  # appended and changed only
+            else:
+                self._align_masks()  # a new or compacted index: every position
         if new_vectors:
             self._save_index()
         return True
@@ -222,24 +226,42 @@ class CatalogueState:
         self._embeddings_seen = latest
         return fresh
 
+    def _update_masks(self, old_size: int, changed: dict[str, ItemFacts]) -> None:
+        """Extend the masks over positions appended since `old_size`, and update the
+        positions of items whose facts changed: work in proportion to the change."""
+        assert self.index is not None
+        added = self.index.size - old_size
+        self.index_active = np.concatenate([self.index_active, np.zeros(added, dtype=bool)])
+        self.index_category = np.concatenate(
+            [self.index_category, np.full(added, -1, dtype=np.int32)]
+        )
+        positions = range(old_size, self.index.size)
+        touched = [self.index.keys[p] for p in positions]
+        touched += [key for key in changed if key in self.index.position]
+        for key in touched:
+            self._set_mask(self.index.position.get(key), key)
+
+    def _set_mask(self, position: int | None, key: str) -> None:
+        facts = self.items.get(key)
+        if position is None or facts is None:
+            return
+        self.index_active[position] = facts.active
+        self.index_category[position] = (
+            -1
+            if facts.category is None
+            else self.categories.setdefault(facts.category, len(self.categories))
+        )
+
     def _align_masks(self) -> None:
         """Recompute the per-position active flags and category codes of the index."""
         if self.index is None:
             self.index_active = np.zeros(0, dtype=bool)
             self.index_category = np.zeros(0, dtype=np.int32)
             return
-        active = np.zeros(self.index.size, dtype=bool)
-        category = np.full(self.index.size, -1, dtype=np.int32)
-        for position, key in enumerate(self.index.keys):
-            facts = self.items.get(key)
-            if facts is None:
-                continue
-            active[position] = facts.active
-            if facts.category is not None:
-                category[position] = self.categories.setdefault(
-                    facts.category, len(self.categories)
-                )
-        self.index_active, self.index_category = active, category
+        self.index_active = np.zeros(self.index.size, dtype=bool)
+        self.index_category = np.full(self.index.size, -1, dtype=np.int32)
+        for key, position in self.index.position.items():
+            self._set_mask(position, key)
 
     # -- persistence ------------------------------------------------------------------------
 
