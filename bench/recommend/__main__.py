@@ -137,7 +137,7 @@ def ann_part(options: argparse.Namespace, seeds: np.ndarray) -> list[dict]:
 def serving_part(options: argparse.Namespace, seeds: np.ndarray) -> list[dict]:
     from bench.recommend.serving import build_world, measure
     from bench.recommend.synthetic import queries, user_events, variants
-    from bench.support.load import scratch_postgres
+    from bench.support.load import drop_database, scratch_postgres
 
     rows = []
     for size in options.sizes:
@@ -146,21 +146,24 @@ def serving_part(options: argparse.Namespace, seeds: np.ndarray) -> list[dict]:
         users = max(1000, size // 20)
         events = user_events(family, users, rng)
         url = scratch_postgres(options.postgres_url)
-        started = time.perf_counter()
-        build_world(url, vectors, family, events)
-        insert_s = time.perf_counter() - started
-        del vectors
-        with tempfile.TemporaryDirectory(prefix="bench-recommend-") as scratch:
-            result = measure(
-                url,
-                Path(scratch),
-                queries(seeds, 200, rng),
-                users,
-                size,
-                len(events),
-                options.ann_threshold,
-                options.requests,
-            )
+        try:
+            started = time.perf_counter()
+            build_world(url, vectors, family, events)
+            insert_s = time.perf_counter() - started
+            del vectors
+            with tempfile.TemporaryDirectory(prefix="bench-recommend-") as scratch:
+                result = measure(
+                    url,
+                    Path(scratch),
+                    queries(seeds, 200, rng),
+                    users,
+                    size,
+                    len(events),
+                    options.ann_threshold,
+                    options.requests,
+                )
+        finally:
+            drop_database(options.postgres_url, url)
         row = {**result.__dict__, "insert_s": insert_s}
         rows.append(row)
         print(f"[serving {size}] {json.dumps(row)}", flush=True)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import tempfile
@@ -119,23 +120,21 @@ def handoff_part(train, test, options) -> dict:
 
 
 def load_part(test, options) -> dict:
-    from bench.support.load import measure, prepare_world, scratch_postgres
+    from bench.support.load import drop_database, measure, prepare_world, scratch_postgres
 
     texts = random.Random(options.seed).sample(test.texts, min(500, len(test.texts)))
     with tempfile.TemporaryDirectory(prefix="bench-support-load-") as scratch:
         workdir = Path(scratch)
         database = scratch_postgres(options.postgres_url) if options.postgres_url else None
-        url, key = prepare_world(workdir, database)
-        batched = measure(url, key, workdir / "models", texts, options.clients, options.seconds)
-        single = measure(
-            url,
-            key,
-            workdir / "models",
-            texts,
-            options.clients,
-            options.seconds,
-            TEXTSUITE_BATCH_MAX_SIZE="1",
-        )
+        try:
+            url, key = prepare_world(workdir, database)
+            run = functools.partial(
+                measure, url, key, workdir / "models", texts, options.clients, options.seconds
+            )
+            batched, single = run(), run(TEXTSUITE_BATCH_MAX_SIZE="1")
+        finally:
+            if database is not None:
+                drop_database(options.postgres_url, database)
     backend = "PostgreSQL" if options.postgres_url else "SQLite"
     print(
         f"\n## HTTP load: {options.clients} concurrent clients, {options.seconds:.0f} s each, "

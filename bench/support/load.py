@@ -46,6 +46,20 @@ def scratch_postgres(server_url: str) -> str:
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
+def drop_database(server_url: str, url: str) -> None:
+    """Drop a scratch database made by `scratch_postgres`."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from core.storage.engine import get_engine
+
+    get_engine(url).dispose()
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    engine.dispose()
+
+
 def prepare_world(workdir: Path, database_url: str | None = None) -> tuple[str, str]:
     """A database with the demo helpdesk and a trained intent model; returns (url, API key).
 
