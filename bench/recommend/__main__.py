@@ -9,7 +9,9 @@
   of real MiniLM vectors: build time, recall@10 of HNSW vs exact, p50/p99 per search;
 - serving: at each size, a scratch PostgreSQL database of synthetic items, vectors and events;
   the service's state loaded from it; p50/p99 of the three lists (k=10) as the API computes
-  them, one request at a time.
+  them, one request at a time;
+- encoding: embedding a free-text query with MiniLM, which `POST /v1/recommend/query` adds to
+  the search above.
 """
 
 from __future__ import annotations
@@ -197,13 +199,45 @@ def serving_part(options: argparse.Namespace, seeds: np.ndarray) -> list[dict]:
     return rows
 
 
+QUERIES = [
+    "a warm sleeping bag for winter camping",
+    "light tent for bikepacking",
+    "waterproof jacket for hiking in the rain",
+    "stove that boils water fast at altitude",
+    "kids hiking boots",
+]
+
+
+def encoding_part(options: argparse.Namespace) -> dict:
+    """What `POST /v1/recommend/query` adds to a search: embedding the text (MiniLM, one
+    query per call, as the API does)."""
+    from core.ml.device import choose_placement
+    from core.ml.loading import load_encoder
+    from core.ml.packaged import minilm_folder
+
+    encoder = load_encoder(minilm_folder(REPO_ROOT / "var" / "models"), choose_placement())
+    for text in QUERIES:
+        encoder.encode([text])  # warm-up
+    seconds = []
+    for n in range(options.requests):
+        started = time.perf_counter()
+        encoder.encode([QUERIES[n % len(QUERIES)]])
+        seconds.append(time.perf_counter() - started)
+    row = {"p50_ms": percentile_ms(seconds, 50), "p99_ms": percentile_ms(seconds, 99)}
+    print(
+        f"\nquery text embedding, one at a time: p50 {row['p50_ms']:.1f} ms, "
+        f"p99 {row['p99_ms']:.1f} ms"
+    )
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.recommend",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--parts", default="quality,ann,serving")
+    parser.add_argument("--parts", default="quality,ann,serving,encoding")
     parser.add_argument(
         "--sizes",
         type=lambda v: [int(x) for x in v.split(",")],
@@ -230,6 +264,8 @@ def main() -> None:
             report["ann"] = ann_part(options, seeds)
         if "serving" in parts:
             report["serving"] = serving_part(options, seeds)
+    if "encoding" in parts:
+        report["encoding"] = encoding_part(options)
     options.output.mkdir(parents=True, exist_ok=True)
     path = options.output / f"recommend-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=2, default=str))
