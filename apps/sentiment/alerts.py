@@ -104,10 +104,13 @@ def evaluate_entities(
     """Apply each entity's rules at each of its times, oldest first, as `evaluate` would one
     after the other; flushes, does not commit.
 
-    The number of queries does not grow with the entities (up to `ENTITIES_PER_QUERY`): the
-    rules, the scored articles of every window and baseline, and the open and recently
-    resolved alerts are each read once, and the steps run on what was read.
+    The number of queries does not grow with the entities (up to the windows'
+    `ENTITIES_PER_QUERY`): the rules, the scored articles of every window and baseline, and
+    the open and recently resolved alerts are each read once, and the steps run on what was
+    read.
     """
+    if not times:  # a batch that mentions no company on the watchlist
+        return []
     rules = _rules_by_entity(session, times)
     points = {entity_id: sorted(at) for entity_id, at in times.items() if at and rules[entity_id]}
     if not points:
