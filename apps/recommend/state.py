@@ -35,7 +35,9 @@ from core.storage.base import utcnow
 
 log = logging.getLogger(__name__)
 
-# Rows committed a little before a refresh may become visible after it: look back this far.
+# A row's timestamp is taken before its transaction commits, so a refresh may miss rows
+# stamped shortly before it started; the next refresh looks back this far before the previous
+# one's start (longer than any write transaction), and no further.
 _OVERLAP = dt.timedelta(seconds=30)
 
 
@@ -83,8 +85,9 @@ class CatalogueState:
         self.index_category = np.zeros(0, dtype=np.int32)
         self.categories: dict[str, int] = {}
         self._hashes: dict[str, str] = {}  # item key -> text hash of its indexed vector
-        self._items_seen: dt.datetime | None = None
-        self._embeddings_seen: dt.datetime | None = None
+        # Rows stamped before these times have been read (None: read everything).
+        self._items_settled: dt.datetime | None = None
+        self._vectors_settled: dt.datetime | None = None
 
     # -- refresh ----------------------------------------------------------------------------
 
@@ -94,6 +97,7 @@ class CatalogueState:
             return self._refresh()
 
     def _refresh(self) -> bool:
+        started = utcnow()
         choice = choose_encoder(self.settings, self.recommend, self.factory)
         if self.encoder is None or (
             choice.key != self.encoder.key and self._covers_catalogue(choice)
@@ -102,6 +106,7 @@ class CatalogueState:
         with self.factory() as session:
             changed_items = self._load_items(session)
             new_vectors = self._load_vectors(session)
+        self._items_settled = self._vectors_settled = started - _OVERLAP
         if not changed_items and not new_vectors:
             return False
         with self.lock:
@@ -170,33 +175,31 @@ class CatalogueState:
         """A new encoder: start from its saved index, or an empty one, and reload vectors."""
         index: VectorIndex | None = None
         folder = self._index_folder(choice)
-        watermark = None
+        settled = None
         if (folder / "meta.json").exists():
             try:
                 index = VectorIndex.load(folder)
                 saved = json.loads((folder / "state.json").read_text())
-                watermark = dt.datetime.fromisoformat(saved["embeddings_seen"])
+                settled = dt.datetime.fromisoformat(saved["vectors_settled"])
                 hashes = saved["hashes"]
             except (IndexLoadError, OSError, ValueError, KeyError) as exc:
                 log.warning("rebuilding the item index: %s", exc)
-                index, watermark, hashes = None, None, {}
+                index, settled, hashes = None, None, {}
         else:
             hashes = {}
         with self.lock:
             self.encoder, self.index = choice, index
             self._hashes = hashes if index is not None else {}
-            self._embeddings_seen = watermark
+            self._vectors_settled = settled
             self._align_masks()
         log.info("item encoder %s (%d items in the saved index)", choice.key, len(index or ()))
 
     def _load_items(self, session: Session) -> dict[str, ItemFacts]:
         query = select(Item.id, Item.external_id, Item.title, Item.category, Item.series)
-        query = query.add_columns(Item.active, Item.updated_at)
-        if self._items_seen is not None:
-            query = query.where(Item.updated_at >= self._items_seen - _OVERLAP)
+        query = query.add_columns(Item.active)
+        if self._items_settled is not None:
+            query = query.where(Item.updated_at >= self._items_settled)
         rows = session.execute(query).all()
-        if rows:
-            self._items_seen = max(row.updated_at for row in rows)
         changed = {}
         for row in rows:
             facts = ItemFacts(
@@ -207,23 +210,36 @@ class CatalogueState:
         return changed
 
     def _load_vectors(self, session: Session) -> dict[str, tuple[np.ndarray, str]]:
+        """Vectors of the current encoder stored since the last refresh, for items whose
+        indexed text differs. After the first load, hashes are read first and vectors only for
+        the items that need them, so a refresh after a bulk write does not re-read it."""
         assert self.encoder is not None
-        query = select(
-            ItemEmbedding.item_id,
-            ItemEmbedding.vector,
-            ItemEmbedding.text_hash,
-            ItemEmbedding.created_at,
-        ).where(ItemEmbedding.encoder == self.encoder.key)
-        if self._embeddings_seen is not None:
-            query = query.where(ItemEmbedding.created_at >= self._embeddings_seen - _OVERLAP)
+        ours = ItemEmbedding.encoder == self.encoder.key
+        if self._vectors_settled is None:
+            rows = session.execute(
+                select(ItemEmbedding.item_id, ItemEmbedding.vector, ItemEmbedding.text_hash).where(
+                    ours
+                )
+            )
+            return {
+                str(item_id): (as_vector(blob), digest)
+                for item_id, blob, digest in rows
+                if self._hashes.get(str(item_id)) != digest
+            }
+        recent = session.execute(
+            select(ItemEmbedding.item_id, ItemEmbedding.text_hash).where(
+                ours, ItemEmbedding.created_at >= self._vectors_settled
+            )
+        )
+        wanted = [item_id for item_id, digest in recent if self._hashes.get(str(item_id)) != digest]
         fresh: dict[str, tuple[np.ndarray, str]] = {}
-        latest = self._embeddings_seen
-        for item_id, blob, digest, created in session.execute(query):
-            latest = created if latest is None else max(latest, created)
-            key = str(item_id)
-            if self._hashes.get(key) != digest:
-                fresh[key] = (as_vector(blob), digest)
-        self._embeddings_seen = latest
+        for start in range(0, len(wanted), 1000):
+            rows = session.execute(
+                select(ItemEmbedding.item_id, ItemEmbedding.vector, ItemEmbedding.text_hash).where(
+                    ours, ItemEmbedding.item_id.in_(wanted[start : start + 1000])
+                )
+            )
+            fresh.update({str(i): (as_vector(blob), digest) for i, blob, digest in rows})
         return fresh
 
     def _update_masks(self, old_size: int, changed: dict[str, ItemFacts]) -> None:
@@ -274,12 +290,12 @@ class CatalogueState:
 
     def _save_index(self) -> None:
         with self.lock:
-            if self.index is None or self.encoder is None or self._embeddings_seen is None:
+            if self.index is None or self.encoder is None or self._vectors_settled is None:
                 return
             folder = self._index_folder(self.encoder)
             self.index.save(folder)
             state = {
-                "embeddings_seen": self._embeddings_seen.isoformat(),
+                "vectors_settled": self._vectors_settled.isoformat(),
                 "hashes": self._hashes,
             }
             (folder / "state.json").write_text(json.dumps(state))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from apps.recommend.catalogue import ItemIn, upsert_items
@@ -74,6 +74,19 @@ def test_lists_are_served_and_logged_on_both_backends(
     state = CatalogueState(settings, recommend, session_factory)
     state.refresh()
     state.refresh_behaviour()
+    statements: list[str] = []
+    engine = session_factory.kw["bind"]
+
+    def record(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert state.refresh() is False
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    # The vectors just loaded are not read again (only their hashes are checked).
+    assert statements and not any("recommend_item_embeddings.vector" in s for s in statements)
     with session_factory() as session:
         served = recommend_for_user(state, session, "u", 3, Filters(), recommend)
     shown = [r.facts.external_id for r in served.items]
