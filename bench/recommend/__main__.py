@@ -137,7 +137,7 @@ def ann_part(options: argparse.Namespace, seeds: np.ndarray) -> list[dict]:
 
 
 def serving_part(options: argparse.Namespace, seeds: np.ndarray) -> list[dict]:
-    from bench.recommend.serving import build_world, measure
+    from bench.recommend.serving import build_world, http_latency, measure
     from bench.recommend.synthetic import queries, user_events, variants
     from bench.support.load import drop_database, scratch_postgres
 
@@ -164,11 +164,23 @@ def serving_part(options: argparse.Namespace, seeds: np.ndarray) -> list[dict]:
                     options.ann_threshold,
                     options.requests,
                 )
+                over_http = (
+                    http_latency(url, Path(scratch), users, size, options.requests)
+                    if size in options.http_sizes
+                    else {}
+                )
         finally:
             drop_database(options.postgres_url, url)
-        row = {**result.__dict__, "insert_s": insert_s}
+        row = {**result.__dict__, "insert_s": insert_s, **over_http}
         rows.append(row)
         print(f"[serving {size}] {json.dumps(row)}", flush=True)
+    for r in rows:
+        if "http_p99_ms" in r:
+            print(
+                f"[serving {r['items']} over HTTP] user p50/p99 {r['http_p50_ms']['user']:.1f} / "
+                f"{r['http_p99_ms']['user']:.1f} ms, similar {r['http_p50_ms']['similar']:.1f} / "
+                f"{r['http_p99_ms']['similar']:.1f} ms"
+            )
     print("\n## Serving latency, k=10, one request at a time (PostgreSQL, in process)\n")
     table(
         [
@@ -245,6 +257,12 @@ def main() -> None:
         help="catalogue sizes for ann and serving",
     )
     parser.add_argument("--queries", type=int, default=500, help="ann: searches per size")
+    parser.add_argument(
+        "--http-sizes",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[100_000],
+        help="serving: sizes also measured over HTTP against `textsuite serve`",
+    )
     parser.add_argument("--requests", type=int, default=300, help="serving: requests per list")
     parser.add_argument("--ann-threshold", type=int, default=20_000)
     parser.add_argument(

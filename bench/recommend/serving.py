@@ -151,3 +151,40 @@ def measure(
         p50_ms={k: percentile_ms(v, 50) for k, v in timings.items()},
         p99_ms={k: percentile_ms(v, 99) for k, v in timings.items()},
     )
+
+
+def http_latency(url: str, workdir: Path, users: int, n_items: int, requests: int) -> dict:
+    """p50/p99 of `GET /v1/recommend/users/{id}?k=10` and `.../items/{id}/similar` over HTTP,
+    one request at a time, against `textsuite serve` in its own process (its index loaded from
+    what `measure` saved in `workdir`)."""
+    import httpx
+
+    from bench.support.load import running_service
+    from core.security import create_api_key
+    from core.storage.engine import get_session_factory, session_scope
+
+    with session_scope(get_session_factory(url)) as session:
+        key = create_api_key(session, "bench", ["recommend"])[1]
+    headers = {"X-API-Key": key}
+    rng = np.random.default_rng(5)
+    timings: dict[str, list[float]] = {"user": [], "similar": []}
+    with running_service(url, workdir / "artifacts") as base, httpx.Client(base_url=base) as client:
+        deadline = time.monotonic() + 1800
+        while client.get("/v1/recommend/items/item-0/similar", headers=headers).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service never loaded its index")
+            time.sleep(1.0)
+        for _ in range(requests):
+            paths = {
+                "user": f"/v1/recommend/users/u{rng.integers(users)}?k=10",
+                "similar": f"/v1/recommend/items/item-{rng.integers(n_items)}/similar?k=10",
+            }
+            for name, path in paths.items():
+                started = time.perf_counter()
+                response = client.get(path, headers=headers)
+                timings[name].append(time.perf_counter() - started)
+                response.raise_for_status()
+    return {
+        "http_p50_ms": {k: percentile_ms(v, 50) for k, v in timings.items()},
+        "http_p99_ms": {k: percentile_ms(v, 99) for k, v in timings.items()},
+    }
