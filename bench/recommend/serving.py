@@ -170,7 +170,7 @@ def http_latency(url: str, workdir: Path, users: int, n_items: int, requests: in
     timings: dict[str, list[float]] = {"user": [], "similar": []}
     with running_service(url, workdir / "artifacts") as base, httpx.Client(base_url=base) as client:
         deadline = time.monotonic() + 1800
-        while client.get("/v1/recommend/items/item-0/similar", headers=headers).status_code != 200:
+        while not _warm(client, headers):  # index loaded, and behaviour (popular items) too
             if time.monotonic() > deadline:
                 raise RuntimeError("the service never loaded its index")
             time.sleep(1.0)
@@ -188,3 +188,9 @@ def http_latency(url: str, workdir: Path, users: int, n_items: int, requests: in
         "http_p50_ms": {k: percentile_ms(v, 50) for k, v in timings.items()},
         "http_p99_ms": {k: percentile_ms(v, 99) for k, v in timings.items()},
     }
+
+
+def _warm(client, headers: dict[str, str]) -> bool:
+    similar = client.get("/v1/recommend/items/item-0/similar", headers=headers)
+    cold = client.get("/v1/recommend/users/nobody", headers=headers)
+    return similar.status_code == 200 and cold.status_code == 200 and bool(cold.json()["items"])
