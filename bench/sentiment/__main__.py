@@ -1,6 +1,7 @@
 """Sentiment monitor benchmark: finance sentiment quality, and the stream end to end.
 
     .venv/bin/python -m bench.sentiment [--parts quality,stream] [--strategies sentence]
+        [--stream-batch N]
 
 - quality: Twitter financial news sentiment (`../shared/data`), trained on `train.csv` with
   `core.ml.training.train_classifier` as `textsuite train sentiment` does, scored on
@@ -113,6 +114,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--arguments", type=json.loads, default={}, help="TrainingArguments JSON")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument(
+        "--stream-batch",
+        type=int,
+        default=None,
+        help="messages the consumer reads and scores at a time (default: the product's default "
+        "for TEXTSUITE_SENTIMENT_STREAM_BATCH)",
+    )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results")
     options = parser.parse_args()
     parts = {part.strip() for part in options.parts.split(",")}
