@@ -45,14 +45,16 @@ def smollm2_folder(cache_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if not (target / "config.json").exists():
-            _convert_gguf(gguf_folder, SMOLLM2_GGUF, target)
+            convert_gguf(gguf_folder / SMOLLM2_GGUF, target)
     return target
 
 
-def _convert_gguf(folder: Path, filename: str, target: Path) -> None:
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """A Llama GGUF file as a regular fp32 Hugging Face folder at `target` (written atomically)."""
     # Imported here: only the first use pays for it (about half a minute on a CPU).
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+    folder, filename = gguf.parent, gguf.name
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
     config = loaded.config
     if hasattr(config, "quantization_config"):
@@ -60,6 +62,7 @@ def _convert_gguf(folder: Path, filename: str, target: Path) -> None:
     model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
     partial = target.with_name(target.name + ".partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(partial)
     AutoTokenizer.from_pretrained(folder, gguf_file=filename).save_pretrained(partial)
     partial.rename(target)

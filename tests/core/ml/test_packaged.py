@@ -91,7 +91,7 @@ def test_smollm2_second_call_uses_the_converted_folder(
     def no_conversion(*args: Any) -> None:
         raise AssertionError("the GGUF file was converted again")
 
-    monkeypatch.setattr(packaged, "_convert_gguf", no_conversion)
+    monkeypatch.setattr(packaged, "convert_gguf", no_conversion)
     assert smollm2_folder(model_cache) == smollm2
     assert resolve_model("smollm2", cache_dir=model_cache).path == smollm2
 
