@@ -12,6 +12,9 @@ import os
 
 # No test may download a model: only packaged models and folders the tests build.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Services under test compute the recommender's behaviour in process: a spawned process per
+# test client would cost seconds each. tests/apps/recommend/test_api.py covers the process path.
+os.environ.setdefault("TEXTSUITE_RECOMMEND_BEHAVIOUR_PROCESS", "false")
 import shutil
 import uuid
 from collections.abc import Iterator

@@ -48,7 +48,8 @@ class Item(Base):
     active: Mapped[bool] = mapped_column(default=True)
     text_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = created_at()
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Indexed: the service reads the items changed since its last look every few seconds.
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
 
 class Interaction(Base):
@@ -80,6 +81,10 @@ class ItemEmbedding(Base):
     """An item's vector from one encoder (`encoder`: the model reference or version id)."""
 
     __tablename__ = "recommend_item_embeddings"
+    # The service's periodic "vectors stored since" read, without scanning every vector.
+    __table_args__ = (
+        Index("ix_recommend_item_embeddings_encoder_created", "encoder", "created_at"),
+    )
 
     item_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("recommend_items.id", ondelete="CASCADE"), primary_key=True

@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import APIRouter, FastAPI
@@ -16,9 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.embeddings import EMBED_JOB, load_item_encoder
 from apps.recommend.settings import RecommendSettings, get_recommend_settings
-from apps.recommend.state import CatalogueState
+from apps.recommend.state import CatalogueState, compute_behaviour
 from core.jobs import JobDispatcher, submit_job
 from core.ml.references import ModelNotFound
+from core.runtime import freeze_long_lived
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ class RecommendService:
     factory: sessionmaker[Session]
     state: CatalogueState
     dispatcher: JobDispatcher | None = None
+    _behaviour_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
 
     @classmethod
     def create(
@@ -69,14 +77,63 @@ class RecommendService:
         since_behaviour = float("inf")
         while True:
             try:
-                await asyncio.to_thread(self.state.refresh)
+                changed = await asyncio.to_thread(self.state.refresh)
                 if since_behaviour >= self.recommend.behaviour_refresh_s:
-                    await asyncio.to_thread(self.state.refresh_behaviour)
-                    since_behaviour = 0.0
+                    await self.refresh_behaviour()
+                    since_behaviour, changed = 0.0, True
+                if changed:
+                    # What was just loaded lives until the next change: keep the collector's
+                    # full passes (which stall every request) from walking it.
+                    freeze_long_lived()
             except (SQLAlchemyError, ModelNotFound, OSError) as exc:
                 log.warning("recommender refresh failed: %s", exc)
             await asyncio.sleep(self.recommend.refresh_s)
             since_behaviour += self.recommend.refresh_s
+
+    async def refresh_behaviour(self) -> None:
+        """Recompute behaviour: in a separate process when `behaviour_process` is on and the
+        database can be reached from one (not an in-memory SQLite)."""
+        url = self.settings.database_url
+        if not self.recommend.behaviour_process or ":memory:" in url or url == "sqlite://":
+            await asyncio.to_thread(self.state.refresh_behaviour)
+            return
+        if self._behaviour_pool is None:
+            # spawn, not fork: the serving process has threads (and maybe CUDA) that a forked
+            # child must not inherit.
+            context = multiprocessing.get_context("spawn")
+            self._behaviour_pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=context,
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+        loop = asyncio.get_running_loop()
+        try:
+            behaviour = await loop.run_in_executor(
+                self._behaviour_pool, compute_behaviour, url, self.recommend
+            )
+        except BrokenProcessPool:
+            log.warning("the behaviour process died; starting a new one next time")
+            self._behaviour_pool = None
+            return
+        self.state.set_behaviour(behaviour)
+
+    def close(self) -> None:
+        if self._behaviour_pool is not None:
+            self._behaviour_pool.shutdown(wait=True, cancel_futures=True)
+            self._behaviour_pool = None
+
+
+def exit_with_parent(parent: int) -> None:
+    """In a helper process: exit as soon as `parent` is gone (killed, say), instead of living
+    on as an orphan that holds its memory."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def recommend_router() -> APIRouter:
@@ -109,5 +166,6 @@ def recommend_lifespan(
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+            service.close()
 
     return lifespan

@@ -37,6 +37,11 @@ class RecommendSettings(BaseSettings):
     behaviour_refresh_s: Annotated[float, Field(gt=0)] = Field(
         default=60.0, description="How often co-interactions and popularity are recomputed."
     )
+    behaviour_process: bool = Field(
+        default=True,
+        description="Compute behaviour in a process of its own, so that reading a large event "
+        "table never stalls requests (off: in the serving process).",
+    )
     behaviour_days: Annotated[int, Field(ge=1)] = Field(
         default=180, description="Events from this many days make the collaborative signal."
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from sqlalchemy import func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.embeddings import EncoderChoice, as_vector, choose_encoder
@@ -61,6 +61,50 @@ class Behaviour:
     popular: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     popular_order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     events: int = 0
+
+
+def compute_behaviour(database_url: str, recommend: RecommendSettings) -> Behaviour:
+    """`read_behaviour` from a database URL: what a separate process runs, so that the
+    minutes of CPU a large event table costs never hold the serving process's GIL."""
+    from core.storage.engine import get_session_factory
+
+    with get_session_factory(database_url)() as session:
+        return read_behaviour(session, recommend)
+
+
+def read_behaviour(session: Session, recommend: RecommendSettings) -> Behaviour:
+    """Co-interactions and popularity from the last `recommend.behaviour_days` of events."""
+    now = utcnow()
+    since = now - dt.timedelta(days=recommend.behaviour_days)
+    rows = _chunked(
+        session,
+        select(Interaction.user_id, Interaction.item_id, Interaction.occurred_at).where(
+            Interaction.occurred_at >= since
+        ),
+    )
+    keys = sorted({str(item_id) for _, item_id, _ in rows})
+    position = {key: i for i, key in enumerate(keys)}
+    users = np.array([user for user, _, _ in rows], dtype=object)
+    positions = np.array([position[str(item_id)] for _, item_id, _ in rows], dtype=np.int64)
+    ages = np.array([(now - at).total_seconds() for _, _, at in rows], dtype=np.float64)
+    popular = popularity(positions, ages, len(keys), recommend.popular_half_life_days * 86400)
+    return Behaviour(
+        keys=keys,
+        position=position,
+        similarity=co_interaction_similarity(users, positions, len(keys), recommend.neighbours),
+        popular=popular,
+        popular_order=np.argsort(-popular, kind="stable"),
+        events=len(rows),
+    )
+
+
+def _chunked(session: Session, query: Select, chunk: int = 500) -> list[Row]:
+    """All rows of `query`, fetched `chunk` at a time: one fetch of a large result converts
+    every row in a single call that holds the GIL, and requests served meanwhile stall."""
+    rows: list[Row] = []
+    for part in session.execute(query.execution_options(yield_per=chunk)).partitions():
+        rows.extend(part)
+    return rows
 
 
 class CatalogueState:
@@ -129,33 +173,12 @@ class CatalogueState:
         return True
 
     def refresh_behaviour(self) -> None:
-        """Recompute co-interactions and popularity from the last `behaviour_days` of events."""
-        now = utcnow()
-        since = now - dt.timedelta(days=self.recommend.behaviour_days)
+        """Recompute co-interactions and popularity from the last `behaviour_days` of events,
+        in this process (the service runs `compute_behaviour` in a process of its own)."""
         with self.factory() as session:
-            rows = session.execute(
-                select(Interaction.user_id, Interaction.item_id, Interaction.occurred_at).where(
-                    Interaction.occurred_at >= since
-                )
-            ).all()
-        keys = sorted({str(item_id) for _, item_id, _ in rows})
-        position = {key: i for i, key in enumerate(keys)}
-        users = np.array([user for user, _, _ in rows], dtype=object)
-        positions = np.array([position[str(item_id)] for _, item_id, _ in rows], dtype=np.int64)
-        ages = np.array([(now - at).total_seconds() for _, _, at in rows], dtype=np.float64)
-        popular = popularity(
-            positions, ages, len(keys), self.recommend.popular_half_life_days * 86400
-        )
-        behaviour = Behaviour(
-            keys=keys,
-            position=position,
-            similarity=co_interaction_similarity(
-                users, positions, len(keys), self.recommend.neighbours
-            ),
-            popular=popular,
-            popular_order=np.argsort(-popular, kind="stable"),
-            events=len(rows),
-        )
+            self.set_behaviour(read_behaviour(session, self.recommend))
+
+    def set_behaviour(self, behaviour: Behaviour) -> None:
         with self.lock:
             self.behaviour = behaviour
 
@@ -199,7 +222,7 @@ class CatalogueState:
         query = query.add_columns(Item.active)
         if self._items_settled is not None:
             query = query.where(Item.updated_at >= self._items_settled)
-        rows = session.execute(query).all()
+        rows = _chunked(session, query)
         changed = {}
         for row in rows:
             facts = ItemFacts(
@@ -216,20 +239,22 @@ class CatalogueState:
         assert self.encoder is not None
         ours = ItemEmbedding.encoder == self.encoder.key
         if self._vectors_settled is None:
-            rows = session.execute(
+            rows = _chunked(
+                session,
                 select(ItemEmbedding.item_id, ItemEmbedding.vector, ItemEmbedding.text_hash).where(
                     ours
-                )
+                ),
             )
             return {
                 str(item_id): (as_vector(blob), digest)
                 for item_id, blob, digest in rows
                 if self._hashes.get(str(item_id)) != digest
             }
-        recent = session.execute(
+        recent = _chunked(
+            session,
             select(ItemEmbedding.item_id, ItemEmbedding.text_hash).where(
                 ours, ItemEmbedding.created_at >= self._vectors_settled
-            )
+            ),
         )
         wanted = [item_id for item_id, digest in recent if self._hashes.get(str(item_id)) != digest]
         fresh: dict[str, tuple[np.ndarray, str]] = {}

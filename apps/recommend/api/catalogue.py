@@ -93,7 +93,7 @@ def list_items(
     category: Annotated[str | None, Query(max_length=200)] = None,
     active: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> Any:
     query = select(Item)
     if category is not None:

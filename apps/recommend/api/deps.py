@@ -13,7 +13,7 @@ from apps.recommend.service import RecommendService
 T = TypeVar("T")
 
 
-def get_service(request: Request) -> RecommendService:
+async def get_service(request: Request) -> RecommendService:
     return request.app.state.recommend
 
 

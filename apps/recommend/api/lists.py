@@ -21,7 +21,7 @@ from apps.recommend.recommending import (
     similar_items,
 )
 from apps.recommend.service import NoEncoder
-from core.api.deps import SessionDep, require_scope
+from core.api.deps import SessionFactoryDep, require_scope
 from core.storage.models import Scope
 
 router = APIRouter(
@@ -72,7 +72,7 @@ def _reply(found: RecommendationList) -> RecommendationReply:
 )
 def for_user(
     user_id: Annotated[str, Path(min_length=1, max_length=200)],
-    session: SessionDep,
+    factory: SessionFactoryDep,
     service: ServiceDep,
     k: K = 10,
     category: Category = None,
@@ -81,9 +81,12 @@ def for_user(
     """From the user's recent events (recency- and type-weighted): items other users engaged
     with alongside them, and items whose text is close. A user with no events gets what is
     popular right now (`strategy: popular`)."""
-    found = recommend_for_user(
-        service.state, session, user_id, k, Filters(category, exclude_seen), service.recommend
-    )
+    # The session is opened here, not by a dependency: on the hot path each dependency that
+    # FastAPI runs in its thread pool adds a hop, and this handler runs there anyway.
+    with factory() as session:
+        found = recommend_for_user(
+            service.state, session, user_id, k, Filters(category, exclude_seen), service.recommend
+        )
     return _reply(found)
 
 
@@ -94,12 +97,17 @@ def for_user(
     responses={404: {"description": "Unknown item"}, 409: {"description": "Not embedded yet"}},
 )
 def similar(
-    external_id: str, session: SessionDep, service: ServiceDep, k: K = 10, category: Category = None
+    external_id: str,
+    factory: SessionFactoryDep,
+    service: ServiceDep,
+    k: K = 10,
+    category: Category = None,
 ) -> Any:
     try:
-        found = similar_items(
-            service.state, session, external_id, k, Filters(category), service.recommend
-        )
+        with factory() as session:
+            found = similar_items(
+                service.state, session, external_id, k, Filters(category), service.recommend
+            )
     except UnknownItem as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except ItemNotEmbedded as exc:
@@ -122,22 +130,25 @@ class QueryIn(BaseModel):
     summary="Find items like a free-text description",
     responses={503: {"description": "Nothing is embedded yet"}},
 )
-async def query(body: QueryIn, session: SessionDep, service: ServiceDep) -> Any:
+async def query(body: QueryIn, factory: SessionFactoryDep, service: ServiceDep) -> Any:
     try:
         vector = await asyncio.to_thread(service.query_vector, body.text)
     except NoEncoder as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "30"}
         ) from None
-    found = await asyncio.to_thread(
-        search_items,
-        service.state,
-        session,
-        body.text,
-        vector,
-        body.k,
-        Filters(body.category, exclude_seen=False),
-        service.recommend,
-        body.user_id,
-    )
-    return _reply(found)
+
+    def search() -> RecommendationList:
+        with factory() as session:
+            return search_items(
+                service.state,
+                session,
+                body.text,
+                vector,
+                body.k,
+                Filters(body.category, exclude_seen=False),
+                service.recommend,
+                body.user_id,
+            )
+
+    return _reply(await asyncio.to_thread(search))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,6 +143,39 @@ def test_user_recommendations_blend_behaviour_and_exclude_seen(
     assert set(titles(mats)) == {"M1", "M2"}
 
 
+def test_behaviour_computed_in_its_own_process_matches_in_process(
+    api: tuple[TestClient, dict[str, str]], service_settings: Settings
+) -> None:
+    import asyncio
+
+    import numpy as np
+
+    from apps.recommend.service import RecommendService
+    from apps.recommend.settings import load_recommend_settings
+
+    client, headers = api
+    events = [event(n, f"p{n % 3}", item_id) for n, item_id in enumerate(["T1", "B1", "M1"] * 3)]
+    assert client.post("/v1/recommend/events", json={"events": events}, headers=headers).json()[
+        "stored"
+    ] == len(events)
+    in_process = client.app.state.recommend.state
+    in_process.refresh_behaviour()
+
+    recommend = load_recommend_settings(_env_file=None, behaviour_process=True)
+    factory = get_session_factory(service_settings.database_url)
+    service = RecommendService.create(service_settings, recommend, factory)
+    try:
+        asyncio.run(service.refresh_behaviour())
+        assert service._behaviour_pool is not None  # it did run in another process
+    finally:
+        service.close()
+    theirs, ours = service.state.behaviour, in_process.behaviour
+    assert theirs.events == ours.events == len(events)
+    assert theirs.keys == ours.keys
+    assert np.allclose(theirs.similarity.toarray(), ours.similarity.toarray())
+    assert np.array_equal(theirs.popular_order, ours.popular_order)
+
+
 def test_series_do_not_fill_a_list_and_retired_items_disappear(
     api: tuple[TestClient, dict[str, str]],
 ) -> None:
@@ -265,3 +299,39 @@ def test_bulk_files_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
         headers={**headers, "Content-Type": "text/csv"},
     )
     assert good.json() == {"stored": 1, "duplicates": 0}
+
+
+def test_the_behaviour_process_does_not_outlive_a_killed_service(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A service killed outright (no shutdown) leaves no orphan behind holding its memory."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.conftest import REPO_ROOT
+
+    script = f"""
+import asyncio, os
+from apps.recommend.service import RecommendService
+from apps.recommend.settings import load_recommend_settings
+from core.storage.engine import get_session_factory
+from tests.conftest import make_settings
+settings = make_settings(database_url={sqlite_url!r}, artifacts_dir={str(tmp_path)!r})
+recommend = load_recommend_settings(_env_file=None, behaviour_process=True)
+service = RecommendService.create(settings, recommend, get_session_factory(settings.database_url))
+asyncio.run(service.refresh_behaviour())
+print(*[p.pid for p in service._behaviour_pool._processes.values()], flush=True)
+os._exit(0)  # as SIGKILL would: no shutdown, no atexit
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (child,) = [int(pid) for pid in done.stdout.split()]
+    try:
+        _gone, alive = psutil.wait_procs([psutil.Process(child)], timeout=10)
+    except psutil.NoSuchProcess:
+        alive = []
+    assert not alive, "the behaviour process outlived its service"
