@@ -181,6 +181,11 @@ def claim_job(
         return session.get(Job, job_id) if claimed == 1 else None
 
 
+def is_running(factory: sessionmaker[Session], job_id: uuid.UUID) -> bool:
+    with factory() as session:
+        return session.scalar(select(Job.status).where(Job.id == job_id)) is JobStatus.RUNNING
+
+
 def _update(factory: sessionmaker[Session], job_id: uuid.UUID, **values: Any) -> None:
     with factory() as session:
         session.execute(

@@ -42,8 +42,15 @@ def create_celery_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_time_limit=settings.job_time_limit_s,
-        task_soft_time_limit=max(settings.job_time_limit_s - 60, 1),
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
+        # A minute to clean up before the hard limit (a tenth of the limit for short ones).
+        task_soft_time_limit=max(settings.job_time_limit_s - 60, 0.9 * settings.job_time_limit_s),
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            # Look for messages a dead worker left unacknowledged every 10 s (kombu's default
+            # scans every 100 s), so a job comes back soon after its visibility timeout.
+            "unacked_restore_interval": min(10, settings.broker_visibility_timeout_s / 2),
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
@@ -67,7 +74,9 @@ def _register(app: Celery, definition: JobTaskDefinition, settings: Settings) ->
                 # countdown. Hand the retry back to the in-process dispatcher, which waits
                 # out the backoff (returned, not raised: it is not a failure to log).
                 return exc
-            raise task.retry(countdown=exc.countdown, max_retries=definition.max_retries) from exc
+            # A lease wait (not counted) may take as many rounds as the other run takes.
+            limit = definition.max_retries if exc.counted else None
+            raise task.retry(countdown=exc.countdown, max_retries=limit) from exc
 
     app.task(
         run,

@@ -67,7 +67,7 @@ class InProcessDispatcher:
                 return
             # The job is recorded as retrying; wait out its backoff, as a broker would.
             time.sleep(result.result.countdown)
-            retries += 1
+            retries += result.result.counted
 
     def close(self, wait: bool = True) -> None:
         for executor in self._executors.values():

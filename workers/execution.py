@@ -22,9 +22,13 @@ log = logging.getLogger(__name__)
 
 
 class RetryLater(Exception):
-    def __init__(self, countdown: float, reason: str) -> None:
+    """Deliver the job again after `countdown` seconds. `counted`: this uses one of the kind's
+    retries (a transient failure); a wait for another worker's lease does not."""
+
+    def __init__(self, countdown: float, reason: str, *, counted: bool = True) -> None:
         super().__init__(reason)
         self.countdown = countdown
+        self.counted = counted
 
 
 def worker_name() -> str:
@@ -71,8 +75,13 @@ def run_job(
     lease_s = settings.job_lease_s
     job = jobs.claim_job(factory, job_id, worker_name(), lease_s)
     if job is None:
+        if jobs.is_running(factory, job_id):
+            # Alive elsewhere, or its worker died so recently that its lease has not run out
+            # (a killed pool process's message comes back at once). Dropping this delivery
+            # would leave the job `running` forever if that worker is dead: look again later.
+            raise RetryLater(lease_s, "running elsewhere; checking after its lease", counted=False)
         log.info(
-            "job already finished or running elsewhere; skipping this delivery",
+            "job already finished; skipping this delivery",
             extra={"job_id": str(job_id), "kind": definition.name},
         )
         return None
