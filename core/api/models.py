@@ -8,9 +8,13 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session, sessionmaker
 
-from core.api.deps import AdminKey, SessionDep
+from core.api.deps import AdminKey, SessionDep, SessionFactoryDep, SettingsDep
 from core.ml import versions
+from core.ml.loading import ModelLoadError
+from core.ml.serving import check_loads
+from core.settings import Settings
 from core.storage.models import ModelStage, ModelVersion
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -56,18 +60,27 @@ def list_versions_of(name: str, session: SessionDep, _key: AdminKey) -> list[Mod
     "/{name}/promote",
     response_model=ModelVersionPublic,
     summary="Promote a version to production",
-    responses={409: {"description": "worse than production on the validation metric"}},
+    responses={
+        409: {"description": "worse than production, or its files cannot be loaded"},
+    },
 )
 def promote_version(
-    name: str, body: Promotion, session: SessionDep, _key: AdminKey
+    name: str,
+    body: Promotion,
+    session: SessionDep,
+    settings: SettingsDep,
+    factory: SessionFactoryDep,
+    _key: AdminKey,
 ) -> ModelVersion:
+    """A version whose files are missing or damaged is refused (409): production is unchanged
+    and goes on serving. `force` overrides a worse metric, never unloadable files."""
     try:
         promoted = versions.promote(session, name, body.version, force=body.force)
     except versions.VersionNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except versions.PromotionRefused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    session.commit()
+    _commit_if_loadable(session, promoted, settings, factory)
     return promoted
 
 
@@ -75,12 +88,35 @@ def promote_version(
     "/{name}/rollback",
     response_model=ModelVersionPublic,
     summary="Put the previous production version back",
-    responses={409: {"description": "there is no earlier production version"}},
+    responses={
+        409: {"description": "no earlier production version, or its files cannot be loaded"},
+    },
 )
-def rollback_version(name: str, session: SessionDep, _key: AdminKey) -> ModelVersion:
+def rollback_version(
+    name: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    factory: SessionFactoryDep,
+    _key: AdminKey,
+) -> ModelVersion:
     try:
         restored = versions.rollback(session, name)
     except versions.VersionNotFound as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    session.commit()
+    _commit_if_loadable(session, restored, settings, factory)
     return restored
+
+
+def _commit_if_loadable(
+    session: Session, version: ModelVersion, settings: Settings, factory: sessionmaker[Session]
+) -> None:
+    try:
+        check_loads(version, settings, factory)
+    except ModelLoadError as exc:
+        session.rollback()
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"{version.name} v{version.version} was not put in production: {exc}. "
+            "Production is unchanged.",
+        ) from None
+    session.commit()

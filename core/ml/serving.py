@@ -20,10 +20,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.ml.device import choose_placement
-from core.ml.loading import Classifier, load_classifier
+from core.ml.loading import Classifier, ModelLoadError, load_classifier, load_encoder
 from core.ml.references import folder_resolver
 from core.ml.versions import production_version
 from core.settings import Settings
+from core.storage.models import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,27 @@ def load_for_serving(
         except OSError:  # another process finished first: use theirs
             shutil.rmtree(scratch, ignore_errors=True)
     return OnnxClassifier.load(exported)
+
+
+def check_loads(
+    version: ModelVersion, settings: Settings, factory: sessionmaker[Session] | None = None
+) -> None:
+    """Load a version's files as the services will, so that a missing or damaged artifact is
+    refused when someone promotes it, not found by every service afterwards. Raises
+    `ModelLoadError` saying what failed."""
+    folder = Path(version.artifact_path)
+    try:
+        if version.task == "embedding":
+            load_encoder(folder, choose_placement(settings.device, settings.dtype))
+        else:
+            load_for_serving(folder, settings, factory)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # safetensors, tokenizers and torch raise their own kinds
+        raise ModelLoadError(
+            f"cannot load {version.name} v{version.version} from {folder}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 class ProductionClassifier:

@@ -8,8 +8,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.orm import Session
 
 from core.ml import versions
+from core.ml.loading import ModelLoadError
+from core.ml.serving import check_loads
+from core.settings import Settings
+from core.storage.engine import get_session_factory
+from core.storage.models import ModelVersion
 from textsuite.cli.common import database, fail, settings
 
 app = typer.Typer(help="List, inspect, promote and roll back model versions.", no_args_is_help=True)
@@ -77,20 +83,33 @@ def promote(
     force: Annotated[bool, typer.Option(help="Promote even if its metric is worse")] = False,
 ) -> None:
     """Make a version production; refuses one that is worse unless --force."""
-    with database(settings()) as session:
+    current = settings()
+    with database(current) as session:
         try:
             promoted = versions.promote(session, name, version, force=force)
         except (versions.VersionNotFound, versions.PromotionRefused) as exc:
             fail(str(exc))
+        _fail_unless_loadable(session, promoted, current)
         typer.echo(f"{promoted.name} v{promoted.version} is in production")
 
 
 @app.command()
 def rollback(name: Annotated[str, typer.Argument(help="Model name")]) -> None:
     """Put back the version that was in production before the current one."""
-    with database(settings()) as session:
+    current = settings()
+    with database(current) as session:
         try:
             restored = versions.rollback(session, name)
         except versions.VersionNotFound as exc:
             fail(str(exc))
+        _fail_unless_loadable(session, restored, current)
         typer.echo(f"{restored.name} v{restored.version} is in production again")
+
+
+def _fail_unless_loadable(session: Session, version: ModelVersion, current: Settings) -> None:
+    """Files that do not load never reach production: the change is rolled back."""
+    try:
+        check_loads(version, current, get_session_factory(current.database_url))
+    except ModelLoadError as exc:
+        session.rollback()
+        fail(f"{version.name} v{version.version} was not put in production: {exc}")

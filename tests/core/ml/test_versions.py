@@ -11,14 +11,16 @@ from core.ml import versions
 from core.storage.models import JobStatus, ModelStage, TrainingRun
 
 
-def _record(session: Session, macro_f1: float | None, name: str = "intents"):
+def _record(
+    session: Session, macro_f1: float | None, name: str = "intents", artifact: Path = Path("/tmp/x")
+):
     metrics = {} if macro_f1 is None else {"macro_f1": macro_f1, "accuracy": 0.5}
     return versions.record_version(
         session,
         name=name,
         task="classification",
         base_model="minilm",
-        artifact_path=Path("/tmp/x"),
+        artifact_path=artifact,
         metrics=metrics,
         config={"primary_metric": "macro_f1"},
     )
@@ -116,12 +118,32 @@ def test_unknown_version_lists_the_known_ones(db_session: Session) -> None:
         versions.promote(db_session, "intents", 7)
 
 
-def test_models_api(client, api_key, service_settings) -> None:
+@pytest.fixture(scope="module")
+def served_artifact(tiny_bert_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real classifier folder (a tiny BERT trained for a few seconds) that services can load."""
+    from core.ml.device import choose_placement
+    from core.ml.training import TrainingArguments, train_classifier
+    from tests.core.ml.conftest import keyword_intents
+
+    output = tmp_path_factory.mktemp("served") / "model"
+    arguments = TrainingArguments(strategy="full", epochs=1, batch_size=8, max_length=32)
+    train_classifier(
+        tiny_bert_folder,
+        keyword_intents(8),
+        arguments,
+        output_dir=output,
+        base_reference=str(tiny_bert_folder),
+        placement=choose_placement("cpu", "float32"),
+    )
+    return output
+
+
+def test_models_api(client, api_key, service_settings, served_artifact: Path) -> None:
     from core.storage.engine import get_session_factory, session_scope
 
     with session_scope(get_session_factory(service_settings.database_url)) as session:
-        _record(session, 0.8)
-        _record(session, 0.7)
+        _record(session, 0.8, artifact=served_artifact)
+        _record(session, 0.7, artifact=served_artifact)
     admin = {"X-API-Key": api_key("admin")}
     assert client.get("/v1/models", headers={"X-API-Key": api_key("support")}).status_code == 403
     listed = client.get("/v1/models/intents", headers=admin).json()
@@ -139,3 +161,34 @@ def test_models_api(client, api_key, service_settings) -> None:
         client.post("/v1/models/intents/promote", json={"version": 0}, headers=admin).status_code
         == 422
     )
+
+
+def test_damaged_files_never_reach_production(
+    client, api_key, service_settings, served_artifact: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from core.storage.engine import get_session_factory, session_scope
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(served_artifact, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a cut-off copy
+    missing = tmp_path / "gone"
+    factory = get_session_factory(service_settings.database_url)
+    with session_scope(factory) as session:
+        _record(session, 0.80, artifact=served_artifact)
+        _record(session, 0.90, artifact=damaged)
+        _record(session, 0.95, artifact=missing)
+    admin = {"X-API-Key": api_key("admin")}
+    assert client.post("/v1/models/intents/promote", json={"version": 1}, headers=admin).is_success
+    for version in (2, 3):
+        refused = client.post(
+            "/v1/models/intents/promote", json={"version": version, "force": True}, headers=admin
+        )
+        assert refused.status_code == 409, refused.text
+        detail = refused.json()["detail"]
+        assert f"intents v{version} was not put in production" in detail
+        assert "Production is unchanged" in detail
+    with factory() as session:
+        assert versions.production_version(session, "intents").version == 1
