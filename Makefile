@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.textsuite-installed
 # build as a side effect. A GPU machine installs its own CUDA torch before `make`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint clean venv
+.PHONY: demo test lint audit clean venv
 
 venv: $(STAMP)
 
@@ -35,6 +35,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+
+# Known vulnerabilities in the installed dependencies (pip-audit, in a venv of its own). It asks
+# PyPI's JSON API for advisories, so it needs more than a package mirror.
+audit: $(STAMP)
+	$(PYTHON) -m venv var/audit
+	var/audit/bin/python -m pip install --quiet pip-audit
+	$(BIN)/python -m pip freeze --exclude-editable > var/audit/requirements.txt
+	var/audit/bin/pip-audit --requirement var/audit/requirements.txt --no-deps --disable-pip \
+		--progress-spinner off
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

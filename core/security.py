@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -42,14 +44,20 @@ def parse_scopes(values: Iterable[str]) -> list[str]:
     return sorted(set(scopes))
 
 
-def create_api_key(session: Session, name: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
-    """Store a new key and return it with its clear text, which is never stored or shown again."""
+def create_api_key(
+    session: Session, name: str, scopes: Iterable[str], rate_limit_per_s: float | None = None
+) -> tuple[ApiKey, str]:
+    """Store a new key and return it with its clear text, which is never stored or shown again.
+    `rate_limit_per_s`: this key's own request rate (None: `TEXTSUITE_RATE_LIMIT_PER_S`)."""
+    if rate_limit_per_s is not None and rate_limit_per_s < 0:
+        raise ValueError(f"a rate limit is requests per second, 0 or more; got {rate_limit_per_s}")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     record = ApiKey(
         name=name,
         prefix=display_prefix(key),
         key_hash=hash_api_key(key),
         scopes=parse_scopes(scopes),
+        rate_limit_per_s=rate_limit_per_s,
     )
     session.add(record)
     session.flush()
@@ -91,3 +99,78 @@ def revoke_api_key(session: Session, key_id: uuid.UUID) -> ApiKey | None:
         record.revoked_at = utcnow()
         session.flush()
     return record
+
+
+class KeyCache:
+    """Keys this process has authenticated, trusted for `ttl_s` seconds: a request with a
+    known key needs no database round trip. A revoked key keeps working in a process for at
+    most `ttl_s`; `ttl_s=0` checks every request. Unknown keys are never cached."""
+
+    def __init__(
+        self, ttl_s: float, *, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s, self.max_keys, self._clock = ttl_s, max_keys, clock
+        self._keys: dict[str, tuple[float, ApiKey]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> ApiKey | None:
+        if self.ttl_s <= 0:
+            return None
+        found = self._keys.get(hash_api_key(key))
+        if found is None or found[0] <= self._clock():
+            return None
+        return found[1]
+
+    def put(self, key: str, record: ApiKey) -> None:
+        if self.ttl_s <= 0:
+            return
+        now = self._clock()
+        with self._lock:
+            if len(self._keys) >= self.max_keys:
+                self._keys = {h: e for h, e in self._keys.items() if e[0] > now}
+                if len(self._keys) >= self.max_keys:
+                    self._keys.clear()
+            self._keys[hash_api_key(key)] = (now + self.ttl_s, record)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+
+class RateLimiter:
+    """A token bucket per API key, in this process: `rate` requests a second on average, and
+    bursts of up to `burst_s` seconds' worth. With several API processes each one counts its
+    own requests, so a key's total is up to the number of processes times its rate."""
+
+    def __init__(
+        self,
+        *,
+        burst_s: float = 2.0,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst_s, self.max_keys, self._clock = burst_s, max_keys, clock
+        self._buckets: dict[uuid.UUID, tuple[float, float]] = {}  # key id -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, key_id: uuid.UUID, rate: float) -> float:
+        """0 when the request may go ahead (it used a token); otherwise the seconds until the
+        key has a token again. `rate` 0 means no limit."""
+        if rate <= 0:
+            return 0.0
+        capacity = max(1.0, rate * self.burst_s)
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._buckets.get(key_id, (capacity, now))
+            tokens = min(capacity, tokens + (now - at) * rate)
+            if tokens >= 1.0:
+                self._buckets[key_id] = (tokens - 1.0, now)
+                return 0.0
+            if key_id not in self._buckets and len(self._buckets) >= self.max_keys:
+                self._forget_idle(now)
+            self._buckets[key_id] = (tokens, now)
+            return (1.0 - tokens) / rate
+
+    def _forget_idle(self, now: float) -> None:
+        # A bucket idle for a minute is full again, the same as a missing one.
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60.0}

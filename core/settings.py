@@ -78,6 +78,17 @@ class Settings(BaseSettings):
     max_request_bytes: Annotated[int, Field(gt=0)] = Field(
         default=1_048_576, description="Largest accepted request body."
     )
+    rate_limit_per_s: Annotated[float, Field(ge=0)] = Field(
+        default=200.0,
+        description="Requests per second one API key may make to one API process, with bursts "
+        "of twice that; over it, 429 with Retry-After. 0: no limit. A key's own limit "
+        "(`textsuite keys create --rate-limit`) overrides it.",
+    )
+    api_key_cache_s: Annotated[float, Field(ge=0, le=300)] = Field(
+        default=5.0,
+        description="How long a process trusts a key it has checked (a revoked key stops "
+        "working within this time); 0 checks the database on every request.",
+    )
     job_time_limit_s: Annotated[int, Field(gt=0)] = Field(
         default=4 * 3600, description="Hard time limit of one job; the longest job must fit."
     )

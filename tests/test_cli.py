@@ -11,6 +11,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 import migrations
+from core.ml import versions
 from core.security import hash_api_key
 from core.settings import get_settings
 from core.storage.engine import get_session_factory
@@ -71,6 +72,14 @@ def test_migrate_keys_and_jobs(local_env: str) -> None:
 
     listed = runner.invoke(app, ["keys", "list"])
     assert "helpdesk" in listed.output and key not in listed.output
+
+    paced = runner.invoke(
+        app, ["keys", "create", "--scope", "recommend", "--name", "shop", "--rate-limit", "20"]
+    )
+    assert paced.exit_code == 0, paced.output
+    with get_session_factory(local_env)() as session:
+        shop = session.scalars(select(ApiKey).where(ApiKey.name == "shop")).one()
+    assert shop.rate_limit_per_s == 20
 
     submitted = runner.invoke(app, ["jobs", "submit", "core.worker_info", "--param", "echo=42"])
     assert submitted.exit_code == 0, submitted.output
@@ -167,3 +176,11 @@ def test_train_then_manage_versions(local_env: str, tmp_path: Path, monkeypatch)
     assert back.exit_code == 0 and "tickets v1 is in production again" in back.output
     missing = runner.invoke(app, ["models", "promote", "tickets", "--version", "9"])
     assert missing.exit_code == 1 and "has no v9" in missing.output
+
+    with get_session_factory(local_env)() as session:
+        second_files = Path(versions.get_version(session, "tickets", 2).artifact_path)
+    (second_files / "model.safetensors").write_bytes(b"not weights")
+    damaged = runner.invoke(app, ["models", "promote", "tickets", "--version", "2", "--force"])
+    assert damaged.exit_code == 1 and "tickets v2 was not put in production" in damaged.output
+    with get_session_factory(local_env)() as session:
+        assert versions.production_version(session, "tickets").version == 1

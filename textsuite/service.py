@@ -15,6 +15,7 @@ from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
 from apps.support.service import support_lifespan, support_router
 from apps.support.settings import SupportSettings, get_support_settings
 from core.api import create_app
+from core.jobs import JobDispatcher
 from core.settings import Settings, get_settings
 from workers.dispatch import create_dispatcher
 
@@ -25,15 +26,17 @@ def create_service(
     support: SupportSettings | None = None,
     sentiment: SentimentSettings | None = None,
     recommend: RecommendSettings | None = None,
+    dispatcher: JobDispatcher | None = None,
 ) -> FastAPI:
-    """The whole API. Used by `textsuite serve` (as a uvicorn factory) and by the tests."""
+    """The whole API. Used by `textsuite serve` (as a uvicorn factory) and by the tests.
+    Jobs go to `dispatcher`, by default Celery with a broker and threads here without one."""
     settings = settings or get_settings()
     support = support or get_support_settings()
     sentiment = sentiment or get_sentiment_settings()
     recommend = recommend or get_recommend_settings()
     return create_app(
         settings,
-        dispatcher=create_dispatcher(settings),
+        dispatcher=dispatcher or create_dispatcher(settings),
         routers=[support_router(), sentiment_router(), recommend_router(), dashboard_router],
         readiness_checks={
             "migrations": functools.partial(migrations.check_at_head, settings.database_url)

@@ -10,7 +10,7 @@ from importlib import metadata
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.api import health, jobs, models
@@ -18,7 +18,8 @@ from core.api.health import ReadinessCheck
 from core.api.middleware import BodySizeLimit, RequestMetrics
 from core.jobs import JobDispatcher
 from core.ml.batching import BatcherStopped, Overloaded
-from core.security import ensure_api_key
+from core.runtime import freeze_long_lived
+from core.security import KeyCache, RateLimiter, ensure_api_key
 from core.settings import Settings
 from core.storage import get_session_factory, session_scope
 from core.storage.models import Scope
@@ -50,6 +51,7 @@ def create_app(
         async with AsyncExitStack() as stack:
             for app_lifespan in lifespans:
                 await stack.enter_async_context(app_lifespan(app))
+            log.info("start-up done; %d long-lived objects frozen", freeze_long_lived(collect=True))
             yield
         close = getattr(dispatcher, "close", None)
         if close is not None:
@@ -64,6 +66,8 @@ def create_app(
     app.state.settings = settings
     app.state.session_factory = factory
     app.state.dispatcher = dispatcher
+    app.state.api_keys = KeyCache(settings.api_key_cache_s)
+    app.state.rate_limiter = RateLimiter()
     app.state.extra_readiness_checks = dict(readiness_checks or {})
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics)
@@ -72,6 +76,8 @@ def create_app(
     app.include_router(models.router)
     for router in routers:
         app.include_router(router)
+    app.add_exception_handler(OperationalError, _database_unreachable)
+    app.add_exception_handler(InterfaceError, _database_unreachable)
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(BatcherStopped, _model_unavailable)
     return app
@@ -82,6 +88,17 @@ async def _overloaded(_request: Request, exc: Exception) -> JSONResponse:
     retry_after = max(1, math.ceil(getattr(exc, "retry_after_s", 1.0)))
     return JSONResponse(
         {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(retry_after)}
+    )
+
+
+async def _database_unreachable(_request: Request, exc: Exception) -> JSONResponse:
+    """The database went away (a restart, the network): a clean 503 the client can retry.
+    Once it is back, the pool's pre-ping replaces the broken connections; no restart needed."""
+    log.warning("database unreachable: %s", getattr(exc, "orig", None) or exc)
+    return JSONResponse(
+        {"detail": "the database is unreachable right now; retry later"},
+        status_code=503,
+        headers={"Retry-After": "5"},
     )
 
 

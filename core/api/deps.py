@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
@@ -9,14 +10,17 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from core.jobs import JobDispatcher
-from core.security import authenticate
+from core.security import KeyCache, authenticate
 from core.settings import Settings
 from core.storage.models import ApiKey, Scope
 
 
-def get_settings(request: Request) -> Settings:
+# The small dependencies are `async def`: FastAPI runs a plain `def` dependency in the thread
+# pool, and a hop there per dependency costs more than what they do.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -25,11 +29,11 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_session_factory(request: Request) -> sessionmaker[Session]:
+async def get_session_factory(request: Request) -> sessionmaker[Session]:
     return request.app.state.session_factory
 
 
-def get_dispatcher(request: Request) -> JobDispatcher:
+async def get_dispatcher(request: Request) -> JobDispatcher:
     return request.app.state.dispatcher
 
 
@@ -49,8 +53,8 @@ _cookie = APIKeyCookie(
 )
 
 
-def current_api_key(
-    factory: SessionFactoryDep,
+async def current_api_key(
+    request: Request,
     header_key: Annotated[str | None, Depends(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie_key: Annotated[str | None, Depends(_cookie)],
@@ -62,18 +66,37 @@ def current_api_key(
             "missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    # A session of its own, closed at once: a request-scoped one would hold its connection
-    # until the response, and concurrent requests whose handlers need another (the support
-    # bot, the sentiment ingestor) would exhaust the pool and wait out its timeout.
-    with factory() as session:
-        record = authenticate(session, key)
+    cache: KeyCache = request.app.state.api_keys
+    record = cache.get(key)
+    if record is None:
+        record = await run_in_threadpool(_authenticate, request.app.state.session_factory, key)
+        if record is not None:
+            cache.put(key, record)
     if record is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "invalid or revoked API key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    rate = record.rate_limit_per_s
+    if rate is None:
+        rate = request.app.state.settings.rate_limit_per_s
+    wait_s = request.app.state.rate_limiter.take(record.id, rate)
+    if wait_s > 0:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"this API key is over its rate limit of {rate:g} requests/s; retry in {wait_s:.2f} s",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
     return record
+
+
+def _authenticate(factory: sessionmaker[Session], key: str) -> ApiKey | None:
+    # A session of its own, closed at once: a request-scoped one would hold its connection
+    # until the response, and concurrent requests whose handlers need another (the support
+    # bot, the sentiment ingestor) would exhaust the pool and wait out its timeout.
+    with factory() as session:
+        return authenticate(session, key)
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_api_key)]
@@ -82,7 +105,7 @@ CurrentKey = Annotated[ApiKey, Depends(current_api_key)]
 def require_scope(scope: Scope) -> Callable[[ApiKey], ApiKey]:
     """A dependency that lets through only keys holding `scope` (or `admin`)."""
 
-    def check(key: CurrentKey) -> ApiKey:
+    async def check(key: CurrentKey) -> ApiKey:
         if not key.grants(scope):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,

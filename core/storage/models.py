@@ -7,7 +7,7 @@ import uuid
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.storage.base import Base, created_at, str_enum, utcnow, uuid_pk
@@ -33,6 +33,8 @@ class ApiKey(Base):
     created_at: Mapped[dt.datetime] = created_at()
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+    # Requests per second this key may make to one API process (None: the configured default).
+    rate_limit_per_s: Mapped[float | None] = mapped_column(Float)
 
     def grants(self, scope: Scope) -> bool:
         return self.revoked_at is None and (scope in self.scopes or Scope.ADMIN in self.scopes)

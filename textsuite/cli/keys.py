@@ -24,6 +24,13 @@ def create(
         typer.Option(help=f"Scope to grant, repeatable: {', '.join(s.value for s in Scope)}"),
     ],
     name: Annotated[str, typer.Option(help="Who or what the key is for")] = "cli",
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Requests/s for this key per API process [default: TEXTSUITE_RATE_LIMIT_PER_S]",
+        ),
+    ] = None,
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
     try:
@@ -31,7 +38,7 @@ def create(
     except ValueError as exc:
         fail(str(exc))
     with database(settings()) as session:
-        record, key = create_api_key(session, name, scopes)
+        record, key = create_api_key(session, name, scopes, rate_limit)
     typer.echo(key)
     typer.echo(
         f"# id {record.id}, scopes {', '.join(scopes)}: store it now, it is not kept", err=True
@@ -41,7 +48,10 @@ def create(
 @app.command("list")
 def list_keys() -> None:
     """List keys (their ids and first characters, never the keys)."""
-    table = Table("id", "name", "prefix", "scopes", "created", "last used", "revoked")
+    table = Table()
+    for column in ("id", "name", "prefix", "scopes", "req/s", "created", "last used", "revoked"):
+        # What `keys revoke` takes, and what tells keys apart, never wraps.
+        table.add_column(column, no_wrap=column in ("id", "name"))
     with database(settings()) as session:
         for key in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
             table.add_row(
@@ -49,6 +59,7 @@ def list_keys() -> None:
                 key.name,
                 key.prefix + "…",
                 ", ".join(key.scopes),
+                "-" if key.rate_limit_per_s is None else f"{key.rate_limit_per_s:g}",
                 f"{key.created_at:%Y-%m-%d %H:%M}",
                 f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-",
                 f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-",
@@ -60,7 +71,8 @@ def list_keys() -> None:
 def revoke(
     key_id: Annotated[uuid.UUID, typer.Argument(help="The key's id from `keys list`")],
 ) -> None:
-    """Revoke a key: requests using it get 401 from now on."""
+    """Revoke a key: requests using it get 401 (running services trust a key they checked for up
+    to TEXTSUITE_API_KEY_CACHE_S)."""
     with database(settings()) as session:
         if revoke_api_key(session, key_id) is None:
             fail(f"no API key with id {key_id}")

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from apps.sentiment.service import SentimentService
 
 
-def get_service(request: Request) -> SentimentService:
+async def get_service(request: Request) -> SentimentService:
     return request.app.state.sentiment
 
 

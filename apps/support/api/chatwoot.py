@@ -37,7 +37,7 @@ router = APIRouter(tags=["support: chatwoot"])
     "/chatwoot/webhook",
     responses={
         401: {"description": "Missing, wrong or stale X-Chatwoot-Signature."},
-        503: {"description": "Chatwoot is not configured."},
+        404: {"description": "Chatwoot is not configured (the endpoint is off)."},
     },
 )
 async def chatwoot_webhook(
@@ -56,8 +56,9 @@ async def chatwoot_webhook(
     """
     missing = missing_chatwoot_settings(support)
     if missing:
+        # Off until configured: a missing setting is no passing outage worth retrying (5xx).
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
+            status.HTTP_404_NOT_FOUND,
             f"the Chatwoot integration is not configured: set {', '.join(missing)}",
         )
     body = await read_signed_body(

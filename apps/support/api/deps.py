@@ -10,11 +10,11 @@ from apps.support.messages import AnswersMessages
 from apps.support.settings import SupportSettings
 
 
-def get_bot(request: Request) -> AnswersMessages:
+async def get_bot(request: Request) -> AnswersMessages:
     return request.app.state.support_bot
 
 
-def get_support_settings(request: Request) -> SupportSettings:
+async def get_support_settings(request: Request) -> SupportSettings:
     return request.app.state.support_settings
 
 

@@ -116,5 +116,6 @@ def submit_delivery(
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"the reply could not be queued for delivery ({exc}); try again later",
+            headers={"Retry-After": "5"},
         ) from None
     return job.id, created

@@ -30,7 +30,7 @@ router = APIRouter(tags=["support: webhooks"])
     response_model=HelpdeskWebhookResponse,
     responses={
         401: {"description": "Missing, wrong or stale X-Textsuite-Signature."},
-        503: {"description": "TEXTSUITE_SUPPORT_WEBHOOK_SECRET is not set."},
+        404: {"description": "TEXTSUITE_SUPPORT_WEBHOOK_SECRET is not set (the endpoint is off)."},
     },
     openapi_extra={
         "requestBody": {
@@ -55,7 +55,7 @@ async def helpdesk_message(
     """
     if support.webhook_secret is None:
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
+            status.HTTP_404_NOT_FOUND,
             "the helpdesk webhook is off: set TEXTSUITE_SUPPORT_WEBHOOK_SECRET "
             "to the secret your helpdesk signs requests with",
         )

@@ -479,13 +479,13 @@ def test_a_wrong_token_fails_the_job_without_revealing_it(
         ({"chatwoot_api_token": None}, "TEXTSUITE_SUPPORT_CHATWOOT_API_TOKEN"),
     ],
 )
-def test_not_configured_is_a_503_naming_the_variable(
+def test_not_configured_is_a_404_naming_the_variable(
     make_client, fake_chatwoot: FakeChatwoot, bot: FakeBot, overrides, variable
 ) -> None:
     client = make_client(**overrides)
     response = post(client, chatwoot_payload())
 
-    assert response.status_code == 503
+    assert response.status_code == 404
     assert variable in response.json()["detail"]
     assert bot.seen == [] and fake_chatwoot.requests == []
 

@@ -272,7 +272,7 @@ def test_without_a_webhook_secret_the_endpoint_is_off(make_client, bot: FakeBot)
     client = make_client(webhook_secret=None)
     response = post(client, message())
 
-    assert response.status_code == 503
+    assert response.status_code == 404
     assert "TEXTSUITE_SUPPORT_WEBHOOK_SECRET" in response.json()["detail"]
     assert bot.seen == []
 

@@ -60,6 +60,61 @@ def test_revoked_key_is_401(client, api_key, service_settings: Settings) -> None
     assert client.get("/v1/jobs", headers={"X-API-Key": key}).status_code == 401
 
 
+def test_a_checked_key_is_trusted_until_the_cache_time_passes(
+    client, api_key, service_settings: Settings
+) -> None:
+    from core.security import revoke_api_key
+    from core.storage.engine import get_session_factory, session_scope
+    from core.storage.models import ApiKey
+
+    key = api_key("support")
+    assert client.get("/v1/jobs", headers={"X-API-Key": key}).status_code == 200
+    with session_scope(get_session_factory(service_settings.database_url)) as session:
+        revoke_api_key(session, session.scalars(select(ApiKey)).one().id)
+    # Within `api_key_cache_s` this process still trusts the key it checked...
+    assert service_settings.api_key_cache_s > 0
+    assert client.get("/v1/jobs", headers={"X-API-Key": key}).status_code == 200
+    # ...and once that has passed it asks the database again.
+    client.app.state.api_keys.clear()
+    assert client.get("/v1/jobs", headers={"X-API-Key": key}).status_code == 401
+
+
+def test_without_a_key_cache_revocation_is_immediate(api_key, sqlite_url: str, tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from core.security import revoke_api_key
+    from core.storage.engine import get_session_factory, session_scope
+    from core.storage.models import ApiKey
+    from textsuite.service import create_service
+
+    settings = make_settings(database_url=sqlite_url, var_dir=tmp_path / "var", api_key_cache_s=0)
+    key = api_key("support")
+    with TestClient(create_service(settings)) as client:
+        assert client.get("/v1/jobs", headers={"X-API-Key": key}).status_code == 200
+        with session_scope(get_session_factory(sqlite_url)) as session:
+            revoke_api_key(session, session.scalars(select(ApiKey)).one().id)
+        assert client.get("/v1/jobs", headers={"X-API-Key": key}).status_code == 401
+
+
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after(
+    client, api_key, service_settings: Settings
+) -> None:
+    from core.security import create_api_key
+    from core.storage.engine import get_session_factory, session_scope
+
+    with session_scope(get_session_factory(service_settings.database_url)) as session:
+        slow = create_api_key(session, "slow partner", ["support"], rate_limit_per_s=1)[1]
+    other = api_key("support")
+    answers = [client.get("/v1/jobs", headers={"X-API-Key": slow}) for _ in range(3)]
+    assert [a.status_code for a in answers[:2]] == [200, 200]  # a burst of 2 s at 1/s
+    refused = answers[2]
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    assert "rate limit of 1 requests/s" in refused.json()["detail"]
+    # Another key is not held back by this one.
+    assert client.get("/v1/jobs", headers={"X-API-Key": other}).status_code == 200
+
+
 def test_key_never_stored_or_logged_in_clear(
     client, api_key, service_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,0 +1,54 @@
+"""The service the reliability tests attack: the whole API on a private SQLite database, an
+admin key, and jobs recorded instead of run."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import migrations
+from core.jobs import JobDispatcher, JobKindSpec
+from core.security import create_api_key
+from core.storage.engine import get_session_factory, session_scope
+from tests.conftest import make_settings
+from textsuite.service import create_service
+from workers.dispatch import create_dispatcher
+
+
+class RecordingDispatcher:
+    """The real job kinds and their parameter checks; dispatch only records."""
+
+    def __init__(self, real: JobDispatcher) -> None:
+        self.real = real
+        self.dispatched: list[tuple[uuid.UUID, str, str]] = []
+
+    def spec_for(self, kind: str) -> JobKindSpec:
+        return self.real.spec_for(kind)
+
+    def dispatch(self, job_id: uuid.UUID, kind: str, queue: str) -> None:
+        self.dispatched.append((job_id, kind, queue))
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str]]:
+    """A client of the running service (raising no server exceptions: a 500 is an answer to
+    check) and an admin key."""
+    folder: Path = tmp_path_factory.mktemp("target")
+    url = f"sqlite:///{folder / 'fuzz.db'}"
+    migrations.upgrade(url)
+    service_settings = make_settings(
+        database_url=url,
+        var_dir=folder / "var",
+        artifacts_dir=folder / "artifacts",
+        rate_limit_per_s=0,  # thousands of requests from one key: every one must reach its route
+    )
+    with session_scope(get_session_factory(url)) as session:
+        key = create_api_key(session, "fuzz", ["admin"])[1]
+    dispatcher = RecordingDispatcher(create_dispatcher(service_settings))
+    app = create_service(service_settings, dispatcher=dispatcher)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, key

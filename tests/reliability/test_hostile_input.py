@@ -1,0 +1,89 @@
+"""Malformed and hostile requests, aimed where they hurt: each gets a 4xx whose detail says
+what and why, and nothing of a refused request is stored."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+MESSAGE = "/v1/support/messages"
+ARTICLES = "/v1/sentiment/articles"
+ITEMS = "/v1/recommend/items"
+EVENTS = "/v1/recommend/events"
+QUERY = "/v1/recommend/query"
+
+TOO_LONG = "x" * 20_001
+CASES: list[tuple[str, str, Any, int, str]] = [
+    # (what, path, JSON body, status, a word the detail must hold)
+    ("empty message", MESSAGE, {"conversation_id": "c1", "text": "   "}, 422, "empty"),
+    ("message too long", MESSAGE, {"conversation_id": "c1", "text": "x" * 2001}, 422, "2000"),
+    ("unknown field", MESSAGE, {"conversation_id": "c1", "text": "hi", "evil": 1}, 422, "evil"),
+    ("empty title", ARTICLES, {"title": ""}, 422, "title"),
+    ("title too long", ARTICLES, {"title": TOO_LONG}, 422, "title"),
+    ("batch too large", ARTICLES, {"articles": [{"title": "t"}] * 1001}, 422, "articles"),
+    ("not a URL", ARTICLES, {"title": "t", "url": "javascript:alert(1)"}, 422, "url"),
+    ("no timezone", ARTICLES, {"title": "t", "published_at": "2026-11-01T10:00"}, 422, "time"),
+    ("empty query", QUERY, {"text": " "}, 422, "text"),
+    ("item without id", ITEMS, {"items": [{"title": "a tent"}]}, 422, "external_id"),
+    ("no events", EVENTS, {"events": []}, 422, "events"),
+    (
+        "event on an unknown item",
+        EVENTS,
+        {"events": [{"user_id": "u1", "item_id": "nope", "type": "view"}]},
+        422,
+        "nope",
+    ),
+    ("wrong type", EVENTS, {"events": "all of them"}, 422, "events"),
+]
+
+
+def detail_text(response: Any) -> str:
+    return json.dumps(response.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("what", "path", "body", "status", "word"), CASES, ids=[case[0] for case in CASES]
+)
+def test_bad_json_gets_a_4xx_that_says_why(
+    target: tuple[TestClient, str], what: str, path: str, body: Any, status: int, word: str
+) -> None:
+    client, key = target
+    response = client.post(path, json=body, headers={"X-API-Key": key})
+    assert response.status_code == status, f"{what}: {response.status_code} {response.text[:300]}"
+    assert word in detail_text(response), f"{what}: {detail_text(response)[:300]}"
+
+
+@pytest.mark.parametrize("path", [MESSAGE, ARTICLES, ITEMS, EVENTS, QUERY])
+def test_bodies_that_are_not_json_are_refused(target: tuple[TestClient, str], path: str) -> None:
+    client, key = target
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    for raw in (b'{"text": "caf\xe9"}', b"\xff\xfe\x00", b'{"text": ', b"", b"[]" * 10):
+        response = client.post(path, content=raw, headers=headers)
+        assert 400 <= response.status_code < 500, (raw, response.status_code, response.text)
+        assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", [MESSAGE, ARTICLES, ITEMS, EVENTS])
+def test_oversized_bodies_get_413_before_they_are_read(
+    target: tuple[TestClient, str], path: str
+) -> None:
+    client, key = target
+    huge = b'{"text": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+    response = client.post(
+        path, content=huge, headers={"X-API-Key": key, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert "bytes" in response.json()["detail"]
+
+
+def test_a_refused_batch_stores_nothing(target: tuple[TestClient, str]) -> None:
+    client, key = target
+    headers = {"X-API-Key": key}
+    good = {"external_id": "ok-1", "title": "A good tent"}
+    bad = {"external_id": "", "title": "no id"}
+    refused = client.post(ITEMS, json={"items": [good, bad]}, headers=headers)
+    assert refused.status_code == 422
+    assert client.get(f"{ITEMS}/ok-1", headers=headers).status_code == 404
