@@ -265,7 +265,11 @@ class ChatwootClient:
         if missing:
             raise ChatwootNotConfigured(f"Chatwoot is not configured: set {', '.join(missing)}")
         assert settings.chatwoot_url is not None and settings.chatwoot_api_token is not None
-        return cls(str(settings.chatwoot_url), settings.chatwoot_api_token.get_secret_value())
+        return cls(
+            str(settings.chatwoot_url),
+            settings.chatwoot_api_token.get_secret_value(),
+            timeout_s=settings.delivery_timeout_s,
+        )
 
     def _conversation_url(self, account_id: int, conversation_id: int) -> str:
         return f"{self._base_url}/api/v1/accounts/{account_id}/conversations/{conversation_id}"

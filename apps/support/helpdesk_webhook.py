@@ -107,7 +107,6 @@ def send_callback(
     *,
     delivery_id: str,
     transport: httpx.BaseTransport | None = None,
-    timeout_s: float = 10.0,
 ) -> int:
     """POST `reply` to the configured callback URL, signed now; returns the status code.
 
@@ -127,7 +126,7 @@ def send_callback(
         **signature_headers(secret.get_secret_value(), body, prefix=HEADER_PREFIX),
         DELIVERY_HEADER: delivery_id,
     }
-    with httpx.Client(timeout=timeout_s, transport=transport) as client:
+    with httpx.Client(timeout=settings.delivery_timeout_s, transport=transport) as client:
         response = post_json(
             client,
             str(settings.callback_url),

@@ -40,6 +40,11 @@ class SupportSettings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC secret of the generic helpdesk webhook (inbound)."
     )
+    delivery_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=10.0,
+        description="How long a call to the helpdesk (Chatwoot, the callback URL) may take "
+        "before the delivery job gives up on it and retries later.",
+    )
     callback_url: AnyHttpUrl | None = Field(
         default=None, description="Where the generic webhook's answers are POSTed."
     )

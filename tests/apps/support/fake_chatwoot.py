@@ -7,6 +7,7 @@ N calls answer an error, or the whole server goes down and comes back on the sam
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -96,6 +97,7 @@ class FakeChatwoot:
         self._failures: deque[_Failure] = deque()
         self._lock = threading.Lock()
         self._next_message_id = 9000
+        self._hangs, self._hang_s = 0, 0.0
         self.server = ServerThread(self._build_app())
 
     @property
@@ -123,6 +125,13 @@ class FakeChatwoot:
         failure = _Failure(status_code, body or {"error": "Service Unavailable"}, path_contains)
         with self._lock:
             self._failures.extend([failure] * times)
+
+    def hang_next(self, times: int, seconds: float) -> None:
+        """The next `times` calls hang for `seconds`, then fail unprocessed (504), as an
+        overloaded Chatwoot behind a proxy does."""
+        with self._lock:
+            self._hangs += times
+        self._hang_s = seconds
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -157,6 +166,11 @@ class FakeChatwoot:
 
     async def _handle(self, request: Request, route: Any) -> JSONResponse:
         raw = await request.body()
+        with self._lock:
+            hang, self._hangs = self._hangs > 0, max(self._hangs - 1, 0)
+        if hang:
+            await asyncio.sleep(self._hang_s)
+            route = lambda _body: (504, {"error": "Gateway Timeout"})  # noqa: E731
         try:
             body = json.loads(raw) if raw else None
         except ValueError:

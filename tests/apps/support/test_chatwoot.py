@@ -378,6 +378,22 @@ def test_chatwoot_503_twice_then_the_reply_arrives_once(
     assert [r.json["content"] for r in fake_chatwoot.delivered()] == [ORDER_ANSWER]
 
 
+def test_a_hanging_chatwoot_holds_up_nothing_and_gets_the_reply_once(
+    make_client, fake_chatwoot: FakeChatwoot, jobs
+) -> None:
+    client = make_client(delivery_timeout_s=0.5)
+    fake_chatwoot.hang_next(1, 3.0)
+    started = time.perf_counter()
+    response = post(client, chatwoot_payload())
+
+    assert response.status_code == 200
+    assert time.perf_counter() - started < 2.0  # the webhook answered; the job waits
+    job = wait_for_job(jobs, response.json()["job_id"], timeout_s=60)
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    assert job.attempts == 2  # gave up on the hanging call after 0.5 s, then delivered
+    assert [r.json["content"] for r in fake_chatwoot.delivered()] == [ORDER_ANSWER]
+
+
 def test_429_is_retried_too(client: TestClient, fake_chatwoot: FakeChatwoot, jobs) -> None:
     fake_chatwoot.fail_next(1, 429, {"error": "Too many requests"})
     response = post(client, chatwoot_payload())
