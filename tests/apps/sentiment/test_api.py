@@ -220,3 +220,55 @@ def test_a_company_added_later_gets_its_recent_articles(
         len(client.get("/v1/sentiment/articles", params={"ticker": "OSSM"}, headers=key).json())
         == 2
     )
+
+
+def test_a_production_model_whose_files_are_damaged_is_a_clear_503_until_replaced(
+    sentiment_settings: Settings, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At start-up the production version's weights are garbage: nothing is stored, the
+    client is told to retry, the log names the version; promoting a good version fixes it
+    without a restart."""
+    import shutil
+    from pathlib import Path
+
+    from core.ml import versions
+    from core.storage.models import ModelVersion
+
+    factory = get_session_factory(sentiment_settings.database_url)
+    with session_scope(factory) as session:
+        current = versions.production_version(session, "sentiment")
+        good = Path(current.artifact_path)
+        broken = tmp_path / "broken"
+        shutil.copytree(good, broken)
+        (broken / "model.safetensors").write_bytes(b"not weights")
+        current.artifact_path = str(broken)
+        broken_version = current.version
+    headers = key_for(sentiment_settings, "sentiment", "admin")
+    article = {"title": "Acme Robotics beats estimates"}
+    with TestClient(create_service(sentiment_settings)) as client:
+        refused = client.post("/v1/sentiment/articles", json=article, headers=headers)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] and "nothing was stored" in refused.text
+        assert f"cannot load sentiment v{broken_version}" in caplog.text
+
+        with session_scope(factory) as session:
+            fixed = versions.record_version(
+                session,
+                name="sentiment",
+                task="classification",
+                base_model=current.base_model,
+                artifact_path=good,
+                metrics=dict(current.metrics),
+                config=dict(current.config),
+            )
+            number = fixed.version
+        promoted = client.post(
+            "/v1/models/sentiment/promote", json={"version": number}, headers=headers
+        )
+        assert promoted.status_code == 200, promoted.text
+        service = client.app.state.sentiment
+        service.ingestor.scorer.model.current(force=True)  # what the next refresh would do
+        scored = client.post("/v1/sentiment/articles", json=article, headers=headers)
+        assert scored.status_code == 200, scored.text
+    with factory() as session:
+        assert session.get(ModelVersion, fixed.id).stage.value == "production"
