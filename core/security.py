@@ -161,15 +161,13 @@ class RateLimiter:
         capacity = max(1.0, rate * self.burst_s)
         now = self._clock()
         with self._lock:
-            tokens, at = self._buckets.get(key_id, (capacity, now))
-            tokens = min(capacity, tokens + (now - at) * rate)
-            if tokens >= 1.0:
-                self._buckets[key_id] = (tokens - 1.0, now)
-                return 0.0
             if key_id not in self._buckets and len(self._buckets) >= self.max_keys:
                 self._forget_idle(now)
-            self._buckets[key_id] = (tokens, now)
-            return (1.0 - tokens) / rate
+            tokens, at = self._buckets.get(key_id, (capacity, now))
+            tokens = min(capacity, tokens + (now - at) * rate)
+            allowed = tokens >= 1.0
+            self._buckets[key_id] = (tokens - 1.0 if allowed else tokens, now)
+            return 0.0 if allowed else (1.0 - tokens) / rate
 
     def _forget_idle(self, now: float) -> None:
         # A bucket idle for a minute is full again, the same as a missing one.

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.api.deps import AdminKey, SessionDep, SessionFactoryDep, SettingsDep
 from core.ml import versions
 from core.ml.loading import ModelLoadError
-from core.ml.serving import check_loads
+from core.ml.serving import commit_if_loadable
 from core.settings import Settings
 from core.storage.models import ModelStage, ModelVersion
 
@@ -111,12 +111,6 @@ def _commit_if_loadable(
     session: Session, version: ModelVersion, settings: Settings, factory: sessionmaker[Session]
 ) -> None:
     try:
-        check_loads(version, settings, factory)
+        commit_if_loadable(session, version, settings, factory)
     except ModelLoadError as exc:
-        session.rollback()
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"{version.name} v{version.version} was not put in production: {exc}. "
-            "Production is unchanged.",
-        ) from None
-    session.commit()
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None

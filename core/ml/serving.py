@@ -82,6 +82,25 @@ def check_loads(
         ) from exc
 
 
+def commit_if_loadable(
+    session: Session,
+    version: ModelVersion,
+    settings: Settings,
+    factory: sessionmaker[Session] | None = None,
+) -> None:
+    """Commit a promotion or rollback of `version` only if its files load (`check_loads`);
+    otherwise roll it back and raise `ModelLoadError`: production is unchanged."""
+    try:
+        check_loads(version, settings, factory)
+    except ModelLoadError as exc:
+        session.rollback()
+        raise ModelLoadError(
+            f"{version.name} v{version.version} was not put in production: {exc}. "
+            "Production is unchanged."
+        ) from exc
+    session.commit()
+
+
 class ProductionClassifier:
     """See the module docstring. Safe to share between threads."""
 

@@ -117,3 +117,14 @@ def test_a_key_can_carry_its_own_rate_limit(db_session: Session) -> None:
     assert create_api_key(db_session, "plain", ["recommend"])[0].rate_limit_per_s is None
     with pytest.raises(ValueError, match="0 or more"):
         create_api_key(db_session, "bad", ["recommend"], rate_limit_per_s=-1)
+
+
+def test_rate_limiter_stays_bounded_however_many_keys_it_sees() -> None:
+    import uuid
+
+    clock = FakeClock()
+    limiter = RateLimiter(max_keys=50, clock=clock)
+    for _ in range(200):
+        assert limiter.take(uuid.uuid4(), 5.0) == 0.0
+        clock.now += 1.0  # each bucket idles past the minute that makes it forgettable
+    assert len(limiter._buckets) <= 61

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.ml import versions
 from core.ml.loading import ModelLoadError
-from core.ml.serving import check_loads
+from core.ml.serving import commit_if_loadable
 from core.settings import Settings
 from core.storage.engine import get_session_factory
 from core.storage.models import ModelVersion
@@ -109,7 +109,6 @@ def rollback(name: Annotated[str, typer.Argument(help="Model name")]) -> None:
 def _fail_unless_loadable(session: Session, version: ModelVersion, current: Settings) -> None:
     """Files that do not load never reach production: the change is rolled back."""
     try:
-        check_loads(version, current, get_session_factory(current.database_url))
+        commit_if_loadable(session, version, current, get_session_factory(current.database_url))
     except ModelLoadError as exc:
-        session.rollback()
-        fail(f"{version.name} v{version.version} was not put in production: {exc}")
+        fail(str(exc))
