@@ -4,7 +4,9 @@ and promote it when it is not worse than production.
 Apps call `run_classifier_training` with their own data (the support catalogue, the finance
 sentiment set) and `run_embedding_training` with pairs (the recommender's co-engaged items);
 the generic `core.train_classifier` job calls the first with a file. A run is keyed by
-its job, so a redelivered job resumes the same run record instead of creating a second one.
+its job, so a redelivered job resumes the same run record instead of creating a second one;
+when that run had already recorded its version (the worker died after training), the job does
+not train again over the files the version serves from: it only finishes the promotion.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from core.ml.training import (
 from core.settings import Settings
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
-from core.storage.models import JobStatus, TrainingRun
+from core.storage.models import JobStatus, ModelVersion, TrainingRun
 
 Progress = Callable[[float, str | None], None]
 
@@ -70,18 +72,27 @@ def _open_run(
     base_reference: str,
     params: dict[str, Any],
     fingerprint: str,
-) -> uuid.UUID:
+) -> tuple[uuid.UUID, ModelVersion | None]:
+    """The job's run record (new, or the one an earlier delivery opened) and, when that run
+    already recorded its version, the version."""
     with session_scope(factory) as session:
         run = None
         if job_id is not None:
             run = session.scalars(select(TrainingRun).where(TrainingRun.job_id == job_id)).first()
+        if run is not None:
+            recorded = session.scalars(
+                select(ModelVersion).where(ModelVersion.training_run_id == run.id)
+            ).first()
+            if recorded is not None:
+                session.expunge(recorded)
+                return run.id, recorded
         if run is None:
             run = TrainingRun(job_id=job_id, model_name=model_name, base_model=base_reference)
             session.add(run)
         run.params, run.data_fingerprint = params, fingerprint
         run.status, run.progress, run.error = JobStatus.RUNNING, 0.0, None
         session.flush()
-        return run.id
+        return run.id, None
 
 
 def _run_progress(
@@ -208,7 +219,7 @@ def _run(
     base = resolve_model(
         base_reference, cache_dir=settings.model_cache_dir, session_factory=factory
     )
-    run_id = _open_run(
+    run_id, recorded = _open_run(
         factory,
         job_id=job_id,
         model_name=model_name,
@@ -216,6 +227,8 @@ def _run(
         params=params,
         fingerprint=fingerprint,
     )
+    if recorded is not None:
+        return _promote(run_id, recorded, factory, promotion)
     output_dir = settings.artifacts_dir / model_name / str(run_id)
     try:
         result = train(base.path, output_dir, _run_progress(factory, run_id, progress))
@@ -258,17 +271,27 @@ def _record(
             },
             training_run=run,
         )
+        session.expunge(version)
+    return _promote(run_id, version, factory, promotion)
+
+
+def _promote(
+    run_id: uuid.UUID,
+    version: ModelVersion,
+    factory: sessionmaker[Session],
+    promotion: PromotionPolicy,
+) -> RunOutcome:
     promoted, note = False, "left as a candidate (promotion: never)"
     if promotion is not PromotionPolicy.NEVER:
         try:
             with session_scope(factory) as session:
                 versions.promote(
                     session,
-                    model_name,
+                    version.name,
                     version.version,
                     force=promotion is PromotionPolicy.FORCE,
                 )
             promoted, note = True, "promoted to production"
         except versions.PromotionRefused as exc:
             note = str(exc)
-    return RunOutcome(run_id, model_name, version.version, promoted, note, result.metrics)
+    return RunOutcome(run_id, version.name, version.version, promoted, note, version.metrics)

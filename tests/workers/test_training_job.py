@@ -103,6 +103,53 @@ def test_promotion_never_leaves_a_candidate(
         assert session.scalars(select(ModelVersion)).one().stage is ModelStage.CANDIDATE
 
 
+def test_a_run_delivered_again_after_recording_its_version_does_not_train_again(
+    service_settings: Settings, tiny_base: Path, tmp_path: Path
+) -> None:
+    """The worker died between recording the version and finishing the job: the job comes
+    back, finds its run's version, and only finishes the promotion. Training again would
+    rewrite the files that version serves from."""
+    from core.ml.runs import PromotionPolicy, run_classifier_training
+    from core.ml.training import LabelledTexts, TrainingArguments
+    from core.storage.models import Job
+
+    factory = get_session_factory(service_settings.database_url)
+    with factory() as session:  # the job row a delivery would hold
+        job = Job(kind="core.train_classifier", queue="gpu", status=JobStatus.RUNNING, params={})
+        session.add(job)
+        session.commit()
+    data = LabelledTexts.from_csv(_write_csv(tmp_path / "t.csv"), "utterance", "intent")
+    arguments = TrainingArguments.from_dict(_params(data, tiny_base)["arguments"])
+
+    def deliver(promotion: PromotionPolicy) -> tuple[int, bool, list[float]]:
+        messages: list[float] = []
+        outcome = run_classifier_training(
+            service_settings,
+            factory,
+            model_name="tickets",
+            base_reference=str(tiny_base),
+            data=data,
+            arguments=arguments,
+            job_id=job.id,
+            progress=lambda fraction, message=None: messages.append(fraction),
+            promotion=promotion,
+        )
+        return outcome.version, outcome.promoted, messages
+
+    first = deliver(PromotionPolicy.NEVER)  # stands for "recorded, then the worker died"
+    with factory() as session:
+        artifact = Path(session.scalars(select(ModelVersion)).one().artifact_path)
+    weights = {path: path.stat().st_mtime_ns for path in artifact.rglob("*") if path.is_file()}
+    again = deliver(PromotionPolicy.IF_NOT_WORSE)
+
+    assert first[:2] == (1, False) and len(first[2]) > 3  # it trained, step by step
+    assert again == (1, True, [])  # the same version, promoted now, no step trained
+    assert {path: path.stat().st_mtime_ns for path in weights} == weights
+    with factory() as session:
+        assert session.scalars(select(ModelVersion)).one().stage is ModelStage.PRODUCTION
+        assert len(session.scalars(select(TrainingRun)).all()) == 1
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
