@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,21 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 60.0
+DURABILITY_TTL_S = 60.0
+LOSSY = {
+    "none": "keeps nothing on disk",
+    "snapshots": "keeps only periodic snapshots",
+}
+
+
+@dataclass(frozen=True)
+class Queued:
+    stream_ids: list[str]
+    durability: str  # `stream.durability` of the Redis that holds them
+
+
+class NotDurable(Exception):
+    """Durability is required and the stream's Redis would lose queued articles."""
 
 
 @dataclass
@@ -40,6 +56,7 @@ class SentimentService:
     ingestor: Ingestor
     stream_client: redis.Redis | None
     alert_feed: AlertFeed | None = field(default=None)
+    _durability: tuple[float, str] | None = field(default=None, repr=False)
 
     @classmethod
     def create(
@@ -63,15 +80,41 @@ class SentimentService:
     async def ingest_now(self, items: Sequence[ArticleIn]) -> list[Ingested]:
         return await asyncio.to_thread(self.ingestor.ingest, items)
 
-    async def publish(self, items: Sequence[ArticleIn]) -> list[str]:
+    def publish_now(self, items: Sequence[ArticleIn]) -> Queued:
+        """Queue on the stream; raises `stream.StreamFull` past the backlog limit and
+        `NotDurable` when durability is required and Redis keeps nothing on disk."""
         assert self.stream_client is not None
-        return await asyncio.to_thread(
-            stream.publish,
+        persistence = self.durability()
+        if self.settings.stream_require_durable and not persistence.startswith("aof"):
+            raise NotDurable(
+                f"the ingest stream's Redis does not write an append-only file (persistence:"
+                f" {persistence}) and TEXTSUITE_SENTIMENT_STREAM_REQUIRE_DURABLE is set;"
+                " nothing was queued"
+            )
+        ids = stream.publish(
             self.stream_client,
             self.settings.stream_name,
             items,
-            self.settings.stream_max_length,
+            group=self.settings.stream_group,
+            max_backlog=self.settings.stream_max_backlog,
         )
+        return Queued(ids, persistence)
+
+    async def publish(self, items: Sequence[ArticleIn]) -> Queued:
+        return await asyncio.to_thread(self.publish_now, items)
+
+    def durability(self) -> str:
+        """The stream's `stream.durability`, asked of Redis at most once a minute."""
+        assert self.stream_client is not None
+        now = time.monotonic()
+        if self._durability is None or now - self._durability[0] > DURABILITY_TTL_S:
+            self._durability = (now, stream.durability(self.stream_client))
+        return self._durability[1]
+
+    def check_stream(self) -> None:
+        """Readiness: the stream's Redis answers."""
+        assert self.stream_client is not None
+        self.stream_client.ping()
 
     async def sweep_forever(self) -> None:
         """Resolve the alerts of entities that went quiet (no article re-evaluates them)."""
@@ -96,6 +139,21 @@ def sentiment_router() -> APIRouter:
     return router
 
 
+def warn_if_lossy(service: SentimentService) -> None:
+    """Say at start-up when a Redis restart would lose queued articles."""
+    try:
+        persistence = service.durability()
+    except redis.RedisError as exc:
+        log.warning("ingest stream unreachable at start-up: %s", exc)
+        return
+    if persistence in LOSSY:
+        log.warning(
+            "the ingest stream's Redis %s: articles queued and not yet scored are lost if it"
+            " restarts; run it with --appendonly yes (see the README, Running at scale)",
+            LOSSY[persistence],
+        )
+
+
 def sentiment_lifespan(
     sentiment: SentimentSettings | None = None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -114,6 +172,9 @@ def sentiment_lifespan(
         )
         service.alert_feed = AlertFeed(factory, lambda a: alert_out(a).model_dump(mode="json"))
         app.state.sentiment = service
+        if service.stream_client is not None:
+            app.state.extra_readiness_checks["sentiment_stream"] = service.check_stream
+            await asyncio.to_thread(warn_if_lossy, service)
         await service.alert_feed.start()
         sweeper = asyncio.create_task(service.sweep_forever(), name="sentiment-sweep")
         try:

@@ -36,8 +36,13 @@ class SentimentSettings(BaseSettings):
     stream_max_deliveries: Annotated[int, Field(ge=1)] = Field(
         default=5, description="Dead-letter a message after this many failed deliveries."
     )
-    stream_max_length: Annotated[int, Field(ge=1000)] = Field(
-        default=1_000_000, description="Approximate cap on the stream's length (XADD MAXLEN ~)."
+    stream_max_backlog: Annotated[int, Field(ge=100)] = Field(
+        default=100_000,
+        description="Refuse new articles (503) while this many wait unscored on the stream.",
+    )
+    stream_require_durable: bool = Field(
+        default=False,
+        description="Refuse articles (503) unless the stream's Redis writes an append-only file.",
     )
 
     @field_validator("stream_url")

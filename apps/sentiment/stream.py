@@ -6,6 +6,11 @@ leaves its messages pending, and another consumer reclaims them once they have b
 `claim_idle_ms` (XAUTOCLAIM). Ingesting is idempotent, so a redelivered article is stored and
 scored once. A message that cannot be ingested after `max_deliveries` attempts, or that is not
 an article at all, becomes a dead-letter record and is acknowledged.
+
+Nothing unread is ever trimmed away: producers refuse to add to a backlog (undelivered plus
+unacknowledged entries) above its limit, with `StreamFull`, and consumers trim only the entries
+every group has acknowledged. What a Redis restart loses depends on how Redis persists;
+`durability` says which case a server is in.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
@@ -41,19 +46,96 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
 
 
+class StreamFull(Exception):
+    """The consumers are too far behind to take more: nothing was queued."""
+
+    def __init__(self, backlog: int, limit: int) -> None:
+        super().__init__(
+            f"the scoring workers are {backlog:,} articles behind (limit {limit:,});"
+            " nothing was queued"
+        )
+        self.backlog, self.limit = backlog, limit
+
+
 def publish(
-    client: redis.Redis, stream: str, items: Iterable[ArticleIn], max_length: int
+    client: redis.Redis,
+    stream: str,
+    items: Sequence[ArticleIn],
+    *,
+    group: str | None = None,
+    max_backlog: int | None = None,
 ) -> list[str]:
-    """XADD each article; returns the stream ids (in order)."""
+    """XADD each article; returns the stream ids (in order).
+
+    With `max_backlog`, raises `StreamFull` instead when `group`'s backlog plus `items` would
+    exceed it."""
+    if max_backlog is not None:
+        waiting = backlog(client, stream, group)
+        if waiting + len(items) > max_backlog:
+            raise StreamFull(waiting, max_backlog)
     pipe = client.pipeline(transaction=False)
     for item in items:
-        pipe.xadd(
-            stream,
-            {FIELD: item.model_dump_json(exclude_none=True)},
-            maxlen=max_length,
-            approximate=True,
-        )
+        pipe.xadd(stream, {FIELD: item.model_dump_json(exclude_none=True)})
     return list(pipe.execute())
+
+
+def backlog(client: redis.Redis, stream: str, group: str | None) -> int:
+    """Entries `group` has not finished: never delivered (its lag) plus delivered and not yet
+    acknowledged. Before the group exists, every entry waits."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:  # no such stream yet
+        return 0
+    for info in groups:
+        if info["name"] == group:
+            lag = info.get("lag")
+            if lag is None:  # Redis cannot tell after deletions mid-stream: an upper bound
+                lag = client.xlen(stream)
+            return int(lag) + int(info["pending"])
+    return int(client.xlen(stream))
+
+
+def trim_finished(client: redis.Redis, stream: str) -> int:
+    """Remove the entries that every consumer group has delivered and acknowledged; returns
+    how many went. Pending entries stay for `XAUTOCLAIM`, unread ones for their readers."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:
+        return 0
+    if not groups:
+        return 0
+    keep_from: tuple[int, int] | None = None
+    for info in groups:
+        summary = client.xpending(stream, info["name"])
+        if summary["pending"]:
+            first = _stream_id(summary["min"])
+        else:
+            milliseconds, sequence = _stream_id(info["last-delivered-id"])
+            first = (milliseconds, sequence + 1)
+        keep_from = first if keep_from is None else min(keep_from, first)
+    assert keep_from is not None
+    return int(client.xtrim(stream, minid=f"{keep_from[0]}-{keep_from[1]}", approximate=False))
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    milliseconds, _, sequence = value.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def durability(client: redis.Redis) -> str:
+    """What of the stream survives a Redis restart, from the server's persistence settings.
+
+    `aof-always`: every acknowledged write; `aof-everysec`: all but the last second on a
+    machine crash (nothing on a Redis crash); `snapshots`: what the last RDB snapshot holds;
+    `none`: nothing; `unknown` where the server does not allow CONFIG GET.
+    """
+    try:
+        if client.info("persistence").get("aof_enabled"):
+            fsync = client.config_get("appendfsync").get("appendfsync")
+            return f"aof-{fsync}" if fsync else "aof"
+        return "snapshots" if client.config_get("save").get("save") else "none"
+    except redis.ResponseError:
+        return "unknown"
 
 
 @dataclass
@@ -103,19 +185,25 @@ class StreamConsumer:
     def stop(self) -> None:
         self._stopping.set()
 
-    def run(self, block_ms: int = 1000, sweep_every_s: float = 60.0) -> ConsumerStats:
+    def run(
+        self, block_ms: int = 1000, sweep_every_s: float = 60.0, trim_every_s: float = 5.0
+    ) -> ConsumerStats:
         """Consume until `stop()`; survives Redis restarts and a missing model (it waits).
 
         Every `sweep_every_s` it also re-evaluates entities with open alerts, so alerts of
-        entities that went quiet resolve.
+        entities that went quiet resolve; every `trim_every_s` it trims what all groups have
+        finished with.
         """
         self.ensure_group()
-        swept = time.monotonic()
+        swept = trimmed = time.monotonic()
         while not self._stopping.is_set():
             try:
                 if time.monotonic() - swept >= sweep_every_s:
                     swept = time.monotonic()
                     self.ingestor.sweep()
+                if time.monotonic() - trimmed >= trim_every_s:
+                    trimmed = time.monotonic()
+                    trim_finished(self.client, self.stream)
                 self.poll(block_ms)
             except NoSentimentModel as exc:
                 log.warning("%s; not consuming until a model is promoted", exc)

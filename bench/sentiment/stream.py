@@ -98,7 +98,7 @@ def stream_part(options: argparse.Namespace) -> dict:
                           source="bench", id=f"{backend}-{i}")
                 for i in range(backlog_n)
             ]  # fmt: skip
-            stream.publish(service.stream_client, stream_name, backlog, 10_000_000)
+            stream.publish(service.stream_client, stream_name, backlog)
             started = time.perf_counter()
             while consumer.stats.read < backlog_n:
                 consumer.poll(block_ms=100)
@@ -141,14 +141,14 @@ def stream_part(options: argparse.Namespace) -> dict:
                 ticker = burst_queue.pop(0)
                 items = [ArticleIn(title=f"${ticker} {text}", source="bench", id=f"n{ticker}{k}")
                          for k, text in enumerate(rng.sample(negatives, 6))]  # fmt: skip
-                stream.publish(service.stream_client, stream_name, items, 10_000_000)
+                stream.publish(service.stream_client, stream_name, items)
                 published[ticker] = time.monotonic()
                 sent += len(items)
                 continue
             item = ArticleIn(
                 title=f"${next(quiet)} {rng.choice(texts)}", source="bench", id=f"q{sent}"
             )
-            stream.publish(service.stream_client, stream_name, [item], 10_000_000)
+            stream.publish(service.stream_client, stream_name, [item])
             sent += 1
         deadline = time.monotonic() + 15
         while len(seen) < len(published) and time.monotonic() < deadline:

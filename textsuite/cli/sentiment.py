@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,7 @@ from apps.sentiment.feeds import poll_feed
 from apps.sentiment.models import Entity, Feed
 from apps.sentiment.replay import ReplayFileError, read_articles, replay
 from apps.sentiment.scoring import NoSentimentModel
-from apps.sentiment.service import SentimentService
+from apps.sentiment.service import NotDurable, SentimentService
 from apps.sentiment.settings import get_sentiment_settings
 from core.storage import get_session_factory
 from core.storage.base import utcnow
@@ -37,6 +38,7 @@ feeds = typer.Typer(help="RSS/Atom feeds to poll.", no_args_is_help=True)
 app.add_typer(watchlist, name="watchlist")
 app.add_typer(feeds, name="feeds")
 console = Console()
+REPLAY_BACKOFF_S = 2.0
 
 
 @watchlist.command("import")
@@ -100,12 +102,12 @@ def replay_file(
     if service.stream_client is not None:
 
         def send(chunk: list) -> object:
-            return stream.publish(
-                service.stream_client,
-                service.settings.stream_name,
-                chunk,
-                service.settings.stream_max_length,
-            )
+            while True:  # a replay waits for the consumers rather than fail or drop
+                try:
+                    return service.publish_now(chunk)
+                except stream.StreamFull as exc:
+                    console.print(f"[yellow]{exc}; waiting for the consumers[/yellow]")
+                    time.sleep(REPLAY_BACKOFF_S)
 
         where = f"stream {service.settings.stream_name}"
     else:
@@ -116,7 +118,7 @@ def replay_file(
             sent = replay(
                 articles, send, batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)
             )
-    except NoSentimentModel as exc:
+    except (NoSentimentModel, NotDurable) as exc:
         fail(str(exc))
     finally:
         service.close()

@@ -17,6 +17,8 @@ from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.articles import MAX_BATCH, ArticleIn
 from apps.sentiment.models import Article, ArticleEntity, Entity
 from apps.sentiment.scoring import LABELS, NoSentimentModel
+from apps.sentiment.service import NotDurable
+from apps.sentiment.stream import StreamFull
 from core.api.deps import SessionDep, require_scope
 from core.storage.models import Scope
 
@@ -45,6 +47,11 @@ class IngestReply(BaseModel):
 class QueuedReply(BaseModel):
     queued: int
     stream_ids: list[str]
+    durability: str = Field(
+        description="What of the queue survives a Redis restart: `aof-always` (all of it),"
+        " `aof-everysec` (all but the last second on a machine crash), `snapshots` (the last"
+        " snapshot), `none` (nothing not yet scored), `unknown`."
+    )
 
 
 @router.post(
@@ -52,7 +59,10 @@ class QueuedReply(BaseModel):
     response_model=IngestReply | QueuedReply,
     responses={
         202: {"model": QueuedReply, "description": "Queued on the ingest stream"},
-        503: {"description": "No sentiment model yet, or the stream is unreachable"},
+        503: {
+            "description": "No sentiment model yet; the stream is unreachable, too far behind"
+            " or not durable enough (`TEXTSUITE_SENTIMENT_STREAM_REQUIRE_DURABLE`)"
+        },
     },
 )
 async def post_articles(
@@ -67,17 +77,29 @@ async def post_articles(
     items = body.articles if isinstance(body, ArticleBatch) else [body]
     if service.stream_client is not None:
         try:
-            ids = await service.publish(items)
+            queued = await service.publish(items)
         except redis.RedisError as exc:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
                 f"the ingest stream is unreachable ({exc}); nothing was queued, retry later",
                 headers={"Retry-After": "5"},
             ) from None
-        return JSONResponse(
-            QueuedReply(queued=len(ids), stream_ids=ids).model_dump(),
-            status_code=status.HTTP_202_ACCEPTED,
+        except StreamFull as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"{exc}, retry later",
+                headers={"Retry-After": "10"},
+            ) from None
+        except NotDurable as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "60"}
+            ) from None
+        reply = QueuedReply(
+            queued=len(queued.stream_ids),
+            stream_ids=queued.stream_ids,
+            durability=queued.durability,
         )
+        return JSONResponse(reply.model_dump(), status_code=status.HTTP_202_ACCEPTED)
     try:
         results = await service.ingest_now(items)
     except NoSentimentModel as exc:

@@ -64,7 +64,9 @@ def stream_settings(redis_url: str) -> SentimentSettings:
 @pytest.fixture
 def client(stream_settings: SentimentSettings) -> Iterator[redis.Redis]:
     connection = stream.connect(stream_settings.stream_url)
+    connection.delete(stream_settings.stream_name)  # each test starts from an empty stream
     yield connection
+    connection.delete(stream_settings.stream_name)
     connection.close()
 
 
@@ -107,8 +109,8 @@ def test_published_articles_are_scored_stored_and_acknowledged(
 ) -> None:
     items = headlines(40)
     consumer = consumer_for(sentiment_settings, stream_settings, client, "a")
-    stream.publish(client, stream_settings.stream_name, items, stream_settings.stream_max_length)
-    stream.publish(client, stream_settings.stream_name, items[:10], 10_000)  # delivered twice
+    stream.publish(client, stream_settings.stream_name, items)
+    stream.publish(client, stream_settings.stream_name, items[:10])  # delivered twice
     drain(consumer)
     assert stored(sentiment_settings) == (40, 40, 40)
     assert consumer.stats.ingested == 40 and consumer.stats.duplicates == 10
@@ -120,7 +122,7 @@ def test_published_articles_are_scored_stored_and_acknowledged(
 def test_messages_of_a_consumer_that_died_are_reclaimed(
     sentiment_settings: Settings, stream_settings: SentimentSettings, client: redis.Redis
 ) -> None:
-    stream.publish(client, stream_settings.stream_name, headlines(20), 10_000)
+    stream.publish(client, stream_settings.stream_name, headlines(20))
     dead = consumer_for(sentiment_settings, stream_settings, client, "dead")
     taken = dead._read(block_ms=100)  # read, then "crash" before storing or acknowledging
     assert len(taken) == 16
@@ -133,6 +135,35 @@ def test_messages_of_a_consumer_that_died_are_reclaimed(
     assert stored(sentiment_settings) == (20, 20, 20)
 
 
+def test_a_full_backlog_refuses_more_and_trimming_keeps_what_is_unfinished(
+    sentiment_settings: Settings, stream_settings: SentimentSettings, client: redis.Redis
+) -> None:
+    """Nothing unread is trimmed away: producers are refused past the backlog limit, and
+    consumers trim only entries every group has acknowledged."""
+    name, group = stream_settings.stream_name, stream_settings.stream_group
+    stream.publish(client, name, headlines(30))
+    assert stream.backlog(client, name, group) == 30  # no consumer yet: all of it waits
+    with pytest.raises(stream.StreamFull, match="30 articles behind \\(limit 35\\)"):
+        stream.publish(client, name, headlines(40)[30:], group=group, max_backlog=35)
+    assert client.xlen(name) == 30  # refused as a whole
+
+    consumer = consumer_for(sentiment_settings, stream_settings, client, "a")
+    consumer.poll(block_ms=100)  # 16 stored and acknowledged
+    dead = consumer_for(sentiment_settings, stream_settings, client, "dead")
+    assert len(dead._read(block_ms=100)) == 14  # delivered, never acknowledged
+    assert stream.backlog(client, name, group) == 14
+    assert stream.trim_finished(client, name) == 16
+    assert client.xlen(name) == 14
+    assert stream.trim_finished(client, name) == 0  # the pending ones wait for their reclaim
+
+    time.sleep(1.1)
+    drain(consumer)  # reclaimed from the trimmed stream
+    assert stored(sentiment_settings) == (30, 30, 30)
+    assert stream.backlog(client, name, group) == 0
+    stream.publish(client, name, headlines(40)[30:], group=group, max_backlog=35)
+    assert stream.trim_finished(client, name) == 14 and client.xlen(name) == 10
+
+
 def test_what_is_not_an_article_is_dead_lettered_at_once(
     sentiment_settings: Settings, stream_settings: SentimentSettings, client: redis.Redis
 ) -> None:
@@ -141,7 +172,7 @@ def test_what_is_not_an_article_is_dead_lettered_at_once(
     client.xadd(name, {"article": "{not json"})
     client.xadd(name, {"article": '{"body": "no title"}'})
     client.xadd(name, {"something": "else"})
-    stream.publish(client, name, headlines(2), 10_000)
+    stream.publish(client, name, headlines(2))
     drain(consumer)
     assert stored(sentiment_settings)[0] == 2
     with get_session_factory(sentiment_settings.database_url)() as session:
@@ -168,7 +199,7 @@ def test_an_article_that_keeps_failing_is_dead_lettered_after_the_allowed_delive
 
     monkeypatch.setattr(consumer.ingestor, "ingest", poisoned)
     items = [*headlines(3), ArticleIn(id="p", source="test", title="poison pill")]
-    stream.publish(client, stream_settings.stream_name, items, 10_000)
+    stream.publish(client, stream_settings.stream_name, items)
     consumer.poll(block_ms=100)  # the batch fails; its good articles go through one by one
     assert stored(sentiment_settings)[0] == 3
     assert consumer.stats.failed_batches == 1 and consumer.stats.dead_lettered == 0
@@ -189,7 +220,7 @@ def test_a_consumer_killed_mid_batch_loses_no_article(
     """SIGKILL a real `textsuite sentiment consume` process while it scores; a second consumer
     reclaims its pending batch: every article stored and scored exactly once."""
     total = 400
-    stream.publish(client, stream_settings.stream_name, headlines(total), 10_000)
+    stream.publish(client, stream_settings.stream_name, headlines(total))
     env = {
         **os.environ,
         "TEXTSUITE_DATABASE_URL": sentiment_settings.database_url,
