@@ -181,6 +181,45 @@ def claim_job(
         return session.get(Job, job_id) if claimed == 1 else None
 
 
+def redispatch_stalled(
+    factory: sessionmaker[Session],
+    dispatcher: JobDispatcher,
+    *,
+    waiting_s: float,
+    lease_s: float,
+    limit: int = 500,
+) -> list[uuid.UUID]:
+    """Send again the jobs whose message may have been lost: untouched for `waiting_s`, and
+    queued, retrying, or running with no heartbeat for longer than `lease_s` (its worker died).
+
+    A broker that restarted without persisting its queues, or an API process that died with
+    in-process jobs, leaves such jobs behind; nothing else would ever run them. Sending a job
+    twice is safe: claiming is atomic, so whichever message comes second finds the job taken.
+    """
+    now = utcnow()
+    untouched = now - dt.timedelta(seconds=waiting_s)
+    dead = now - dt.timedelta(seconds=lease_s)
+    with factory() as session:
+        stalled = session.execute(
+            select(Job.id, Job.kind, Job.queue)
+            .where(
+                Job.updated_at < untouched,  # heartbeats and progress touch it too
+                or_(
+                    Job.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
+                    (Job.status == JobStatus.RUNNING) & (Job.heartbeat_at < dead),
+                ),
+            )
+            .order_by(Job.created_at)
+            .limit(limit)
+        ).all()
+    sent: list[uuid.UUID] = []
+    for job_id, kind, queue in stalled:
+        _update(factory, job_id)  # touched: not sent again before another `waiting_s`
+        dispatcher.dispatch(job_id, kind, queue)
+        sent.append(job_id)
+    return sent
+
+
 def is_running(factory: sessionmaker[Session], job_id: uuid.UUID) -> bool:
     with factory() as session:
         return session.scalar(select(Job.status).where(Job.id == job_id)) is JobStatus.RUNNING

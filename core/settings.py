@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         default=120,
         description="A running job whose heartbeat is older than this is presumed dead.",
     )
+    job_redispatch_after_s: Annotated[float, Field(ge=0)] = Field(
+        default=600.0,
+        description="The API sends again jobs queued this long, or running without a heartbeat "
+        "this long, whose message a broker restart or a dead process may have lost; 0: never.",
+    )
     inprocess_job_threads: Annotated[int, Field(ge=1, le=64)] = Field(
         default=2, description="Threads running jobs when no broker is configured."
     )

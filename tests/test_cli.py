@@ -184,3 +184,15 @@ def test_train_then_manage_versions(local_env: str, tmp_path: Path, monkeypatch)
     assert damaged.exit_code == 1 and "tickets v2 was not put in production" in damaged.output
     with get_session_factory(local_env)() as session:
         assert versions.production_version(session, "tickets").version == 1
+
+
+def test_redispatch_needs_a_broker_and_sends_only_stalled_jobs(
+    local_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner.invoke(app, ["migrate"])
+    alone = runner.invoke(app, ["jobs", "redispatch"])
+    assert alone.exit_code == 1 and "jobs run inside `textsuite serve`" in alone.output
+    monkeypatch.setenv("TEXTSUITE_BROKER_URL", "redis://127.0.0.1:6379/15")
+    get_settings.cache_clear()
+    nothing = runner.invoke(app, ["jobs", "redispatch", "--older-than", "0"])
+    assert nothing.exit_code == 0 and "0 jobs sent again" in nothing.output

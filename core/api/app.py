@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.api import health, jobs, models
 from core.api.health import ReadinessCheck
 from core.api.middleware import BodySizeLimit, RequestMetrics
-from core.jobs import JobDispatcher
+from core.jobs import JobDispatcher, redispatch_stalled
 from core.ml.batching import BatcherStopped, Overloaded
 from core.runtime import freeze_long_lived
 from core.security import KeyCache, RateLimiter, ensure_api_key
@@ -52,6 +54,11 @@ def create_app(
             for app_lifespan in lifespans:
                 await stack.enter_async_context(app_lifespan(app))
             log.info("start-up done; %d long-lived objects frozen", freeze_long_lived(collect=True))
+            if settings.job_redispatch_after_s > 0:
+                sweeper = asyncio.create_task(
+                    _redispatch_forever(settings, factory, dispatcher), name="job-redispatch"
+                )
+                stack.push_async_callback(_cancel, sweeper)
             yield
         close = getattr(dispatcher, "close", None)
         if close is not None:
@@ -81,6 +88,36 @@ def create_app(
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(BatcherStopped, _model_unavailable)
     return app
+
+
+async def _redispatch_forever(
+    settings: Settings, factory: sessionmaker[Session], dispatcher: JobDispatcher
+) -> None:
+    """Every so often, send again the jobs whose message was lost (`redispatch_stalled`)."""
+    waiting_s = settings.job_redispatch_after_s
+    while True:
+        try:
+            sent = await asyncio.to_thread(
+                redispatch_stalled,
+                factory,
+                dispatcher,
+                waiting_s=waiting_s,
+                lease_s=settings.job_lease_s,
+            )
+            if sent:
+                log.warning(
+                    "sent %d stalled jobs again (their message was lost?): %s",
+                    len(sent), ", ".join(map(str, sent)),
+                )  # fmt: skip
+        except Exception as exc:  # the database or the broker is away: try again later
+            log.warning("could not check for stalled jobs: %s", exc)
+        await asyncio.sleep(min(60.0, waiting_s / 2))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _overloaded(_request: Request, exc: Exception) -> JSONResponse:

@@ -136,3 +136,38 @@ def test_parameters_are_validated_before_anything_is_stored(
     with session_factory() as session:
         assert jobs.list_jobs(session) == []
     assert dispatcher.sent == []
+
+
+def test_stalled_jobs_are_sent_again_once_per_wait(session_factory: sessionmaker[Session]) -> None:
+    """Jobs whose message a broker restart lost (queued, retrying) or whose worker died with
+    it (running, no heartbeat) are sent again; live, recent and finished ones are not."""
+    dispatcher = RecordingDispatcher()
+    made = {
+        name: jobs.submit_job(session_factory, dispatcher, "core.worker_info", {"n": name})[0].id
+        for name in ("lost", "retrying", "dead", "alive", "done", "recent")
+    }
+    long_ago = jobs.utcnow() - dt.timedelta(hours=1)
+    changes = {
+        "lost": {"updated_at": long_ago},
+        "retrying": {"status": JobStatus.RETRYING, "updated_at": long_ago},
+        "dead": {"status": JobStatus.RUNNING, "heartbeat_at": long_ago, "updated_at": long_ago},
+        "alive": {
+            "status": JobStatus.RUNNING,
+            "heartbeat_at": jobs.utcnow(),
+            "updated_at": long_ago,
+        },
+        "done": {"status": JobStatus.SUCCEEDED, "updated_at": long_ago},
+    }
+    with session_factory() as session:
+        for name, values in changes.items():
+            session.execute(update(Job).where(Job.id == made[name]).values(**values))
+        session.commit()
+    dispatcher.sent.clear()
+
+    sent = jobs.redispatch_stalled(session_factory, dispatcher, waiting_s=600, lease_s=120)
+    assert sorted(sent) == sorted(made[name] for name in ("lost", "retrying", "dead"))
+    assert {job_id for job_id, *_ in dispatcher.sent} == set(sent)
+    assert jobs.redispatch_stalled(session_factory, dispatcher, waiting_s=600, lease_s=120) == []
+    # Sent twice, run once: the atomic claim lets one delivery through.
+    assert jobs.claim_job(session_factory, made["lost"], "w1", lease_s=120) is not None
+    assert jobs.claim_job(session_factory, made["lost"], "w2", lease_s=120) is None

@@ -153,6 +153,37 @@ def submit(
         raise typer.Exit(1)
 
 
+@app.command()
+def redispatch(
+    older_than: Annotated[
+        float, typer.Option(min=0, help="Only jobs untouched for this many seconds")
+    ] = 60.0,
+) -> None:
+    """Send again the jobs whose message was lost (a broker restarted without persistence).
+
+    The API does this by itself every few minutes (TEXTSUITE_JOB_REDISPATCH_AFTER_S); this is
+    for right after a known broker loss. A job sent twice still runs once.
+    """
+    from workers.dispatch import create_dispatcher
+
+    current = settings()
+    if current.jobs_inprocess:
+        fail("no broker is configured (TEXTSUITE_BROKER_URL): jobs run inside `textsuite serve`")
+    dispatcher = create_dispatcher(current)
+    try:
+        sent = jobs.redispatch_stalled(
+            get_session_factory(current.database_url),
+            dispatcher,
+            waiting_s=older_than,
+            lease_s=current.job_lease_s,
+        )
+    finally:
+        getattr(dispatcher, "close", lambda: None)()
+    for job_id in sent:
+        typer.echo(f"sent again: {job_id}")
+    typer.echo(f"{len(sent)} jobs sent again")
+
+
 def submit_and_follow(kind: str, params: dict[str, object], wait: bool = True) -> Job:
     """Submit a job and, unless told not to, show its progress until it finishes."""
     from workers.dispatch import create_dispatcher
