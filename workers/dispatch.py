@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,7 +42,10 @@ class InProcessDispatcher:
     """Runs the same Celery tasks on threads of this process (no broker configured).
 
     GPU work runs on a single thread, as one GPU worker would; the default queue gets
-    `threads` threads. Retries wait out their backoff on the thread.
+    `threads` threads. A retry waits out its backoff on a timer, not on a job thread, so a
+    target that keeps failing does not hold up other jobs. `close` waits for the job bodies
+    running now; queued jobs and pending retries stay queued or retrying in the database, and
+    the next process sends them again (`core.jobs.redispatch_stalled`).
     """
 
     def __init__(self, celery: Celery, threads: int) -> None:
@@ -51,27 +54,51 @@ class InProcessDispatcher:
             "gpu": ThreadPoolExecutor(1, thread_name_prefix="job-gpu"),
             "default": ThreadPoolExecutor(threads, thread_name_prefix="job-default"),
         }
+        self._timers: set[threading.Timer] = set()
+        self._lock = threading.Lock()
+        self._closed = False
 
     def spec_for(self, kind: str) -> JobKindSpec:
         return get_definition(kind).spec
 
     def dispatch(self, job_id: uuid.UUID, kind: str, queue: str) -> None:
-        self._executors[queue].submit(self._run, kind, str(job_id))
+        self._submit(kind, str(job_id), queue, retries=0)
 
-    def _run(self, kind: str, job_id: str) -> None:
-        task = self.celery.tasks[kind]
-        retries = 0
-        while True:
-            result = task.apply(args=[job_id], retries=retries, throw=False)
-            if not isinstance(result.result, RetryLater):
+    def _submit(self, kind: str, job_id: str, queue: str, retries: int) -> None:
+        with self._lock:
+            if self._closed:
+                return  # shutting down: the job stays in the database for the next process
+            self._executors[queue].submit(self._run, kind, job_id, queue, retries)
+
+    def _run(self, kind: str, job_id: str, queue: str, retries: int) -> None:
+        result = self.celery.tasks[kind].apply(args=[job_id], retries=retries, throw=False)
+        if not isinstance(result.result, RetryLater):
+            return
+        # The job is recorded as retrying; send it again after its backoff, as a broker would.
+        retry = result.result
+        timer = threading.Timer(
+            retry.countdown, self._retry, args=(kind, job_id, queue, retries + retry.counted)
+        )
+        timer.daemon = True
+        with self._lock:
+            if self._closed:
                 return
-            # The job is recorded as retrying; wait out its backoff, as a broker would.
-            time.sleep(result.result.countdown)
-            retries += result.result.counted
+            self._timers.add(timer)
+        timer.start()
+
+    def _retry(self, kind: str, job_id: str, queue: str, retries: int) -> None:
+        with self._lock:
+            self._timers.discard(threading.current_thread())  # type: ignore[arg-type]
+        self._submit(kind, job_id, queue, retries)
 
     def close(self, wait: bool = True) -> None:
+        with self._lock:
+            self._closed = True
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()
         for executor in self._executors.values():
-            executor.shutdown(wait=wait)
+            executor.shutdown(wait=wait, cancel_futures=True)
 
 
 def create_dispatcher(settings: Settings) -> JobDispatcher:

@@ -45,6 +45,12 @@ class SentimentSettings(BaseSettings):
         description="Refuse articles (503) unless the stream's Redis writes an append-only file.",
     )
 
+    notify_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=10.0,
+        description="Give up on a webhook target that has not answered in this long (the "
+        "notification job retries it with backoff).",
+    )
+
     @field_validator("stream_url")
     @classmethod
     def _check_stream_url(cls, value: str | None) -> str | None:

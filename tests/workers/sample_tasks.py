@@ -45,3 +45,9 @@ def flaky(ctx: JobContext) -> dict[str, Any]:
 @job_task("tests.gpu_echo", queue="gpu")
 def gpu_echo(ctx: JobContext) -> dict[str, Any]:
     return {"echo": ctx.params.get("value")}
+
+
+@job_task("tests.unreachable", max_retries=5, retry_backoff_s=30.0)
+def unreachable(ctx: JobContext) -> None:
+    """A target that is down: every attempt fails transiently, with a long backoff."""
+    raise TransientJobError("cannot reach the target: connection refused")

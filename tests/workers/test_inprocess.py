@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from core.jobs import submit_job
 from core.storage.engine import get_session_factory
-from core.storage.models import JobStatus
+from core.storage.models import Job, JobStatus
 from tests.conftest import make_settings
 from tests.workers.conftest import SAMPLE_TASKS, wait_for_job
 from textsuite.service import create_service
@@ -125,3 +125,25 @@ def test_every_declared_task_is_registered_with_its_queue(settings) -> None:
     assert celery.conf.worker_prefetch_multiplier == 1
     visibility = celery.conf.broker_transport_options["visibility_timeout"]
     assert visibility > celery.conf.task_time_limit
+
+
+@pytest.mark.timeout(20)  # closing must not wait out the 30-s backoff
+def test_a_job_backing_off_holds_no_thread_and_stays_retrying_at_shutdown(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        database_url=sqlite_url, worker_imports=[SAMPLE_TASKS], inprocess_job_threads=1
+    )
+    factory = get_session_factory(settings.database_url)
+    dispatcher = create_dispatcher(settings)
+    waiting, _ = submit_job(factory, dispatcher, "tests.unreachable")
+    wait_for_job(factory, waiting.id, until=lambda job: job.status is JobStatus.RETRYING)
+    out = tmp_path / "out.txt"
+    other, _ = submit_job(factory, dispatcher, "tests.append_line", {"path": str(out)})
+    assert wait_for_job(factory, other.id).status is JobStatus.SUCCEEDED  # the one thread
+    dispatcher.close()
+    with factory() as session:
+        left = session.get(Job, waiting.id)
+    # Not lost: the next process sends it again (core.jobs.redispatch_stalled).
+    assert (left.status, left.attempts) == (JobStatus.RETRYING, 1)
+    assert "connection refused" in left.error

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apps.sentiment.notify import NOTIFY_JOB, NotifyParams, deliver
+from apps.sentiment.settings import get_sentiment_settings
 from core.delivery import RETRIES, RETRY_BACKOFF_S, DeliveryUnavailable
 from core.jobs import JobContext, TransientJobError
 from workers.registry import job_task
@@ -22,7 +23,12 @@ def notify_alert(ctx: JobContext) -> dict[str, Any]:
     params = NotifyParams.model_validate(ctx.params)
     with ctx.session() as session:
         try:
-            status_code = deliver(session, params, delivery_id=str(ctx.job_id))
+            status_code = deliver(
+                session,
+                params,
+                delivery_id=str(ctx.job_id),
+                timeout_s=get_sentiment_settings().notify_timeout_s,
+            )
         except DeliveryUnavailable as exc:
             raise TransientJobError(str(exc)) from None
     return {"status_code": status_code}

@@ -3,7 +3,9 @@ articles scored in-process, an alert fires, a local webhook receiver gets the no
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,13 +15,18 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from apps.sentiment.notify import NOTIFY_JOB
+from apps.sentiment.settings import get_sentiment_settings
 from core.security import create_api_key
 from core.settings import Settings
 from core.signing import verify
 from core.storage.engine import get_session_factory, session_scope
+from core.storage.models import Job, JobStatus
 from tests.apps.sentiment.conftest import BURST
 from tests.apps.support.fake_chatwoot import ServerThread
+from tests.workers.conftest import wait_for_job
 from textsuite.service import create_service
 
 SECRET = "a-webhook-secret-of-some-length"
@@ -29,15 +36,21 @@ SHARE_RULE = {"name": "share", "kind": "negative_share", "window_s": 3600, "thre
 class Receiver:
     """A chat tool's incoming webhook: records posts; fails the first `failures` of them."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, hangs: int = 0, hang_s: float = 3.0) -> None:
         self.posts: list[tuple[dict[str, str], bytes]] = []
-        self.failures = failures
+        self.failures, self.hangs = failures, hangs
         self.lock = threading.Lock()
         app = FastAPI()
 
         @app.post("/hooks/alerts")
         async def hook(request: Request) -> JSONResponse:
             body = await request.body()
+            with self.lock:
+                hang = self.hangs > 0
+                self.hangs -= hang
+            if hang:  # overloaded: answers late, and then unprocessed, as behind a proxy
+                await asyncio.sleep(hang_s)
+                return JSONResponse({"error": "gateway timeout"}, status_code=504)
             with self.lock:
                 if self.failures > 0:
                     self.failures -= 1
@@ -175,3 +188,64 @@ def test_fired_alerts_are_delivered_signed_and_retried(api) -> None:
     assert message["blocks"][0]["type"] == "section"
     assert message["alert"]["state"] == "firing" and message["alert"]["details"]["volume"] == 6
     assert receiver.failures == 0  # the two 503s were retried, then delivered once
+
+
+@pytest.fixture
+def quick_giving_up(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TEXTSUITE_SENTIMENT_NOTIFY_TIMEOUT_S", "0.5")
+    get_sentiment_settings.cache_clear()
+    yield
+    get_sentiment_settings.cache_clear()
+
+
+def notify_job(settings: Settings, until: Any = None) -> Job:
+    factory = get_session_factory(settings.database_url)
+    with factory() as session:
+        job_id = session.scalars(select(Job.id).where(Job.kind == NOTIFY_JOB)).one()
+    return wait_for_job(factory, job_id, timeout_s=30, until=until)
+
+
+def test_a_hanging_alert_target_holds_up_nothing_and_gets_the_alert_once(
+    quick_giving_up: None, api, sentiment_settings: Settings
+) -> None:
+    client, key = api
+    receiver = Receiver(hangs=1, hang_s=3.0)
+    receiver.server.start()
+    try:
+        hook = {"url": f"{receiver.server.url}/hooks/alerts"}
+        assert client.post("/v1/sentiment/webhooks", json=hook, headers=key).status_code == 201
+        client.post("/v1/sentiment/rules", json=SHARE_RULE, headers=key)
+        started = time.monotonic()
+        post_burst(client, key)
+        assert time.monotonic() - started < 3.0  # scored and answered without the target
+        job = notify_job(sentiment_settings)
+        receiver.wait_for(1)
+    finally:
+        receiver.server.stop()
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    assert job.attempts == 2  # gave up on the hanging call after 0.5 s, then delivered
+    assert len(receiver.posts) == 1
+
+
+def test_an_unreachable_alert_target_is_retried_with_the_reason_recorded(
+    api, sentiment_settings: Settings
+) -> None:
+    client, key = api
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hook = {"url": f"http://127.0.0.1:{port}/hooks/alerts?token=s3cr3t-in-url", "secret": SECRET}
+    assert client.post("/v1/sentiment/webhooks", json=hook, headers=key).status_code == 201
+    client.post("/v1/sentiment/rules", json=SHARE_RULE, headers=key)
+    post_burst(client, key)
+    job = notify_job(
+        sentiment_settings,
+        until=lambda job: job.attempts >= 2 and job.status is JobStatus.RETRYING,
+    )
+    assert job.status is JobStatus.RETRYING  # backing off, not given up, not lost
+    assert f"cannot reach the alert webhook at POST http://127.0.0.1:{port}/hooks/alerts" in (
+        job.error or ""
+    )
+    assert "s3cr3t-in-url" not in job.error and SECRET not in job.error
+    alerts = client.get("/v1/sentiment/alerts", headers=key).json()
+    assert [alert["state"] for alert in alerts] == ["firing"]
