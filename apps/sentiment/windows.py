@@ -19,6 +19,7 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import and_, case, or_, select
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,7 @@ BASELINE_S = 7 * 24 * 3600
 HALF_LIFE_S = 24 * 3600
 MIN_BASELINE = 10
 SD_FLOOR = 0.1  # a baseline of identical scores still leaves room for noise
+MAX_HALF_LIVES = 900  # longer spans are weighted article by article (2^1024 overflows)
 # Entities per query when reading scored articles: each adds a term to one OR, and SQLite
 # refuses expressions nested deeper than 1,000.
 ENTITIES_PER_QUERY = 100
@@ -75,46 +77,80 @@ class ScoredArticle:
 
 class EntityHistory:
     """An entity's scored articles over a span, sorted by publication: any window and its
-    baseline inside the span are two slices of it."""
+    baseline inside the span are two slices of it.
+
+    Each window is answered from running sums in O(log n), however long the history: a busy
+    company has thousands of articles a week, and a batch asks for a window at each of its
+    articles. The recency weights 0.5^((start - t) / HALF_LIFE_S) factor into 2^(t / H) times
+    a constant that cancels in the weighted mean and variance, so running sums of 2^(t / H),
+    of that times the score and of that times its square answer any baseline.
+    """
 
     def __init__(self, articles: list[ScoredArticle]) -> None:
         self.articles = articles
         self.times = [article.published_at for article in articles]
+        origin = self.times[0] if articles else dt.datetime(1970, 1, 1)
+        seconds = np.array([(t - origin).total_seconds() for t in self.times], dtype=np.float64)
+        scores = np.array([article.score for article in articles], dtype=np.float64)
+        negative = np.array([article.label == "negative" for article in articles], dtype=np.float64)
+        # Weights grow by 2 per half-life along the span: float64 holds 2^1000 comfortably.
+        self._exact = bool(len(seconds)) and seconds[-1] / HALF_LIFE_S > MAX_HALF_LIVES
+        growth = np.exp2(seconds / HALF_LIFE_S) if not self._exact else np.ones_like(seconds)
+        self._origin = origin
+        self._sums = {
+            name: np.concatenate(([0.0], np.cumsum(values)))
+            for name, values in {
+                "score": scores,
+                "negative": negative,
+                "weight": growth,
+                "weighted_score": growth * scores,
+                "weighted_square": growth * scores * scores,
+            }.items()
+        }
 
-    def _between(self, after: dt.datetime, until: dt.datetime) -> list[ScoredArticle]:
-        """The articles published in (after, until]."""
-        return self.articles[bisect_right(self.times, after) : bisect_right(self.times, until)]
+    def _slice(self, after: dt.datetime, until: dt.datetime) -> tuple[int, int]:
+        """Indexes [i, j) of the articles published in (after, until]."""
+        return bisect_right(self.times, after), bisect_right(self.times, until)
+
+    def _total(self, name: str, first: int, last: int) -> float:
+        sums = self._sums[name]
+        return float(sums[last] - sums[first])
 
     def stats(self, as_of: dt.datetime, window_s: int) -> WindowStats:
         start = as_of - dt.timedelta(seconds=window_s)
-        window = self._between(start, as_of)
-        history = self._between(start - dt.timedelta(seconds=BASELINE_S), start)
-        volume = len(window)
-        mean = sum(row.score for row in window) / volume if volume else None
-        negative = sum(row.label == "negative" for row in window) / volume if volume else None
+        first, last = self._slice(start, as_of)
+        volume = last - first
+        mean = self._total("score", first, last) / volume if volume else None
+        negative = self._total("negative", first, last) / volume if volume else None
+        past_first, past_last = self._slice(start - dt.timedelta(seconds=BASELINE_S), start)
+        history = past_last - past_first
         baseline_mean = baseline_sd = None
-        if history:
-            weights = [
-                0.5 ** ((start - row.published_at).total_seconds() / HALF_LIFE_S) for row in history
-            ]
-            total = sum(weights)
-            baseline_mean = (
-                sum(w * row.score for w, row in zip(weights, history, strict=True)) / total
-            )
-            variance = (
-                sum(
-                    w * (row.score - baseline_mean) ** 2
-                    for w, row in zip(weights, history, strict=True)
-                )
-                / total
-            )
-            baseline_sd = math.sqrt(variance)
+        if history and self._exact:
+            baseline_mean, baseline_sd = self._weighted(start, past_first, past_last)
+        elif history:
+            total = self._total("weight", past_first, past_last)
+            baseline_mean = self._total("weighted_score", past_first, past_last) / total
+            square = self._total("weighted_square", past_first, past_last) / total
+            baseline_sd = math.sqrt(max(square - baseline_mean * baseline_mean, 0.0))
         # The rate the baseline predicts for a window this long (history spans BASELINE_S).
-        span_s = BASELINE_S if history else 0
-        expected = len(history) * window_s / span_s if span_s else 0.0
+        expected = history * window_s / BASELINE_S if history else 0.0
         return WindowStats(
-            start, as_of, volume, mean, negative, len(history), baseline_mean, baseline_sd, expected
+            start, as_of, volume, mean, negative, history, baseline_mean, baseline_sd, expected
         )
+
+    def _weighted(self, start: dt.datetime, first: int, last: int) -> tuple[float, float]:
+        """The recency-weighted mean and deviation, one article at a time (a span too long
+        for running sums of the weights: years of replayed news)."""
+        rows = self.articles[first:last]
+        weights = [
+            0.5 ** ((start - row.published_at).total_seconds() / HALF_LIFE_S) for row in rows
+        ]
+        total = sum(weights)
+        mean = sum(w * row.score for w, row in zip(weights, rows, strict=True)) / total
+        variance = (
+            sum(w * (row.score - mean) ** 2 for w, row in zip(weights, rows, strict=True)) / total
+        )
+        return mean, math.sqrt(variance)
 
 
 def read_histories(

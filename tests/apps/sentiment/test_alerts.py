@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import uuid
 
 import pytest
@@ -28,7 +29,13 @@ from apps.sentiment.models import (
     Entity,
     RuleKind,
 )
-from apps.sentiment.windows import window_stats
+from apps.sentiment.windows import (
+    BASELINE_S,
+    HALF_LIFE_S,
+    EntityHistory,
+    ScoredArticle,
+    window_stats,
+)
 from core.storage.engine import session_scope
 from tests.apps.sentiment.conftest import statements_run
 
@@ -115,6 +122,63 @@ def test_window_statistics(world) -> None:
     z = stats.value(RuleKind.Z_SCORE)
     assert z == pytest.approx((-0.9 - stats.baseline_mean) / (stats.baseline_sd / 6**0.5))
     assert stats.value(RuleKind.VOLUME_SPIKE) == pytest.approx(6.0)  # expected < 1: floor of 1
+
+
+def direct_stats(
+    articles: list[ScoredArticle], as_of: dt.datetime, window_s: int
+) -> tuple[int, float | None, float | None, int, float | None, float | None]:
+    """The definition, article by article: what the running sums must agree with."""
+    start = as_of - dt.timedelta(seconds=window_s)
+    window = [a for a in articles if start < a.published_at <= as_of]
+    past = [
+        a for a in articles if start - dt.timedelta(seconds=BASELINE_S) < a.published_at <= start
+    ]
+    mean = sum(a.score for a in window) / len(window) if window else None
+    share = sum(a.label == "negative" for a in window) / len(window) if window else None
+    base_mean = base_sd = None
+    if past:
+        weights = [0.5 ** ((start - a.published_at).total_seconds() / HALF_LIFE_S) for a in past]
+        base_mean = sum(w * a.score for w, a in zip(weights, past, strict=True)) / sum(weights)
+        base_sd = (
+            sum(w * (a.score - base_mean) ** 2 for w, a in zip(weights, past, strict=True))
+            / sum(weights)
+        ) ** 0.5
+    return len(window), mean, share, len(past), base_mean, base_sd
+
+
+@pytest.mark.parametrize("span_days", [9, 2000])  # a week and more; years of replayed news
+def test_windows_from_running_sums_agree_with_the_definition(span_days: int) -> None:
+    rng = random.Random(span_days)
+    end = dt.datetime(2026, 11, 28, 12)
+    articles = sorted(
+        (
+            ScoredArticle(
+                end - dt.timedelta(seconds=rng.uniform(0, span_days * 86400)),
+                rng.uniform(-1, 1),
+                rng.choice(["negative", "neutral", "positive"]),
+            )
+            for _ in range(3000)
+        ),
+        key=lambda article: article.published_at,
+    )
+    history = EntityHistory(articles)
+    for _ in range(40):
+        as_of = end - dt.timedelta(seconds=rng.uniform(0, 2 * 86400))
+        for window_s in (900, 3600, 86400):
+            stats = history.stats(as_of, window_s)
+            got = (
+                stats.volume,
+                stats.mean_score,
+                stats.negative_share,
+                stats.baseline_count,
+                stats.baseline_mean,
+                stats.baseline_sd,
+            )
+            want = direct_stats(articles, as_of, window_s)
+            assert [value is None for value in got] == [value is None for value in want]
+            assert [v for v in got if v is not None] == pytest.approx(
+                [v for v in want if v is not None], rel=1e-9, abs=1e-12
+            )
 
 
 def test_an_alert_fires_once_then_resolves_then_cools_down(world) -> None:
