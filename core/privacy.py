@@ -24,7 +24,8 @@ makes masking idempotent and keeps an IBAN's digits from being read as a card or
    - any other 7-15 digit number without dots, only when a phone word ("call", "phone", "mobile",
      "WhatsApp", "tel", ...) comes shortly before it on the same line ("call me on 612 34 56 78").
 
-   Never a phone: dates (Y-M-D, D-M-Y with valid month and day), and, unless it starts with `+`,
+   Never a phone: dates (Y-M-D, D-M-Y with valid month and day), decimals ("0.97412345678":
+   two groups and one dot), and, unless it starts with `+`,
    a number right after an id word ("order", "invoice", "tracking", "ref", "ticket", ...) or the
    rest of a mistyped IBAN ("NL92 ABNA 0417 1643 00" with a wrong check digit; cards too).
    A plain digit run such as "4155552671" or "12345678" with no phone word before it is not
@@ -232,6 +233,8 @@ def _is_phone(text: str, start: int, end: int) -> bool:
         count = len(digits) - candidate.count("(0)")
         return 8 <= count <= 15
     if not 7 <= len(digits) <= 17 or _looks_like_date(groups):
+        return False
+    if len(groups) == 2 and candidate == ".".join(groups):  # a decimal: "0.97412345678"
         return False
     if digits.startswith("00"):
         shaped = digits[2:3] != "0" and len(digits) >= 10  # 00 + country code: international

@@ -10,8 +10,13 @@ helpdesk, a news feed and a web shop would use them at the same time.
    message, a news article (stored and scored before the reply), and a recommender list (for a
    user, similar items or a free-text query). Per level: requests/s, p50/p99 per route, and
    the answers: 2xx, 429, 503 with Retry-After (back-pressure), and any other 5xx (errors).
-3. Soak: the middle level for `--soak-minutes`; the service's resident memory (RSS) at the
-   start, every minute, and at the end.
+3. Soak: the middle level for `--soak-minutes`; the service's resident memory (RSS) and the
+   requests/s at the start, every minute, and at the end.
+4. Overload (`--overload-clients`): past saturation, against a second `textsuite serve` whose
+   model queues hold `--overload-queue` requests (`TEXTSUITE_BATCH_MAX_QUEUE`; the default of
+   1,024 takes more concurrent connections than one client machine opens): the answers must be
+   2xx or 503 with `Retry-After`, never another 5xx, and the accepted requests keep their
+   latency.
 
 The p99 targets of the issues are checked per route: the recommender's lists 20 ms (issue 6);
 the other routes have throughput targets, measured in their own benchmarks.
@@ -49,6 +54,7 @@ class Level:
     seconds: float
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     statuses: Counter[str] = field(default_factory=Counter)
+    route_statuses: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
     @property
     def requests(self) -> int:
@@ -119,6 +125,7 @@ async def run_level(base: str, key: str, traffic: Traffic, clients: int, seconds
                     response = await http.post(path, json=body, headers=headers)
                 level.latencies[route].append(time.perf_counter() - started)
                 level.statuses[_outcome(response)] += 1
+                level.route_statuses[route][_outcome(response)] += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client(n) for n in range(clients)))
@@ -186,7 +193,7 @@ def level_rows(levels: list[Level]) -> list[list[str]]:
                     f"{percentile_ms(seconds, 50):.1f}",
                     f"{p99:.1f}",
                     "-" if target is None else ("met" if p99 < target else "NOT met"),
-                    ", ".join(f"{k} {v}" for k, v in sorted(level.statuses.items())),
+                    ", ".join(f"{k} {v}" for k, v in sorted(level.route_statuses[route].items())),
                 ]
             )
     return rows
@@ -201,6 +208,8 @@ def main() -> None:
     parser.add_argument("--levels", default="3,12,48", help="concurrent clients per level")
     parser.add_argument("--seconds", type=float, default=20.0, help="per level")
     parser.add_argument("--soak-minutes", type=float, default=10.0, help="0: no soak")
+    parser.add_argument("--overload-clients", type=int, default=192, help="0: no overload")
+    parser.add_argument("--overload-queue", type=int, default=16, help="requests per model queue")
     parser.add_argument(
         "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
@@ -216,7 +225,7 @@ def main() -> None:
     options = parser.parse_args()
     levels = [int(n) for n in options.levels.split(",")]
     traffic = Traffic(options.seed)
-    report: dict = {"levels": [], "soak": None}
+    report: dict = {"levels": [], "soak": None, "overload": None}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as scratch:
         if options.world:
             url, workdir = options.world[0], Path(options.world[1])
@@ -249,7 +258,14 @@ def main() -> None:
             f"\nsoak: {s['clients']} clients for {s['minutes']:g} min, {s['requests']} requests, "
             f"{s['req_s']:.1f} req/s, answers {s['answers']}; RSS {s['rss_mb'][0]:.0f} MB at the "
             f"start, {s['rss_mb'][-1]:.0f} MB at the end (every minute: "
-            f"{', '.join(f'{v:.0f}' for v in s['rss_mb'])})"
+            f"{', '.join(f'{v:.0f}' for v in s['rss_mb'])}); req/s every minute: "
+            f"{', '.join(f'{v:.1f}' for v in s['req_s_by_minute'])}"
+        )
+    if report["overload"]:
+        print("\n## Past saturation (model queues of", options.overload_queue, "requests)\n")
+        table(
+            ["clients", "req/s", "route", "n", "p50", "p99", "target", "answers"],
+            [list(row.values()) for row in report["overload"]],
         )
     options.output.mkdir(parents=True, exist_ok=True)
     path = options.output / f"load-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -279,6 +295,18 @@ def measure(
         report["levels"] = [dict(zip(columns, row, strict=True)) for row in level_rows(results)]
         if options.soak_minutes > 0:
             report["soak"] = soak(base, key, traffic, server, levels, options)
+    if options.overload_clients > 0:
+        queue = str(options.overload_queue)
+        with running_service(url, workdir / "artifacts", TEXTSUITE_BATCH_MAX_QUEUE=queue) as base:
+            asyncio.run(run_level(base, key, traffic, 3, 5))
+            level = asyncio.run(
+                run_level(base, key, traffic, options.overload_clients, options.seconds)
+            )
+            print(f"[overload] {dict(level.statuses)}", flush=True)
+            columns = ["clients", "req/s", "route", "n", "p50", "p99", "target", "answers"]
+            report["overload"] = [
+                dict(zip(columns, row, strict=True)) for row in level_rows([level])
+            ]
 
 
 def soak(
@@ -292,6 +320,7 @@ def soak(
     clients = levels[len(levels) // 2]
     rss = [rss_mb(server)]
     answers: Counter[str] = Counter()
+    rates: list[float] = []
     requests = 0
     started = time.perf_counter()
     minutes = options.soak_minutes
@@ -300,6 +329,7 @@ def soak(
         level = asyncio.run(run_level(base, key, traffic, clients, min(60.0, left)))
         answers.update(level.statuses)
         requests += level.requests
+        rates.append(level.requests / level.seconds)
         rss.append(rss_mb(server))
         print(
             f"[soak] {len(rss) - 1} min: RSS {rss[-1]:.0f} MB, {dict(level.statuses)}", flush=True
@@ -311,6 +341,7 @@ def soak(
         "req_s": requests / (time.perf_counter() - started),
         "answers": dict(answers),
         "rss_mb": rss,
+        "req_s_by_minute": rates,
     }
 
 

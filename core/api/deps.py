@@ -126,3 +126,11 @@ def commit_or_conflict(session: Session, detail: str) -> None:
     except IntegrityError:
         session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, detail) from None
+
+
+def unavailable(detail: str, retry_after_s: int) -> HTTPException:
+    """503 with `Retry-After`: the request was fine, something it needs is not there yet
+    (a model, a broker, a stream); nothing was stored, and the same request may succeed."""
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": str(retry_after_s)}
+    )

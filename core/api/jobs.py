@@ -11,7 +11,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from core import jobs
-from core.api.deps import AdminKey, CurrentKey, DispatcherDep, SessionDep, SessionFactoryDep
+from core.api.deps import (
+    AdminKey,
+    CurrentKey,
+    DispatcherDep,
+    SessionDep,
+    SessionFactoryDep,
+    unavailable,
+)
 from core.storage.models import ApiKey, Job, JobStatus, Scope
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -117,9 +124,7 @@ def submit_job(
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except jobs.DispatchError as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
-        ) from None
+        raise unavailable(str(exc), 5) from None
     if created:
         return JobPublic.model_validate(job)
     return JSONResponse(JobPublic.model_validate(job).model_dump(mode="json"), status_code=200)

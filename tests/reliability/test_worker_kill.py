@@ -168,7 +168,7 @@ def test_a_killed_pool_process_gives_its_job_back(
         results.append(outcome(kill_settings, job.id, out))
     assert report("pool process killed", results) == (0, 0)
     # Each job ran twice (killed, then again) and wrote once.
-    assert [job.attempts for job, _ in results] == [2] * TRAINING_RUNS
+    assert [job.attempts for job, _ in results] == [2] * RUNS
     assert worker.poll() is None  # the worker itself lived on and replaced its pool process
 
 

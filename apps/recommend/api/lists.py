@@ -21,7 +21,7 @@ from apps.recommend.recommending import (
     similar_items,
 )
 from apps.recommend.service import NoEncoder
-from core.api.deps import SessionFactoryDep, require_scope
+from core.api.deps import SessionFactoryDep, require_scope, unavailable
 from core.storage.models import Scope
 
 router = APIRouter(
@@ -134,9 +134,7 @@ async def query(body: QueryIn, factory: SessionFactoryDep, service: ServiceDep) 
     try:
         vector = await asyncio.to_thread(service.query_vector, body.text)
     except NoEncoder as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "30"}
-        ) from None
+        raise unavailable(str(exc), 30) from None
 
     def search() -> RecommendationList:
         with factory() as session:

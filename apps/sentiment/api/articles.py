@@ -19,7 +19,7 @@ from apps.sentiment.models import Article, ArticleEntity, Entity
 from apps.sentiment.scoring import LABELS, NoSentimentModel
 from apps.sentiment.service import NotDurable
 from apps.sentiment.stream import StreamFull
-from core.api.deps import SessionDep, require_scope
+from core.api.deps import SessionDep, require_scope, unavailable
 from core.storage.models import Scope
 
 router = APIRouter(
@@ -79,21 +79,13 @@ async def post_articles(
         try:
             queued = await service.publish(items)
         except redis.RedisError as exc:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                f"the ingest stream is unreachable ({exc}); nothing was queued, retry later",
-                headers={"Retry-After": "5"},
+            raise unavailable(
+                f"the ingest stream is unreachable ({exc}); nothing was queued, retry later", 5
             ) from None
         except StreamFull as exc:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                f"{exc}, retry later",
-                headers={"Retry-After": "10"},
-            ) from None
+            raise unavailable(f"{exc}, retry later", 10) from None
         except NotDurable as exc:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "60"}
-            ) from None
+            raise unavailable(str(exc), 60) from None
         reply = QueuedReply(
             queued=len(queued.stream_ids),
             stream_ids=queued.stream_ids,
@@ -103,11 +95,7 @@ async def post_articles(
     try:
         results = await service.ingest_now(items)
     except NoSentimentModel as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"{exc}; nothing was stored",
-            headers={"Retry-After": "60"},
-        ) from None
+        raise unavailable(f"{exc}; nothing was stored", 60) from None
     return IngestReply(
         articles=[
             IngestedOut(id=r.article_id, duplicate=r.duplicate, label=r.label, score=r.score)

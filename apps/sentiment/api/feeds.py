@@ -14,7 +14,13 @@ from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.feeds import PollResult, poll_feed
 from apps.sentiment.models import Feed
 from apps.sentiment.scoring import NoSentimentModel
-from core.api.deps import SessionDep, SessionFactoryDep, commit_or_conflict, require_scope
+from core.api.deps import (
+    SessionDep,
+    SessionFactoryDep,
+    commit_or_conflict,
+    require_scope,
+    unavailable,
+)
 from core.storage.models import Scope
 
 router = APIRouter(
@@ -92,9 +98,7 @@ async def poll_now(feed_id: uuid.UUID, factory: SessionFactoryDep, service: Serv
     except LookupError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no feed {feed_id}") from None
     except NoSentimentModel as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "60"}
-        ) from None
+        raise unavailable(str(exc), 60) from None
     return PollOut(
         status=result.status, entries=result.entries, ingested=result.ingested, error=result.error
     )

@@ -13,6 +13,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.api.deps import unavailable
 from core.jobs import DispatchError, IdempotencyConflict, JobDispatcher, submit_job
 from core.signing import SignatureError, verify
 from core.storage.models import Job
@@ -113,9 +114,7 @@ def submit_delivery(
         )
         return existing, False
     except DispatchError as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"the reply could not be queued for delivery ({exc}); try again later",
-            headers={"Retry-After": "5"},
+        raise unavailable(
+            f"the reply could not be queued for delivery ({exc}); try again later", 5
         ) from None
     return job.id, created

@@ -15,7 +15,7 @@ from apps.support.messages import BotReply, Channel, HandoffReason, IncomingMess
 from apps.support.models import Conversation, ConversationStatus, Customer, Message
 from apps.support.training import TRAIN_JOB, SupportTrainParams
 from core import jobs
-from core.api.deps import DispatcherDep, SessionDep, SessionFactoryDep, require_scope
+from core.api.deps import DispatcherDep, SessionDep, SessionFactoryDep, require_scope, unavailable
 from core.api.jobs import JobPublic
 from core.storage.models import Scope
 
@@ -213,7 +213,5 @@ def train(body: SupportTrainParams, factory: SessionFactoryDep, dispatcher: Disp
     except jobs.InvalidJobParams as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except jobs.DispatchError as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": "5"}
-        ) from None
+        raise unavailable(str(exc), 5) from None
     return JobPublic.model_validate(job)
