@@ -40,10 +40,14 @@ class RecommendTrainParams(BaseModel):
         default_factory=dict, description="EmbeddingTrainingArguments"
     )
     promotion: PromotionPolicy = PromotionPolicy.IF_NOT_WORSE
-    days: int = Field(default=180, ge=1, description="Events from this many days back.")
+    days: int = Field(default=180, ge=1, le=36_500, description="Events from this many days back.")
     window: int = Field(default=2, ge=1, le=20, description="Items after each that pair with it.")
-    max_pairs: int = Field(default=20_000, ge=2, description="The most common pairs kept.")
-    min_pairs: int = Field(default=16, ge=2, description="Refuse to train on fewer pairs.")
+    max_pairs: int = Field(
+        default=20_000, ge=2, le=100_000_000, description="The most common pairs kept."
+    )
+    min_pairs: int = Field(
+        default=16, ge=2, le=100_000_000, description="Refuse to train on fewer pairs."
+    )
 
     @field_validator("arguments")
     @classmethod

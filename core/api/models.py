@@ -39,7 +39,9 @@ class ModelVersionPublic(BaseModel):
 class Promotion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = Field(default=None, ge=1, description="Default: the newest version")
+    version: int | None = Field(
+        default=None, ge=1, le=1_000_000_000, description="Default: the newest version"
+    )
     force: bool = Field(default=False, description="Promote even if the metric is worse")
 
 

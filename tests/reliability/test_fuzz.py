@@ -84,6 +84,8 @@ def test_no_request_gets_a_server_error(case: Any, target: tuple[TestClient, str
 FOUND = [
     # An offset past SQLite's 64-bit integers reached the database (500).
     ("GET", "/v1/recommend/items?offset=9223372036854775808", None, 422),
+    # A version number past SQLite's 64-bit integers reached the database (500).
+    ("POST", "/v1/models/m/promote", {"version": 9223372036854775808}, 422),
     # A helpdesk endpoint that is not configured is off (404), not an outage (503).
     ("POST", "/v1/support/chatwoot/webhook", {"event": "message_created"}, 404),
 ]
