@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +12,13 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from apps.sentiment import stream
 from apps.sentiment.demo import NEWS, WATCHLIST, news_until_now
+from apps.sentiment.ingest import Ingestor
 from apps.sentiment.models import Article, Entity
+from apps.sentiment.scoring import SentimentScorer
 from apps.sentiment.settings import get_sentiment_settings
+from core.ml.serving import ProductionClassifier
 from core.settings import Settings, get_settings
 from core.storage.base import utcnow
 from core.storage.engine import get_session_factory
@@ -62,6 +68,47 @@ def test_replaying_the_demo_news_in_process(cli_env: Settings, tmp_path: Path) -
     assert count(cli_env, Article) == 302  # ten deliveries were repeats
     again = runner.invoke(app, ["replay", str(news)])
     assert again.exit_code == 0 and count(cli_env, Article) == 302
+
+
+@pytest.mark.redis
+def test_a_replay_onto_a_full_stream_waits_for_the_consumers(
+    cli_env: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """312 articles through a stream that holds 100 unscored: the replay waits whenever the
+    backlog is full, and every article is stored once."""
+    name = "test:replay-backpressure"
+    monkeypatch.setenv("TEXTSUITE_SENTIMENT_STREAM_URL", redis_url)
+    monkeypatch.setenv("TEXTSUITE_SENTIMENT_STREAM_NAME", name)
+    monkeypatch.setenv("TEXTSUITE_SENTIMENT_STREAM_MAX_BACKLOG", "100")
+    monkeypatch.setattr("textsuite.cli.sentiment.REPLAY_BACKOFF_S", 0.2)
+    get_sentiment_settings.cache_clear()
+    runner.invoke(app, ["watchlist", "import", str(WATCHLIST)])
+    news = tmp_path / "news.jsonl"
+    news.write_text("".join(a.model_dump_json(exclude_none=True) + "\n" for a in news_until_now()))
+    client = stream.connect(redis_url)
+    client.delete(name)
+    factory = get_session_factory(cli_env.database_url)
+    scorer = SentimentScorer(ProductionClassifier(cli_env, factory, "sentiment"))
+    consumer = stream.StreamConsumer(
+        client, Ingestor(factory, scorer), factory, get_sentiment_settings(), name="c"
+    )
+    consumer.ensure_group()
+    thread = threading.Thread(target=consumer.run, kwargs={"block_ms": 100, "trim_every_s": 0.5})
+    thread.start()
+    try:
+        result = runner.invoke(app, ["replay", str(news), "--batch-size", "50"])
+        deadline = time.monotonic() + 60
+        while count(cli_env, Article) < 302 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        consumer.stop()
+        thread.join(timeout=30)
+        client.delete(name)
+        client.close()
+    assert result.exit_code == 0, result.output
+    assert "waiting for the consumers" in result.output  # it was held back at least once
+    assert "replayed 312 articles" in result.output
+    assert count(cli_env, Article) == 302  # ten deliveries were repeats
 
 
 def test_a_bad_replay_file_is_refused_whole(cli_env: Settings, tmp_path: Path) -> None:
