@@ -14,10 +14,6 @@ HTTP_REQUEST_DURATION = Histogram(
     ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-HTTP_REQUESTS_SHED = Counter(
-    "textsuite_http_requests_shed_total",
-    "Requests answered 503 at once because TEXTSUITE_MAX_IN_FLIGHT were in progress.",
-)
 JOB_DURATION = Histogram(
     "textsuite_job_duration_seconds",
     "Wall time of one job attempt by kind and outcome.",

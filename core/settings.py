@@ -78,11 +78,6 @@ class Settings(BaseSettings):
     max_request_bytes: Annotated[int, Field(gt=0)] = Field(
         default=1_048_576, description="Largest accepted request body."
     )
-    max_in_flight: Annotated[int, Field(ge=0)] = Field(
-        default=128,
-        description="Requests one API process serves at once; past it, 503 with Retry-After "
-        "at once instead of a growing wait. 0: no limit.",
-    )
     rate_limit_per_s: Annotated[float, Field(ge=0)] = Field(
         default=200.0,
         description="Requests per second one API key may make to one API process, with bursts "

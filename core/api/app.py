@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.api import health, jobs, models
 from core.api.health import ReadinessCheck
-from core.api.middleware import BodySizeLimit, MaxInFlight, RequestMetrics
+from core.api.middleware import BodySizeLimit, RequestMetrics
 from core.jobs import JobDispatcher, redispatch_stalled
 from core.ml.batching import BatcherStopped, Overloaded
 from core.runtime import freeze_long_lived
@@ -78,7 +78,6 @@ def create_app(
     app.state.extra_readiness_checks = dict(readiness_checks or {})
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics)
-    app.add_middleware(MaxInFlight, limit=settings.max_in_flight)  # outermost: sheds first
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)

@@ -1,4 +1,4 @@
-"""ASGI middleware: requests in progress, request size limit, latency metrics by route."""
+"""ASGI middleware: request size limit, and latency metrics by route template."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS_SHED
+from core.metrics import HTTP_REQUEST_DURATION
 
 log = logging.getLogger("textsuite.http")
 
@@ -17,12 +17,7 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _send_json(
-    send: Send,
-    status: int,
-    body: dict[str, object],
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
+async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -31,48 +26,10 @@ async def _send_json(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
             ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
-
-
-class MaxInFlight:
-    """Answers 503 with `Retry-After` while `limit` requests are already being served.
-
-    Past saturation more requests only wait in the server's queues (seconds, growing); a
-    client told to come back can go to another replica or back off instead. Health checks,
-    metrics and server-sent event streams (open for as long as a dashboard is) do not count.
-    """
-
-    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-        self.in_flight = 0  # one event loop: no lock needed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.limit <= 0 or self._exempt(scope):
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.limit:
-            HTTP_REQUESTS_SHED.inc()
-            detail = (
-                f"the service is serving its limit of {self.limit} requests at once "
-                "(TEXTSUITE_MAX_IN_FLIGHT); nothing was done, retry shortly"
-            )
-            await _send_json(send, 503, {"detail": detail}, [(b"retry-after", b"1")])
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-
-    def _exempt(self, scope: Scope) -> bool:
-        accept = dict(scope["headers"]).get(b"accept", b"")
-        return scope["path"] in self.EXEMPT or b"text/event-stream" in accept
 
 
 class BodySizeLimit:
