@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.inference.bulk import BulkResult, centroid_accuracy, mean_cosine, time_encode
+from bench.inference.bulk import BulkResult, centroid_accuracy, mean_cosine, time_encoders
 from bench.inference.data import banking77
 from bench.inference.roof import flops_per_token, matmul_gflops
 from bench.inference.serving import LoadResult, measure_engine, measure_naive
@@ -36,7 +36,7 @@ ST = "sentence-transformers encode"
 TORCH = "torch fp32 TextEncoder.encode"
 NAIVE = "one-at-a-time (torch)"
 INT8 = "onnx int8"
-FULL = Sizes(bulk_texts=2000, train_texts=3000, repeats=3, serving_seconds=6.0, roof_repeats=5)
+FULL = Sizes(bulk_texts=2000, train_texts=3000, repeats=5, serving_seconds=6.0, roof_repeats=5)
 QUICK = Sizes(
     bulk_texts=64, train_texts=154, repeats=1, serving_seconds=0.25, roof_repeats=2, levels=(1, 32)
 )
@@ -144,12 +144,13 @@ def offline_section(
         ),
         **{label: (lambda t, e=e: e.encode(t, batch_size=32)) for label, e in onnx.items()},
     }
-    results = {}
-    for label, encode in backends.items():
-        # Accuracy only where the numbers can differ: our torch path and the ONNX exports.
-        train = encode(train_texts) if label == TORCH or label in onnx else None
-        results[label] = (time_encode(encode, texts, sizes.repeats), train)
-    return results
+    # Accuracy only where the numbers can differ: our torch path and the ONNX exports.
+    train = {
+        label: encode(train_texts) for label, encode in backends.items()
+        if label == TORCH or label in onnx
+    }  # fmt: skip
+    timed = time_encoders(backends, texts, sizes.repeats)
+    return {label: (result, train.get(label)) for label, result in timed.items()}
 
 
 def serving_section(

@@ -27,15 +27,27 @@ class BulkResult:
         return self.texts / self.seconds
 
 
-def time_encode(encode: Encode, texts: Sequence[str], repeats: int) -> BulkResult:
-    """Best of `repeats` (tokenisation included), after one warm-up call on a few texts."""
-    encode(texts[:64])
-    best, embeddings = float("inf"), np.empty(0)
+def time_encoders(
+    encoders: dict[str, Encode], texts: Sequence[str], repeats: int
+) -> dict[str, BulkResult]:
+    """Best of `repeats` per encoder (tokenisation included), after one warm-up call each.
+
+    The rounds take turns (every encoder once, then again), so a slow spell on a shared
+    machine lands on all of them rather than on whichever was being timed at that moment.
+    """
+    for encode in encoders.values():
+        encode(texts[:64])
+    best = dict.fromkeys(encoders, float("inf"))
+    embeddings: dict[str, np.ndarray] = {}
     for _ in range(repeats):
-        started = time.perf_counter()
-        embeddings = encode(texts)
-        best = min(best, time.perf_counter() - started)
-    return BulkResult(best, len(texts), _normalise(np.asarray(embeddings, dtype=np.float32)))
+        for label, encode in encoders.items():
+            started = time.perf_counter()
+            embeddings[label] = np.asarray(encode(texts), dtype=np.float32)
+            best[label] = min(best[label], time.perf_counter() - started)
+    return {
+        label: BulkResult(best[label], len(texts), _normalise(embeddings[label]))
+        for label in encoders
+    }
 
 
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,9 +9,10 @@ and the graph stays one plain transformer that quantises well.
 
 from __future__ import annotations
 
+import math
 import shutil
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -198,49 +199,59 @@ def _export_and_quantize(
     if not quantize:
         int8.unlink(missing_ok=True)  # never leave a stale int8 graph beside a new fp32 one
         return FP32_FILE
-    fp32_shapes = sensitive_weight_shapes(graph.model.config)
-    quantize_int8(out_dir / FP32_FILE, int8, fp32_weight_shapes=fp32_shapes)
+    fp32_shape = feed_forward_output_shape(graph.model.config)
+    quantize_int8(out_dir / FP32_FILE, int8, keep_fp32=fp32_shape)
     return INT8_FILE
 
 
-def quantize_int8(
-    fp32: Path, int8: Path, *, fp32_weight_shapes: Collection[tuple[int, int]] = ()
-) -> None:
+def quantize_int8(fp32: Path, int8: Path, *, keep_fp32: tuple[int, int] | None = None) -> list[str]:
     """Dynamic int8 quantisation of the weight matrix multiplications of an ONNX graph.
 
     Weights get one scale per output channel; activations one scale per tensor, computed at
-    run time (the only choice ONNX Runtime offers). MatMuls whose weight (K, N) has a shape in
-    `fp32_weight_shapes` stay in fp32: see `sensitive_weight_shapes`.
+    run time (the only choice ONNX Runtime offers). Of the MatMuls whose weight (K, N) has the
+    shape `keep_fp32`, the first third in graph order (the lowest layers) stay in fp32: see
+    `feed_forward_output_shape`. Returns the names of the MatMuls kept in fp32.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(fp32), load_external_data=False).graph
     shapes = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
-    keep = [
+    sensitive = [
         node.name
         for node in graph.node
-        if node.op_type == "MatMul" and shapes.get(node.input[1]) in set(fp32_weight_shapes)
+        if node.op_type == "MatMul" and keep_fp32 and shapes.get(node.input[1]) == keep_fp32
     ]
+    keep = sensitive[: math.ceil(len(sensitive) / 3)]
     quantize_dynamic(
         fp32, int8, weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep
     )
+    return keep
 
 
-def sensitive_weight_shapes(config: Any) -> list[tuple[int, int]]:
-    """Weight shapes (K, N) to keep in fp32: the feed-forward output projection.
+def feed_forward_output_shape(config: Any) -> tuple[int, int] | None:
+    """The weight shape (K, N) of the feed-forward output projection, kept in fp32 low down.
 
     Its input is the activation (GELU, SwiGLU) output, whose range is set by a few outlier
-    tokens, so one int8 scale per tensor wipes out the small values. Measured on MiniLM
-    (Banking77 test, 4 per intent, logistic probe fitted on 8 per intent): one weight scale per
-    tensor lost 2.9 points (cosine 0.967 to fp32), per channel 1.3 (0.993), per channel with
-    this projection in fp32 0.0 (0.996), for about 10% of the int8 speed-up.
+    tokens, so one int8 scale per tensor wipes out the small values; the outliers are largest
+    in the lowest layers (MiniLM, 256 Banking77 sentences: max |x| 24.6 and 20.3 in layers 1-2,
+    4.5-17.5 above). Measured on MiniLM (Banking77, 2,000 test sentences, nearest-centroid and
+    a logistic probe fitted on 3,000 train sentences in fp32):
+
+    | projection in fp32 | cosine to fp32 | centroid / probe accuracy | sentences/s (batch 32) |
+    | --- | --- | --- | --- |
+    | all six layers | 0.9964 | 84.65 / 90.85 | 970-1,120 |
+    | the first two | 0.9954 | 84.65 / 90.90 | 1,300-1,330 |
+    | none | 0.9935 | 84.25 / 90.65 | 1,350-1,370 |
+
+    (fp32 itself: 84.60 / 90.75.) The first third keeps the accuracy of the old all-layer rule
+    for most of the speed of quantising every layer.
     """
     intermediate = getattr(config, "intermediate_size", None)
     hidden = getattr(config, "hidden_size", None)
     if not isinstance(intermediate, int) or not isinstance(hidden, int):
-        return []
-    return [(intermediate, hidden)]  # (K, N): intermediate -> hidden, as MatMul's B stores it
+        return None
+    return (intermediate, hidden)  # (K, N): intermediate -> hidden, as MatMul's B stores it
 
 
 def _copy_artifact_files(folder: Path, out_dir: Path) -> None:

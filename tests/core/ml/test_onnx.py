@@ -172,6 +172,26 @@ def test_int8_encoder_stays_close_to_torch(tiny: dict[str, Path]) -> None:
     assert agreement.acceptable(min_cosine=0.95)
 
 
+def test_int8_graph_keeps_the_lowest_feed_forward_output_in_fp32(tiny: dict[str, Path]) -> None:
+    import onnx
+
+    graph = onnx.load(str(tiny["encoder-onnx"] / "model.int8.onnx")).graph
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+    fp32_matmuls = [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul"
+        and node.input[1] in weights
+        and weights[node.input[1]].data_type == onnx.TensorProto.FLOAT
+    ]
+    int8_matmuls = [node.name for node in graph.node if node.op_type == "MatMulInteger"]
+
+    # Two layers: the first third (one) keeps its feed-forward output projection in fp32;
+    # every other weight matmul (the second layer's included) runs in int8.
+    assert len(fp32_matmuls) == 1 and "layer.0/output/dense" in fp32_matmuls[0], fp32_matmuls
+    assert len(int8_matmuls) == 2 * 6 - 1, int8_matmuls
+
+
 def test_classifier_graph_keeps_labels_temperature_and_probabilities(
     tiny: dict[str, Path],
 ) -> None:
