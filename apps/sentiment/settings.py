@@ -27,7 +27,7 @@ class SentimentSettings(BaseSettings):
     stream_name: str = Field(default="textsuite:articles", description="Redis stream key.")
     stream_group: str = Field(default="sentiment-scorers", description="Consumer group.")
     stream_batch: Annotated[int, Field(ge=1, le=4096)] = Field(
-        default=64, description="Messages a consumer reads and scores at a time."
+        default=128, description="Messages a consumer reads and scores at a time."
     )
     stream_claim_idle_ms: Annotated[int, Field(ge=1000)] = Field(
         default=60_000,
