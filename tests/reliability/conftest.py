@@ -13,10 +13,13 @@ from fastapi.testclient import TestClient
 import migrations
 from core.jobs import JobDispatcher, JobKindSpec
 from core.security import create_api_key
+from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
 from tests.conftest import make_settings
+from tests.reliability.workers import Workers
+from tests.workers.conftest import SAMPLE_TASKS
 from textsuite.service import create_service
-from workers.dispatch import create_dispatcher
+from workers.dispatch import CeleryDispatcher, create_dispatcher
 
 
 class RecordingDispatcher:
@@ -52,3 +55,34 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
     app = create_service(service_settings, dispatcher=dispatcher)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, key
+
+
+# --- real workers, killed by the tests (test_worker_kill, test_broker_loss) ----------------------
+
+
+@pytest.fixture
+def kill_settings(postgres_url: str, redis_url: str, tmp_path: Path) -> Iterator[Settings]:
+    yield make_settings(
+        database_url=postgres_url,
+        broker_url=redis_url,
+        worker_imports=[SAMPLE_TASKS],
+        artifacts_dir=tmp_path / "artifacts",
+        job_lease_s=2,  # a dead worker's job may be taken over 2 s after its last heartbeat
+        job_time_limit_s=6,
+        broker_visibility_timeout_s=8,  # Redis gives an unacknowledged message back after 8 s
+    )
+
+
+@pytest.fixture
+def workers(kill_settings: Settings, tmp_path: Path) -> Iterator[Workers]:
+    started = Workers(kill_settings, tmp_path)
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def dispatcher(kill_settings: Settings) -> Iterator[CeleryDispatcher]:
+    dispatcher = create_dispatcher(kill_settings)
+    assert isinstance(dispatcher, CeleryDispatcher)
+    yield dispatcher
+    dispatcher.close()

@@ -15,15 +15,7 @@ from core.jobs import submit_job
 from core.settings import Settings
 from core.storage.engine import get_session_factory
 from core.storage.models import Job, JobStatus
-from tests.reliability.test_worker_kill import (  # noqa: F401 - fixtures
-    Workers,
-    dispatcher,
-    kill_settings,
-    outcome,
-    report,
-    wait_until_ready,
-    workers,
-)
+from tests.reliability.workers import Workers, outcome, report, wait_until_ready
 from textsuite.service import create_service
 from workers.dispatch import CeleryDispatcher
 
@@ -31,9 +23,9 @@ LOST = 3
 
 
 def test_jobs_whose_messages_the_broker_lost_are_sent_again_and_run_once(
-    kill_settings: Settings,  # noqa: F811
-    workers: Workers,  # noqa: F811
-    dispatcher: CeleryDispatcher,  # noqa: F811
+    kill_settings: Settings,
+    workers: Workers,
+    dispatcher: CeleryDispatcher,
     tmp_path: Path,
 ) -> None:
     factory = get_session_factory(kill_settings.database_url)
