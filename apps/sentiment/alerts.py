@@ -24,7 +24,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from apps.sentiment.models import OPEN_STATES, Alert, AlertRule, AlertState, ArticleEntity, RuleKind
-from apps.sentiment.windows import BASELINE_S, WindowStats, read_histories
+from apps.sentiment.windows import BASELINE_S, HistoryCache, WindowStats, read_histories
 
 EVALUATION_GRANULARITY_S = 60
 
@@ -99,7 +99,9 @@ def evaluate(session: Session, entity_id: uuid.UUID, as_of: dt.datetime) -> list
 
 
 def evaluate_entities(
-    session: Session, times: Mapping[uuid.UUID, Sequence[dt.datetime]]
+    session: Session,
+    times: Mapping[uuid.UUID, Sequence[dt.datetime]],
+    histories: HistoryCache | None = None,
 ) -> list[AlertChange]:
     """Apply each entity's rules at each of its times, oldest first, as `evaluate` would one
     after the other; flushes, does not commit.
@@ -122,7 +124,7 @@ def evaluate_entities(
         )
         for entity_id, at in points.items()
     }
-    histories = read_histories(session, spans)
+    by_entity = histories.read(session, spans) if histories else read_histories(session, spans)
     book = _AlertBook.load(session, points, rules)
     changes: list[AlertChange] = []
     for entity_id, at in points.items():
@@ -130,7 +132,7 @@ def evaluate_entities(
             stats_by_window: dict[int, WindowStats] = {}
             for rule in rules[entity_id]:
                 if rule.window_s not in stats_by_window:
-                    stats_by_window[rule.window_s] = histories[entity_id].stats(
+                    stats_by_window[rule.window_s] = by_entity[entity_id].stats(
                         as_of, rule.window_s
                     )
                 change = _step(session, book, rule, entity_id, stats_by_window[rule.window_s])

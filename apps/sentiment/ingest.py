@@ -24,6 +24,7 @@ from apps.sentiment.articles import ArticleIn, store_articles
 from apps.sentiment.entities import EntityMatcher, load_matcher
 from apps.sentiment.models import Article, Entity
 from apps.sentiment.scoring import SentimentScorer
+from apps.sentiment.windows import HistoryCache
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
 
@@ -59,6 +60,8 @@ class Ingestor:
         self._matcher: EntityMatcher | None = None
         self._watchlist_state: tuple[int, object] | None = None
         self._lock = threading.Lock()
+        # Alert windows read each company's week of articles; kept between batches.
+        self.histories = HistoryCache()
 
     def ingest(self, items: Sequence[ArticleIn]) -> list[Ingested]:
         if not items:
@@ -75,7 +78,9 @@ class Ingestor:
             with session_scope(self.factory) as session:
                 stale = stale_open_alerts(session, now or utcnow())
                 return evaluate_entities(
-                    session, {entity_id: [as_of] for entity_id, as_of in stale}
+                    session,
+                    {entity_id: [as_of] for entity_id, as_of in stale},
+                    self.histories,
                 )
 
         changes = _retrying(run)
@@ -93,7 +98,9 @@ class Ingestor:
             # Every article of the batch, not only the new ones: one stored without a score
             # (however that came about) is scored the next time it is delivered.
             self.scorer.score_unscored(session, list(ids))
-            changes = evaluate_entities(session, touched_entities(session, ids, utcnow()))
+            changes = evaluate_entities(
+                session, touched_entities(session, ids, utcnow()), self.histories
+            )
             scores = {
                 article_id: (label, score)
                 for article_id, label, score in session.execute(
@@ -119,6 +126,8 @@ class Ingestor:
         with self._lock:
             if self._matcher is None or state != self._watchlist_state:
                 self._matcher, self._watchlist_state = load_matcher(session), state
+                # A company added or given new aliases is linked to older articles too.
+                self.histories.clear()
             return self._matcher
 
 

@@ -40,6 +40,8 @@ class Article(Base):
     __table_args__ = (
         UniqueConstraint("source", "external_id"),
         Index("ix_sentiment_articles_published_at", "published_at"),
+        # What was scored since a time: the alert windows' cache reads it (migration 0007).
+        Index("ix_sentiment_articles_scored_at", "scored_at"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -67,7 +69,15 @@ class ArticleEntity(Base):
     """An article mentions an entity (`$AAPL`, "Apple", an alias)."""
 
     __tablename__ = "sentiment_article_entities"
-    __table_args__ = (Index("ix_sentiment_article_entities_entity", "entity_id", "article_id"),)
+    # Alert windows read an entity's articles by publication time (migration 0007).
+    __table_args__ = (
+        Index(
+            "ix_sentiment_article_entities_entity_published",
+            "entity_id",
+            "published_at",
+            "article_id",
+        ),
+    )
 
     article_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("sentiment_articles.id", ondelete="CASCADE"), primary_key=True

@@ -8,15 +8,18 @@ standard deviation of the score and its article rate.
 
 The articles are read once per entity over the span that all its windows and baselines need
 (`read_histories`, one query for many entities); each window is then two slices of them.
+A long-running ingestor keeps what it read (`HistoryCache`) and reads only what was scored
+since, so a batch costs the same whether its companies have ten articles a week or ten
+thousand.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 import uuid
-from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +27,7 @@ from sqlalchemy import and_, case, or_, select
 from sqlalchemy.orm import Session
 
 from apps.sentiment.models import Article, ArticleEntity, RuleKind
+from core.storage.base import utcnow
 
 BASELINE_S = 7 * 24 * 3600
 HALF_LIFE_S = 24 * 3600
@@ -76,8 +80,9 @@ class ScoredArticle:
 
 
 class EntityHistory:
-    """An entity's scored articles over a span, sorted by publication: any window and its
-    baseline inside the span are two slices of it.
+    """An entity's scored articles, sorted by publication: any window and its baseline are two
+    slices of them. Articles outside the span a caller asked for may be there too; no window
+    looks past its own slice.
 
     Each window is answered from running sums in O(log n), however long the history: a busy
     company has thousands of articles a week, and a batch asks for a window at each of its
@@ -86,17 +91,19 @@ class EntityHistory:
     of that times the score and of that times its square answer any baseline.
     """
 
-    def __init__(self, articles: list[ScoredArticle]) -> None:
-        self.articles = articles
-        self.times = [article.published_at for article in articles]
-        origin = self.times[0] if articles else dt.datetime(1970, 1, 1)
-        seconds = np.array([(t - origin).total_seconds() for t in self.times], dtype=np.float64)
-        scores = np.array([article.score for article in articles], dtype=np.float64)
-        negative = np.array([article.label == "negative" for article in articles], dtype=np.float64)
+    def __init__(self, rows: np.ndarray) -> None:
+        """From (N, 3) rows (see `rows_of`) in any order."""
+        rows = rows[np.argsort(rows[:, 0], kind="stable")] if len(rows) else np.zeros((0, 3))
+        seconds, scores, negative = rows[:, 0], rows[:, 1], rows[:, 2]
+        self.rows = rows
+        self.seconds = seconds
+        origin = seconds[0] if len(seconds) else 0.0
         # Weights grow by 2 per half-life along the span: float64 holds 2^1000 comfortably.
-        self._exact = bool(len(seconds)) and seconds[-1] / HALF_LIFE_S > MAX_HALF_LIVES
-        growth = np.exp2(seconds / HALF_LIFE_S) if not self._exact else np.ones_like(seconds)
-        self._origin = origin
+        span_half_lives = (seconds[-1] - origin) / HALF_LIFE_S if len(seconds) else 0.0
+        self._exact = bool(span_half_lives > MAX_HALF_LIVES)
+        growth = (
+            np.exp2((seconds - origin) / HALF_LIFE_S) if not self._exact else np.ones_like(seconds)
+        )
         self._sums = {
             name: np.concatenate(([0.0], np.cumsum(values)))
             for name, values in {
@@ -108,9 +115,22 @@ class EntityHistory:
             }.items()
         }
 
+    @classmethod
+    def of(cls, articles: Iterable[ScoredArticle]) -> EntityHistory:
+        return cls(rows_of(articles))
+
+    def __len__(self) -> int:
+        return len(self.seconds)
+
+    def between(self, after: dt.datetime, until: dt.datetime) -> np.ndarray:
+        """The (N, 3) rows published in (after, until], oldest first."""
+        first, last = self._slice(after, until)
+        return self.rows[first:last]
+
     def _slice(self, after: dt.datetime, until: dt.datetime) -> tuple[int, int]:
         """Indexes [i, j) of the articles published in (after, until]."""
-        return bisect_right(self.times, after), bisect_right(self.times, until)
+        first, last = np.searchsorted(self.seconds, [after.timestamp(), until.timestamp()], "right")
+        return int(first), int(last)
 
     def _total(self, name: str, first: int, last: int) -> float:
         sums = self._sums[name]
@@ -141,24 +161,61 @@ class EntityHistory:
     def _weighted(self, start: dt.datetime, first: int, last: int) -> tuple[float, float]:
         """The recency-weighted mean and deviation, one article at a time (a span too long
         for running sums of the weights: years of replayed news)."""
-        rows = self.articles[first:last]
-        weights = [
-            0.5 ** ((start - row.published_at).total_seconds() / HALF_LIFE_S) for row in rows
-        ]
+        seconds = self.seconds[first:last]
+        scores = self.rows[first:last, 1]
+        weights = [0.5 ** ((start.timestamp() - t) / HALF_LIFE_S) for t in seconds.tolist()]
         total = sum(weights)
-        mean = sum(w * row.score for w, row in zip(weights, rows, strict=True)) / total
+        mean = sum(w * x for w, x in zip(weights, scores.tolist(), strict=True)) / total
         variance = (
-            sum(w * (row.score - mean) ** 2 for w, row in zip(weights, rows, strict=True)) / total
+            sum(w * (x - mean) ** 2 for w, x in zip(weights, scores.tolist(), strict=True)) / total
         )
         return mean, math.sqrt(variance)
 
 
+def row_of(article: ScoredArticle) -> tuple[float, float, float]:
+    return (article.published_at.timestamp(), article.score, float(article.label == "negative"))
+
+
+def rows_of(articles: Iterable[ScoredArticle]) -> np.ndarray:
+    """(N, 3) float64: publication time (epoch seconds), score, 1.0 if negative."""
+    return np.array([row_of(article) for article in articles], dtype=np.float64).reshape(-1, 3)
+
+
+Span = tuple[dt.datetime, dt.datetime]  # (after, until]: published in this range
+
+
 def read_histories(
-    session: Session, spans: Mapping[uuid.UUID, tuple[dt.datetime, dt.datetime]]
+    session: Session, spans: Mapping[uuid.UUID, Span]
 ) -> dict[uuid.UUID, EntityHistory]:
     """Entity -> its scored articles published in (after, until] of its span; one query per
     `ENTITIES_PER_QUERY` entities, whatever the windows asked of them later."""
-    found: dict[uuid.UUID, list[ScoredArticle]] = {entity_id: [] for entity_id in spans}
+    return {
+        entity_id: EntityHistory(rows_of(found.values()))
+        for entity_id, found in _read_rows(session, spans).items()
+    }
+
+
+@dataclass(frozen=True)
+class _Row:
+    article: ScoredArticle
+    scored_at: dt.datetime | None
+
+
+def _read_rows(
+    session: Session, spans: Mapping[uuid.UUID, Span]
+) -> dict[uuid.UUID, dict[uuid.UUID, ScoredArticle]]:
+    """Entity -> article id -> its scored article, published in the entity's span."""
+    return {
+        entity_id: {article_id: row.article for article_id, row in rows.items()}
+        for entity_id, rows in _read_scored(session, spans).items()
+    }
+
+
+def _read_scored(
+    session: Session, spans: Mapping[uuid.UUID, Span]
+) -> dict[uuid.UUID, dict[uuid.UUID, _Row]]:
+    """Entity -> article id -> its scored article and when it was scored."""
+    found: dict[uuid.UUID, dict[uuid.UUID, _Row]] = {entity_id: {} for entity_id in spans}
     entities = list(spans)
     for first in range(0, len(entities), ENTITIES_PER_QUERY):
         chunk = entities[first : first + ENTITIES_PER_QUERY]
@@ -167,7 +224,14 @@ def read_histories(
         place = case({entity_id: index for index, entity_id in enumerate(chunk)},
                      value=ArticleEntity.entity_id)  # fmt: skip
         rows = session.execute(
-            select(place, ArticleEntity.published_at, Article.score, Article.label)
+            select(
+                place,
+                ArticleEntity.article_id,
+                ArticleEntity.published_at,
+                Article.score,
+                Article.label,
+                Article.scored_at,
+            )
             .join(Article, Article.id == ArticleEntity.article_id)
             .where(
                 Article.score.is_not(None),
@@ -182,8 +246,169 @@ def read_histories(
                     )
                 ),
             )
-            .order_by(ArticleEntity.entity_id, ArticleEntity.published_at)
         )
-        for index, published_at, score, label in rows:
-            found[chunk[index]].append(ScoredArticle(published_at, score, label))
-    return {entity_id: EntityHistory(articles) for entity_id, articles in found.items()}
+        for index, article_id, published_at, score, label, scored_at in rows:
+            found[chunk[index]][article_id] = _Row(
+                ScoredArticle(published_at, score, label), scored_at
+            )
+    return found
+
+
+@dataclass
+class _Kept:
+    """What the cache holds of one entity: every scored article published after `after` and
+    scored up to `settled`, as rows (see `rows_of`) by article id, and their history."""
+
+    after: dt.datetime
+    settled: dt.datetime
+    loaded: dt.datetime
+    rows: dict[uuid.UUID, tuple[float, float, float]]
+    history: EntityHistory | None = None
+
+    def current(self) -> EntityHistory:
+        if self.history is None:
+            self.history = EntityHistory(
+                np.array(list(self.rows.values()), dtype=np.float64).reshape(-1, 3)
+            )
+        return self.history
+
+
+class HistoryCache:
+    """Entity histories kept between batches by one long-running ingestor. Thread-safe.
+
+    The first read of an entity reads its whole span, as `read_histories` does. Later reads
+    take only the articles scored since (one indexed query on `scored_at`, whatever the
+    entities) and add them to what is kept; kept articles published before the span asked for
+    are dropped now and then (`PRUNE_S`), and no window looks at them meanwhile. Another
+    writer's articles are seen once committed: articles scored in the last `settle_s` seconds
+    are read again on every call instead of being kept, so a transaction committing up to
+    `settle_s` after it scored is not missed, and rows of a transaction that rolled back never
+    stay. Every `refresh_s` an entity is read whole again (which also brings in anything
+    committed later than that), an entity not read for `gap_s` too, and `clear()` (the
+    watchlist changed, so links to old articles may have been added) forgets everything.
+    """
+
+    PRUNE_S = 3600.0
+
+    def __init__(
+        self,
+        *,
+        settle_s: float = 5.0,
+        refresh_s: float = 120.0,
+        gap_s: float = 30.0,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.settle = dt.timedelta(seconds=settle_s)
+        self.refresh = dt.timedelta(seconds=refresh_s)
+        self.gap = dt.timedelta(seconds=gap_s)
+        self.clock = clock
+        self._kept: dict[uuid.UUID, _Kept] = {}
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+    def read(
+        self, session: Session, spans: Mapping[uuid.UUID, Span]
+    ) -> dict[uuid.UUID, EntityHistory]:
+        """Entity -> a history holding at least its scored articles published in its span."""
+        now = self.clock()
+        settle_until = now - self.settle
+        with self._lock:
+            kept = {
+                entity_id: self._kept[entity_id]
+                for entity_id, (after, _) in spans.items()
+                if entity_id in self._kept and self._usable(self._kept[entity_id], after, now)
+            }
+        whole = {entity_id: span for entity_id, span in spans.items() if entity_id not in kept}
+        histories: dict[uuid.UUID, EntityHistory] = {}
+        loaded: dict[uuid.UUID, _Kept] = {}
+        for entity_id, found in _read_scored(session, whole).items():
+            histories[entity_id] = EntityHistory(rows_of(row.article for row in found.values()))
+            loaded[entity_id] = _Kept(
+                after=spans[entity_id][0],
+                settled=settle_until,
+                loaded=now,
+                rows={
+                    article_id: row_of(row.article)
+                    for article_id, row in found.items()
+                    if row.scored_at is None or row.scored_at <= settle_until
+                },
+            )
+        if kept:
+            since = min(entry.settled for entry in kept.values())
+            recent = self._scored_since(session, since, set(kept))
+            with self._lock:
+                for entity_id, entry in kept.items():
+                    histories[entity_id] = self._update(
+                        entry, recent.get(entity_id, {}), spans[entity_id][0], settle_until
+                    )
+        with self._lock:
+            self._kept.update(loaded)
+        return histories
+
+    def _update(
+        self,
+        entry: _Kept,
+        recent: dict[uuid.UUID, _Row],
+        after: dt.datetime,
+        settle_until: dt.datetime,
+    ) -> EntityHistory:
+        """Keep what settled, prune now and then; the history with the unsettled rows too."""
+        unsettled = []
+        for article_id, row in recent.items():
+            if row.scored_at is not None and row.scored_at > settle_until:
+                if article_id not in entry.rows:
+                    unsettled.append(row_of(row.article))
+            elif row.scored_at is not None and row.scored_at > entry.settled:
+                entry.rows[article_id] = row_of(row.article)
+                entry.history = None
+        entry.settled = max(entry.settled, settle_until)
+        if (after - entry.after).total_seconds() > self.PRUNE_S:
+            cutoff = after.timestamp()
+            entry.rows = {key: row for key, row in entry.rows.items() if row[0] > cutoff}
+            entry.after, entry.history = after, None
+        history = entry.current()
+        if not unsettled:
+            return history
+        return EntityHistory(np.concatenate((history.rows, np.array(unsettled))))
+
+    def _usable(self, entry: _Kept, after: dt.datetime, now: dt.datetime) -> bool:
+        """Whether `entry` plus what was scored since it settled answers a span from `after`.
+
+        Not when it starts later, when it is due for a whole read, or when it has not been
+        read for `gap_s`: what every company had scored since then would be read to bring
+        one quiet company up to date, more than reading that company whole.
+        """
+        return (
+            entry.after <= after
+            and now - entry.loaded < self.refresh
+            and now - entry.settled <= self.gap
+        )
+
+    @staticmethod
+    def _scored_since(
+        session: Session, since: dt.datetime, entities: set[uuid.UUID]
+    ) -> dict[uuid.UUID, dict[uuid.UUID, _Row]]:
+        """Entity -> article id -> row, for the articles scored after `since` (any entity in
+        `entities`); driven by the index on `scored_at`, so it reads only recent articles."""
+        found: dict[uuid.UUID, dict[uuid.UUID, _Row]] = {}
+        rows = session.execute(
+            select(
+                ArticleEntity.entity_id,
+                Article.id,
+                ArticleEntity.published_at,
+                Article.score,
+                Article.label,
+                Article.scored_at,
+            )
+            .join(ArticleEntity, ArticleEntity.article_id == Article.id)
+            .where(Article.scored_at > since, Article.score.is_not(None))
+        )
+        for entity_id, article_id, published_at, score, label, scored_at in rows:
+            if entity_id in entities:
+                found.setdefault(entity_id, {})[article_id] = _Row(
+                    ScoredArticle(published_at, score, label), scored_at
+                )
+        return found

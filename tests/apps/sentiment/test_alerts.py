@@ -161,7 +161,7 @@ def test_windows_from_running_sums_agree_with_the_definition(span_days: int) -> 
         ),
         key=lambda article: article.published_at,
     )
-    history = EntityHistory(articles)
+    history = EntityHistory.of(articles)
     for _ in range(40):
         as_of = end - dt.timedelta(seconds=rng.uniform(0, 2 * 86400))
         for window_s in (900, 3600, 86400):

@@ -96,7 +96,8 @@ def test_a_batch_about_ten_companies_sends_the_statements_of_a_batch_about_one(
         upsert_entities(session, [EntityIn(ticker=t, name=f"Company {t}") for t in tickers])
         ensure_default_rules(session)
     ingestor = ingestor_for(sentiment_settings)
-    ingestor.ingest([ArticleIn(title="$COA opens a plant")])  # the model and watchlist load
+    # The model and watchlist load, and the windows' histories of all ten are kept from now on.
+    ingestor.ingest([ArticleIn(title=f"${t} opens a plant") for t in tickers])
 
     def statements(items: list[ArticleIn]) -> list[str]:
         with statements_run(url) as sent:
