@@ -121,6 +121,13 @@ def main() -> None:
         help="messages the consumer reads and scores at a time (default: the product's default "
         "for TEXTSUITE_SENTIMENT_STREAM_BATCH)",
     )
+    parser.add_argument(
+        "--history-per-day",
+        type=int,
+        default=0,
+        help="stream part: scored articles a day, over the last 8 days, already stored about "
+        "each company before the clock starts (the alert windows read a week of them)",
+    )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results")
     options = parser.parse_args()
     parts = {part.strip() for part in options.parts.split(",")}
