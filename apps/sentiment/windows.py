@@ -295,7 +295,7 @@ class HistoryCache:
         *,
         settle_s: float = 5.0,
         refresh_s: float = 120.0,
-        gap_s: float = 30.0,
+        gap_s: float = 10.0,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self.settle = dt.timedelta(seconds=settle_s)
@@ -378,8 +378,9 @@ class HistoryCache:
         """Whether `entry` plus what was scored since it settled answers a span from `after`.
 
         Not when it starts later, when it is due for a whole read, or when it has not been
-        read for `gap_s`: what every company had scored since then would be read to bring
-        one quiet company up to date, more than reading that company whole.
+        read for `gap_s`: the catch-up read takes what every company had scored since the
+        oldest entry it serves, so one company read a while ago would make every batch read
+        all the news of that while; such a company is read whole instead (its own week).
         """
         return (
             entry.after <= after

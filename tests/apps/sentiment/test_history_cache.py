@@ -154,11 +154,16 @@ def test_a_moving_span_drops_old_articles_and_an_earlier_one_reads_again(
         same_as_database(cache, session, earlier)
 
 
-def test_a_commit_later_than_the_settling_time_is_seen_at_the_next_refresh(
-    session_factory: sessionmaker[Session], entities: list[uuid.UUID]
+@pytest.mark.parametrize(
+    ("refresh_s", "gap_s"),
+    [(300, 3000), (3000, 300)],
+    ids=["read-whole-every-refresh", "read-whole-after-a-gap"],
+)
+def test_a_commit_later_than_the_settling_time_is_seen_at_the_next_whole_read(
+    session_factory: sessionmaker[Session], entities: list[uuid.UUID], refresh_s: int, gap_s: int
 ) -> None:
     clock = Clock()
-    cache = HistoryCache(settle_s=15, refresh_s=300, gap_s=300, clock=clock)
+    cache = HistoryCache(settle_s=15, refresh_s=refresh_s, gap_s=gap_s, clock=clock)
     spans = {entities[0]: week_to(T0)}
     with session_factory() as session:
         cache.read(session, spans)
