@@ -124,7 +124,9 @@ def evaluate_entities(
         )
         for entity_id, at in points.items()
     }
-    by_entity = histories.read(session, spans) if histories else read_histories(session, spans)
+    by_entity = (
+        read_histories(session, spans) if histories is None else histories.read(session, spans)
+    )
     book = _AlertBook.load(session, points, rules)
     changes: list[AlertChange] = []
     for entity_id, at in points.items():

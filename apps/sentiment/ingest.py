@@ -76,6 +76,7 @@ class Ingestor:
 
         def run() -> list[AlertChange]:
             with session_scope(self.factory) as session:
+                self.matcher(session)  # a changed watchlist clears the kept histories
                 stale = stale_open_alerts(session, now or utcnow())
                 return evaluate_entities(
                     session,
