@@ -48,7 +48,11 @@ def label_of(score: float) -> str:
 
 
 def add_articles(
-    session: Session, entity_id: uuid.UUID, scores_and_times: list[tuple[float, dt.datetime]]
+    session: Session,
+    entity_id: uuid.UUID,
+    scores_and_times: list[tuple[float, dt.datetime]],
+    *,
+    scored_at: dt.datetime | None = None,
 ) -> None:
     for score, when in scores_and_times:
         article = Article(
@@ -59,6 +63,7 @@ def add_articles(
             published_at=when,
             label=label_of(score),
             score=score,
+            scored_at=scored_at,
         )
         session.add(article)
         session.add(ArticleEntity(article_id=article.id, entity_id=entity_id, published_at=when))

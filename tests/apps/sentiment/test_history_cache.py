@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from apps.sentiment.alerts import ensure_default_rules
 from apps.sentiment.articles import ArticleIn
 from apps.sentiment.entities import EntityIn, link_recent_articles, upsert_entities
-from apps.sentiment.models import Article, ArticleEntity, Entity
+from apps.sentiment.models import Entity
 from apps.sentiment.windows import (
     BASELINE_S,
     EntityHistory,
@@ -24,6 +24,7 @@ from apps.sentiment.windows import (
 )
 from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
+from tests.apps.sentiment.test_alerts import add_articles
 from tests.apps.sentiment.test_ingest import ingestor_for
 
 T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -40,22 +41,9 @@ class Clock:
 
 def add(
     session: Session, entity_id: uuid.UUID, published: dt.datetime, scored: dt.datetime
-) -> uuid.UUID:
+) -> None:
     score = random.Random(published.timestamp()).uniform(-1, 1)
-    article = Article(
-        id=uuid.uuid4(),
-        source="test",
-        content_hash=uuid.uuid4().hex,
-        title="x",
-        published_at=published,
-        label="negative" if score < -0.3 else "neutral",
-        score=score,
-        scored_at=scored,
-    )
-    session.add(article)
-    session.add(ArticleEntity(article_id=article.id, entity_id=entity_id, published_at=published))
-    session.flush()
-    return article.id
+    add_articles(session, entity_id, [(score, published)], scored_at=scored)
 
 
 def week_to(now: dt.datetime) -> Span:
