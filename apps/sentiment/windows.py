@@ -190,8 +190,7 @@ def read_histories(
     """Entity -> its scored articles published in (after, until] of its span; one query per
     `ENTITIES_PER_QUERY` entities, whatever the windows asked of them later."""
     return {
-        entity_id: EntityHistory(rows_of(found.values()))
-        for entity_id, found in _read_rows(session, spans).items()
+        entity_id: _history_of(found) for entity_id, found in _read_scored(session, spans).items()
     }
 
 
@@ -201,14 +200,8 @@ class _Row:
     scored_at: dt.datetime | None
 
 
-def _read_rows(
-    session: Session, spans: Mapping[uuid.UUID, Span]
-) -> dict[uuid.UUID, dict[uuid.UUID, ScoredArticle]]:
-    """Entity -> article id -> its scored article, published in the entity's span."""
-    return {
-        entity_id: {article_id: row.article for article_id, row in rows.items()}
-        for entity_id, rows in _read_scored(session, spans).items()
-    }
+def _history_of(found: Mapping[uuid.UUID, _Row]) -> EntityHistory:
+    return EntityHistory(rows_of(row.article for row in found.values()))
 
 
 def _read_scored(
@@ -325,7 +318,7 @@ class HistoryCache:
         histories: dict[uuid.UUID, EntityHistory] = {}
         loaded: dict[uuid.UUID, _Kept] = {}
         for entity_id, found in _read_scored(session, whole).items():
-            histories[entity_id] = EntityHistory(rows_of(row.article for row in found.values()))
+            histories[entity_id] = _history_of(found)
             loaded[entity_id] = _Kept(
                 after=spans[entity_id][0],
                 settled=settle_until,
