@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +38,7 @@ from apps.support.slots import slot_values, slots_from_text
 from apps.support.templates import render
 from core.ml.batching import BatchingConfig, DynamicBatcher
 from core.ml.loading import Classifier
+from core.ml.novelty import ExampleIndex, reads_embeddings, with_similarity
 from core.ml.serving import load_for_serving
 from core.ml.versions import production_version
 from core.privacy import mask_personal_data
@@ -48,13 +50,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IntentModel:
-    """A loaded production version: its predictor behind a batcher, and its thresholds."""
+    """A loaded production version: its predictor behind a batcher, and its thresholds.
+
+    With an example index (`core.ml.novelty`), each batcher row is the probabilities followed
+    by the similarity to the nearest training example."""
 
     version_id: uuid.UUID
     version: int
     classifier: Classifier
     batcher: DynamicBatcher[str]
     thresholds: dict[str, float] = field(default_factory=dict)
+    index: ExampleIndex | None = None
+
+    async def score(self, text: str) -> tuple[np.ndarray, float | None]:
+        """The message's probabilities (C,) and its similarity to the nearest example."""
+        row = await self.batcher.submit(text)
+        return (row[:-1], float(row[-1])) if self.index is not None else (row, None)
 
 
 @dataclass(frozen=True)
@@ -137,14 +148,17 @@ class SupportBot:
         self, version_id: uuid.UUID, number: int, folder: Path, thresholds: dict[str, float]
     ) -> IntentModel:
         classifier = await asyncio.to_thread(load_for_serving, folder, self.settings, self.factory)
+        index = await asyncio.to_thread(ExampleIndex.load, folder)
+        if not reads_embeddings(classifier) or "unfamiliar" not in thresholds:
+            index = None
         batcher = DynamicBatcher(
             classifier.tokenize,
-            classifier.run,
+            classifier.run if index is None else with_similarity(classifier, index),
             self.batching,
             name=f"{self.support.model_name}-v{number}",
         )
         await batcher.start()
-        return IntentModel(version_id, number, classifier, batcher, thresholds)
+        return IntentModel(version_id, number, classifier, batcher, thresholds, index)
 
     # --- answering ------------------------------------------------------------------------
 
@@ -160,13 +174,14 @@ class SupportBot:
         elif model is None:
             reason = HandoffReason.NO_MODEL
         else:
-            probabilities = await model.batcher.submit(message.text)
+            probabilities, similarity = await model.score(message.text)
             handoff_intents = await asyncio.to_thread(self._handoff_intents)
             decision = decide(
                 probabilities,
                 model.classifier.labels,
                 model.thresholds,
                 text=message.text,
+                similarity=similarity,
                 handoff_intents=handoff_intents,
             )
             reason = decision.handoff_reason

@@ -159,6 +159,7 @@ def to_incoming(message: ChatwootMessageCreated) -> IncomingMessage:
 _HANDOFF_EXPLANATIONS = {
     HandoffReason.LOW_CONFIDENCE: "the bot was not confident enough",
     HandoffReason.AMBIGUOUS: "two intents were too close to call",
+    HandoffReason.UNFAMILIAR: "the message is unlike anything the bot was trained on",
     HandoffReason.ASKED_FOR_HUMAN: "the customer asked for a person",
     HandoffReason.REPEATED_FAILURE: "the bot failed to answer several messages in a row",
     HandoffReason.MISSING_INFORMATION: "the answer needs information the customer has not given",

@@ -17,6 +17,7 @@ class Channel(StrEnum):
 class HandoffReason(StrEnum):
     LOW_CONFIDENCE = "low_confidence"  # top-1 probability under the calibrated threshold
     AMBIGUOUS = "ambiguous"  # top-1 and top-2 too close
+    UNFAMILIAR = "unfamiliar"  # unlike every example the model was trained on
     ASKED_FOR_HUMAN = "asked_for_human"  # the customer wants a person
     REPEATED_FAILURE = "repeated_failure"  # several unanswered messages in a row
     MISSING_INFORMATION = "missing_information"  # the answer needs a value nobody gave

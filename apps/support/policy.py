@@ -47,9 +47,14 @@ def decide(
     thresholds: Mapping[str, float],
     *,
     text: str,
+    similarity: float | None = None,
     handoff_intents: frozenset[str] = frozenset(),
 ) -> Decision:
-    """The top intent and whether to hand off, for one message's probabilities (C,)."""
+    """The top intent and whether to hand off, for one message's probabilities (C,).
+
+    `similarity` is the message's cosine to the nearest training example
+    (`core.ml.novelty`), where the model has one; under the version's `unfamiliar` threshold
+    the message is handed off even when the classifier is sure of it."""
     order = np.argsort(-probabilities)  # (C,) most likely first
     confidence = float(probabilities[order[0]])
     runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0
@@ -63,4 +68,6 @@ def decide(
         reason = HandoffReason.LOW_CONFIDENCE
     elif confidence - runner_up < limits["margin"]:
         reason = HandoffReason.AMBIGUOUS
+    elif similarity is not None and similarity < limits.get("unfamiliar", -1.0):
+        reason = HandoffReason.UNFAMILIAR
     return Decision(top, round(confidence, 4), confidence - runner_up, alternatives, reason)

@@ -24,6 +24,11 @@ class SupportSettings(BaseSettings):
         default=0.95,
         description="Answer only when validation shows at least this precision; else hand off.",
     )
+    unfamiliar_share: Annotated[float, Field(ge=0.0, lt=0.5)] = Field(
+        default=0.02,
+        description="Hand off messages less like any training example than all but this "
+        "share of held-out examples are (0 turns the check off; set when a model is trained).",
+    )
     max_repeated_turns: Annotated[int, Field(ge=1)] = Field(
         default=2,
         description="Hand off when the same intent comes back this many times in a row.",

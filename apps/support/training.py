@@ -20,6 +20,7 @@ from apps.support.settings import SupportSettings
 from core.ml.device import choose_placement
 from core.ml.evaluation import label_ids_for, selective_thresholds
 from core.ml.loading import load_classifier
+from core.ml.novelty import ExampleIndex, embed_texts, reads_embeddings, unfamiliar_threshold
 from core.ml.references import folder_resolver
 from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_classifier_training
 from core.ml.training import LabelledTexts, TrainingArguments, TrainingResult, stratified_split
@@ -45,12 +46,18 @@ class SupportTrainParams(BaseModel):
 
 def handoff_thresholds(
     result: TrainingResult,
+    train: LabelledTexts,
     validation: LabelledTexts,
     settings: Settings,
-    target_precision: float,
+    support: SupportSettings,
     factory: sessionmaker[Session] | None = None,
 ) -> Mapping[str, Any]:
-    """Score the held-out examples with the trained model and choose the thresholds."""
+    """Score the held-out examples with the trained model and choose the thresholds.
+
+    Models with a sentence embedding under their head (the default) also keep their training
+    examples' embeddings (`ExampleIndex`, in the model folder) and get an `unfamiliar`
+    threshold: the similarity to the nearest training example under which
+    `support.unfamiliar_share` of the held-out examples fall."""
     if len(validation) == 0:
         raise ValueError(
             "no held-out examples to calibrate the handoff thresholds: give every intent at "
@@ -61,9 +68,20 @@ def handoff_thresholds(
         choose_placement(settings.device, settings.dtype),
         folder_resolver(settings.model_cache_dir, factory),
     )
-    probabilities = classifier.predict_proba(validation.texts)
+    unfamiliar: float | None = None
+    if reads_embeddings(classifier) and support.unfamiliar_share > 0:
+        index = ExampleIndex(embed_texts(classifier, train.texts))
+        index.save(result.output_dir)
+        embeddings = embed_texts(classifier, validation.texts)
+        probabilities = classifier.classify(embeddings)
+        unfamiliar = unfamiliar_threshold(index.similarity(embeddings), support.unfamiliar_share)
+    else:
+        probabilities = classifier.predict_proba(validation.texts)
     label_ids = label_ids_for(validation.labels, classifier.labels)
-    return {"thresholds": selective_thresholds(probabilities, label_ids, target_precision)}
+    thresholds = selective_thresholds(probabilities, label_ids, support.target_precision)
+    if unfamiliar is not None:
+        thresholds["unfamiliar"] = unfamiliar
+    return {"thresholds": thresholds}
 
 
 def train_from_catalogue(
@@ -97,6 +115,6 @@ def train_from_catalogue(
         progress=progress,
         promotion=promotion,
         extra_config=lambda result: handoff_thresholds(
-            result, validation, settings, support.target_precision, factory
+            result, train, validation, settings, support, factory
         ),
     )

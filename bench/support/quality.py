@@ -27,6 +27,7 @@ class Outcome:
     probabilities: np.ndarray  # (N, C) on the test texts
     labels: list[str]
     thresholds: dict[str, float]
+    similarity: np.ndarray | None  # (N,) to the nearest training example, where kept
 
 
 def _catalogue_session(workdir: Path, data: Any) -> tuple[Any, Any, Any]:
@@ -64,6 +65,7 @@ def train_support(train: Any, test: Any, arguments: dict[str, Any]) -> Outcome:
     from core.ml.device import choose_placement
     from core.ml.evaluation import classification_metrics, label_ids_for
     from core.ml.loading import load_classifier
+    from core.ml.novelty import ExampleIndex, embed_texts, reads_embeddings
     from core.ml.training import TrainingArguments
     from core.ml.versions import production_version
 
@@ -81,7 +83,13 @@ def train_support(train: Any, test: Any, arguments: dict[str, Any]) -> Outcome:
             version = production_version(session, "support-intents")
             folder, thresholds = Path(version.artifact_path), version.config["thresholds"]
         classifier = load_classifier(folder, choose_placement())
-        probabilities = classifier.predict_proba(test.texts)
+        index = ExampleIndex.load(folder)
+        if index is not None and reads_embeddings(classifier):
+            embeddings = embed_texts(classifier, test.texts)
+            probabilities = classifier.classify(embeddings)
+            similarity: np.ndarray | None = index.similarity(embeddings)
+        else:
+            probabilities, similarity = classifier.predict_proba(test.texts), None
     known = [i for i, label in enumerate(test.labels) if label in classifier.labels]
     metrics = classification_metrics(
         label_ids_for([test.labels[i] for i in known], classifier.labels),
@@ -95,6 +103,7 @@ def train_support(train: Any, test: Any, arguments: dict[str, Any]) -> Outcome:
         probabilities,
         classifier.labels,
         thresholds,
+        similarity,
     )
 
 
@@ -123,8 +132,19 @@ def handoff_quality(outcome: Outcome, test: Any, out_of_scope: set[str]) -> dict
     from apps.support.policy import decide
 
     answered_right = answered = in_scope = handed_off_oos = oos = 0
-    for row, label in zip(outcome.probabilities, test.labels, strict=True):
-        decision = decide(row, outcome.labels, outcome.thresholds, text="")
+    similarities = (
+        outcome.similarity if outcome.similarity is not None else [None] * len(test.labels)
+    )
+    for row, similarity, label in zip(
+        outcome.probabilities, similarities, test.labels, strict=True
+    ):
+        decision = decide(
+            row,
+            outcome.labels,
+            outcome.thresholds,
+            text="",
+            similarity=None if similarity is None else float(similarity),
+        )
         handed_off = decision.handoff_reason is not None
         if label in out_of_scope:
             oos += 1

@@ -196,11 +196,21 @@ class EncoderHeadClassifier:
     def tokenize(self, texts: Sequence[str]) -> list[TokenIds]:
         return self.encoder.tokenize(texts)
 
+    embeds = True  # see core.ml.novelty.EmbeddingClassifier
+
+    def embed(self, batch: list[TokenIds]) -> np.ndarray:
+        """The sentence embeddings the head reads, (B, D)."""
+        return self.encoder.run(batch)
+
+    def classify(self, embeddings: np.ndarray) -> np.ndarray:
+        """Probabilities (B, C) from sentence embeddings (B, D)."""
+        return softmax((embeddings @ self.weight.T + self.bias) / self.temperature)
+
     def logits(self, batch: list[TokenIds]) -> np.ndarray:
-        return self.encoder.run(batch) @ self.weight.T + self.bias  # (B, C)
+        return self.embed(batch) @ self.weight.T + self.bias  # (B, C)
 
     def run(self, batch: list[TokenIds]) -> np.ndarray:
-        return softmax(self.logits(batch) / self.temperature)
+        return self.classify(self.embed(batch))
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         return map_sorted(self.tokenize(texts), self.run, batch_size)

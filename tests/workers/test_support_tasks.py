@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import select
 
 from core.jobs import submit_job
+from core.ml.novelty import EXAMPLES_FILE
 from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
 from core.storage.models import JobStatus, ModelStage, ModelVersion, TrainingRun
@@ -39,6 +42,8 @@ def test_support_model_trains_on_the_worker_with_calibrated_thresholds(
         assert (version.name, version.stage) == ("support-intents", ModelStage.PRODUCTION)
         thresholds = version.config["thresholds"]
         assert 0 < thresholds["confidence"] <= 1 and thresholds["precision"] >= 0.95
+        assert -1 < thresholds["unfamiliar"] < 1  # and the worker saved the examples' index
+        assert (Path(version.artifact_path) / EXAMPLES_FILE).is_file()
         assert run.params["strategy"] == "fewshot" and len(run.data_fingerprint) == 64
     finally:
         dispatcher.close()

@@ -238,13 +238,33 @@ class OnnxClassifier:
     def tokenize(self, texts: Sequence[str]) -> list[TokenIds]:
         return self.model.tokenize(texts)
 
+    @property
+    def embeds(self) -> bool:
+        """Whether a sentence embedding lies under the head (core.ml.novelty)."""
+        return self.head is not None
+
+    def _linear_head(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.head is None:
+            raise TypeError("this export is a sequence classifier: it has no sentence embedding")
+        return self.head
+
+    def embed(self, batch: list[TokenIds]) -> np.ndarray:
+        """The sentence embeddings the head reads, (B, D)."""
+        self._linear_head()
+        assert isinstance(self.model, OnnxEncoder)  # checked in __init__
+        return self.model.run(batch)
+
+    def classify(self, embeddings: np.ndarray) -> np.ndarray:
+        """Probabilities (B, C) from sentence embeddings (B, D), for a model with a head."""
+        weight, bias = self._linear_head()
+        return softmax((embeddings @ weight.T + bias) / self.temperature)
+
     def logits(self, batch: list[TokenIds]) -> np.ndarray:
         if self.head is None:
             logits, _ = self.model.outputs(batch)  # (B, C)
             return logits.astype(np.float32)
-        assert isinstance(self.model, OnnxEncoder)  # checked in __init__
         weight, bias = self.head
-        return self.model.run(batch) @ weight.T + bias  # (B, D) @ (D, C) -> (B, C)
+        return self.embed(batch) @ weight.T + bias  # (B, D) @ (D, C) -> (B, C)
 
     def run(self, batch: list[TokenIds]) -> np.ndarray:
         """Probabilities of one batch, shape (B, C)."""

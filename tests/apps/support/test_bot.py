@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,6 +11,8 @@ from sqlalchemy import func, select
 
 from apps.support.models import Conversation, Example, ExampleSource, Intent, Message, ReviewItem
 from apps.support.settings import load_support_settings
+from core.ml.novelty import ExampleIndex
+from core.ml.versions import production_version
 from core.security import create_api_key
 from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
@@ -69,6 +72,28 @@ def test_out_of_scope_is_handed_off_as_low_confidence(support_client) -> None:
     assert reply["handoff"] is True
     assert reply["handoff_reason"] in {"low_confidence", "ambiguous"}
     assert reply["answer"] is None
+
+
+def test_a_message_unlike_every_example_is_handed_off_even_when_the_model_is_sure(
+    world_settings: Settings,
+) -> None:
+    factory = get_session_factory(world_settings.database_url)
+    with session_scope(factory) as session:
+        version = production_version(session, "support-intents")
+        thresholds = version.config["thresholds"]
+        assert -1.0 < thresholds["unfamiliar"] < 1.0  # calibrated by training, with its index
+        assert ExampleIndex.load(Path(version.artifact_path)) is not None
+        # Confidence and margin can no longer hand off: only the nearest-example check can.
+        loose = {**thresholds, "confidence": 0.0, "margin": 0.0}
+        version.config = {**version.config, "thresholds": loose}
+        key = create_api_key(session, "helpdesk", ["support"])[1]
+    with TestClient(create_service(world_settings)) as client:
+        headers = {"X-API-Key": key}
+        stranger = send(client, headers, "who won the football game last night?")
+        assert stranger["handoff"] is True and stranger["handoff_reason"] == "unfamiliar"
+        assert stranger["intent"] and stranger["answer"] is None  # the guess stays for agents
+        known = send(client, headers, "where is my order TH-104233?", conversation_id="c-9")
+        assert known["handoff"] is False and known["intent"] == "order_status"
 
 
 def test_a_redelivered_message_gets_the_same_answer_once(

@@ -24,6 +24,7 @@ from core.ml.artifacts import HEAD_FILE, ArtifactInfo
 from core.ml.batching import DynamicBatcher
 from core.ml.device import choose_placement
 from core.ml.loading import load_classifier, load_encoder
+from core.ml.novelty import ExampleIndex, embed_texts, reads_embeddings, with_similarity
 from core.ml.onnx import (
     MANIFEST_FILE,
     Agreement,
@@ -235,6 +236,30 @@ def test_encoder_head_export_is_an_encoder_graph_plus_the_numpy_head(
         atol=1e-4,
     )
     assert verify_export(folder, exported_dir, TEXTS, precision="fp32").top1 == 1.0
+
+
+def test_encoder_head_rows_carry_the_similarity_to_the_nearest_example(
+    tiny: dict[str, Path],
+) -> None:
+    folder = tiny["encoder-head"]
+    index = ExampleIndex(load_encoder(folder, CPU).encode(TEXTS[:3]))
+    for classifier in (
+        load_classifier(folder, CPU),
+        OnnxClassifier.load(tiny["encoder-head-onnx"], precision="fp32"),
+    ):
+        assert reads_embeddings(classifier)
+        rows = with_similarity(classifier, index)(classifier.tokenize(TEXTS))
+        assert rows.shape == (len(TEXTS), len(LABELS) + 1)
+        np.testing.assert_allclose(rows[:, :-1], classifier.predict_proba(TEXTS), atol=1e-5)
+        expected = index.similarity(embed_texts(classifier, TEXTS))
+        np.testing.assert_allclose(rows[:, -1], expected, atol=1e-5)
+        np.testing.assert_allclose(rows[:3, -1], 1.0, atol=1e-4)  # the indexed texts
+        assert (rows[3:, -1] < 1.0 - 1e-3).all()
+    sequence_classifier = OnnxClassifier.load(tiny["classifier-onnx"], precision="fp32")
+    assert not reads_embeddings(sequence_classifier)
+    assert not reads_embeddings(load_classifier(tiny["classifier"], CPU))
+    with pytest.raises(TypeError, match="no sentence embedding"):
+        sequence_classifier.embed(sequence_classifier.tokenize(TEXTS))
 
 
 def test_decoder_exports_in_fp32_pooling_the_last_token_and_padding_with_eos(
