@@ -1,8 +1,30 @@
-"""Turning pydantic validation errors into one line a person can act on."""
+"""Checks shared by the apps' inputs, and turning pydantic validation errors into one line a
+person can act on."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+import datetime as dt
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, ValidationError
+
+# Clocks drift and time zones get mislabelled by hours; more than a day ahead is a mistake.
+FUTURE_TOLERANCE = dt.timedelta(days=1)
+
+
+def not_in_the_future(value: dt.datetime) -> dt.datetime:
+    """Refuse a time more than `FUTURE_TOLERANCE` ahead of this server's clock: a future event
+    would stay the newest (and, decayed by age, the heaviest) for as long as it is stored."""
+    latest = dt.datetime.now(dt.UTC) + FUTURE_TOLERANCE
+    if value > latest:
+        raise ValueError(
+            f"{value.isoformat()} is more than a day ahead of this server's clock "
+            f"({latest - FUTURE_TOLERANCE:%Y-%m-%dT%H:%M:%SZ}); check its time zone"
+        )
+    return value
+
+
+PastDatetime = Annotated[AwareDatetime, AfterValidator(not_in_the_future)]
 
 
 def problems(exc: ValidationError, whole: str = "value") -> str:

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from apps.recommend.catalogue import ExternalId, items_by_external_id
 from apps.recommend.models import EventType, Interaction, Recommendation
+from core.validation import PastDatetime
 
 MAX_BATCH = 10_000
 UserId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
@@ -37,7 +38,9 @@ class EventIn(BaseModel):
     item_id: ExternalId = Field(description="The item's external id.")
     type: EventType
     value: float | None = Field(default=None, description="The rating, for `rating` events.")
-    timestamp: AwareDatetime | None = Field(default=None, description="Default: received time.")
+    timestamp: PastDatetime | None = Field(
+        default=None, description="Default: received time; at most a day ahead of the server's."
+    )
     recommendation_id: uuid.UUID | None = Field(
         default=None, description="The list this event came from (feedback)."
     )

@@ -15,13 +15,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy import insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from apps.sentiment.entities import EntityMatcher
 from apps.sentiment.models import Article, ArticleEntity
 from core.storage.base import utcnow
+from core.validation import PastDatetime
 
 MAX_TEXT_CHARS = 20_000
 MAX_BATCH = 1_000  # articles in one HTTP request
@@ -39,8 +40,10 @@ class ArticleIn(BaseModel):
     url: HttpUrl | None = Field(default=None, description="Canonical link; also deduplicates.")
     title: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["Apple beats estimates"])
     body: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
-    published_at: AwareDatetime | None = Field(
-        default=None, description="When it was published (with a time zone); default: now."
+    published_at: PastDatetime | None = Field(
+        default=None,
+        description="When it was published (with a time zone; at most a day ahead of the "
+        "server's clock); default: now.",
     )
 
     @model_validator(mode="after")

@@ -64,6 +64,8 @@ def entry_article(entry: Any, source: str) -> ArticleIn | None:
         body = body[: MAX_TEXT_CHARS - len(title)] or None
     stamp = entry.get("published_parsed") or entry.get("updated_parsed")
     published = dt.datetime.fromtimestamp(calendar.timegm(stamp), dt.UTC) if stamp else None
+    if published is not None:  # a feed dated ahead has its time zone wrong: the news is now
+        published = min(published, dt.datetime.now(dt.UTC))
     link = entry.get("link")
     try:
         return ArticleIn(

@@ -11,8 +11,9 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from importlib import metadata
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.api import health, jobs, models
@@ -83,6 +84,8 @@ def create_app(
     app.include_router(models.router)
     for router in routers:
         app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(DataError, _unstorable_value)
     app.add_exception_handler(OperationalError, _database_unreachable)
     app.add_exception_handler(InterfaceError, _database_unreachable)
     app.add_exception_handler(Overloaded, _overloaded)
@@ -125,6 +128,47 @@ async def _overloaded(_request: Request, exc: Exception) -> JSONResponse:
     retry_after = max(1, math.ceil(getattr(exc, "retry_after_s", 1.0)))
     return JSONResponse(
         {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(retry_after)}
+    )
+
+
+def _printable(value: object) -> object:
+    """A value as JSON can carry it: text with lone surrogates escaped, odd numbers as text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    return _printable(str(value))
+
+
+async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each problem's place, message and kind. Unlike FastAPI's default it does not
+    echo the rejected input: that can be megabytes, or hold what JSON cannot carry back (a
+    lone surrogate, NaN), which turned a client's mistake into a 500."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "type": error["type"],
+            "loc": [_printable(part) for part in error["loc"]],
+            "msg": _printable(error["msg"]),
+            **(
+                {"ctx": {k: _printable(v) for k, v in error["ctx"].items()}}
+                if error.get("ctx")
+                else {}
+            ),
+        }
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _unstorable_value(_request: Request, exc: Exception) -> JSONResponse:
+    """The database refused a value of the request (PostgreSQL stores no NUL character): the
+    transaction is rolled back, and the client learns which rule the value broke."""
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    log.info("refused a value the database cannot store: %s", reason)
+    return JSONResponse(
+        {"detail": f"the request holds a value the database cannot store: {reason}"},
+        status_code=422,
     )
 
 

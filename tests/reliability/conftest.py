@@ -15,7 +15,7 @@ from core.jobs import JobDispatcher, JobKindSpec
 from core.security import create_api_key
 from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
-from tests.conftest import make_settings
+from tests.conftest import _truncate, make_settings
 from tests.reliability.workers import Workers
 from tests.workers.conftest import SAMPLE_TASKS
 from textsuite.service import create_service
@@ -36,13 +36,7 @@ class RecordingDispatcher:
         self.dispatched.append((job_id, kind, queue))
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str]]:
-    """A client of the running service (raising no server exceptions: a 500 is an answer to
-    check) and an admin key."""
-    folder: Path = tmp_path_factory.mktemp("target")
-    url = f"sqlite:///{folder / 'fuzz.db'}"
-    migrations.upgrade(url)
+def _serve(url: str, folder: Path) -> Iterator[tuple[TestClient, str]]:
     service_settings = make_settings(
         database_url=url,
         var_dir=folder / "var",
@@ -55,6 +49,25 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
     app = create_service(service_settings, dispatcher=dispatcher)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, key
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str]]:
+    """A client of the running service (raising no server exceptions: a 500 is an answer to
+    check) and an admin key."""
+    folder: Path = tmp_path_factory.mktemp("target")
+    url = f"sqlite:///{folder / 'fuzz.db'}"
+    migrations.upgrade(url)
+    yield from _serve(url, folder)
+
+
+@pytest.fixture(scope="module")
+def postgres_target(
+    postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, str]]:
+    """The same on PostgreSQL, which refuses some values SQLite stores (NUL characters)."""
+    yield from _serve(postgres_url, tmp_path_factory.mktemp("postgres-target"))
+    _truncate(postgres_url)
 
 
 # --- real workers, killed by the tests (test_worker_kill, test_broker_loss) ----------------------

@@ -19,6 +19,7 @@ TOO_LONG = "x" * 20_001
 CASES: list[tuple[str, str, Any, int, str]] = [
     # (what, path, JSON body, status, a word the detail must hold)
     ("empty message", MESSAGE, {"conversation_id": "c1", "text": "   "}, 422, "empty"),
+    ("NUL in a message", MESSAGE, {"conversation_id": "c1", "text": "a\x00b"}, 422, "NUL"),
     ("message too long", MESSAGE, {"conversation_id": "c1", "text": "x" * 2001}, 422, "2000"),
     ("unknown field", MESSAGE, {"conversation_id": "c1", "text": "hi", "evil": 1}, 422, "evil"),
     ("empty title", ARTICLES, {"title": ""}, 422, "title"),
@@ -26,6 +27,14 @@ CASES: list[tuple[str, str, Any, int, str]] = [
     ("batch too large", ARTICLES, {"articles": [{"title": "t"}] * 1001}, 422, "articles"),
     ("not a URL", ARTICLES, {"title": "t", "url": "javascript:alert(1)"}, 422, "url"),
     ("no timezone", ARTICLES, {"title": "t", "published_at": "2026-11-01T10:00"}, 422, "time"),
+    ("year 9999", ARTICLES, {"title": "t", "published_at": "9999-12-31T00:00:00Z"}, 422, "ahead"),
+    (
+        "event from the future",
+        EVENTS,
+        {"user_id": "u1", "item_id": "i1", "type": "view", "timestamp": "2999-01-01T00:00:00Z"},
+        422,
+        "ahead",
+    ),
     ("empty query", QUERY, {"text": " "}, 422, "text"),
     ("item without id", ITEMS, {"items": [{"title": "a tent"}]}, 422, "external_id"),
     ("no events", EVENTS, {"events": []}, 422, "events"),
@@ -87,3 +96,39 @@ def test_a_refused_batch_stores_nothing(target: tuple[TestClient, str]) -> None:
     refused = client.post(ITEMS, json={"items": [good, bad]}, headers=headers)
     assert refused.status_code == 422
     assert client.get(f"{ITEMS}/ok-1", headers=headers).status_code == 404
+
+
+RULES = "/v1/sentiment/rules"
+# JSON that parses, with values a JSON reply cannot echo (a lone surrogate, NaN) or a database
+# cannot store (NUL): each must get a 4xx, or be stored as sent, never a 500.
+UNUSUAL: list[tuple[str, str, str]] = [
+    ("lone surrogate in a message", MESSAGE, '{"conversation_id": "c1", "text": "hi \\ud800"}'),
+    ("lone surrogate as a field name", MESSAGE, '{"conversation_id": "c1", "\\udfff": 1}'),
+    ("lone surrogate in a title", ARTICLES, '{"title": "up \\ud800 5%"}'),
+    ("lone surrogate in a query", QUERY, '{"text": "\\ud800"}'),
+    ("NaN rating", EVENTS, '{"user_id": "u1", "item_id": "i1", "type": "rating", "value": NaN}'),
+    ("NaN k", QUERY, '{"text": "a tent", "k": NaN}'),
+    (
+        "infinite threshold",
+        RULES,
+        '{"name": "x", "kind": "z_score", "window_s": 3600, "threshold": -Infinity}',
+    ),
+    ("NUL in a message", MESSAGE, '{"conversation_id": "c\\u0000", "text": "hi\\u0000"}'),
+    ("NUL in a title", ARTICLES, '{"title": "Acme\\u0000 up", "metadata": {"k": "\\u0000"}}'),
+    ("NUL in an item", ITEMS, '{"external_id": "n\\u0000", "title": "a tent\\u0000"}'),
+]
+
+
+@pytest.mark.parametrize(
+    "backend", ["target", pytest.param("postgres_target", marks=pytest.mark.postgres)]
+)
+@pytest.mark.parametrize(("what", "path", "raw"), UNUSUAL, ids=[case[0] for case in UNUSUAL])
+def test_values_json_allows_but_nothing_else_does_never_give_a_500(
+    request: pytest.FixtureRequest, backend: str, what: str, path: str, raw: str
+) -> None:
+    client, key = request.getfixturevalue(backend)
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    response = client.post(path, content=raw.encode(), headers=headers)
+    assert response.status_code < 500, f"{what}: {response.status_code} {response.text[:300]}"
+    if response.status_code >= 400:
+        assert response.json()["detail"], what

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -168,3 +170,14 @@ def test_entries_become_articles() -> None:
     assert entry_article({"title": "  "}, "wire") is None
     article = entry_article({"title": "T", "link": "javascript:alert(1)", "id": "x"}, "wire")
     assert article is not None and article.url is None and article.id == "x"
+
+
+def test_an_entry_dated_ahead_is_news_of_now() -> None:
+    ahead = time.gmtime(time.time() + 3 * 86_400)  # a feed with its time zone wrong
+    before = dt.datetime.now(dt.UTC)
+    article = entry_article({"title": "T", "published_parsed": ahead}, "wire")
+    assert article is not None and article.published_at is not None
+    assert before <= article.published_at <= dt.datetime.now(dt.UTC)
+    past = time.gmtime(time.time() - 86_400)
+    kept = entry_article({"title": "T", "published_parsed": past}, "wire")
+    assert kept is not None and kept.published_at < before - dt.timedelta(hours=23)
