@@ -15,7 +15,7 @@ from core.ml import versions
 from core.security import hash_api_key
 from core.settings import get_settings
 from core.storage.engine import get_session_factory
-from core.storage.models import ApiKey
+from core.storage.models import ApiKey, Job
 from textsuite.cli import app
 
 runner = CliRunner()
@@ -84,6 +84,12 @@ def test_migrate_keys_and_jobs(local_env: str) -> None:
     submitted = runner.invoke(app, ["jobs", "submit", "core.worker_info", "--param", "echo=42"])
     assert submitted.exit_code == 0, submitted.output
     assert '"status": "succeeded"' in submitted.output and '"echo": 42' in submitted.output
+    with get_session_factory(local_env)() as session:
+        job_id = str(session.scalars(select(Job)).one().id)
+    listed_jobs = runner.invoke(app, ["jobs", "list"])  # 80 columns: the id stays whole
+    assert job_id in listed_jobs.output, listed_jobs.output
+    shown = runner.invoke(app, ["jobs", "show", job_id])
+    assert shown.exit_code == 0 and "succeeded" in shown.output, shown.output
 
     revoked = runner.invoke(app, ["keys", "revoke", str(stored.id)])
     assert revoked.exit_code == 0 and "revoked" in revoked.output

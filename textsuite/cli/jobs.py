@@ -28,7 +28,12 @@ def list_jobs(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
 ) -> None:
     """The most recent jobs."""
-    table = Table("id", "kind", "queue", "status", "progress", "created", "error")
+    table = Table()
+    for column in ("id", "kind", "queue", "status", "progress", "created", "error"):
+        # `jobs show` takes the whole id: it never wraps or shortens.
+        table.add_column(
+            column, no_wrap=column in ("id", "kind"), min_width=36 if column == "id" else None
+        )
     with database(settings()) as session:
         for job in jobs.list_jobs(session, status=status, limit=limit):
             table.add_row(

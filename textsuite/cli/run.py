@@ -127,7 +127,7 @@ def _demo_support(current: Settings) -> None:
     if trained and not report.created and not report.updated and not report.examples_added:
         typer.echo("support intent model: already trained on this catalogue")
         return
-    typer.echo("training the support bot on the demo catalogue (a minute or two on a CPU)...")
+    typer.echo("training the support bot on the demo catalogue (a few minutes on a CPU)...")
     submit_and_follow("support.train", {"arguments": {"strategy": "sentence"}})
 
 

@@ -181,9 +181,15 @@ def add_feed(
 def list_feeds() -> None:
     """The feeds, with the outcome of their last poll."""
     with database(settings()) as session:
-        table = Table("url", "name", "last polled", "status", "error")
+        table = Table()
+        for column in ("id", "url", "name", "last polled", "status", "error"):
+            # The id is what the API's poll and delete take: it never wraps or shortens.
+            table.add_column(
+                column, no_wrap=column == "id", min_width=36 if column == "id" else None
+            )
         for feed in session.scalars(select(Feed).order_by(Feed.url)):
             table.add_row(
+                str(feed.id),
                 feed.url,
                 feed.name or "",
                 feed.last_polled_at.isoformat(timespec="seconds") if feed.last_polled_at else "",

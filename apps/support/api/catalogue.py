@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
@@ -311,9 +311,16 @@ _FILE_BODY = {
 def import_file(
     body: Annotated[bytes, Depends(_raw_body)],
     session: SessionDep,
-    format_: Annotated[CatalogueFormat, Query(alias="format")] = CatalogueFormat.YAML,
+    format_: Annotated[
+        CatalogueFormat | None,
+        Query(alias="format", description="Default: CSV for a text/csv body, else YAML."),
+    ] = None,
+    content_type: Annotated[str | None, Header()] = None,
     mode: ImportMode = ImportMode.MERGE,
 ) -> Any:
+    if format_ is None:
+        is_csv = (content_type or "").split(";")[0].strip().lower() == "text/csv"
+        format_ = CatalogueFormat.CSV if is_csv else CatalogueFormat.YAML
     try:
         with _catalogue_change(session):
             report = import_catalogue(session, body, format_, mode=mode)

@@ -345,3 +345,23 @@ def test_csv_import_reports_counts(http: TestClient, headers: dict[str, str]) ->
         2,
         1,
     )
+
+
+def test_the_content_type_says_csv_when_the_query_does_not(
+    http: TestClient, headers: dict[str, str]
+) -> None:
+    csv_text = "intent,text,answer\nrefund,money back,Sure.\n"
+    response = http.post(
+        "/v1/support/catalogue/import",
+        content=csv_text,
+        headers={**headers, "Content-Type": "text/csv; charset=utf-8"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["created"] == ["refund"]
+    # Without either, a body is YAML: this CSV is not.
+    plain = http.post(
+        "/v1/support/catalogue/import",
+        content=csv_text.replace("refund", "refunds"),
+        headers={**headers, "Content-Type": "text/plain"},
+    )
+    assert plain.status_code == 422 and "nothing was written" in plain.json()["detail"]
