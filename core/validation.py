@@ -4,9 +4,9 @@ person can act on."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any, Union
 
-from pydantic import AfterValidator, AwareDatetime, ValidationError
+from pydantic import AfterValidator, AwareDatetime, Discriminator, Tag, ValidationError
 
 # Clocks drift and time zones get mislabelled by hours; more than a day ahead is a mistake.
 FUTURE_TOLERANCE = dt.timedelta(days=1)
@@ -33,3 +33,16 @@ def problems(exc: ValidationError, whole: str = "value") -> str:
         f"{'.'.join(str(part) for part in error['loc']) or whole}: {error['msg']}"
         for error in exc.errors()
     )
+
+
+def one_or_batch(one: type, batch: type, key: str) -> Any:
+    """A request body that is one object or `{key: [...]}`. Validated as whichever it looks
+    like, so a bad article is told what is wrong with it, not also that it lacks `articles`."""
+
+    def kind(value: Any) -> str:
+        return "batch" if isinstance(value, dict) and key in value else "one"
+
+    return Annotated[
+        Union[Annotated[one, Tag("one")], Annotated[batch, Tag("batch")]],  # noqa: UP007
+        Discriminator(kind),
+    ]

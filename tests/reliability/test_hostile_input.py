@@ -132,3 +132,22 @@ def test_values_json_allows_but_nothing_else_does_never_give_a_500(
     assert response.status_code < 500, f"{what}: {response.status_code} {response.text[:300]}"
     if response.status_code >= 400:
         assert response.json()["detail"], what
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "batch_key"),
+    [
+        (ARTICLES, {"title": 5}, "title", "articles"),
+        (ITEMS, {"title": "a tent"}, "external_id", "items"),
+        (EVENTS, {"user_id": "u1", "item_id": "i1"}, "type", "events"),
+    ],
+)
+def test_one_bad_object_is_told_about_itself_not_about_the_batch_form(
+    target: tuple[TestClient, str], path: str, body: dict, field: str, batch_key: str
+) -> None:
+    client, key = target
+    response = client.post(path, json=body, headers={"X-API-Key": key})
+    assert response.status_code == 422
+    places = [error["loc"] for error in response.json()["detail"]]
+    assert places == [["body", "one", field]], places
+    assert batch_key not in detail_text(response) and "function-after" not in detail_text(response)

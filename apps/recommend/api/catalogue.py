@@ -17,6 +17,7 @@ from apps.recommend.training import TRAIN_JOB, RecommendTrainParams
 from core.api.deps import DispatcherDep, SessionDep, SessionFactoryDep, require_scope
 from core.jobs import submit_job
 from core.storage.models import Scope
+from core.validation import one_or_batch
 
 router = APIRouter(
     tags=["recommend: catalogue"], dependencies=[Depends(require_scope(Scope.RECOMMEND))]
@@ -66,8 +67,11 @@ def _upsert(session: Any, service: Any, items: list[ItemIn]) -> UpsertReply:
     )
 
 
+ItemBody = one_or_batch(ItemIn, ItemBatch, "items")
+
+
 @router.post("/items", response_model=UpsertReply, summary="Add or update items")
-def post_items(body: ItemIn | ItemBatch, session: SessionDep, service: ServiceDep) -> Any:
+def post_items(body: ItemBody, session: SessionDep, service: ServiceDep) -> Any:
     """One item, or `{"items": [...]}` (up to 5,000). Items are keyed by `external_id`:
     sending one again updates it. New or changed text is embedded by a background job, after
     which the item is recommendable."""

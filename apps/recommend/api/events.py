@@ -14,6 +14,7 @@ from apps.recommend.events import MAX_BATCH, EventIn, EventRejected, record_even
 from apps.recommend.imports import read_events
 from core.api.deps import SessionDep, require_scope
 from core.storage.models import Scope
+from core.validation import one_or_batch
 
 router = APIRouter(
     tags=["recommend: events"], dependencies=[Depends(require_scope(Scope.RECOMMEND))]
@@ -53,13 +54,16 @@ def _record(session: Session, events: list[EventIn]) -> EventReply:
     raise AssertionError("unreachable")
 
 
+EventBody = one_or_batch(EventIn, EventBatch, "events")
+
+
 @router.post(
     "/events",
     response_model=EventReply,
     summary="Record user events",
     responses={422: {"description": "Unknown items or recommendation ids; nothing stored"}},
 )
-def post_events(body: EventIn | EventBatch, session: SessionDep) -> Any:
+def post_events(body: EventBody, session: SessionDep) -> Any:
     """One event, or `{"events": [...]}` (up to 10,000). Idempotent by `event_id`. Send the
     `recommendation_id` of the list an event came from, so feedback can be measured."""
     return _record(session, body.events if isinstance(body, EventBatch) else [body])

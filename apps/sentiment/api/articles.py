@@ -21,6 +21,7 @@ from apps.sentiment.service import NotDurable
 from apps.sentiment.stream import StreamFull
 from core.api.deps import SessionDep, require_scope, unavailable
 from core.storage.models import Scope
+from core.validation import one_or_batch
 
 router = APIRouter(
     tags=["sentiment: articles"], dependencies=[Depends(require_scope(Scope.SENTIMENT))]
@@ -54,6 +55,9 @@ class QueuedReply(BaseModel):
     )
 
 
+ArticleBody = one_or_batch(ArticleIn, ArticleBatch, "articles")
+
+
 @router.post(
     "/articles",
     response_model=IngestReply | QueuedReply,
@@ -66,7 +70,7 @@ class QueuedReply(BaseModel):
     },
 )
 async def post_articles(
-    body: ArticleIn | ArticleBatch, service: ServiceDep
+    body: ArticleBody, service: ServiceDep
 ) -> IngestReply | JSONResponse:
     """Ingest one article or `{"articles": [...]}` (up to 1,000).
 
