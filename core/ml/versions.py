@@ -43,9 +43,10 @@ def get_version(session: Session, name: str, version: int | None = None) -> Mode
         query = query.where(ModelVersion.version == version)
     found = session.scalars(query).first()
     if found is None:
-        known = ", ".join(f"v{v.version}" for v in list_versions(session, name)) or "none"
-        which = f"v{version}" if version is not None else "any version"
-        raise VersionNotFound(f"model {name!r} has no {which} (versions: {known})")
+        known = ", ".join(f"v{v.version}" for v in list_versions(session, name))
+        if not known:
+            raise VersionNotFound(f"model {name!r} has no versions: train it first")
+        raise VersionNotFound(f"model {name!r} has no v{version} (versions: {known})")
     return found
 
 

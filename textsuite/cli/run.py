@@ -152,6 +152,13 @@ def _demo_sentiment(current: Settings) -> None:
         typer.echo("sentiment model: already trained")
     else:
         twitter = (current.data_dir / TWITTER_FOLDER / "train.csv").exists()
+        if not twitter:
+            typer.echo(
+                f"note: {current.data_dir.resolve() / TWITTER_FOLDER} not found (set "
+                "TEXTSUITE_DATA_DIR to the data folder): the sentiment model learns from the "
+                "demo headlines only and scores news less well",
+                err=True,
+            )
         typer.echo(
             "training the sentiment model on "
             + ("the Twitter financial news set and " if twitter else "")
@@ -204,7 +211,7 @@ def _support_curl(base: str, key: str, text: str) -> str:
 def demo(
     host: Annotated[str | None, typer.Option(help="Bind address")] = None,
     port: Annotated[int | None, typer.Option(help="Port")] = None,
-    no_serve: Annotated[bool, typer.Option(help="Set up, print, and exit")] = False,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up, print, and exit")] = False,
 ) -> None:
     """Set up the demo on SQLite (catalogue, trained models) and serve it on :8000."""
     current = settings()

@@ -69,9 +69,7 @@ ArticleBody = one_or_batch(ArticleIn, ArticleBatch, "articles")
         },
     },
 )
-async def post_articles(
-    body: ArticleBody, service: ServiceDep
-) -> IngestReply | JSONResponse:
+async def post_articles(body: ArticleBody, service: ServiceDep) -> IngestReply | JSONResponse:
     """Ingest one article or `{"articles": [...]}` (up to 1,000).
 
     With a stream configured (`TEXTSUITE_SENTIMENT_STREAM_URL`) the articles are queued for the

@@ -151,7 +151,10 @@ def _conversation(session: SessionDep, conversation_id: str, channel: Channel) -
 def read_conversation(
     conversation_id: str, session: SessionDep, channel: Channel = Channel.API
 ) -> ConversationPublic:
-    conversation = _conversation(session, conversation_id, channel)
+    return _with_messages(session, _conversation(session, conversation_id, channel))
+
+
+def _with_messages(session: SessionDep, conversation: Conversation) -> ConversationPublic:
     messages = session.scalars(
         select(Message)
         .where(Message.conversation_id == conversation.id)
@@ -174,7 +177,7 @@ def release_conversation(
     conversation.status = ConversationStatus.BOT
     conversation.last_intent, conversation.repeated_turns = None, 0
     session.commit()
-    return ConversationPublic.model_validate(conversation)
+    return _with_messages(session, conversation)
 
 
 class CustomerIn(BaseModel):

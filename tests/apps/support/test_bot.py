@@ -63,6 +63,8 @@ def test_asking_for_a_person_hands_off_and_the_bot_steps_back(
 
     released = client.post("/v1/support/conversations/c-1/release", headers=headers)
     assert released.json()["status"] == "bot"
+    shown = client.get("/v1/support/conversations/c-1", headers=headers).json()
+    assert released.json()["messages"] == shown["messages"] and len(shown["messages"]) >= 2
     assert send(client, headers, "where is my order?")["handoff"] is False
 
 
