@@ -4,6 +4,8 @@ person can act on."""
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Union
 
 from pydantic import AfterValidator, AwareDatetime, Discriminator, Tag, ValidationError
@@ -25,6 +27,33 @@ def not_in_the_future(value: dt.datetime) -> dt.datetime:
 
 
 PastDatetime = Annotated[AwareDatetime, AfterValidator(not_in_the_future)]
+
+
+def _printable(value: object) -> object:
+    """A value as JSON can carry it: text with lone surrogates escaped, odd numbers as text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    return _printable(str(value))
+
+
+def error_details(errors: Iterable[Any], prefix: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Pydantic errors as a 422's `detail`: place, message, kind and limits, never the input
+    (it can be large, or hold what JSON cannot carry: a lone surrogate, NaN)."""
+    return [
+        {
+            "type": error["type"],
+            "loc": [_printable(part) for part in (*prefix, *error["loc"])],
+            "msg": _printable(error["msg"]),
+            **(
+                {"ctx": {k: _printable(v) for k, v in error["ctx"].items()}}
+                if error.get("ctx")
+                else {}
+            ),
+        }
+        for error in errors
+    ]
 
 
 def problems(exc: ValidationError, whole: str = "value") -> str:

@@ -14,8 +14,9 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from sqlalchemy import insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
@@ -45,6 +46,12 @@ class ArticleIn(BaseModel):
         description="When it was published (with a time zone; at most a day ahead of the "
         "server's clock); default: now.",
     )
+
+    @field_validator("id", "source", "title", "body", mode="before")
+    @classmethod
+    def _without_nul(cls, value: Any) -> Any:
+        # NUL means nothing in news, and PostgreSQL stores none: dropped on every ingest path.
+        return value.replace("\x00", "") if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _total_length(self) -> ArticleIn:

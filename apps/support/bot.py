@@ -38,7 +38,7 @@ from apps.support.slots import slot_values, slots_from_text
 from apps.support.templates import render
 from core.ml.batching import BatchingConfig, DynamicBatcher
 from core.ml.loading import Classifier
-from core.ml.novelty import ExampleIndex, reads_embeddings, with_similarity
+from core.ml.novelty import ExampleIndex, with_similarity
 from core.ml.serving import load_for_serving
 from core.ml.versions import production_version
 from core.privacy import mask_personal_data
@@ -148,9 +148,16 @@ class SupportBot:
         self, version_id: uuid.UUID, number: int, folder: Path, thresholds: dict[str, float]
     ) -> IntentModel:
         classifier = await asyncio.to_thread(load_for_serving, folder, self.settings, self.factory)
-        index = await asyncio.to_thread(ExampleIndex.load, folder)
-        if not reads_embeddings(classifier) or "unfamiliar" not in thresholds:
-            index = None
+        index = None
+        if "unfamiliar" in thresholds:  # versions trained before the check have none
+            index = await asyncio.to_thread(ExampleIndex.load, folder)
+            if index is None or not index.fits(classifier):
+                log.warning(
+                    "%s v%d has an unfamiliar threshold but no example index that fits its "
+                    "model in %s; answering without the unfamiliar check",
+                    self.support.model_name, number, folder,
+                )  # fmt: skip
+                index = None
         batcher = DynamicBatcher(
             classifier.tokenize,
             classifier.run if index is None else with_similarity(classifier, index),

@@ -37,6 +37,23 @@ class IncomingMessage:
     metadata: dict[str, Any] = field(default_factory=dict)  # slot values the caller knows
     channel_data: dict[str, Any] = field(default_factory=dict)  # needed to reply (no secrets)
 
+    def __post_init__(self) -> None:
+        # NUL characters mean nothing in a message, and PostgreSQL stores none: dropped here,
+        # whatever the channel, before any of the turn is written.
+        for name in ("conversation_id", "text", "customer_id", "customer_name", "message_id"):
+            object.__setattr__(self, name, _without_nul(getattr(self, name)))
+        object.__setattr__(self, "metadata", _without_nul(self.metadata))
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
 
 @dataclass(frozen=True)
 class Alternative:

@@ -20,7 +20,13 @@ from apps.support.settings import SupportSettings
 from core.ml.device import choose_placement
 from core.ml.evaluation import label_ids_for, selective_thresholds
 from core.ml.loading import load_classifier
-from core.ml.novelty import ExampleIndex, embed_texts, reads_embeddings, unfamiliar_threshold
+from core.ml.novelty import (
+    ExampleIndex,
+    embed_texts,
+    reads_embeddings,
+    score_texts,
+    unfamiliar_threshold,
+)
 from core.ml.references import folder_resolver
 from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_classifier_training
 from core.ml.training import LabelledTexts, TrainingArguments, TrainingResult, stratified_split
@@ -68,20 +74,20 @@ def handoff_thresholds(
         choose_placement(settings.device, settings.dtype),
         folder_resolver(settings.model_cache_dir, factory),
     )
-    unfamiliar: float | None = None
-    if reads_embeddings(classifier) and support.unfamiliar_share > 0:
-        index = ExampleIndex(embed_texts(classifier, train.texts))
-        index.save(result.output_dir)
-        embeddings = embed_texts(classifier, validation.texts)
-        probabilities = classifier.classify(embeddings)
-        unfamiliar = unfamiliar_threshold(index.similarity(embeddings), support.unfamiliar_share)
-    else:
-        probabilities = classifier.predict_proba(validation.texts)
+    target = support.target_precision
     label_ids = label_ids_for(validation.labels, classifier.labels)
-    thresholds = selective_thresholds(probabilities, label_ids, support.target_precision)
-    if unfamiliar is not None:
-        thresholds["unfamiliar"] = unfamiliar
-    return {"thresholds": thresholds}
+    if not reads_embeddings(classifier) or support.unfamiliar_share == 0:
+        probabilities = classifier.predict_proba(validation.texts)
+        return {"thresholds": selective_thresholds(probabilities, label_ids, target)}
+    index = ExampleIndex(embed_texts(classifier, train.texts))
+    index.save(result.output_dir)
+    probabilities, similarity = score_texts(classifier, index, validation.texts)
+    unfamiliar = unfamiliar_threshold(similarity, support.unfamiliar_share)
+    if unfamiliar is None:  # too few held-out examples to place it
+        return {"thresholds": selective_thresholds(probabilities, label_ids, target)}
+    familiar = similarity >= unfamiliar
+    thresholds = selective_thresholds(probabilities, label_ids, target, answerable=familiar)
+    return {"thresholds": {**thresholds, "unfamiliar": unfamiliar}}
 
 
 def train_from_catalogue(

@@ -65,7 +65,7 @@ def train_support(train: Any, test: Any, arguments: dict[str, Any]) -> Outcome:
     from core.ml.device import choose_placement
     from core.ml.evaluation import classification_metrics, label_ids_for
     from core.ml.loading import load_classifier
-    from core.ml.novelty import ExampleIndex, embed_texts, reads_embeddings
+    from core.ml.novelty import ExampleIndex, reads_embeddings, score_texts
     from core.ml.training import TrainingArguments
     from core.ml.versions import production_version
 
@@ -84,12 +84,11 @@ def train_support(train: Any, test: Any, arguments: dict[str, Any]) -> Outcome:
             folder, thresholds = Path(version.artifact_path), version.config["thresholds"]
         classifier = load_classifier(folder, choose_placement())
         index = ExampleIndex.load(folder)
+        similarity: np.ndarray | None = None
         if index is not None and reads_embeddings(classifier):
-            embeddings = embed_texts(classifier, test.texts)
-            probabilities = classifier.classify(embeddings)
-            similarity: np.ndarray | None = index.similarity(embeddings)
+            probabilities, similarity = score_texts(classifier, index, test.texts)
         else:
-            probabilities, similarity = classifier.predict_proba(test.texts), None
+            probabilities = classifier.predict_proba(test.texts)
     known = [i for i, label in enumerate(test.labels) if label in classifier.labels]
     metrics = classification_metrics(
         label_ids_for([test.labels[i] for i in known], classifier.labels),

@@ -26,6 +26,7 @@ from core.security import KeyCache, RateLimiter, ensure_api_key
 from core.settings import Settings
 from core.storage import get_session_factory, session_scope
 from core.storage.models import Scope
+from core.validation import error_details
 
 log = logging.getLogger(__name__)
 
@@ -131,40 +132,27 @@ async def _overloaded(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _printable(value: object) -> object:
-    """A value as JSON can carry it: text with lone surrogates escaped, odd numbers as text."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, bool | int) or (isinstance(value, float) and math.isfinite(value)):
-        return value
-    return _printable(str(value))
-
-
 async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
     """422 naming each problem's place, message and kind. Unlike FastAPI's default it does not
     echo the rejected input: that can be megabytes, or hold what JSON cannot carry back (a
     lone surrogate, NaN), which turned a client's mistake into a 500."""
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            "type": error["type"],
-            "loc": [_printable(part) for part in error["loc"]],
-            "msg": _printable(error["msg"]),
-            **(
-                {"ctx": {k: _printable(v) for k, v in error["ctx"].items()}}
-                if error.get("ctx")
-                else {}
-            ),
-        }
-        for error in exc.errors()
-    ]
-    return JSONResponse({"detail": errors}, status_code=422)
+    return JSONResponse({"detail": error_details(exc.errors())}, status_code=422)
+
+
+# Text the database cannot hold: untranslatable_character (a \u0000 in JSON), and
+# character_not_in_repertoire; psycopg refuses NUL in text itself, with no SQLSTATE.
+_UNSTORABLE_TEXT = {"22P05", "22021"}
 
 
 async def _unstorable_value(_request: Request, exc: Exception) -> JSONResponse:
-    """The database refused a value of the request (PostgreSQL stores no NUL character): the
-    transaction is rolled back, and the client learns which rule the value broke."""
-    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    """The database refused a character of the request (PostgreSQL stores no NUL): the
+    transaction is rolled back, and the client learns which rule the value broke. Any other
+    data error stays a 500: it comes from a value the server made, which is a bug to see."""
+    orig = getattr(exc, "orig", None)
+    reason = str(orig or exc).splitlines()[0]
+    if getattr(orig, "sqlstate", None) not in _UNSTORABLE_TEXT and "NUL" not in reason:
+        raise exc
     log.info("refused a value the database cannot store: %s", reason)
     return JSONResponse(
         {"detail": f"the request holds a value the database cannot store: {reason}"},

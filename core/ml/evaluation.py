@@ -197,14 +197,19 @@ def _lowest_threshold(scores: np.ndarray, correct: np.ndarray, target: float) ->
 
 
 def selective_thresholds(
-    probabilities: np.ndarray, label_ids: np.ndarray, target_precision: float
+    probabilities: np.ndarray,
+    label_ids: np.ndarray,
+    target_precision: float,
+    *,
+    answerable: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Thresholds under which a classifier should abstain (hand off) rather than answer.
 
     On validation probabilities (calibrated), pick the lowest top-1 `confidence` and the lowest
     top-1/top-2 `margin` at which the answered predictions reach `target_precision`; a
     prediction is answered when it clears both. Reports the precision and coverage (share
-    answered) that this gives on the same data.
+    answered) that this gives on the same data, counting as answered only the `answerable`
+    (N,) ones where another check also decides (e.g. the unfamiliar one).
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     label_ids = np.asarray(label_ids)
@@ -219,6 +224,8 @@ def selective_thresholds(
         "margin": _lowest_threshold(margin, correct, target_precision),
     }
     answered = (confidence >= thresholds["confidence"]) & (margin >= thresholds["margin"])
+    if answerable is not None:
+        answered &= np.asarray(answerable, dtype=bool)
     thresholds.update(
         target_precision=float(target_precision),
         precision=float(correct[answered].mean()) if answered.any() else 1.0,

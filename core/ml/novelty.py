@@ -33,6 +33,9 @@ class EmbeddingClassifier(Protocol):
     labels: list[str]
     embeds: bool
 
+    @property
+    def embedding_dimension(self) -> int: ...
+
     def tokenize(self, texts: Sequence[str]) -> list[TokenIds]: ...
 
     def embed(self, batch: list[TokenIds]) -> np.ndarray: ...
@@ -57,6 +60,12 @@ class ExampleIndex:
 
     def __len__(self) -> int:
         return len(self.vectors)
+
+    def fits(self, classifier: object) -> bool:
+        """Whether `classifier` embeds texts in this index's space (same width)."""
+        return (
+            reads_embeddings(classifier) and classifier.embedding_dimension == self.vectors.shape[1]
+        )
 
     def similarity(self, embeddings: np.ndarray) -> np.ndarray:
         """Cosine of each embedding (B, D) to its nearest example, (B,)."""
@@ -87,15 +96,26 @@ def embed_texts(
     return map_sorted(classifier.tokenize(texts), classifier.embed, batch_size)
 
 
-def unfamiliar_threshold(similarities: np.ndarray, share: float) -> float:
-    """The similarity under which `share` of held-out in-scope examples fall: texts below it
-    are unfamiliar. Held-out examples are ones the model was not trained on, so their nearest
-    training example is as far as a real customer's in-scope question would be."""
+def unfamiliar_threshold(similarities: np.ndarray, share: float) -> float | None:
+    """The similarity under which a text counts as unfamiliar, so that about `share` of
+    in-scope texts do: the k-th lowest of the held-out examples' similarities, k = share *
+    (n + 1) rounded down, under which a new in-scope text falls with probability k / (n + 1)
+    (never more than `share`). Held-out examples are ones the model was not trained on, so
+    their nearest training example is as far as a real customer's in-scope question would be.
+    None when there are too few of them for that share (n + 1 < 1 / share)."""
     if not 0 < share < 1:
         raise ValueError(f"the share of held-out examples must lie in (0, 1), got {share}")
-    if len(similarities) == 0:
-        raise ValueError("no held-out examples to set the unfamiliar threshold on")
-    return float(np.quantile(np.asarray(similarities, dtype=np.float64), share))
+    ranked = np.sort(np.asarray(similarities, dtype=np.float64))
+    k = int(share * (len(ranked) + 1))
+    return float(ranked[k - 1]) if k >= 1 else None
+
+
+def score_texts(
+    classifier: EmbeddingClassifier, index: ExampleIndex, texts: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (N, C) and similarity to the nearest example (N,) of a list of texts."""
+    embeddings = embed_texts(classifier, texts)
+    return classifier.classify(embeddings), index.similarity(embeddings)
 
 
 def with_similarity(

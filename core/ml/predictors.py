@@ -198,16 +198,23 @@ class EncoderHeadClassifier:
 
     embeds = True  # see core.ml.novelty.EmbeddingClassifier
 
+    @property
+    def embedding_dimension(self) -> int:
+        return self.encoder.dimension
+
     def embed(self, batch: list[TokenIds]) -> np.ndarray:
         """The sentence embeddings the head reads, (B, D)."""
         return self.encoder.run(batch)
 
     def classify(self, embeddings: np.ndarray) -> np.ndarray:
         """Probabilities (B, C) from sentence embeddings (B, D)."""
-        return softmax((embeddings @ self.weight.T + self.bias) / self.temperature)
+        return softmax(self._head(embeddings) / self.temperature)
+
+    def _head(self, embeddings: np.ndarray) -> np.ndarray:
+        return embeddings @ self.weight.T + self.bias  # (B, D) -> (B, C)
 
     def logits(self, batch: list[TokenIds]) -> np.ndarray:
-        return self.embed(batch) @ self.weight.T + self.bias  # (B, C)
+        return self._head(self.embed(batch))
 
     def run(self, batch: list[TokenIds]) -> np.ndarray:
         return self.classify(self.embed(batch))

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.ml.device import choose_placement
 from core.ml.loading import Classifier, ModelLoadError, load_classifier, load_encoder
+from core.ml.novelty import EXAMPLES_FILE, ExampleIndex
 from core.ml.references import folder_resolver
 from core.ml.versions import production_version
 from core.settings import Settings
@@ -72,7 +73,13 @@ def check_loads(
         if version.task == "embedding":
             load_encoder(folder, choose_placement(settings.device, settings.dtype))
         else:
-            load_for_serving(folder, settings, factory)
+            classifier = load_for_serving(folder, settings, factory)
+            index = ExampleIndex.load(folder)
+            if index is not None and not index.fits(classifier):
+                raise ModelLoadError(
+                    f"{folder / EXAMPLES_FILE} does not fit the model beside it (its examples "
+                    "are not in this model's embedding space): retrain the version"
+                )
     except ModelLoadError:
         raise
     except Exception as exc:  # safetensors, tokenizers and torch raise their own kinds

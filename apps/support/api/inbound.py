@@ -17,6 +17,7 @@ from core.api.deps import unavailable
 from core.jobs import DispatchError, IdempotencyConflict, JobDispatcher, submit_job
 from core.signing import SignatureError, verify
 from core.storage.models import Job
+from core.validation import error_details
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,7 @@ def validate_body(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        detail = [
-            {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
-            for error in exc.errors()
-        ]
-        raise HTTPException(422, detail) from None
+        raise HTTPException(422, error_details(exc.errors(), prefix=["body"])) from None
 
 
 def submit_delivery(

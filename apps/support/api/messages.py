@@ -49,14 +49,6 @@ class MessageIn(BaseModel):
             raise ValueError("text is empty")
         return value
 
-    @field_validator("conversation_id", "text", "customer_id", "customer_name", "message_id")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        # Checked before anything is stored: PostgreSQL would refuse it halfway through a turn.
-        if value is not None and "\x00" in value:
-            raise ValueError("contains the NUL character (U+0000), which cannot be stored")
-        return value
-
 
 class AlternativeOut(BaseModel):
     intent: str

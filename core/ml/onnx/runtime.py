@@ -243,6 +243,10 @@ class OnnxClassifier:
         """Whether a sentence embedding lies under the head (core.ml.novelty)."""
         return self.head is not None
 
+    @property
+    def embedding_dimension(self) -> int:
+        return int(self._linear_head()[0].shape[1])
+
     def _linear_head(self) -> tuple[np.ndarray, np.ndarray]:
         if self.head is None:
             raise TypeError("this export is a sequence classifier: it has no sentence embedding")
@@ -256,15 +260,17 @@ class OnnxClassifier:
 
     def classify(self, embeddings: np.ndarray) -> np.ndarray:
         """Probabilities (B, C) from sentence embeddings (B, D), for a model with a head."""
+        return softmax(self._head_logits(embeddings) / self.temperature)
+
+    def _head_logits(self, embeddings: np.ndarray) -> np.ndarray:
         weight, bias = self._linear_head()
-        return softmax((embeddings @ weight.T + bias) / self.temperature)
+        return embeddings @ weight.T + bias  # (B, D) @ (D, C) -> (B, C)
 
     def logits(self, batch: list[TokenIds]) -> np.ndarray:
         if self.head is None:
             logits, _ = self.model.outputs(batch)  # (B, C)
             return logits.astype(np.float32)
-        weight, bias = self.head
-        return self.embed(batch) @ weight.T + bias  # (B, D) @ (D, C) -> (B, C)
+        return self._head_logits(self.embed(batch))
 
     def run(self, batch: list[TokenIds]) -> np.ndarray:
         """Probabilities of one batch, shape (B, C)."""

@@ -134,3 +134,10 @@ def test_the_content_hash_ignores_case_width_and_spacing() -> None:
         "Apple beats", None
     )
     assert content_hash("Apple beats", None) != content_hash("Apple misses", None)
+
+
+def test_nul_characters_are_dropped_from_articles() -> None:
+    article = ArticleIn(id="w\x00-1", title="Acme\x00 up 5%", body="\x00strong quarter")
+    assert (article.id, article.title, article.body) == ("w-1", "Acme up 5%", "strong quarter")
+    with pytest.raises(ValidationError, match="title"):
+        ArticleIn(title="\x00")  # nothing left of it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from sqlalchemy import func, select
 
 from apps.support.models import Conversation, Example, ExampleSource, Intent, Message, ReviewItem
 from apps.support.settings import load_support_settings
-from core.ml.novelty import ExampleIndex
+from core.ml.novelty import EXAMPLES_FILE, ExampleIndex
 from core.ml.versions import production_version
 from core.security import create_api_key
 from core.settings import Settings
@@ -96,6 +97,29 @@ def test_a_message_unlike_every_example_is_handed_off_even_when_the_model_is_sur
         assert stranger["intent"] and stranger["answer"] is None  # the guess stays for agents
         known = send(client, headers, "where is my order TH-104233?", conversation_id="c-9")
         assert known["handoff"] is False and known["intent"] == "order_status"
+
+
+@pytest.mark.parametrize("older", ["no threshold", "no index"])
+def test_a_version_without_a_usable_example_index_answers_without_the_check(
+    world_settings: Settings, tmp_path: Path, older: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    factory = get_session_factory(world_settings.database_url)
+    with session_scope(factory) as session:
+        version = production_version(session, "support-intents")
+        thresholds = {**version.config["thresholds"], "confidence": 0.0, "margin": 0.0}
+        if older == "no threshold":  # trained before the check existed
+            thresholds.pop("unfamiliar")
+        else:  # the threshold, but its index file lost: served without the check, and said
+            copy = tmp_path / "copy"
+            shutil.copytree(version.artifact_path, copy)
+            (copy / EXAMPLES_FILE).unlink()
+            version.artifact_path = str(copy)
+        version.config = {**version.config, "thresholds": thresholds}
+        key = create_api_key(session, "helpdesk", ["support"])[1]
+    with TestClient(create_service(world_settings)) as client:
+        stranger = send(client, {"X-API-Key": key}, "who won the football game last night?")
+    assert stranger["handoff"] is False  # nothing left to hand it off
+    assert ("no example index" in caplog.text) == (older == "no index")
 
 
 def test_a_redelivered_message_gets_the_same_answer_once(

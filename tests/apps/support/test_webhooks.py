@@ -350,8 +350,17 @@ def test_a_refusing_receiver_fails_the_job_with_the_reason(
         (message(text="   "), 422, "text"),
         (message(conversation_id=""), 422, "conversation_id"),
         (message(metadata=[1, 2]), 422, "metadata"),
+        (b'{"conversation_id": "c", "text": "hi \\ud800"}', 422, "text"),
     ],
-    ids=["broken", "string", "no-text", "blank-text", "blank-conversation", "bad-metadata"],
+    ids=[
+        "broken",
+        "string",
+        "no-text",
+        "blank-text",
+        "blank-conversation",
+        "bad-metadata",
+        "lone-surrogate",
+    ],
 )
 def test_malformed_messages_get_a_clear_4xx(
     client: TestClient, bot: FakeBot, payload, status_code, detail

@@ -158,6 +158,11 @@ def test_selective_thresholds_reach_the_target_precision() -> None:
     lenient = selective_thresholds(probabilities, labels, target_precision=0.6)
     assert lenient["confidence"] == 0.55  # 6 right of all 10 still reaches 0.6
     assert lenient["coverage"] == 1.0
+    # Another check (the unfamiliar one) also hands off the first two: reported as unanswered.
+    gated = selective_thresholds(
+        probabilities, labels, target_precision=0.9, answerable=np.arange(10) >= 2
+    )
+    assert gated["confidence"] == 0.85 and gated["coverage"] == 0.3
 
 
 def test_selective_thresholds_abstain_on_everything_when_the_target_is_unreachable() -> None:

@@ -168,6 +168,9 @@ def test_damaged_files_never_reach_production(
 ) -> None:
     import shutil
 
+    import numpy as np
+
+    from core.ml.novelty import ExampleIndex
     from core.storage.engine import get_session_factory, session_scope
 
     damaged = tmp_path / "damaged"
@@ -175,14 +178,18 @@ def test_damaged_files_never_reach_production(
     weights = damaged / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a cut-off copy
     missing = tmp_path / "gone"
+    misfit = tmp_path / "misfit"  # an example index no embedding of this model can be held to
+    shutil.copytree(served_artifact, misfit)
+    ExampleIndex(np.ones((3, 8), dtype=np.float32)).save(misfit)
     factory = get_session_factory(service_settings.database_url)
     with session_scope(factory) as session:
         _record(session, 0.80, artifact=served_artifact)
         _record(session, 0.90, artifact=damaged)
         _record(session, 0.95, artifact=missing)
+        _record(session, 0.97, artifact=misfit)
     admin = {"X-API-Key": api_key("admin")}
     assert client.post("/v1/models/intents/promote", json={"version": 1}, headers=admin).is_success
-    for version in (2, 3):
+    for version in (2, 3, 4):
         refused = client.post(
             "/v1/models/intents/promote", json={"version": version, "force": True}, headers=admin
         )
