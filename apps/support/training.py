@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -74,20 +75,24 @@ def handoff_thresholds(
         choose_placement(settings.device, settings.dtype),
         folder_resolver(settings.model_cache_dir, factory),
     )
-    target = support.target_precision
     label_ids = label_ids_for(validation.labels, classifier.labels)
-    if not reads_embeddings(classifier) or support.unfamiliar_share == 0:
+    unfamiliar: float | None = None
+    familiar: np.ndarray | None = None  # (N,) the held-out examples the check lets through
+    if reads_embeddings(classifier) and support.unfamiliar_share > 0:
+        index = ExampleIndex(embed_texts(classifier, train.texts))
+        index.save(result.output_dir)
+        probabilities, similarity = score_texts(classifier, index, validation.texts)
+        unfamiliar = unfamiliar_threshold(similarity, support.unfamiliar_share)
+        if unfamiliar is not None:  # None: too few held-out examples to place it
+            familiar = similarity >= unfamiliar
+    else:
         probabilities = classifier.predict_proba(validation.texts)
-        return {"thresholds": selective_thresholds(probabilities, label_ids, target)}
-    index = ExampleIndex(embed_texts(classifier, train.texts))
-    index.save(result.output_dir)
-    probabilities, similarity = score_texts(classifier, index, validation.texts)
-    unfamiliar = unfamiliar_threshold(similarity, support.unfamiliar_share)
-    if unfamiliar is None:  # too few held-out examples to place it
-        return {"thresholds": selective_thresholds(probabilities, label_ids, target)}
-    familiar = similarity >= unfamiliar
-    thresholds = selective_thresholds(probabilities, label_ids, target, answerable=familiar)
-    return {"thresholds": {**thresholds, "unfamiliar": unfamiliar}}
+    thresholds = selective_thresholds(
+        probabilities, label_ids, support.target_precision, answerable=familiar
+    )
+    if unfamiliar is not None:
+        thresholds["unfamiliar"] = unfamiliar
+    return {"thresholds": thresholds}
 
 
 def train_from_catalogue(

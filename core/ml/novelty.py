@@ -113,9 +113,10 @@ def unfamiliar_threshold(similarities: np.ndarray, share: float) -> float | None
 def score_texts(
     classifier: EmbeddingClassifier, index: ExampleIndex, texts: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (N, C) and similarity to the nearest example (N,) of a list of texts."""
-    embeddings = embed_texts(classifier, texts)
-    return classifier.classify(embeddings), index.similarity(embeddings)
+    """Probabilities (N, C) and similarity to the nearest example (N,) of a list of texts:
+    the rows the batching engine would give (`with_similarity`), split."""
+    rows = map_sorted(classifier.tokenize(texts), with_similarity(classifier, index), 32)
+    return rows[:, :-1], rows[:, -1]
 
 
 def with_similarity(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
+from rich.table import Table
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -37,3 +38,12 @@ def database(current: Settings) -> Iterator[Session]:
             f"database {current.database_url!r} is unreachable or not migrated ({exc.orig}); "
             "check TEXTSUITE_DATABASE_URL and run `textsuite migrate`"
         )
+
+
+def id_table(*columns: str, whole: Collection[str] = ("id",)) -> Table:
+    """A table whose `whole` columns never wrap or shorten: the ids other commands take back
+    (a UUID needs 36 characters, even on an 80-column terminal)."""
+    table = Table()
+    for column in columns:
+        table.add_column(column, no_wrap=column in whole, min_width=36 if column == "id" else None)
+    return table

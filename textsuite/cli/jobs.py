@@ -10,13 +10,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from core import jobs
 from core.settings import Settings
 from core.storage import get_session_factory
 from core.storage.models import Job, JobStatus
-from textsuite.cli.common import database, fail, settings
+from textsuite.cli.common import database, fail, id_table, settings
 
 app = typer.Typer(help="List, inspect, follow and submit background jobs.", no_args_is_help=True)
 console = Console()
@@ -28,12 +27,10 @@ def list_jobs(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
 ) -> None:
     """The most recent jobs."""
-    table = Table()
-    for column in ("id", "kind", "queue", "status", "progress", "created", "error"):
-        # `jobs show` takes the whole id: it never wraps or shortens.
-        table.add_column(
-            column, no_wrap=column in ("id", "kind"), min_width=36 if column == "id" else None
-        )
+    # `jobs show` takes the whole id.
+    table = id_table(
+        "id", "kind", "queue", "status", "progress", "created", "error", whole=("id", "kind")
+    )
     with database(settings()) as session:
         for job in jobs.list_jobs(session, status=status, limit=limit):
             table.add_row(

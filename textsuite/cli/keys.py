@@ -7,12 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy import select
 
 from core.security import create_api_key, parse_scopes, revoke_api_key
 from core.storage.models import ApiKey, Scope
-from textsuite.cli.common import database, fail, settings
+from textsuite.cli.common import database, fail, id_table, settings
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -48,10 +47,9 @@ def create(
 @app.command("list")
 def list_keys() -> None:
     """List keys (their ids and first characters, never the keys)."""
-    table = Table()
-    for column in ("id", "name", "prefix", "scopes", "req/s", "created", "last used", "revoked"):
-        # What `keys revoke` takes, and what tells keys apart, never wraps.
-        table.add_column(column, no_wrap=column in ("id", "name"))
+    # What `keys revoke` takes, and what tells keys apart, never wraps.
+    columns = ("id", "name", "prefix", "scopes", "req/s", "created", "last used", "revoked")
+    table = id_table(*columns, whole=("id", "name"))
     with database(settings()) as session:
         for key in session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
             table.add_row(

@@ -29,7 +29,7 @@ from apps.sentiment.service import NotDurable, SentimentService
 from apps.sentiment.settings import get_sentiment_settings
 from core.storage import get_session_factory
 from core.storage.base import utcnow
-from textsuite.cli.common import database, fail, settings
+from textsuite.cli.common import database, fail, id_table, settings
 from workers.dispatch import create_dispatcher
 
 app = typer.Typer(help="The news sentiment monitor.", no_args_is_help=True)
@@ -181,12 +181,8 @@ def add_feed(
 def list_feeds() -> None:
     """The feeds, with the outcome of their last poll."""
     with database(settings()) as session:
-        table = Table()
-        for column in ("id", "url", "name", "last polled", "status", "error"):
-            # The id is what the API's poll and delete take: it never wraps or shortens.
-            table.add_column(
-                column, no_wrap=column == "id", min_width=36 if column == "id" else None
-            )
+        # The id is what the API's poll and delete take.
+        table = id_table("id", "url", "name", "last polled", "status", "error")
         for feed in session.scalars(select(Feed).order_by(Feed.url)):
             table.add_row(
                 str(feed.id),
