@@ -36,7 +36,7 @@ from apps.support.policy import Decision, decide
 from apps.support.settings import SupportSettings
 from apps.support.slots import slot_values, slots_from_text
 from apps.support.templates import render
-from core.ml.batching import BatchingConfig, DynamicBatcher
+from core.ml.batching import BatchingConfig, DynamicBatcher, packs_rows
 from core.ml.loading import Classifier
 from core.ml.novelty import ExampleIndex, with_similarity
 from core.ml.serving import load_for_serving
@@ -163,6 +163,7 @@ class SupportBot:
             classifier.run if index is None else with_similarity(classifier, index),
             self.batching,
             name=f"{self.support.model_name}-v{number}",
+            packs=packs_rows(classifier),
         )
         await batcher.start()
         return IntentModel(version_id, number, classifier, batcher, thresholds, index)

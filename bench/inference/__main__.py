@@ -34,6 +34,8 @@ class Sizes:
 
 ST = "sentence-transformers encode"
 TORCH = "torch fp32 TextEncoder.encode"
+PADDED = "torch fp32, padded batches"
+BF16 = "torch bf16 TextEncoder.encode"
 NAIVE = "one-at-a-time (torch)"
 INT8 = "onnx int8"
 FULL = Sizes(bulk_texts=2000, train_texts=3000, repeats=5, serving_seconds=6.0, roof_repeats=5)
@@ -53,19 +55,41 @@ def main() -> None:
 
     from core.ml.device import choose_placement
     from core.ml.loading import load_encoder
+    from core.ml.predictors import TextEncoder
     from core.ml.references import resolve_model
 
     folder = resolve_model("minilm", cache_dir=Path("var/models")).path
-    encoder = load_encoder(folder, choose_placement("cpu"))
+    encoder = load_encoder(folder, choose_placement("cpu", "float32"))
+    variants = {
+        # The same model with packing off: every batch padded to its longest text (cut into
+        # groups of similar length by the batcher), as before packing.
+        PADDED: TextEncoder(
+            encoder.model,
+            encoder.tokenizer,
+            encoder.placement,
+            pooling=encoder.pooling,
+            normalize=encoder.normalize,
+            max_length=encoder.max_length,
+            packing=False,
+        ),
+        # bf16 weights (`TEXTSUITE_DTYPE=bfloat16`): native on CPUs with AMX, emulated (slow)
+        # on others.
+        BF16: load_encoder(folder, choose_placement("cpu", "bfloat16")),
+    }
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as onnx_dir:
         from bench.inference.onnx_path import load_onnx_encoders
 
         onnx_encoders, onnx_note = load_onnx_encoders(folder, Path(onnx_dir))
-        run_all(sizes, folder, encoder, onnx_encoders, onnx_note)
+        run_all(sizes, folder, encoder, variants, onnx_encoders, onnx_note)
 
 
 def run_all(
-    sizes: Sizes, folder: Path, encoder: Any, onnx: dict[str, Any], onnx_note: str | None
+    sizes: Sizes,
+    folder: Path,
+    encoder: Any,
+    variants: dict[str, Any],
+    onnx: dict[str, Any],
+    onnx_note: str | None,
 ) -> None:
     roof = matmul_gflops(repeats=sizes.roof_repeats)
     per_token = flops_per_token(encoder.model)
@@ -81,11 +105,11 @@ def run_all(
     def roof_share(texts_per_s: float) -> str:
         return f"{texts_per_s * tokens * per_token / 1e9 / roof:.0%}"
 
-    bulk = offline_section(sizes, folder, encoder, onnx, test_texts, train_texts)
+    bulk = offline_section(sizes, folder, encoder, variants, onnx, test_texts, train_texts)
     accuracy = print_offline(bulk, train_labels, test_labels, roof_share)
     if onnx_note:
         print(f"\nnote: {onnx_note}")
-    servers = serving_section(sizes, encoder, onnx, test_texts, roof_share)
+    servers = serving_section(sizes, encoder, variants, onnx, test_texts, roof_share)
     print_targets(bulk, accuracy, servers)
 
 
@@ -126,6 +150,7 @@ def offline_section(
     sizes: Sizes,
     folder: Path,
     encoder: Any,
+    variants: dict[str, Any],
     onnx: dict[str, Any],
     texts: list[str],
     train_texts: list[str],
@@ -142,12 +167,15 @@ def offline_section(
         "torch fp32 stream_predictions": lambda t: np.concatenate(
             list(stream_predictions(encoder, t, batch_size=32))
         ),
-        **{label: (lambda t, e=e: e.encode(t, batch_size=32)) for label, e in onnx.items()},
+        **{
+            label: (lambda t, e=e: e.encode(t, batch_size=32))
+            for label, e in (variants | onnx).items()
+        },
     }
-    # Accuracy only where the numbers can differ: our torch path and the ONNX exports.
+    # Accuracy only where the numbers can differ: our torch paths and the ONNX exports.
     train = {
         label: encode(train_texts) for label, encode in backends.items()
-        if label == TORCH or label in onnx
+        if label in (TORCH, BF16) or label in onnx
     }  # fmt: skip
     timed = time_encoders(backends, texts, sizes.repeats)
     return {label: (result, train.get(label)) for label, result in timed.items()}
@@ -156,6 +184,7 @@ def offline_section(
 def serving_section(
     sizes: Sizes,
     encoder: Any,
+    variants: dict[str, Any],
     onnx: dict[str, Any],
     texts: list[str],
     roof_share: Callable[[float], str],
@@ -167,6 +196,8 @@ def serving_section(
     engines = {
         f"engine torch, wait {default.max_wait_ms:g} ms": (encoder, default),
         "engine torch, wait 0 ms": (encoder, BatchingConfig(max_wait_ms=0)),
+        f"engine {PADDED}, wait 0 ms": (variants[PADDED], BatchingConfig(max_wait_ms=0)),
+        "engine torch bf16, wait 0 ms": (variants[BF16], BatchingConfig(max_wait_ms=0)),
     }
     if INT8 in onnx:
         engines[f"engine {INT8}, wait {default.max_wait_ms:g} ms"] = (onnx[INT8], default)
@@ -213,6 +244,8 @@ def print_targets(
             rows.append([f"{label} @32: p99", "< 100 ms", f"{p99:.0f} ms", p99 < 100])
     ours = bulk[TORCH][0].throughput / st
     rows.append(["offline torch fp32", ">= 1x sentence-transformers", f"{ours:.2f}x", ours >= 1])
+    bf16_drop = 100 * (accuracy[TORCH] - accuracy[BF16])
+    rows.append([f"{BF16} accuracy drop", "<= 1 point", f"{bf16_drop:.1f} points", bf16_drop <= 1])
     if INT8 in bulk:
         speed = bulk[INT8][0].throughput / st
         drop = 100 * (accuracy[TORCH] - accuracy[INT8])

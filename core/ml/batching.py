@@ -113,7 +113,9 @@ class DynamicBatcher(Generic[T]):
     `tokenize(items) -> token ids` runs on arrival (on the event loop: fast tokenizers take
     microseconds per short text); `run(batch of ids) -> array (B, ...)` runs in the worker
     thread. `T` is the input type (`str` for encoders and classifiers). `name` labels the
-    batcher's metrics (`textsuite_batch_*{batcher=name}`) and its errors.
+    batcher's metrics (`textsuite_batch_*{batcher=name}`) and its errors. `packs` says that
+    `run` packs rows without padding (`core.ml.predictors`): each batch is then one call instead
+    of being cut into groups of similar length.
 
     Use as `async with DynamicBatcher(...) as batcher:` or call `start()` / `stop()` from an
     app's lifespan.
@@ -126,9 +128,11 @@ class DynamicBatcher(Generic[T]):
         config: BatchingConfig | None = None,
         *,
         name: str,
+        packs: bool = False,
     ) -> None:
         self.config = config or BatchingConfig()
         self.name = name
+        self.packs = packs
         self._tokenize = tokenize
         self._run = run
         self._queue: deque[_Request] = deque()
@@ -145,7 +149,9 @@ class DynamicBatcher(Generic[T]):
         cls, predictor: BatchPredictor, config: BatchingConfig | None = None, *, name: str
     ) -> DynamicBatcher[str]:
         """A batcher over a `TextEncoder`, `TextClassifier` or anything with tokenize/run."""
-        return DynamicBatcher(predictor.tokenize, predictor.run, config, name=name)
+        return DynamicBatcher(
+            predictor.tokenize, predictor.run, config, name=name, packs=packs_rows(predictor)
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -351,7 +357,11 @@ class DynamicBatcher(Generic[T]):
         # not padded to the longest one when a separate call is cheaper than the padding.
         batch.sort(key=lambda request: len(request.ids))
         ids = [request.ids for request in batch]
-        cuts = length_groups([len(row) for row in ids], self.config.call_overhead_tokens)
+        cuts = (
+            [len(ids)]
+            if self.packs
+            else length_groups([len(row) for row in ids], self.config.call_overhead_tokens)
+        )
         groups = [ids[start:end] for start, end in itertools.pairwise([0, *cuts])]
         BATCH_SIZE.labels(self.name).observe(len(batch))
         started = time.perf_counter()
@@ -399,6 +409,11 @@ class DynamicBatcher(Generic[T]):
         else:
             return
         self._fail_queued(BatcherStopped(f"batcher {self.name!r} failed: {self._failure!r}"))
+
+
+def packs_rows(predictor: object) -> bool:
+    """Whether a predictor runs batches packed, without padding (`TextEncoder.packs`)."""
+    return bool(getattr(predictor, "packs", False))
 
 
 def length_groups(lengths: Sequence[int], call_overhead: int) -> list[int]:
