@@ -29,8 +29,28 @@ class Placement:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
+def cpu_multiplies_bf16() -> bool:
+    """Whether this CPU has bf16 matrix units (Intel AMX, Xeon 4th generation and later).
+
+    There, bf16 weights serve MiniLM about twice as fast as fp32 (bench.inference: 1,124
+    against 553 sentences/s offline, 8.8x against 5.5x one-at-a-time at 32 clients) with the
+    same predictions (a Banking77 intent model fine-tuned in fp32: 85.49% accuracy served in
+    bf16 against 85.52% in fp32, 99.87% of answers identical, confidences 0.001 apart on
+    average). Elsewhere bf16 is emulated and slower than fp32.
+    """
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)  # also asks the OS to enable AMX
+    try:
+        return bool(check is not None and check())
+    except RuntimeError:
+        return False
+
+
 def choose_placement(device: str = "auto", dtype: str = "auto") -> Placement:
-    """cuda > mps > cpu; bf16 on GPUs that support it, fp16 on older ones, fp32 on CPU.
+    """cuda > mps > cpu; bf16 on GPUs that support it, fp16 on older ones; on CPU bf16 where
+    it has bf16 matrix units (`cpu_multiplies_bf16`), else fp32.
+
+    The dtype is the one models are loaded in for inference; training keeps its weights in
+    fp32 whatever it is (mixed precision through autocast on GPUs only).
 
     Either choice can be forced (settings `TEXTSUITE_DEVICE`, `TEXTSUITE_DTYPE`). Asking for a
     device this machine lacks is an error, not a silent fallback.
@@ -54,6 +74,8 @@ def choose_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     if dtype == "auto":
         if chosen.type == "cuda":
             resolved = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif chosen.type == "cpu" and cpu_multiplies_bf16():
+            resolved = torch.bfloat16
         else:
             resolved = torch.float32
     else:

@@ -14,7 +14,7 @@ from core.ml.training import TrainingArguments, choose_strategy
 from core.ml.training.classification import fit_sequence_classifier
 from tests.core.ml.conftest import keyword_intents
 
-CPU = choose_placement("cpu")
+CPU = choose_placement("cpu", "float32")  # fp32 whatever the CPU: outputs are compared closely
 
 
 @pytest.mark.slow

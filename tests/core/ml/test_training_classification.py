@@ -27,7 +27,7 @@ from core.ml.training.classification import fit_sequence_classifier
 from core.ml.training.sequence_models import ClassificationTrainer, load_model
 from tests.core.ml.conftest import keyword_intents
 
-CPU = choose_placement("cpu")
+CPU = choose_placement("cpu", "float32")  # fp32 whatever the CPU: outputs are compared closely
 METRIC_KEYS = {
     "accuracy",
     "macro_f1",

@@ -16,7 +16,7 @@ from core.ml.training import EmbeddingTrainingArguments, data_fingerprint, train
 from core.ml.training.embedding import split_pairs
 from core.ml.training.sentence_pairs import order_without_duplicates
 
-CPU = choose_placement("cpu")
+CPU = choose_placement("cpu", "float32")  # fp32 whatever the CPU: outputs are compared closely
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
 ANIMALS = ["cat", "dog", "horse", "mouse", "tiger", "eagle", "shark", "snake"]
 

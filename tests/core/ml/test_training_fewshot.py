@@ -24,7 +24,7 @@ from core.ml.training import (
 from core.ml.training.fewshot import contrastive_pairs, fit_head
 from tests.core.ml.conftest import keyword_intents
 
-CPU = choose_placement("cpu")
+CPU = choose_placement("cpu", "float32")  # fp32 whatever the CPU: outputs are compared closely
 
 
 def test_contrastive_pairs_pair_same_labels_as_positives_and_others_as_negatives() -> None:

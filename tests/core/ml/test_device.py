@@ -1,0 +1,59 @@
+"""Where models run and in which precision: one function decides, every choice overridable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.ml import device
+from core.ml.device import choose_placement, cpu_multiplies_bf16
+
+
+@pytest.mark.parametrize(("amx", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_on_cpu_is_bf16_only_with_bf16_matrix_units(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, expected: torch.dtype
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(device, "cpu_multiplies_bf16", lambda: amx)
+    placement = choose_placement()
+    assert placement.device == torch.device("cpu")
+    assert placement.dtype == expected
+    assert not placement.is_gpu
+    assert placement.mixed_precision is None  # training on CPU: fp32 weights, no autocast
+
+
+def test_an_explicit_dtype_wins_over_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "cpu_multiplies_bf16", lambda: True)
+    assert choose_placement("cpu", "float32").dtype == torch.float32
+    monkeypatch.setattr(device, "cpu_multiplies_bf16", lambda: False)
+    assert choose_placement("cpu", "bfloat16").dtype == torch.bfloat16
+
+
+def test_amx_detection_says_no_when_torch_cannot_tell(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert cpu_multiplies_bf16() is False
+
+    def refuses() -> bool:
+        raise RuntimeError("the kernel does not allow AMX state")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", refuses, raising=False)
+    assert cpu_multiplies_bf16() is False
+
+
+@pytest.mark.parametrize(
+    ("requested", "message"),
+    [
+        (("tpu", "auto"), "unknown device 'tpu'"),
+        (("cpu", "int4"), "unknown dtype 'int4'"),
+    ],
+)
+def test_unknown_choices_are_refused(requested: tuple[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        choose_placement(*requested)
+
+
+def test_a_missing_gpu_is_an_error_not_a_silent_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        choose_placement("cuda:0")
