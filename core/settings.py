@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     )
     dtype: str = Field(
         default="auto",
-        description="Model precision: auto (bf16/fp16 on GPU, fp32 on CPU), float32, ...",
+        description="Precision models serve in: auto (bf16/fp16 on GPU; bf16 on CPUs with AMX, "
+        "else fp32), float32, bfloat16, float16. Training keeps fp32 weights.",
     )
     bootstrap_api_key: SecretStr | None = Field(
         default=None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -20,6 +20,11 @@ class Placement:
     @property
     def is_gpu(self) -> bool:
         return self.device.type in ("cuda", "mps")
+
+    def for_training(self) -> Placement:
+        """The same device with fp32 weights, which training always starts from: loading a
+        base model in bf16 and casting it back would round its pretrained weights."""
+        return replace(self, dtype=torch.float32)
 
     @property
     def mixed_precision(self) -> str | None:

@@ -139,7 +139,7 @@ def train_fewshot(
     # The head is fitted on the embeddings that inference will compute: those of the saved
     # folder read back through the same loader the API uses.
     report(progress, 0.9, "fitting the classification head")
-    encoder = load_encoder(output_dir, placement)
+    encoder = load_encoder(output_dir, placement.for_training())  # the head fits exact embeddings
     train_ids = label_ids_for(train.labels, labels)
     weight, bias = fit_head(encoder.encode(train.texts), train_ids, len(labels), args)
 

@@ -94,7 +94,7 @@ def train_sentence_classifier(
     """Head from frozen embeddings, then both trained together; see the module docstring."""
     labels = train.label_names
     set_seed(args.seed)
-    encoder = load_encoder(base, placement)
+    encoder = load_encoder(base, placement.for_training())
     max_length = min(args.max_length, encoder.max_length)
     train_ids = label_ids_for(train.labels, labels)
     report(progress, 0.0, "fitting the initial head on frozen embeddings")
@@ -102,7 +102,7 @@ def train_sentence_classifier(
         encoder.encode(train.texts), train_ids, len(labels), args, c=args.head_c
     )
     model = SentenceClassifier(
-        encoder.model.float().train(),
+        encoder.model.train(),
         weight,
         bias,
         pooling=encoder.pooling,

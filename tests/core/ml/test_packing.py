@@ -59,7 +59,8 @@ def test_packed_batches_give_the_padded_embeddings(tiny_bert_folder: Path, pooli
     assert packed.shape == (len(TEXTS), encoder.dimension)
     np.testing.assert_allclose(packed, padded, atol=1e-5)
     # And a text's embedding does not depend on what it was packed with.
-    np.testing.assert_allclose(encoder.run(ids[:1]), packed[:1], atol=1e-5)
+    beside_others = encoder._run_packed([ids[0], ids[2], ids[4]])
+    np.testing.assert_allclose(beside_others[0], packed[0], atol=1e-5)
 
 
 def test_packing_is_checked_and_refused_where_the_model_ignores_positions(
@@ -101,13 +102,37 @@ def test_packed_embeddings_of_the_real_encoder_match_padded_ones(minilm_folder_p
     assert cosine.min() > 1 - 1e-5
 
 
-def test_half_precision_packing_sums_in_float32(minilm_folder_path: Path) -> None:
-    """bf16 weights (CPUs with AMX, GPUs): packed embeddings stay close to the fp32 ones."""
+def test_half_precision_embeddings_stay_close_to_fp32(minilm_folder_path: Path) -> None:
+    """bf16 weights (CPUs with AMX, GPUs): packed embeddings within 1e-3 of the fp32 ones."""
     reference = load_encoder(minilm_folder_path, CPU).encode(TEXTS)
     half = load_encoder(minilm_folder_path, choose_placement("cpu", "bfloat16"))
     assert half.packs and half.model.dtype == torch.bfloat16
+    assert half.encode(TEXTS).dtype == np.float32
     cosine = (half.encode(TEXTS) * reference).sum(-1)
     assert cosine.min() > 0.999
+
+
+def test_packed_pooling_averages_half_precision_states_in_float32() -> None:
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn((2, 64, 8), generator=generator).to(torch.bfloat16)  # (P, W, D)
+    segments = torch.tensor([[0] * 40 + [1] * 24, [2] * 50 + [-1] * 14])
+    pooled = predictors.pool_packed(hidden, segments, 3, "mean")
+    assert pooled.dtype == torch.float32
+    exact = hidden.double()
+    expected = torch.stack([exact[0, :40].mean(0), exact[0, 40:].mean(0), exact[1, :50].mean(0)])
+    # Averaged in bf16 the result would be off by up to 2^-9 of its size (about 1e-3 here).
+    torch.testing.assert_close(pooled.double(), expected, atol=1e-6, rtol=0)
+    cls = predictors.pool_packed(hidden, segments, 3, "cls")
+    torch.testing.assert_close(cls, torch.stack([hidden[0, 0], hidden[0, 40], hidden[1, 0]]))
+
+
+def test_eager_attention_runs_padded(tiny_bert_folder: Path) -> None:
+    """Eager attention adds a mask as numbers, so a boolean block mask would not mask."""
+    from transformers import AutoModel
+
+    reference = load_encoder(tiny_bert_folder, CPU)
+    eager = AutoModel.from_pretrained(tiny_bert_folder, attn_implementation="eager")
+    assert not TextEncoder(eager, reference.tokenizer, CPU).packs
 
 
 def test_batcher_runs_a_packing_model_once_per_batch(tiny_bert_folder: Path) -> None:
