@@ -229,9 +229,10 @@ class TextEncoder(TokenizedModel):
         cosine = (packed * padded).sum(-1) / (
             np.linalg.norm(packed, axis=-1) * np.linalg.norm(padded, axis=-1)
         )
-        # bf16 SDPA on MiniLM: cosine >= 0.99992 packed against padded; texts that see each
-        # other or wrong positions fall far lower (0.69 on MiniLM).
-        tolerance = 1e-5 if self.model.dtype == torch.float32 else 1e-4
+        # In bf16, packed against padded: cosine 0.99992 on MiniLM, 0.99986 on an intent model
+        # fine-tuned from it (bench.support); texts that see each other or get wrong positions
+        # fall far lower (0.69 on MiniLM with eager attention).
+        tolerance = 1e-5 if self.model.dtype == torch.float32 else 1e-3
         if float(cosine.min()) < 1 - tolerance:
             log.warning(
                 "packing is off for this %s model: packed and padded embeddings differ "
