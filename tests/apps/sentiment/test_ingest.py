@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
@@ -143,3 +144,26 @@ def test_int8_serving_exports_once_and_agrees_with_torch(sentiment_settings: Set
     exported_at = (artifact / "onnx-int8").stat().st_mtime
     load_for_serving(artifact, int8_settings)  # the export is reused, not redone
     assert (artifact / "onnx-int8").stat().st_mtime == exported_at
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_served_model_packs_and_bf16_agrees_with_fp32(
+    sentiment_settings: Settings, dtype: str
+) -> None:
+    """The fine-tuned model serves packed in either precision, with the same answers."""
+    from core.ml.serving import load_for_serving
+    from core.ml.versions import production_version
+    from tests.apps.sentiment.conftest import BURST, HEADLINES
+
+    factory = get_session_factory(sentiment_settings.database_url)
+    with factory() as session:
+        artifact = Path(production_version(session, "sentiment").artifact_path)
+    texts = [*BURST, *HEADLINES["positive"], *HEADLINES["neutral"]]
+    reference = load_for_serving(
+        artifact, sentiment_settings.model_copy(update={"dtype": "float32"})
+    ).predict_proba(texts)
+    served = load_for_serving(artifact, sentiment_settings.model_copy(update={"dtype": dtype}))
+    assert served.packs  # a probe that rejected bf16 noise would silently serve padded
+    probabilities = served.predict_proba(texts)
+    assert (probabilities.argmax(axis=1) == reference.argmax(axis=1)).all()
+    np.testing.assert_allclose(probabilities, reference, atol=0.02)
