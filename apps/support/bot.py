@@ -39,7 +39,7 @@ from apps.support.templates import render
 from core.ml.batching import BatchingConfig, DynamicBatcher, packs_rows
 from core.ml.loading import Classifier
 from core.ml.novelty import ExampleIndex, with_similarity
-from core.ml.serving import load_for_serving
+from core.ml.serving import describe, load_for_serving
 from core.ml.versions import production_version
 from core.privacy import mask_personal_data
 from core.settings import Settings
@@ -125,7 +125,10 @@ class SupportBot:
             previous, self._model = self._model, loaded
             if previous is not None:
                 await previous.batcher.stop()
-            log.info("serving %s v%d", self.support.model_name, loaded.version)
+            log.info(
+                "serving %s v%d (%s)",
+                self.support.model_name, loaded.version, describe(loaded.classifier),
+            )  # fmt: skip
             return loaded
 
     def _production(self) -> tuple[uuid.UUID, int, Path, dict[str, Any]] | None:

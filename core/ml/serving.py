@@ -62,6 +62,17 @@ def load_for_serving(
     return OnnxClassifier.load(exported)
 
 
+def describe(classifier: object) -> str:
+    """How a loaded classifier runs, for logs: backend, device, dtype and packing."""
+    torch_model = getattr(classifier, "encoder", classifier)  # an encoder-head model's encoder
+    placement = getattr(torch_model, "placement", None)
+    if placement is None:
+        return "ONNX Runtime int8 on cpu"
+    dtype = str(torch_model.model.dtype).removeprefix("torch.")
+    packed = ", packed batches" if getattr(classifier, "packs", False) else ""
+    return f"torch {dtype} on {placement.device}{packed}"
+
+
 def check_loads(
     version: ModelVersion, settings: Settings, factory: sessionmaker[Session] | None = None
 ) -> None:
@@ -141,7 +152,7 @@ class ProductionClassifier:
                 log.exception("cannot load %s v%d; keeping the current version", self.name, number)
                 return self._served
             self._served = ServedVersion(version_id, number, classifier, config)
-            log.info("serving %s v%d", self.name, number)
+            log.info("serving %s v%d (%s)", self.name, number, describe(classifier))
             return self._served
 
     def _lookup(self) -> tuple[uuid.UUID, int, Path, dict[str, Any]] | None:

@@ -167,3 +167,16 @@ def test_the_served_model_packs_and_bf16_agrees_with_fp32(
     probabilities = served.predict_proba(texts)
     assert (probabilities.argmax(axis=1) == reference.argmax(axis=1)).all()
     np.testing.assert_allclose(probabilities, reference, atol=0.02)
+
+
+def test_the_serving_log_says_how_the_model_runs(sentiment_settings: Settings) -> None:
+    from core.ml.serving import describe, load_for_serving
+    from core.ml.versions import production_version
+
+    factory = get_session_factory(sentiment_settings.database_url)
+    with factory() as session:
+        artifact = Path(production_version(session, "sentiment").artifact_path)
+    fp32 = sentiment_settings.model_copy(update={"dtype": "float32"})
+    assert describe(load_for_serving(artifact, fp32)) == "torch float32 on cpu, packed batches"
+    int8 = sentiment_settings.model_copy(update={"serve_int8": True})
+    assert describe(load_for_serving(artifact, int8)) == "ONNX Runtime int8 on cpu"
