@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import tempfile
 from collections.abc import Callable
@@ -55,25 +56,18 @@ def main() -> None:
 
     from core.ml.device import choose_placement
     from core.ml.loading import load_encoder
-    from core.ml.predictors import TextEncoder
     from core.ml.references import resolve_model
 
     folder = resolve_model("minilm", cache_dir=Path("var/models")).path
     encoder = load_encoder(folder, choose_placement("cpu", "float32"))
+    # The same model with packing off: every batch padded to its longest text (cut into groups
+    # of similar length by the batcher), as before packing.
+    padded = copy.copy(encoder)
+    padded.packs = False
     variants = {
-        # The same model with packing off: every batch padded to its longest text (cut into
-        # groups of similar length by the batcher), as before packing.
-        PADDED: TextEncoder(
-            encoder.model,
-            encoder.tokenizer,
-            encoder.placement,
-            pooling=encoder.pooling,
-            normalize=encoder.normalize,
-            max_length=encoder.max_length,
-            packing=False,
-        ),
-        # bf16 weights (`TEXTSUITE_DTYPE=bfloat16`): native on CPUs with AMX, emulated (slow)
-        # on others.
+        PADDED: padded,
+        # bf16 weights (what `auto` picks on CPUs with AMX): native there, emulated (slow) on
+        # others.
         BF16: load_encoder(folder, choose_placement("cpu", "bfloat16")),
     }
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as onnx_dir:

@@ -207,10 +207,11 @@ class TextEncoder(TokenizedModel):
         return self._finish(pooled)
 
     def _finish(self, pooled: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            if self.normalize:
-                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        return pooled.float().cpu().numpy()
+        pooled = pooled.float()  # (B, D); CLS pooling keeps the model's dtype until here
+        if self.normalize:
+            with torch.inference_mode():
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled.cpu().numpy()
 
     def _packing_works(self) -> bool:
         """Whether packed batches give the padded results on this model (checked on a probe)."""
