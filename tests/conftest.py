@@ -1,7 +1,9 @@
-"""Shared fixtures: real SQLite and PostgreSQL databases, real Redis, settings, API clients.
+"""Shared fixtures: real SQLite and PostgreSQL databases, real Redis, settings, API clients, and
+a real browser.
 
 Services come from `TEXTSUITE_TEST_POSTGRES_URL` and `TEXTSUITE_TEST_REDIS_URL` (defaults: the
-local servers). When one is missing, its tests skip on a developer machine and FAIL under CI
+local servers), the browser from `TEXTSUITE_TEST_CHROMIUM` (default: Debian's Chromium). When
+one is missing, its tests skip on a developer machine and FAIL under CI
 (`CI` set), so CI can never pass without exercising them.
 """
 
@@ -36,6 +38,7 @@ POSTGRES_URL = os.environ.get(
     "TEXTSUITE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TEXTSUITE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CHROMIUM = Path(os.environ.get("TEXTSUITE_TEST_CHROMIUM", "/usr/bin/chromium"))
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -165,6 +168,24 @@ def redis_url() -> Iterator[str]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+# --- The browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium through Playwright: the system's build, never a downloaded one."""
+    if not CHROMIUM.exists():
+        service_missing("Chromium", f"{CHROMIUM} not found (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--headless", "--no-sandbox"]
+        )
+        yield browser
+        browser.close()
 
 
 # --- The HTTP service -------------------------------------------------------------------------

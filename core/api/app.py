@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.api import health, jobs, models
+from core.api import docs, health, jobs, models
 from core.api.health import ReadinessCheck
 from core.api.middleware import BodySizeLimit, RequestMetrics
 from core.jobs import JobDispatcher, redispatch_stalled
@@ -71,6 +71,8 @@ def create_app(
         version=metadata.version("textsuite"),
         summary="Support bot, news sentiment monitor and recommender on one model core.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN: core.api.docs serves them offline
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.session_factory = factory
@@ -80,6 +82,7 @@ def create_app(
     app.state.extra_readiness_checks = dict(readiness_checks or {})
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics)
+    app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)

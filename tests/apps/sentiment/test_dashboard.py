@@ -5,10 +5,8 @@ articles behind it. A screenshot is saved under test-artifacts/."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -24,27 +22,12 @@ from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
 from tests.apps.sentiment.conftest import BURST
 from tests.apps.support.fake_chatwoot import ServerThread
-from tests.conftest import REPO_ROOT, service_missing
+from tests.conftest import REPO_ROOT
 from textsuite.service import create_service
 
-CHROMIUM = Path(os.environ.get("TEXTSUITE_TEST_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOT = REPO_ROOT / "test-artifacts" / "dashboard.png"
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        service_missing("Chromium", f"{CHROMIUM} not found (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--headless", "--no-sandbox"]
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
