@@ -171,6 +171,12 @@ def main() -> None:
         help="comma-separated textsuite strategies to run in every setting "
         "(auto, full, lora, fewshot, sentence)",
     )
+    parser.add_argument(
+        "--arguments",
+        type=json.loads,
+        default={},
+        help="more TrainingArguments as JSON, e.g. '{\"adversarial_epsilon\": 1.0}'",
+    )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results")
     options = parser.parse_args()
 
@@ -189,6 +195,7 @@ def main() -> None:
     }
     if options.epochs is not None:
         common["epochs"] = options.epochs
+    common.update(options.arguments)
     if options.quick:
         intents = set(random.Random(options.seed).sample(train_all.label_names, 6))
         train_all = only_intents(train_all, intents).sample_per_class(40, options.seed)
@@ -206,6 +213,7 @@ def main() -> None:
         raise SystemExit(f"unknown settings {unknown}; expected some of {', '.join(settings)}")
 
     print(f"device {placement.device}, dtype {placement.dtype}, encoder {encoder}")
+    print(f"arguments: {common}")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as scratch:
         for name in chosen:
@@ -214,10 +222,11 @@ def main() -> None:
             rows.append(frozen_baseline(name, encoder, train, test_all, placement))
             strategies = [item.strip() for item in options.strategies.split(",") if item.strip()]
             runs = [
-                TrainingArguments(strategy=item, **common, **fewshot_args) for item in strategies
+                TrainingArguments.from_dict({"strategy": item, **common, **fewshot_args})
+                for item in strategies
             ]
             if name == "10-shot" and options.compare_strategies and "full" not in strategies:
-                runs.append(TrainingArguments(strategy="full", **common))
+                runs.append(TrainingArguments.from_dict({"strategy": "full", **common}))
             for args in runs:
                 rows.append(
                     textsuite_run(name, encoder, train, test_all, args, Path(scratch), placement)

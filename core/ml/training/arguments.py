@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 Strategy = Literal["auto", "full", "lora", "fewshot", "sentence"]
 STRATEGIES: tuple[str, ...] = ("auto", "full", "lora", "fewshot", "sentence")
+Augmentation = Literal["none", "word_dropout", "neighbours"]
+AUGMENTATIONS: tuple[str, ...] = ("none", "word_dropout", "neighbours")
 # Validation metrics a run can select its best checkpoint by (and versions be compared on).
 SELECTION_METRICS: tuple[str, ...] = ("macro_f1", "accuracy", "weighted_f1", "nll", "ece", "loss")
 
@@ -72,12 +74,35 @@ class TrainingArguments:
     # faster than the encoder the head learns afterwards.
     head_c: float = 10.0
     head_lr_multiplier: float = 20.0
+    # Regularisers, off by default (see `core.ml.training.regularisers` for what each did on
+    # the benchmarks). Adversarial training (FGM) on the input embeddings, for the strategies
+    # trained with cross-entropy (sentence, full, lora): each step also trains on the texts'
+    # word embeddings moved by this L2 distance (per text) the way that raises the loss most.
+    adversarial_epsilon: float = 0.0
+    # Text augmentation of the training split (never the validation split): `augment_copies`
+    # altered copies of each text, each word dropped ("word_dropout") or replaced by one of
+    # its nearest words in the base model's input-embedding space ("neighbours") with
+    # probability `augment_rate`.
+    augment: Augmentation = "none"
+    augment_copies: int = 1
+    augment_rate: float = 0.1
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}"
             )
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(
+                f"unknown augment {self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}"
+            )
+        if not 0.0 < self.augment_rate <= 1.0 or self.augment_copies < 1:
+            raise ValueError(
+                "augment_rate must be in (0, 1] and augment_copies at least 1, got "
+                f"{self.augment_rate} and {self.augment_copies}"
+            )
+        if self.adversarial_epsilon < 0:
+            raise ValueError(f"adversarial_epsilon must be >= 0, got {self.adversarial_epsilon}")
         if self.metric_for_best_model not in SELECTION_METRICS:
             raise ValueError(
                 f"unknown metric_for_best_model {self.metric_for_best_model!r}; expected one of "

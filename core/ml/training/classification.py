@@ -31,6 +31,7 @@ from core.ml.predictors import TextClassifier, softmax
 from core.ml.training.arguments import TrainingArguments, TrainingResult
 from core.ml.training.data import LabelledTexts, stratified_split
 from core.ml.training.progress import ProgressCallback, ProgressFn, report
+from core.ml.training.regularisers import augment_texts
 from core.ml.training.sequence_models import (
     ClassificationTrainer,
     EncodedTexts,
@@ -87,11 +88,20 @@ def train_classifier(
         raise ValueError(f"need at least two labels to train a classifier, got {data.label_names}")
     placement = placement_or_default(placement)
     strategy = choose_strategy(base, data, args)
+    if strategy == "fewshot" and args.adversarial_epsilon:
+        raise ValueError(
+            "adversarial_epsilon applies to the sentence, full and lora strategies; the few-shot "
+            "strategy trains its encoder on sentence pairs, not with cross-entropy"
+        )
     if validation is None:
         train, validation = stratified_split(data, args.validation_fraction, args.seed)
     else:
         train = data
         label_ids_for(validation.labels, data.label_names)  # unknown labels fail here
+    originals = len(train)
+    if args.augment != "none":
+        report(progress, 0.0, f"augmenting the training texts ({args.augment})")
+        train = augment_texts(train, args, base)
     report(progress, 0.0, f"training ({strategy}) on {len(train)} examples")
     started = time.perf_counter()
     if strategy == "fewshot":
@@ -120,7 +130,8 @@ def train_classifier(
         )
     result.metrics.update(
         strategy=strategy,
-        n_train=len(train),
+        n_train=originals,
+        n_augmented=len(train) - originals,
         n_validation=len(validation),
         train_seconds=round(time.perf_counter() - started, 3),
     )
@@ -262,6 +273,7 @@ def fit_sequence_classifier(
             compute_metrics=lambda prediction: scalar_metrics(prediction, labels),
             callbacks=[ProgressCallback(progress, 0.0, 0.95)],
             class_weights=weights,
+            adversarial_epsilon=args.adversarial_epsilon,
         )
         quiet(trainer)
         if evaluate and args.early_stopping_patience:

@@ -157,6 +157,7 @@ def train_sentence_classifier(
                 balanced_class_weights(train_ids, len(labels)) if args.class_weights else None
             ),
             optimizers=(optimizer, None),
+            adversarial_epsilon=args.adversarial_epsilon,
         )
         quiet(trainer)
         if validation_set is not None and args.early_stopping_patience:

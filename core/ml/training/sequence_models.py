@@ -19,6 +19,12 @@ from transformers import (
 )
 
 from core.ml.training.arguments import LoraArguments, TrainingArguments
+from core.ml.training.regularisers import (
+    adversarial_delta,
+    input_embeddings,
+    recording_output,
+    shifted_output,
+)
 
 # Config attributes that hold dropout probabilities, across the architectures we train.
 DROPOUT_ATTRIBUTES = (
@@ -50,14 +56,43 @@ class EncodedTexts(Dataset):
 
 class ClassificationTrainer(Trainer):
     """A `Trainer` whose loss is cross-entropy, weighted per class when `class_weights` is set
-    (inverse frequency, so rare classes count as much as common ones)."""
+    (inverse frequency, so rare classes count as much as common ones), with adversarial
+    training on the input embeddings when `adversarial_epsilon` > 0 (FGM, see
+    `core.ml.training.regularisers`)."""
 
     # The loss below is a per-batch mean: let the Trainer divide it for gradient accumulation.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, class_weights: torch.Tensor | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        class_weights: torch.Tensor | None = None,
+        adversarial_epsilon: float = 0.0,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.class_weights = class_weights
+        self.adversarial_epsilon = adversarial_epsilon
+
+    def training_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        """The usual step; with FGM, a second forward and backward pass on the same batch with
+        its word embeddings moved along their gradient (the two gradients add up). The
+        returned (logged) loss is the clean one."""
+        if not self.adversarial_epsilon:
+            return super().training_step(model, inputs, num_items_in_batch)
+        layer = input_embeddings(model)
+        with recording_output(layer) as outputs:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        gradient = outputs[-1].grad if outputs else None  # (B, T, D)
+        if gradient is not None:
+            with shifted_output(layer, adversarial_delta(gradient, self.adversarial_epsilon)):
+                super().training_step(model, inputs, num_items_in_batch)
+        return loss
 
     def compute_loss(
         self,
