@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from core.ml.training import LabelledTexts
+    from core.ml.training import LabelledTexts, TrainingArguments
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TINY_HIDDEN = 32
@@ -132,3 +132,18 @@ def keyword_intents(per_class: int, seed: int = 0, classes: int = 4) -> Labelled
             texts.append(" ".join(words))
             labels.append(label)
     return LabelledTexts(texts, labels)
+
+
+def quick(**overrides: object) -> TrainingArguments:
+    """Training arguments for a few-second run on a tiny model."""
+    from core.ml.training import TrainingArguments
+
+    values: dict[str, object] = {
+        "strategy": "full",
+        "epochs": 2,
+        "learning_rate": 1e-3,
+        "batch_size": 8,
+        "max_length": 32,
+    }
+    values.update(overrides)
+    return TrainingArguments(**values)  # type: ignore[arg-type]

@@ -25,21 +25,14 @@ from core.ml.training.regularisers import (
 )
 from core.ml.training.sequence_models import ClassificationTrainer, load_model, with_lora
 from tests.core.ml.conftest import keyword_intents
+from tests.core.ml.conftest import quick as quick_run
 
 CPU = choose_placement("cpu", "float32")
 
 
 def quick(**overrides: object) -> TrainingArguments:
-    values: dict[str, object] = {
-        "strategy": "full",
-        "epochs": 1,
-        "learning_rate": 1e-3,
-        "batch_size": 8,
-        "max_length": 32,
-        "dropout": 0.0,  # the same forward pass twice gives the same numbers
-    }
-    values.update(overrides)
-    return TrainingArguments(**values)  # type: ignore[arg-type]
+    # No dropout: the same forward pass twice gives the same numbers.
+    return quick_run(**{"epochs": 1, "dropout": 0.0, **overrides})
 
 
 # --- arguments --------------------------------------------------------------------------------

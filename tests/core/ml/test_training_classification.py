@@ -25,7 +25,7 @@ from core.ml.training import (
 )
 from core.ml.training.classification import fit_sequence_classifier
 from core.ml.training.sequence_models import ClassificationTrainer, load_model
-from tests.core.ml.conftest import keyword_intents
+from tests.core.ml.conftest import keyword_intents, quick
 
 CPU = choose_placement("cpu", "float32")  # fp32 whatever the CPU: outputs are compared closely
 METRIC_KEYS = {
@@ -42,19 +42,6 @@ METRIC_KEYS = {
     "strategy",
     "train_loss",
 }
-
-
-def quick(**overrides: object) -> TrainingArguments:
-    """Arguments for a few-second run on a tiny model."""
-    values: dict[str, object] = {
-        "strategy": "full",
-        "epochs": 2,
-        "learning_rate": 1e-3,
-        "batch_size": 8,
-        "max_length": 32,
-    }
-    values.update(overrides)
-    return TrainingArguments(**values)  # type: ignore[arg-type]
 
 
 def same_folder(reference: str) -> Path:
