@@ -51,14 +51,13 @@ def augment_texts(data: LabelledTexts, args: TrainingArguments, base: Path) -> L
         return data
     rng = random.Random(args.seed)
     if args.augment == "word_dropout":
-        alter = lambda text: drop_words(text, args.augment_rate, rng)  # noqa: E731
+        alter = drop_words
     else:
-        neighbours = WordNeighbours.of_model(base)
-        alter = lambda text: neighbours.substitute(text, args.augment_rate, rng)  # noqa: E731
+        alter = WordNeighbours.of_model(base).substitute
     texts, labels = list(data.texts), list(data.labels)
     for _ in range(args.augment_copies):
         for text, label in zip(data.texts, data.labels, strict=True):
-            altered = alter(text)
+            altered = alter(text, args.augment_rate, rng)
             if altered != text:
                 texts.append(altered)
                 labels.append(label)
@@ -99,11 +98,10 @@ class WordNeighbours:
             if list(encoded) == [i]
         }
         self.tokenizer = tokenizer
-        self._ids = np.array(sorted(self.words.values()), dtype=np.int64)  # (W,)
-        unit = embeddings[self._ids] / np.linalg.norm(embeddings[self._ids], axis=1, keepdims=True)
-        self._unit = unit.astype(np.float32)  # (W, D)
-        self._row = {int(token_id): row for row, token_id in enumerate(self._ids)}
-        self._spelling = {token_id: text for text, token_id in self.words.items()}
+        self._spellings = sorted(self.words, key=self.words.__getitem__)  # (W,) by token id
+        self._row = {self.words[text]: row for row, text in enumerate(self._spellings)}
+        rows = embeddings[[self.words[text] for text in self._spellings]]  # (W, D)
+        self._unit = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
         self._nearest: dict[int, list[str]] = {}
 
     @classmethod
@@ -123,12 +121,9 @@ class WordNeighbours:
         if token_id not in self._nearest:
             similarity = self._unit @ self._unit[self._row[token_id]]  # (W,)
             order = np.argsort(-similarity)[: NEIGHBOURS + 4]
-            spelled = self._spelling[token_id].lower()
-            self._nearest[token_id] = [
-                self._spelling[int(self._ids[row])]
-                for row in order
-                if self._spelling[int(self._ids[row])].lower() != spelled
-            ][:NEIGHBOURS]
+            spelled = self._spellings[self._row[token_id]].lower()
+            nearest = [self._spellings[row] for row in order]
+            self._nearest[token_id] = [w for w in nearest if w.lower() != spelled][:NEIGHBOURS]
         return self._nearest[token_id]
 
     def substitute(self, text: str, rate: float, rng: random.Random) -> str:
