@@ -12,13 +12,14 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from apps.recommend.catalogue import ItemIn
-from apps.recommend.events import EventIn
+from apps.recommend.events import EventIn, EventRejected
 from core.validation import problems
 
 M = TypeVar("M", bound=BaseModel)
@@ -49,14 +50,27 @@ def detect_format(filename: str | None, content_type: str | None, data: bytes) -
     return FileFormat.JSONL if data.lstrip()[:1] == b"{" else FileFormat.CSV
 
 
+@dataclass(frozen=True)
+class EventFile:
+    """The events of a file, each with the line it was read from."""
+
+    events: list[EventIn]
+    lines: list[int]
+
+    def rejected(self, exc: EventRejected) -> ImportFileError:
+        """`record_events`' refusal, its events named by their lines in the file."""
+        return ImportFileError([(self.lines[i], why) for i, why in exc.problems.items()])
+
+
 def read_items(data: bytes, file_format: FileFormat) -> list[ItemIn]:
     rows = _jsonl(data) if file_format is FileFormat.JSONL else _csv(data, _item_row)
-    return _validated(rows, ItemIn)
+    return [item for _, item in _validated(rows, ItemIn)]
 
 
-def read_events(data: bytes, file_format: FileFormat) -> list[EventIn]:
+def read_events(data: bytes, file_format: FileFormat) -> EventFile:
     rows = _jsonl(data) if file_format is FileFormat.JSONL else _csv(data, _event_row)
-    return _validated(rows, EventIn)
+    numbered = _validated(rows, EventIn)
+    return EventFile([event for _, event in numbered], [line for line, _ in numbered])
 
 
 def _text(data: bytes) -> str:
@@ -124,8 +138,9 @@ def _event_row(row: dict[str, str]) -> dict[str, Any]:
     return {key: value for key, value in row.items() if value != ""}
 
 
-def _validated(rows: Iterator[tuple[int, Any]], model: type[M]) -> list[M]:
-    records: list[M] = []
+def _validated(rows: Iterator[tuple[int, Any]], model: type[M]) -> list[tuple[int, M]]:
+    """(line number, record) for every row, or `ImportFileError` naming every bad line."""
+    records: list[tuple[int, M]] = []
     errors: list[tuple[int, str]] = []
     try:
         for number, row in rows:
@@ -133,7 +148,7 @@ def _validated(rows: Iterator[tuple[int, Any]], model: type[M]) -> list[M]:
                 errors.append((number, str(row)))
                 continue
             try:
-                records.append(model.model_validate(row))
+                records.append((number, model.model_validate(row)))
             except ValidationError as exc:
                 errors.append((number, problems(exc, "line")))
     except csv.Error as exc:  # e.g. a quote left open to the end of the file

@@ -52,12 +52,12 @@ def import_items(
 @app.command("import-events")
 def import_events(file: FileArgument) -> None:
     """Record user events from a file (idempotent by event_id; unknown items refuse the file)."""
-    events = _read(file, read_events)
+    upload = _read(file, read_events)
     try:
         with database(settings()) as session:
-            report = record_events(session, events)
+            report = record_events(session, upload.events)
     except EventRejected as exc:
-        fail(f"{file}: {exc}")
+        fail(f"{file}: {upload.rejected(exc)}")
     except IntegrityError:
         fail(f"{file}: another process stored some of these events meanwhile; run it again")
     typer.echo(f"events: {report.stored} stored, {report.duplicates} already there")

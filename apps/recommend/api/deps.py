@@ -32,13 +32,18 @@ FILE_BODY = {
 }
 
 
-async def read_upload(request: Request, reader: Callable[[bytes, FileFormat], list[T]]) -> list[T]:
+async def read_upload(request: Request, reader: Callable[[bytes, FileFormat], T]) -> T:
     """The request body read as an import file; bad lines answer 422 with their numbers."""
     data = await request.body()
     try:
         return reader(data, detect_format(None, request.headers.get("content-type"), data))
     except ImportFileError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            {"message": str(exc), "errors": [{"line": n, "error": e} for n, e in exc.errors]},
-        ) from None
+        raise bad_lines(exc) from None
+
+
+def bad_lines(exc: ImportFileError) -> HTTPException:
+    """422 naming each refused line of an import file and why."""
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        {"message": str(exc), "errors": [{"line": n, "error": e} for n, e in exc.errors]},
+    )

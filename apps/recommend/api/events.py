@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from apps.recommend.api.deps import FILE_BODY, read_upload
+from apps.recommend.api.deps import FILE_BODY, bad_lines, read_upload
 from apps.recommend.events import MAX_BATCH, EventIn, EventRejected, record_events
 from apps.recommend.imports import read_events
 from core.api.deps import SessionDep, require_scope
@@ -33,20 +33,15 @@ class EventReply(BaseModel):
 
 
 def _record(session: Session, events: list[EventIn]) -> EventReply:
+    """Store and commit; `EventRejected` (after a rollback) when any event is refused."""
     for attempt in range(2):
         try:
             report = record_events(session, events)
             session.commit()
             return EventReply(stored=report.stored, duplicates=report.duplicates)
-        except EventRejected as exc:
+        except EventRejected:
             session.rollback()
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                {
-                    "message": str(exc),
-                    "errors": [{"event": i, "error": why} for i, why in exc.problems.items()],
-                },
-            ) from None
+            raise
         except IntegrityError:  # the same event delivered concurrently: count it once
             session.rollback()
             if attempt:
@@ -66,7 +61,16 @@ EventBody = one_or_batch(EventIn, EventBatch, "events")
 def post_events(body: EventBody, session: SessionDep) -> Any:
     """One event, or `{"events": [...]}` (up to 10,000). Idempotent by `event_id`. Send the
     `recommendation_id` of the list an event came from, so feedback can be measured."""
-    return _record(session, body.events if isinstance(body, EventBatch) else [body])
+    try:
+        return _record(session, body.events if isinstance(body, EventBatch) else [body])
+    except EventRejected as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            {
+                "message": str(exc),
+                "errors": [{"event": i, "error": why} for i, why in exc.problems.items()],
+            },
+        ) from None
 
 
 @router.post(
@@ -77,5 +81,10 @@ def post_events(body: EventBody, session: SessionDep) -> Any:
     responses={422: {"description": "Bad lines or unknown items; nothing imported"}},
 )
 async def import_events(request: Request, session: SessionDep) -> Any:
-    """CSV: `event_id,user_id,item_id,type,value,timestamp,recommendation_id`."""
-    return _record(session, await read_upload(request, read_events))
+    """CSV: `event_id,user_id,item_id,type,value,timestamp,recommendation_id`. Refused events
+    are named by their line in the file."""
+    file = await read_upload(request, read_events)
+    try:
+        return _record(session, file.events)
+    except EventRejected as exc:
+        raise bad_lines(file.rejected(exc)) from None

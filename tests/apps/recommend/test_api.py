@@ -293,6 +293,15 @@ def test_bulk_files_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
         headers={**headers, "Content-Type": "application/x-ndjson"},
     )
     assert bad.status_code == 422 and [e["line"] for e in bad.json()["detail"]["errors"]] == [2]
+    unknown = client.post(  # well formed, but line 4 names an item the catalogue lacks
+        "/v1/recommend/events/import",
+        content=b"event_id,user_id,item_id,type\nx0,u,N1,view\nx0b,u,N1,click\nx0c,u,ZZ,view\n",
+        headers={**headers, "Content-Type": "text/csv"},
+    )
+    assert unknown.status_code == 422, unknown.text
+    assert unknown.json()["detail"]["errors"] == [
+        {"line": 4, "error": "unknown item 'ZZ': add it to the catalogue first"}
+    ]
     good = client.post(
         "/v1/recommend/events/import",
         content=b"event_id,user_id,item_id,type\nx1,u,N1,view\n",

@@ -119,7 +119,7 @@ def test_cli_eval_and_bulk_imports(cli_env: Settings, data_dir: Path, tmp_path: 
         '{"event_id": "e2", "user_id": "u1", "item_id": "ZZ", "type": "view"}\n'
     )
     result = runner.invoke(app, ["recommend", "import-events", str(events)])
-    assert result.exit_code == 1 and "unknown item 'ZZ'" in result.output
+    assert result.exit_code == 1 and "line 2: unknown item 'ZZ'" in result.output
     assert count(cli_env, Interaction) == 0
     events.write_text('{"event_id": "e1", "user_id": "u1", "item_id": "A1", "type": "view"}\n')
     assert "1 stored" in runner.invoke(app, ["recommend", "import-events", str(events)]).output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from apps.recommend.events import EventRejected
 from apps.recommend.imports import (
     FileFormat,
     ImportFileError,
@@ -44,11 +45,17 @@ def test_events_from_csv_and_format_detection() -> None:
         b"e1,u1,A1,rating,4,2026-11-01T10:00:00Z\n"
         b"e2,u1,A2,view,,2026-11-01T10:01:00+01:00\n"
     )
-    rating, view = read_events(data, detect_format("events.csv", None, data))
+    rating, view = read_events(data, detect_format("events.csv", None, data)).events
     assert rating.value == 4.0 and view.value is None
     assert view.timestamp is not None and view.timestamp.utcoffset().total_seconds() == 3600
     with pytest.raises(ImportFileError, match="line 2"):
         read_events(b"user_id,item_id,type,timestamp\nu1,A1,view,yesterday\n", FileFormat.CSV)
     assert detect_format(None, "application/x-ndjson", b"") is FileFormat.JSONL
+    row = '{"user_id": "u", "item_id": "%s", "type": "view"}'
+    jsonl = f"\n{row % 'A'}\n\n{row % 'B'}\n".encode()
+    upload = read_events(jsonl, FileFormat.JSONL)
+    assert [e.item_id for e in upload.events] == ["A", "B"] and upload.lines == [2, 4]
+    refused = upload.rejected(EventRejected({1: "unknown item 'B'"}))
+    assert refused.errors == [(4, "unknown item 'B'")] and "line 4: unknown item" in str(refused)
     assert detect_format(None, None, b'  {"a": 1}') is FileFormat.JSONL
     assert detect_format(None, None, b"external_id,title") is FileFormat.CSV
