@@ -29,6 +29,11 @@ class SupportSettings(BaseSettings):
         description="Hand off messages less like any training example than all but this "
         "share of held-out examples are (0 turns the check off; set when a model is trained).",
     )
+    learn_intent_names: bool = Field(
+        default=True,
+        description="Train on each intent's name in words (`order_status` -> \"order "
+        'status") as one more example of it.',
+    )
     max_repeated_turns: Annotated[int, Field(ge=1)] = Field(
         default=2,
         description="Hand off when the same intent comes back this many times in a row.",

@@ -177,6 +177,11 @@ def main() -> None:
         default={},
         help="more TrainingArguments as JSON, e.g. '{\"adversarial_epsilon\": 1.0}'",
     )
+    parser.add_argument(
+        "--intent-names",
+        action="store_true",
+        help="also train on each intent's name in words, as the support app does",
+    )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results")
     options = parser.parse_args()
 
@@ -207,6 +212,10 @@ def main() -> None:
         "full": train_all,
         "10-shot": train_all.sample_per_class(options.shots, options.seed),
     }
+    if options.intent_names:
+        from apps.support.training import with_intent_names
+
+        settings = {name: with_intent_names(data) for name, data in settings.items()}
     chosen = [name.strip() for name in options.settings.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in settings]
     if unknown:

@@ -41,8 +41,13 @@ def accuracy_part(train, test, options) -> list[dict]:
     from bench.support.quality import frozen_baseline, train_support
 
     settings = {"full": train, "10-shot": train.sample_per_class(options.shots, options.seed)}
+    chosen = [name.strip() for name in options.settings.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(settings))
+    if unknown:
+        raise SystemExit(f"unknown settings {unknown}; expected some of {', '.join(settings)}")
     results = []
-    for name, data in settings.items():
+    for name in chosen:
+        data = settings[name]
         base_acc, base_f1, base_s = frozen_baseline(data, test)
         outcome = train_support(data, test, {"seed": options.seed, **options.arguments})
         results.append(
@@ -178,6 +183,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 intents, short runs")
     parser.add_argument("--parts", default="accuracy,handoff,load")
+    parser.add_argument("--settings", default="full,10-shot", help="accuracy part: which")
     parser.add_argument("--shots", type=int, default=10)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--oos-intents", type=int, default=10)
