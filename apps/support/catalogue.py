@@ -277,6 +277,12 @@ def catalogue_for_training(session: Session) -> LabelledTexts:
     return LabelledTexts([text for text, _ in rows], [name for _, name in rows])
 
 
+def intent_descriptions(session: Session) -> dict[str, str]:
+    """Intent name -> description, for the intents that have one."""
+    rows = session.execute(select(Intent.name, Intent.description)).all()
+    return {name: description.strip() for name, description in rows if (description or "").strip()}
+
+
 # --- Writing ------------------------------------------------------------------------------------
 
 

@@ -29,10 +29,10 @@ class SupportSettings(BaseSettings):
         description="Hand off messages less like any training example than all but this "
         "share of held-out examples are (0 turns the check off; set when a model is trained).",
     )
-    learn_intent_names: bool = Field(
+    learn_intent_text: bool = Field(
         default=True,
         description="Train on each intent's name in words (`order_status` -> \"order "
-        'status") as one more example of it.',
+        'status") and on its description, where it has one, as more examples of it.',
     )
     max_repeated_turns: Annotated[int, Field(ge=1)] = Field(
         default=2,

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
 
-from apps.support.catalogue import catalogue_for_training
+from apps.support.catalogue import catalogue_for_training, intent_descriptions
 from apps.support.settings import SupportSettings
 from core.ml.device import choose_placement
 from core.ml.evaluation import label_ids_for, selective_thresholds
@@ -96,15 +96,28 @@ def handoff_thresholds(
     return {"thresholds": thresholds}
 
 
-def with_intent_names(train: LabelledTexts) -> LabelledTexts:
-    """`train` plus each intent's name in words ("card_arrival" -> "card arrival") as one more
-    example. A name says what its intent is about where a few examples may not: on Banking77
-    with 10 examples per intent it added 0.45-0.65 points of test accuracy on each of three
-    seeds. Training split only: the held-out examples, which place the thresholds, stay real
-    messages."""
-    names = train.label_names
-    spelled = [re.sub(r"[\s_.-]+", " ", name).strip() or name for name in names]
-    return LabelledTexts([*train.texts, *spelled], [*train.labels, *names])
+def with_intent_text(
+    train: LabelledTexts, descriptions: Mapping[str, str] | None = None
+) -> LabelledTexts:
+    """`train` plus, for each of its intents, the name in words ("card_arrival" -> "card
+    arrival") and the description, where there is one, as more examples of it.
+
+    Both say what an intent is about where a few examples may not. Banking77 at 10 examples
+    per intent (names only; it has no descriptions): +0.45 to +0.65 points of test accuracy on
+    three seeds. The demo catalogue at 3 examples per intent, the rest as test: 77.5% plain,
+    83.4% with the names, 86.2% with names and descriptions (88.5 / 89.8 / 90.7% at 8 per
+    intent; mean of 5 seeds, `bench.support --parts catalogue`). Training split only: the
+    held-out examples, which place the thresholds, stay real messages.
+    """
+    descriptions = descriptions or {}
+    texts, labels = list(train.texts), list(train.labels)
+    for name in train.label_names:
+        texts.append(re.sub(r"[\s_.-]+", " ", name).strip() or name)
+        labels.append(name)
+        if descriptions.get(name):
+            texts.append(descriptions[name])
+            labels.append(name)
+    return LabelledTexts(texts, labels)
 
 
 def train_from_catalogue(
@@ -120,14 +133,15 @@ def train_from_catalogue(
     """Train a new version of the intent model on the current catalogue."""
     with factory() as session:
         data = catalogue_for_training(session)
+        descriptions = intent_descriptions(session)
     if len(data.label_names) < 2:
         raise ValueError(
             f"the catalogue has {len(data.label_names)} intent(s) with examples; training needs "
             "at least two (import a catalogue with `textsuite support import`)"
         )
     train, validation = stratified_split(data, arguments.validation_fraction, arguments.seed)
-    if support.learn_intent_names:
-        train = with_intent_names(train)
+    if support.learn_intent_text:
+        train = with_intent_text(train, descriptions)
     return run_classifier_training(
         settings,
         factory,

@@ -1,12 +1,15 @@
 """Support bot benchmark: Banking77 accuracy, handoff quality, HTTP load.
 
-    .venv/bin/python -m bench.support [--quick] [--parts accuracy,handoff,load]
+    .venv/bin/python -m bench.support [--quick] [--parts accuracy,handoff,load,catalogue]
 
 - accuracy: Banking77 test accuracy and macro-F1 with the default encoder, full training data
   and 10 examples per intent, trained through the support app (`train_from_catalogue`), beside
   logistic regression on frozen MiniLM embeddings fitted in the same run;
 - handoff: 10 intents held out of training as out-of-scope; out-of-scope recall (handed off)
   and in-scope accuracy at the thresholds calibrated by training;
+- catalogue: the demo catalogue with 3 examples per intent trained on and the rest as test:
+  the examples alone, with the intents' names, with names and descriptions (`--parts
+  catalogue`; not in the default parts);
 - load: messages/s and p50/p99 with 32 concurrent clients over HTTP (`textsuite serve`), the
   batching engine vs the same model called once per request.
 """
@@ -137,6 +140,23 @@ def handoff_part(train, test, options) -> dict:
     }
 
 
+def catalogue_part(options) -> dict:
+    from bench.support.quality import intent_text_accuracy
+
+    seeds = [options.seed + i for i in range(options.catalogue_seeds)]
+    print(f"\n## Demo catalogue, {options.catalogue_shots} examples per intent trained on\n")
+    result = intent_text_accuracy(options.catalogue_shots, seeds, options.arguments)
+    table(
+        ["trained on", "test accuracy, mean", "by seed"],
+        [
+            [name, f"{sum(values) / len(values):.4f}", " ".join(f"{v:.4f}" for v in values)]
+            for name, values in result["accuracy"].items()
+        ],
+    )
+    print(f"test: the other {result['n_test']} examples of the catalogue")
+    return result
+
+
 def load_part(test, options) -> dict:
     from bench.support.load import drop_database, measure, prepare_world, scratch_postgres
 
@@ -185,6 +205,8 @@ def main() -> None:
     parser.add_argument("--parts", default="accuracy,handoff,load")
     parser.add_argument("--settings", default="full,10-shot", help="accuracy part: which")
     parser.add_argument("--shots", type=int, default=10)
+    parser.add_argument("--catalogue-shots", type=int, default=3, help="catalogue part")
+    parser.add_argument("--catalogue-seeds", type=int, default=5, help="catalogue part")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--oos-intents", type=int, default=10)
     parser.add_argument("--clients", type=int, default=32)
@@ -217,6 +239,8 @@ def main() -> None:
         report["handoff"] = handoff_part(train, test, options)
     if "load" in parts:
         report["load"] = load_part(test, options)
+    if "catalogue" in parts:
+        report["catalogue"] = catalogue_part(options)
     options.output.mkdir(parents=True, exist_ok=True)
     path = (
         options.output

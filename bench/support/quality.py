@@ -8,6 +8,7 @@ frozen MiniLM embeddings — is fitted in the same run.
 
 from __future__ import annotations
 
+import random
 import tempfile
 import time
 from dataclasses import dataclass
@@ -159,3 +160,50 @@ def handoff_quality(outcome: Outcome, test: Any, out_of_scope: set[str]) -> dict
         "in_scope_accuracy_counting_handoffs_as_wrong": answered_right / max(in_scope, 1),
         "out_of_scope_recall": handed_off_oos / max(oos, 1),
     }
+
+
+def intent_text_accuracy(shots: int, seeds: list[int], arguments: dict[str, Any]) -> dict:
+    """Few-shot accuracy on the demo catalogue: `shots` examples of each intent trained on,
+    the rest as test, with the examples alone, with the intents' names and with names and
+    descriptions (`apps.support.training.with_intent_text`); test accuracy by seed."""
+    from apps.support.catalogue_formats import CatalogueFormat, read_catalogue
+    from apps.support.demo import CATALOGUE
+    from apps.support.training import with_intent_text
+    from core.ml.device import choose_placement
+    from core.ml.evaluation import label_ids_for
+    from core.ml.loading import load_classifier
+    from core.ml.packaged import minilm_folder
+    from core.ml.training import LabelledTexts, TrainingArguments, train_classifier
+
+    intents = read_catalogue(CATALOGUE.read_text(), CatalogueFormat.YAML)
+    descriptions = {i.name: i.description for i in intents if i.description}
+    base, placement = minilm_folder(REPO_ROOT / "var" / "models"), choose_placement()
+    accuracy: dict[str, list[float]] = {"examples": [], "+ names": [], "+ descriptions": []}
+    for seed in seeds:
+        rng = random.Random(seed)
+        train, test = LabelledTexts([], []), LabelledTexts([], [])
+        for intent in intents:
+            texts = [example.text for example in intent.examples]
+            rng.shuffle(texts)
+            for part, chosen in ((train, texts[:shots]), (test, texts[shots:])):
+                part.texts.extend(chosen)
+                part.labels.extend([intent.name] * len(chosen))
+        variants = {
+            "examples": train,
+            "+ names": with_intent_text(train),
+            "+ descriptions": with_intent_text(train, descriptions),
+        }
+        args = TrainingArguments.from_dict({"validation_fraction": 0, **arguments, "seed": seed})
+        for name, data in variants.items():
+            with tempfile.TemporaryDirectory(prefix="bench-support-") as scratch:
+                folder = Path(scratch) / "model"
+                train_classifier(
+                    base, data, args, output_dir=folder, base_reference="minilm",
+                    placement=placement,
+                )  # fmt: skip
+                classifier = load_classifier(folder, placement)
+                predicted = classifier.predict_proba(test.texts).argmax(axis=1)
+            right = predicted == label_ids_for(test.labels, classifier.labels)
+            accuracy[name].append(float(right.mean()))
+            print(f"  seed {seed}, {name}: {accuracy[name][-1]:.4f}", flush=True)
+    return {"shots": shots, "n_test": len(test), "seeds": seeds, "accuracy": accuracy}
