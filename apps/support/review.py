@@ -1,7 +1,8 @@
 """The review queue: messages the bot was unsure about or handed off, labelled by people.
 
 A label becomes a training example of that intent (source `review`), so the next training
-run learns from what the bot got wrong.
+run learns from what the bot got wrong. The messages nobody labels are not wasted either:
+`unlabelled_messages` hands them to self-training (`apps.support.training`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from apps.support.catalogue import add_examples, get_intent
-from apps.support.models import ExampleSource, ReviewItem, ReviewStatus
+from apps.support.catalogue import add_examples, example_hash, example_owners, get_intent
+from apps.support.models import (
+    ExampleSource,
+    Message,
+    MessageRole,
+    ReviewItem,
+    ReviewStatus,
+)
 from core.storage.base import utcnow
 
 
@@ -35,6 +42,32 @@ def pending_items(
             .limit(limit)
         )
     )
+
+
+def unlabelled_messages(session: Session, limit: int, chunk: int = 1_000) -> list[str]:
+    """The newest customer messages (as stored, masked) that nobody labelled or dismissed,
+    each text once (case and spacing aside) and none that is a catalogue example already:
+    at most `limit` of them, newest first."""
+    reviewed = select(ReviewItem.message_id).where(ReviewItem.status != ReviewStatus.PENDING)
+    rows = session.scalars(
+        select(Message.text)
+        .where(Message.role == MessageRole.CUSTOMER, Message.id.not_in(reviewed))
+        .order_by(Message.created_at.desc(), Message.id)
+        .execution_options(yield_per=chunk)
+    )
+    found: dict[str, str] = {}  # example hash -> text
+    for batch in rows.partitions(chunk):
+        candidates: dict[str, str] = {}
+        for text in batch:
+            clean = " ".join(text.split())
+            text_hash = example_hash(clean)
+            if clean and text_hash not in found:
+                candidates.setdefault(text_hash, clean)
+        examples = example_owners(session, candidates)
+        found.update((key, text) for key, text in candidates.items() if key not in examples)
+        if len(found) >= limit:
+            break
+    return list(found.values())[:limit]
 
 
 def _open_item(session: Session, item_id: uuid.UUID) -> ReviewItem:

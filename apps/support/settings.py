@@ -34,6 +34,20 @@ class SupportSettings(BaseSettings):
         description="Train on each intent's name in words (`order_status` -> \"order "
         'status") and on its description, where it has one, as more examples of it.',
     )
+    learn_from_messages: bool = Field(
+        default=True,
+        description="Self-training: a model trained on the catalogue labels the stored "
+        "customer messages nobody has labelled, and the ones it would answer become more "
+        "examples for another model, which labels them again for the next round.",
+    )
+    learn_from_messages_rounds: Annotated[int, Field(ge=1, le=5)] = Field(
+        default=2,
+        description="Self-training rounds: each trains one more model (a run with messages "
+        "takes this many times longer, plus one).",
+    )
+    learn_from_messages_limit: Annotated[int, Field(ge=1)] = Field(
+        default=10_000, description="At most this many of the newest such messages."
+    )
     max_repeated_turns: Annotated[int, Field(ge=1)] = Field(
         default=2,
         description="Hand off when the same intent comes back this many times in a row.",

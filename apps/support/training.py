@@ -4,6 +4,12 @@ The catalogue (with reviewed examples) is split per intent; the model trains on 
 the other part decides when the bot must hand off: the top-1 confidence and top-1/top-2
 margin at which answers reach the target precision. Those thresholds are stored with the
 model version, so a retrained model brings its own.
+
+With `support.learn_from_messages` the run also learns from the customer messages nobody
+labelled (self-training): the model trained on the catalogue reads them, the ones it would
+answer at its own thresholds become examples of the intent it answers, and a second model
+trains on the catalogue plus those; in a second round (`learn_from_messages_rounds`) that
+model labels them again for a third.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.support.catalogue import catalogue_for_training, intent_descriptions
+from apps.support.policy import decide
+from apps.support.review import unlabelled_messages
 from apps.support.settings import SupportSettings
 from core.ml.device import choose_placement
 from core.ml.evaluation import label_ids_for, selective_thresholds
-from core.ml.loading import load_classifier
+from core.ml.loading import Classifier, load_classifier
 from core.ml.novelty import (
     ExampleIndex,
     embed_texts,
@@ -32,6 +40,7 @@ from core.ml.novelty import (
 from core.ml.references import folder_resolver
 from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_classifier_training
 from core.ml.training import LabelledTexts, TrainingArguments, TrainingResult, stratified_split
+from core.ml.training.self_training import PseudoLabeller
 from core.settings import Settings
 
 TRAIN_JOB = "support.train"
@@ -50,6 +59,16 @@ class SupportTrainParams(BaseModel):
     def _check_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
         TrainingArguments.from_dict(value)
         return value
+
+
+def _trained_classifier(
+    result: TrainingResult, settings: Settings, factory: sessionmaker[Session] | None
+) -> Classifier:
+    return load_classifier(
+        result.output_dir,
+        choose_placement(settings.device, settings.dtype),
+        folder_resolver(settings.model_cache_dir, factory),
+    )
 
 
 def handoff_thresholds(
@@ -71,11 +90,7 @@ def handoff_thresholds(
             "no held-out examples to calibrate the handoff thresholds: give every intent at "
             "least two examples, or set validation_fraction above 0"
         )
-    classifier = load_classifier(
-        result.output_dir,
-        choose_placement(settings.device, settings.dtype),
-        folder_resolver(settings.model_cache_dir, factory),
-    )
+    classifier = _trained_classifier(result, settings, factory)
     label_ids = label_ids_for(validation.labels, classifier.labels)
     unfamiliar: float | None = None
     familiar: np.ndarray | None = None  # (N,) the held-out examples the check lets through
@@ -94,6 +109,41 @@ def handoff_thresholds(
     if unfamiliar is not None:
         thresholds["unfamiliar"] = unfamiliar
     return {"thresholds": thresholds}
+
+
+def answered_messages(
+    messages: list[str],
+    train: LabelledTexts,
+    validation: LabelledTexts,
+    settings: Settings,
+    support: SupportSettings,
+    factory: sessionmaker[Session] | None = None,
+) -> PseudoLabeller:
+    """Self-training's labeller: of `messages`, the ones a model would answer (at the
+    thresholds it calibrates on `validation`, as a version of it would in production),
+    labelled with the intent it answers."""
+
+    def label(result: TrainingResult) -> LabelledTexts:
+        thresholds = handoff_thresholds(result, train, validation, settings, support, factory)
+        classifier = _trained_classifier(result, settings, factory)
+        index = ExampleIndex.load(result.output_dir)
+        similarity: list[float | None] = [None] * len(messages)
+        if index is not None and reads_embeddings(classifier):
+            probabilities, nearest = score_texts(classifier, index, messages)
+            similarity = [float(value) for value in nearest]
+        else:
+            probabilities = classifier.predict_proba(messages)
+        texts, labels = [], []
+        for text, row, near in zip(messages, probabilities, similarity, strict=True):
+            decision = decide(
+                row, classifier.labels, thresholds["thresholds"], text=text, similarity=near
+            )
+            if decision.handoff_reason is None:
+                texts.append(text)
+                labels.append(decision.intent)
+        return LabelledTexts(texts, labels)
+
+    return label
 
 
 def with_intent_text(
@@ -134,6 +184,11 @@ def train_from_catalogue(
     with factory() as session:
         data = catalogue_for_training(session)
         descriptions = intent_descriptions(session)
+        messages = (
+            unlabelled_messages(session, support.learn_from_messages_limit)
+            if support.learn_from_messages
+            else []
+        )
     if len(data.label_names) < 2:
         raise ValueError(
             f"the catalogue has {len(data.label_names)} intent(s) with examples; training needs "
@@ -156,4 +211,10 @@ def train_from_catalogue(
         extra_config=lambda result: handoff_thresholds(
             result, train, validation, settings, support, factory
         ),
+        pseudo_labels=(
+            answered_messages(messages, train, validation, settings, support, factory)
+            if messages
+            else None
+        ),
+        self_training_rounds=support.learn_from_messages_rounds,
     )

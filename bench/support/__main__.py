@@ -4,9 +4,13 @@
 
 - accuracy: Banking77 test accuracy and macro-F1 with the default encoder, full training data
   and 10 examples per intent, trained through the support app (`train_from_catalogue`), beside
-  logistic regression on frozen MiniLM embeddings fitted in the same run;
+  logistic regression on frozen MiniLM embeddings fitted in the same run; `--unlabelled-rest`
+  stores the other training sentences of the 10-shot setting as customer messages nobody
+  labelled, for the app's self-training;
 - handoff: 10 intents held out of training as out-of-scope; out-of-scope recall (handed off)
-  and in-scope accuracy at the thresholds calibrated by training;
+  and in-scope accuracy at the thresholds calibrated by training; `--handoff-shots N
+  --unlabelled-rest` labels N examples per in-scope intent and stores every other training
+  sentence, out-of-scope ones included, as unlabelled messages for self-training;
 - catalogue: the demo catalogue with 3 examples per intent trained on and the rest as test:
   the examples alone, with the intents' names, with names and descriptions (`--parts
   catalogue`; not in the default parts);
@@ -48,15 +52,20 @@ def accuracy_part(train, test, options) -> list[dict]:
     unknown = sorted(set(chosen) - set(settings))
     if unknown:
         raise SystemExit(f"unknown settings {unknown}; expected some of {', '.join(settings)}")
+    sampled = set(settings["10-shot"].texts)
+    rest = [text for text in train.texts if text not in sampled]
     results = []
     for name in chosen:
         data = settings[name]
+        messages = rest if name == "10-shot" and options.unlabelled_rest else []
         base_acc, base_f1, base_s = frozen_baseline(data, test)
-        outcome = train_support(data, test, {"seed": options.seed, **options.arguments})
+        outcome = train_support(data, test, {"seed": options.seed, **options.arguments}, messages)
         results.append(
             {
                 "setting": name,
                 "n_train": len(data),
+                "unlabelled_messages": len(messages),
+                "pseudo_labelled": outcome.pseudo_labelled,
                 "accuracy": outcome.accuracy,
                 "macro_f1": outcome.macro_f1,
                 "seconds": outcome.seconds,
@@ -71,6 +80,7 @@ def accuracy_part(train, test, options) -> list[dict]:
         [
             "setting",
             "train",
+            "pseudo-labelled",
             "textsuite acc",
             "macro-F1",
             "baseline acc",
@@ -82,6 +92,7 @@ def accuracy_part(train, test, options) -> list[dict]:
             [
                 r["setting"],
                 str(r["n_train"]),
+                f"{r['pseudo_labelled']} of {r['unlabelled_messages']}",
                 f"{r['accuracy']:.4f}",
                 f"{r['macro_f1']:.4f}",
                 f"{r['baseline_accuracy']:.4f}",
@@ -103,7 +114,20 @@ def handoff_part(train, test, options) -> dict:
     in_scope = train.subset(
         [i for i, label in enumerate(train.labels) if label not in out_of_scope]
     )
-    outcome = train_support(in_scope, test, {"seed": options.seed, **options.arguments})
+    labelled = (
+        in_scope.sample_per_class(options.handoff_shots, options.seed)
+        if options.handoff_shots
+        else in_scope
+    )
+    kept = set(labelled.texts)
+    # The rest of the training sentences, out-of-scope ones included, as messages nobody
+    # labelled: what self-training would meet in a real helpdesk.
+    messages = [text for text in train.texts if text not in kept] if options.unlabelled_rest else []
+    outcome = train_support(labelled, test, {"seed": options.seed, **options.arguments}, messages)
+    print(
+        f"trained on {len(labelled)} labelled examples; {outcome.pseudo_labelled} of "
+        f"{len(messages)} unlabelled messages pseudo-labelled"
+    )
     quality = handoff_quality(outcome, test, out_of_scope)
     # The same model and thresholds without the nearest-example check: what it adds.
     without = handoff_quality(dataclasses.replace(outcome, similarity=None), test, out_of_scope)
@@ -134,6 +158,9 @@ def handoff_part(train, test, options) -> dict:
     print("target: out-of-scope recall >= 0.80 at in-scope accuracy >= 0.92")
     return {
         **quality,
+        "labelled": len(labelled),
+        "unlabelled_messages": len(messages),
+        "pseudo_labelled": outcome.pseudo_labelled,
         "without_unfamiliar": without,
         "out_of_scope": sorted(out_of_scope),
         "thresholds": outcome.thresholds,
@@ -205,6 +232,18 @@ def main() -> None:
     parser.add_argument("--parts", default="accuracy,handoff,load")
     parser.add_argument("--settings", default="full,10-shot", help="accuracy part: which")
     parser.add_argument("--shots", type=int, default=10)
+    parser.add_argument(
+        "--unlabelled-rest",
+        action="store_true",
+        help="accuracy part, 10-shot, and handoff part with --handoff-shots: store the other "
+        "training sentences as unlabelled customer messages (self-training)",
+    )
+    parser.add_argument(
+        "--handoff-shots",
+        type=int,
+        default=0,
+        help="handoff part: label only this many examples per in-scope intent (0: all)",
+    )
     parser.add_argument("--catalogue-shots", type=int, default=3, help="catalogue part")
     parser.add_argument("--catalogue-seeds", type=int, default=5, help="catalogue part")
     parser.add_argument("--seed", type=int, default=42)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import insert
 
 from bench.common import REPO_ROOT
 
@@ -29,12 +31,17 @@ class Outcome:
     labels: list[str]
     thresholds: dict[str, float]
     similarity: np.ndarray | None  # (N,) to the nearest training example, where kept
+    pseudo_labelled: int = 0  # stored messages self-training added to the training split
 
 
-def _catalogue_session(workdir: Path, data: Any) -> tuple[Any, Any, Any]:
-    """Scratch database with `data` imported as the support catalogue."""
+def _catalogue_session(
+    workdir: Path, data: Any, messages: Sequence[str] = ()
+) -> tuple[Any, Any, Any]:
+    """Scratch database with `data` imported as the support catalogue, and `messages` stored
+    as one conversation's customer messages that nobody labelled."""
     import migrations
     from apps.support.catalogue import create_intent
+    from apps.support.models import Conversation, Message, MessageRole
     from core.settings import load_settings
     from core.storage.engine import get_session_factory, session_scope
 
@@ -56,11 +63,25 @@ def _catalogue_session(workdir: Path, data: Any) -> tuple[Any, Any, Any]:
     with session_scope(factory) as session:
         for name, examples in by_intent.items():
             create_intent(session, name, answer=f"Answer for {name}.", examples=examples)
+        if messages:
+            conversation = Conversation(channel="api", external_id="bench")
+            session.add(conversation)
+            session.flush()
+            session.execute(
+                insert(Message),
+                [
+                    {"conversation_id": conversation.id, "role": MessageRole.CUSTOMER, "text": t}
+                    for t in messages
+                ],
+            )
     return settings, factory, url
 
 
-def train_support(train: Any, test: Any, arguments: dict[str, Any]) -> Outcome:
-    """Train the support intent model on `train`; score it on `test`."""
+def train_support(
+    train: Any, test: Any, arguments: dict[str, Any], messages: Sequence[str] = ()
+) -> Outcome:
+    """Train the support intent model on `train`, with `messages` stored as unlabelled
+    customer messages (self-training learns from them); score it on `test`."""
     from apps.support.settings import load_support_settings
     from apps.support.training import train_from_catalogue
     from core.ml.device import choose_placement
@@ -71,7 +92,7 @@ def train_support(train: Any, test: Any, arguments: dict[str, Any]) -> Outcome:
     from core.ml.versions import production_version
 
     with tempfile.TemporaryDirectory(prefix="bench-support-") as scratch:
-        settings, factory, _ = _catalogue_session(Path(scratch), train)
+        settings, factory, _ = _catalogue_session(Path(scratch), train, messages)
         started = time.perf_counter()
         train_from_catalogue(
             settings,
@@ -83,6 +104,7 @@ def train_support(train: Any, test: Any, arguments: dict[str, Any]) -> Outcome:
         with factory() as session:
             version = production_version(session, "support-intents")
             folder, thresholds = Path(version.artifact_path), version.config["thresholds"]
+            added = version.metrics.get("self_training", {}).get("pseudo_labelled", 0)
         classifier = load_classifier(folder, choose_placement())
         index = ExampleIndex.load(folder)
         similarity: np.ndarray | None = None
@@ -104,6 +126,7 @@ def train_support(train: Any, test: Any, arguments: dict[str, Any]) -> Outcome:
         classifier.labels,
         thresholds,
         similarity,
+        added,
     )
 
 

@@ -34,6 +34,7 @@ from core.ml.training import (
     train_classifier,
     train_embeddings,
 )
+from core.ml.training.self_training import PseudoLabeller, train_self_training
 from core.settings import Settings
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
@@ -126,21 +127,40 @@ def run_classifier_training(
     progress: Progress | None = None,
     promotion: PromotionPolicy = PromotionPolicy.IF_NOT_WORSE,
     extra_config: Callable[[TrainingResult], Mapping[str, Any]] | None = None,
+    pseudo_labels: PseudoLabeller | None = None,
+    self_training_rounds: int = 1,
 ) -> RunOutcome:
     """Train a classifier version of `model_name` and record it; see the module docstring.
 
     `extra_config(result)` may add app-specific settings derived from the trained model (e.g.
     the support bot's handoff thresholds) to the version's config before it can be promoted.
+    With `pseudo_labels`, the run self-trains (`core.ml.training.self_training`): the model
+    trained on `data` labels unlabelled texts, and another one trains on both, as many times
+    as `self_training_rounds` says.
     """
 
     def train(base: Path, output_dir: Path, report: Progress) -> TrainingResult:
+        placement = choose_placement(settings.device, settings.dtype)
+        if pseudo_labels is not None:
+            return train_self_training(
+                base,
+                data,
+                arguments,
+                pseudo_labels,
+                output_dir=output_dir,
+                base_reference=base_reference,
+                rounds=self_training_rounds,
+                placement=placement,
+                progress=report,
+                validation=validation,
+            )
         return train_classifier(
             base,
             data,
             arguments,
             output_dir=output_dir,
             base_reference=base_reference,
-            placement=choose_placement(settings.device, settings.dtype),
+            placement=placement,
             progress=report,
             validation=validation,
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 
 from apps.support.training import with_intent_text
 from core.ml.training import LabelledTexts
@@ -71,3 +73,103 @@ def test_training_from_the_catalogue_learns_names_and_descriptions_only_when_set
     # 3 of each intent's 5 examples trained on, 2 held out; plus, if set, one name per intent
     # and the one description.
     assert len(index) == 6 + (3 if learn_text else 0)
+
+
+def test_unlabelled_messages_are_the_newest_customer_texts_nobody_labelled(
+    db_session: Session,
+) -> None:
+    from apps.support.catalogue import create_intent, get_intent
+    from apps.support.models import Conversation, Message, MessageRole, ReviewItem, ReviewStatus
+    from apps.support.review import unlabelled_messages
+
+    create_intent(db_session, "cancel_order", answer="...", examples=["Cancel my order"])
+    conversation = Conversation(channel="api", external_id="c-1")
+    db_session.add(conversation)
+    db_session.flush()
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    sent = [  # (role, text, review status), oldest first
+        (MessageRole.CUSTOMER, "Where is my parcel?", None),
+        (MessageRole.CUSTOMER, "where is  my PARCEL?", None),  # the same text, newer
+        (MessageRole.BOT, "Your parcel is on its way", None),
+        (MessageRole.CUSTOMER, "cancel my order", None),  # a catalogue example already
+        (MessageRole.CUSTOMER, "my card was charged twice", ReviewStatus.DISMISSED),
+        (MessageRole.CUSTOMER, "refund please", ReviewStatus.LABELLED),
+        (MessageRole.CUSTOMER, "I still have no parcel", ReviewStatus.PENDING),
+        (MessageRole.CUSTOMER, "change my  address", None),
+    ]
+    for minute, (role, text, status) in enumerate(sent):
+        message = Message(
+            conversation_id=conversation.id,
+            role=role,
+            text=text,
+            created_at=start + dt.timedelta(minutes=minute),
+        )
+        db_session.add(message)
+        db_session.flush()
+        if status is not None:
+            label = get_intent(db_session, "cancel_order").id
+            db_session.add(ReviewItem(message_id=message.id, reason="low_confidence",
+                                      status=status, label_intent_id=label))  # fmt: skip
+    db_session.flush()
+
+    expected = ["change my address", "I still have no parcel", "where is my PARCEL?"]
+    assert unlabelled_messages(db_session, limit=10) == expected
+    assert unlabelled_messages(db_session, limit=10, chunk=2) == expected  # read in pieces
+    assert unlabelled_messages(db_session, limit=2, chunk=2) == expected[:2]
+
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_training_learns_from_the_messages_the_first_model_would_answer_only_when_set(
+    tmp_path: Path, sqlite_template: Path, learn: bool
+) -> None:
+    """Self-training: unlabelled customer messages the first model answers join the second
+    model's training split; the held-out split, the thresholds' ground, stays the same."""
+    from apps.support.catalogue import create_intent
+    from apps.support.models import Conversation, Message, MessageRole
+    from apps.support.settings import load_support_settings
+    from apps.support.training import train_from_catalogue
+    from core.ml.training import TrainingArguments
+    from core.ml.versions import production_version
+
+    database = tmp_path / "catalogue.db"
+    shutil.copy(sqlite_template, database)
+    url = f"sqlite:///{database}"
+    factory = get_session_factory(url)
+    examples = {
+        "order_status": ["where is my order", "has my parcel shipped", "track my package",
+                         "when does my order arrive", "order not here yet"],
+        "cancel_order": ["cancel my order", "I want to cancel", "stop my order please",
+                         "please cancel the purchase", "undo my order"],
+    }  # fmt: skip
+    messages = ["where is my order now", "please cancel my order", "track my parcel please",
+                "I want to cancel my purchase", "what is the weather like"]  # fmt: skip
+    with session_scope(factory) as session:
+        for name, texts in examples.items():
+            create_intent(session, name, answer="...", examples=texts)
+        conversation = Conversation(channel="api", external_id="c-1")
+        session.add(conversation)
+        session.flush()
+        for text in messages:
+            session.add(
+                Message(conversation_id=conversation.id, role=MessageRole.CUSTOMER, text=text)
+            )
+    outcome = train_from_catalogue(
+        make_settings(database_url=url, artifacts_dir=tmp_path / "artifacts"),
+        load_support_settings(_env_file=None, learn_from_messages=learn, learn_intent_text=False),
+        factory,
+        arguments=TrainingArguments.from_dict({**QUICK_TRAINING, "validation_fraction": 0.4}),
+    )
+    with factory() as session:
+        version = production_version(session, "support-intents")
+    metrics = version.metrics
+    assert outcome.promoted and metrics["n_validation"] == 4  # 2 of each intent's 5
+    if not learn:
+        assert "self_training" not in metrics and metrics["n_train"] == 6
+        return
+    added = metrics["self_training"]["pseudo_labelled"]
+    assert 1 <= added <= len(messages) and metrics["n_train"] == 6 + added
+    assert set(metrics["self_training"]["first_model"]) >= {"accuracy", "macro_f1"}
+    # Only the version's own folder is left in the artifacts.
+    assert [p.name for p in Path(version.artifact_path).parent.iterdir()] == [
+        Path(version.artifact_path).name
+    ]
