@@ -7,13 +7,28 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from apps.support.training import with_intent_text
 from core.ml.training import LabelledTexts
 from core.storage.engine import get_session_factory, session_scope
 from tests.apps.support.conftest import QUICK_TRAINING
 from tests.conftest import make_settings
+
+EXAMPLES = {
+    "order_status": ["where is my order", "has my parcel shipped", "track my package",
+                     "when does my order arrive", "order not here yet"],
+    "cancel_order": ["cancel my order", "I want to cancel", "stop my order please",
+                     "please cancel the purchase", "undo my order"],
+}  # fmt: skip
+
+
+def scratch_catalogue(tmp_path: Path, sqlite_template: Path) -> tuple[str, sessionmaker[Session]]:
+    """A migrated SQLite file of its own (URL, session factory), for a training run."""
+    database = tmp_path / "catalogue.db"
+    shutil.copy(sqlite_template, database)
+    url = f"sqlite:///{database}"
+    return url, get_session_factory(url)
 
 
 def test_each_intent_name_in_words_and_its_description_become_more_examples() -> None:
@@ -46,18 +61,9 @@ def test_training_from_the_catalogue_learns_names_and_descriptions_only_when_set
     from core.ml.training import TrainingArguments
     from core.ml.versions import production_version
 
-    database = tmp_path / "catalogue.db"
-    shutil.copy(sqlite_template, database)
-    url = f"sqlite:///{database}"
-    factory = get_session_factory(url)
-    examples = {
-        "order_status": ["where is my order", "has my parcel shipped", "track my package",
-                         "when does my order arrive", "order not here yet"],
-        "cancel_order": ["cancel my order", "I want to cancel", "stop my order please",
-                         "please cancel the purchase", "undo my order"],
-    }  # fmt: skip
+    url, factory = scratch_catalogue(tmp_path, sqlite_template)
     with session_scope(factory) as session:
-        for name, texts in examples.items():
+        for name, texts in EXAMPLES.items():
             description = "Where a placed order is" if name == "order_status" else None
             create_intent(session, name, answer="...", description=description, examples=texts)
     outcome = train_from_catalogue(
@@ -131,20 +137,11 @@ def test_training_learns_from_the_messages_the_first_model_would_answer_only_whe
     from core.ml.training import TrainingArguments
     from core.ml.versions import production_version
 
-    database = tmp_path / "catalogue.db"
-    shutil.copy(sqlite_template, database)
-    url = f"sqlite:///{database}"
-    factory = get_session_factory(url)
-    examples = {
-        "order_status": ["where is my order", "has my parcel shipped", "track my package",
-                         "when does my order arrive", "order not here yet"],
-        "cancel_order": ["cancel my order", "I want to cancel", "stop my order please",
-                         "please cancel the purchase", "undo my order"],
-    }  # fmt: skip
+    url, factory = scratch_catalogue(tmp_path, sqlite_template)
     messages = ["where is my order now", "please cancel my order", "track my parcel please",
                 "I want to cancel my purchase", "what is the weather like"]  # fmt: skip
     with session_scope(factory) as session:
-        for name, texts in examples.items():
+        for name, texts in EXAMPLES.items():
             create_intent(session, name, answer="...", examples=texts)
         conversation = Conversation(channel="api", external_id="c-1")
         session.add(conversation)
