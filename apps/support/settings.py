@@ -35,10 +35,11 @@ class SupportSettings(BaseSettings):
         'status") and on its description, where it has one, as more examples of it.',
     )
     learn_from_messages: bool = Field(
-        default=True,
+        default=False,
         description="Self-training: a model trained on the catalogue labels the stored "
         "customer messages nobody has labelled, and the ones it would answer become more "
-        "examples for another model, which labels them again for the next round.",
+        "examples for another model, which labels them again for the next round. More "
+        "messages answered, and rightly, but out-of-scope ones get answered more often too.",
     )
     learn_from_messages_rounds: Annotated[int, Field(ge=1, le=5)] = Field(
         default=2,

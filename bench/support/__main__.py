@@ -6,11 +6,11 @@
   and 10 examples per intent, trained through the support app (`train_from_catalogue`), beside
   logistic regression on frozen MiniLM embeddings fitted in the same run; `--unlabelled-rest`
   stores the other training sentences of the 10-shot setting as customer messages nobody
-  labelled, for the app's self-training;
+  labelled, with the app's self-training switched on for the run;
 - handoff: 10 intents held out of training as out-of-scope; out-of-scope recall (handed off)
   and in-scope accuracy at the thresholds calibrated by training; `--handoff-shots N
   --unlabelled-rest` labels N examples per in-scope intent and stores every other training
-  sentence, out-of-scope ones included, as unlabelled messages for self-training;
+  sentence, out-of-scope ones included, as unlabelled messages, self-training on;
 - catalogue: the demo catalogue with 3 examples per intent trained on and the rest as test:
   the examples alone, with the intents' names, with names and descriptions (`--parts
   catalogue`; not in the default parts);

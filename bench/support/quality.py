@@ -96,7 +96,7 @@ def train_support(
         started = time.perf_counter()
         train_from_catalogue(
             settings,
-            load_support_settings(_env_file=None),
+            load_support_settings(_env_file=None, learn_from_messages=bool(messages)),
             factory,
             arguments=TrainingArguments.from_dict(arguments),
         )
