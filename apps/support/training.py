@@ -85,12 +85,24 @@ def handoff_thresholds(
     examples' embeddings (`ExampleIndex`, in the model folder) and get an `unfamiliar`
     threshold: the similarity to the nearest training example under which
     `support.unfamiliar_share` of the held-out examples fall."""
+    return _calibrate(
+        _trained_classifier(result, settings, factory), result, train, validation, support
+    )
+
+
+def _calibrate(
+    classifier: Classifier,
+    result: TrainingResult,
+    train: LabelledTexts,
+    validation: LabelledTexts,
+    support: SupportSettings,
+) -> Mapping[str, Any]:
+    """`handoff_thresholds` for a classifier already loaded from `result`'s folder."""
     if len(validation) == 0:
         raise ValueError(
             "no held-out examples to calibrate the handoff thresholds: give every intent at "
             "least two examples, or set validation_fraction above 0"
         )
-    classifier = _trained_classifier(result, settings, factory)
     label_ids = label_ids_for(validation.labels, classifier.labels)
     unfamiliar: float | None = None
     familiar: np.ndarray | None = None  # (N,) the held-out examples the check lets through
@@ -124,8 +136,8 @@ def answered_messages(
     labelled with the intent it answers."""
 
     def label(result: TrainingResult) -> LabelledTexts:
-        thresholds = handoff_thresholds(result, train, validation, settings, support, factory)
         classifier = _trained_classifier(result, settings, factory)
+        thresholds = _calibrate(classifier, result, train, validation, support)
         index = ExampleIndex.load(result.output_dir)
         similarity: list[float | None] = [None] * len(messages)
         if index is not None and reads_embeddings(classifier):

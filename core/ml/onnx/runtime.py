@@ -1,8 +1,10 @@
 """Run an ONNX export with ONNX Runtime on the CPU, behind the torch predictors' interface.
 
 `OnnxEncoder` and `OnnxClassifier` tokenize, pad (right, with the tokenizer's pad token) and
-pool exactly as `TextEncoder` / `TextClassifier` do, reusing their `pool`, `softmax` and
-`map_sorted`, so results differ from torch only by what the graph itself changes.
+pool exactly as `TextEncoder` / `TextClassifier` do, reusing their `softmax` and `map_sorted`,
+so results differ from torch only by what the graph itself changes. Pooling is done in numpy
+(`pool_array`, the same rule as `predictors.pool`): nothing on this path wakes torch's thread
+pool, whose threads would otherwise compete for the cores with ONNX Runtime's.
 One `InferenceSession` is safe to call from several threads at once.
 """
 
@@ -14,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from core.ml.artifacts import HEAD_FILE
 from core.ml.onnx.manifest import OnnxManifest, Precision
-from core.ml.predictors import Pooling, TokenIds, map_sorted, pool, softmax
+from core.ml.predictors import Pooling, TokenIds, map_sorted, softmax
 
 
 def physical_cores() -> int:
@@ -65,6 +66,28 @@ def pad_batch(batch: Sequence[TokenIds], pad_token_id: int) -> tuple[np.ndarray,
         input_ids[row, : len(ids)] = ids
         attention_mask[row, : len(ids)] = 1
     return input_ids, attention_mask
+
+
+def pool_array(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
+    """`predictors.pool` in numpy: (B, T, D) hidden states and a (B, T) mask -> (B, D).
+
+    Pooling these outputs in torch costs far more than its arithmetic: the torch call wakes
+    torch's thread pool, whose threads then spin beside ONNX Runtime's on the same cores.
+    MiniLM int8, 2,000 Banking77 sentences at batch 32 on 2 cores: 772 sentences/s pooled in
+    torch, 1,047 in numpy, the same vectors to 1e-7.
+    """
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last":
+        last = mask.sum(axis=1) - 1  # (B,) index of each row's last real token (right padding)
+        return hidden[np.arange(hidden.shape[0]), last]
+    weights = mask[..., None].astype(hidden.dtype)  # (B, T, 1)
+    return (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+
+
+def normalise_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 length (zero rows stay zero), as `torch.nn.functional.normalize`."""
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
 
 
 class OnnxModel:
@@ -157,11 +180,10 @@ class OnnxEncoder(OnnxModel):
     def run(self, batch: list[TokenIds]) -> np.ndarray:
         """Embeddings of one batch of token ids, shape (B, D), float32."""
         hidden, attention_mask = self.outputs(batch)  # (B, T, D), (B, T)
-        # torch.from_numpy shares memory: the torch pooling is reused without a copy.
-        pooled = pool(torch.from_numpy(hidden), torch.from_numpy(attention_mask), self.pooling)
+        pooled = pool_array(hidden, attention_mask, self.pooling)  # (B, D)
         if self.normalize:
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)  # (B, D)
-        return pooled.float().numpy()
+            pooled = normalise_rows(pooled)
+        return pooled.astype(np.float32, copy=False)
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         return map_sorted(self.tokenize(texts), self.run, batch_size)

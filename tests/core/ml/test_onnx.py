@@ -36,8 +36,9 @@ from core.ml.onnx import (
     export_encoder,
     verify_export,
 )
-from core.ml.onnx.runtime import open_session
+from core.ml.onnx.runtime import normalise_rows, open_session, pool_array
 from core.ml.packaged import minilm_folder
+from core.ml.predictors import pool
 from tests.core.ml.conftest import make_tiny_llama
 from tests.core.ml.customer_messages import split_halves
 
@@ -144,6 +145,25 @@ def batch_shapes(model: Any) -> list[list[list[int]]]:
 
 
 # --- fast tests -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
+def test_numpy_pooling_is_the_torch_pooling(pooling: str) -> None:
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(4, 7, 5)).astype(np.float32)  # (B, T, D)
+    lengths = [7, 1, 4, 2]
+    mask = np.array([[1] * n + [0] * (7 - n) for n in lengths], dtype=np.int64)  # (B, T)
+    hidden[mask == 0] = 100.0  # padding that leaks into a sentence vector shows at once
+
+    pooled = pool_array(hidden, mask, pooling)  # type: ignore[arg-type]
+
+    expected = pool(torch.from_numpy(hidden), torch.from_numpy(mask), pooling)  # type: ignore[arg-type]
+    np.testing.assert_allclose(pooled, expected.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        normalise_rows(pooled),
+        torch.nn.functional.normalize(expected, dim=-1).numpy(),
+        rtol=1e-6,
+    )
 
 
 def test_fp32_encoder_graph_matches_torch_on_any_batch_shape(tiny: dict[str, Path]) -> None:
