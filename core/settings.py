@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     )
     dtype: str = Field(
         default="auto",
-        description="Precision models serve in: auto (bf16/fp16 on GPU; bf16 on CPUs with AMX, "
-        "else fp32), float32, bfloat16, float16. Training keeps fp32 weights.",
+        description="Precision models serve in: auto (bf16/fp16 on GPU; bf16 on CPUs that "
+        "multiply it natively, AMX or AVX512-BF16, else fp32), float32, bfloat16, float16. "
+        "Training keeps fp32 weights.",
     )
     bootstrap_api_key: SecretStr | None = Field(
         default=None,

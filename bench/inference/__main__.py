@@ -79,8 +79,8 @@ def main() -> None:
     padded.packs = False
     variants = {
         PADDED: padded,
-        # bf16 weights (what `auto` picks on CPUs with AMX): native there, emulated (slow) on
-        # others.
+        # bf16 weights (what `auto` picks on CPUs with AMX or AVX512-BF16): native there,
+        # emulated (slow) on others.
         BF16: load_encoder(folder, choose_placement("cpu", "bfloat16")),
     }
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as onnx_dir:

@@ -139,7 +139,7 @@ def stream_part(options: argparse.Namespace) -> dict:
             stored = _history(factory, tickers, options.history_per_day, rng)
             print(f"history: {stored} scored articles over the last 8 days", flush=True)
         # Throughput: a backlog, drained by one consumer; torch fp32, torch in the dtype `auto`
-        # picks here where that is not fp32 (bf16 on CPUs with AMX), then ONNX int8.
+        # picks here where that is not fp32 (bf16 on CPUs with AMX or AVX512-BF16), then ONNX int8.
         throughput: dict[str, float] = {}
         for backend, update in serving_backends(settings):
             int8 = bool(update.get("serve_int8"))

@@ -30,8 +30,21 @@ def test_an_explicit_dtype_wins_over_auto(monkeypatch: pytest.MonkeyPatch) -> No
     assert choose_placement("cpu", "bfloat16").dtype == torch.bfloat16
 
 
-def test_amx_detection_says_no_when_torch_cannot_tell(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "expected"),
+    [(True, False, True), (False, True, True), (False, False, False)],
+)
+def test_bf16_is_native_with_amx_or_avx512_bf16(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, expected: bool
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert cpu_multiplies_bf16() is expected
+
+
+def test_bf16_detection_says_no_when_torch_cannot_tell(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     assert cpu_multiplies_bf16() is False
 
     def refuses() -> bool:
@@ -39,6 +52,8 @@ def test_amx_detection_says_no_when_torch_cannot_tell(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", refuses, raising=False)
     assert cpu_multiplies_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert cpu_multiplies_bf16() is True  # AMX refused, AVX512-BF16 still there
 
 
 @pytest.mark.parametrize(

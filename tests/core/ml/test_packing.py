@@ -103,7 +103,8 @@ def test_packed_embeddings_of_the_real_encoder_match_padded_ones(minilm_folder_p
 
 
 def test_half_precision_embeddings_stay_close_to_fp32(minilm_folder_path: Path) -> None:
-    """bf16 weights (CPUs with AMX, GPUs): packed embeddings within 1e-3 of the fp32 ones."""
+    """bf16 weights (CPUs with AMX or AVX512-BF16, GPUs): packed embeddings within 1e-3 of the
+    fp32 ones."""
     reference = load_encoder(minilm_folder_path, CPU).encode(TEXTS)
     half = load_encoder(minilm_folder_path, choose_placement("cpu", "bfloat16"))
     assert half.packs and half.model.dtype == torch.bfloat16
