@@ -164,8 +164,9 @@ def _demo_sentiment(current: Settings) -> None:
             + ("the Twitter financial news set and " if twitter else "")
             + "the demo headlines (a few minutes on a CPU)..."
         )
-        # One epoch keeps the demo quick; `textsuite train sentiment` trains to convergence.
-        arguments = {"strategy": "sentence", "epochs": 1}
+        # One epoch at the strategy's own rate keeps the demo quick; `textsuite train
+        # sentiment` trains to convergence at the sentiment defaults.
+        arguments = {"strategy": "sentence", "epochs": 1, "learning_rate": 2e-5}
         submit_and_follow(
             "sentiment.train", {"arguments": arguments, "include_twitter": twitter}, wait=True
         )
