@@ -96,10 +96,7 @@ def training_data(settings: Settings, params: SentimentTrainParams) -> LabelledT
         parts.append(load_labelled(Path(params.extra_path)))
     if not parts:
         raise ValueError("no training data: include the Twitter set, the demo set or a file")
-    return LabelledTexts(
-        [text for part in parts for text in part.texts],
-        [label for part in parts for label in part.labels],
-    )
+    return LabelledTexts.joined(*parts)
 
 
 def train_sentiment(

@@ -38,6 +38,14 @@ class LabelledTexts:
     def counts(self) -> dict[str, int]:
         return dict(sorted(Counter(self.labels).items()))
 
+    @classmethod
+    def joined(cls, *parts: LabelledTexts) -> LabelledTexts:
+        """The parts' examples one after another, in order."""
+        return cls(
+            [text for part in parts for text in part.texts],
+            [label for part in parts for label in part.labels],
+        )
+
     def subset(self, indices: Sequence[int]) -> LabelledTexts:
         return LabelledTexts([self.texts[i] for i in indices], [self.labels[i] for i in indices])
 

@@ -93,7 +93,8 @@ def train_self_training(
                 break
             report(progress, span * step, f"round {step}: training with {len(added)} more")
             folder = folders[step] if step < rounds else output_dir
-            model, done, used = fit(_joined(data, added), folder, step), step, len(added)
+            model = fit(LabelledTexts.joined(data, added), folder, step)
+            done, used = step, len(added)
         if model.output_dir != output_dir:  # a round added nothing: keep the model before it
             if output_dir.exists():
                 shutil.rmtree(output_dir)
@@ -111,10 +112,6 @@ def train_self_training(
 
 
 _COMPARED = ("accuracy", "macro_f1", "weighted_f1", "ece")
-
-
-def _joined(data: LabelledTexts, added: LabelledTexts) -> LabelledTexts:
-    return LabelledTexts(data.texts + added.texts, data.labels + added.labels)
 
 
 def confident_labels(

@@ -4,6 +4,7 @@ the labelled examples plus what it returns, and only the final model's folder is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,10 +13,33 @@ from core.ml.device import choose_placement
 from core.ml.evaluation import evaluate_classifier
 from core.ml.loading import load_classifier
 from core.ml.training import LabelledTexts, TrainingResult
-from core.ml.training.self_training import confident_labels, train_self_training
+from core.ml.training.self_training import (
+    PseudoLabeller,
+    confident_labels,
+    train_self_training,
+)
 from tests.core.ml.conftest import keyword_intents, quick
 
 CPU = choose_placement("cpu", "float32")
+
+
+def self_train(
+    folder: Path, labeller: PseudoLabeller, output: Path, **options: Any
+) -> TrainingResult:
+    """`train_self_training` of the tiny BERT on CPU; `data` defaults to six examples per
+    intent and the arguments to `quick()`."""
+    data = options.pop("data", None) or keyword_intents(6, seed=1)
+    arguments = options.pop("arguments", None) or quick()
+    return train_self_training(
+        folder,
+        data,
+        arguments,
+        labeller,
+        output_dir=output,
+        base_reference="tiny-bert",
+        placement=CPU,
+        **options,
+    )
 
 
 def test_the_second_model_trains_on_the_examples_plus_what_the_first_one_labelled(
@@ -33,14 +57,11 @@ def test_the_second_model_trains_on_the_examples_plus_what_the_first_one_labelle
         assert first.output_dir != output and load_classifier(first.output_dir, CPU).labels
         return unlabelled  # the caller decides what to keep; here, all of it
 
-    result = train_self_training(
+    result = self_train(
         tiny_bert_folder,
-        data,
-        quick(),
         labeller,
-        output_dir=output,
-        base_reference="tiny-bert",
-        placement=CPU,
+        output,
+        data=data,
         progress=lambda fraction, _: reported.append(fraction),
         validation=validation,
     )
@@ -77,15 +98,12 @@ def test_each_round_labels_with_the_model_the_round_before_trained(
         return unlabelled if second_round == "more" else LabelledTexts([], [])
 
     output = tmp_path / "model"
-    result = train_self_training(
+    result = self_train(
         tiny_bert_folder,
-        data,
-        quick(),
         labeller,
-        output_dir=output,
-        base_reference="tiny-bert",
+        output,
+        data=data,
         rounds=2,
-        placement=CPU,
         validation=keyword_intents(4, seed=2),
     )
     assert [model.metrics["n_train"] for model in seen] == [24, 34]  # round 1's model labels
@@ -106,15 +124,8 @@ def test_with_nothing_labelled_the_first_model_is_the_result(
 ) -> None:
     validation = keyword_intents(4, seed=2)
     output = tmp_path / "model"
-    result = train_self_training(
-        tiny_bert_folder,
-        keyword_intents(6, seed=1),
-        quick(),
-        lambda first: LabelledTexts([], []),
-        output_dir=output,
-        base_reference="tiny-bert",
-        placement=CPU,
-        validation=validation,
+    result = self_train(
+        tiny_bert_folder, lambda first: LabelledTexts([], []), output, validation=validation
     )
     assert result.output_dir == output and result.metrics["self_training"]["pseudo_labelled"] == 0
     assert result.metrics["self_training"]["rounds"] == 0
@@ -129,14 +140,12 @@ def test_a_failing_labeller_leaves_no_folder_behind(tiny_bert_folder: Path, tmp_
         raise RuntimeError("the database went away")
 
     with pytest.raises(RuntimeError, match="database went away"):
-        train_self_training(
+        self_train(
             tiny_bert_folder,
-            keyword_intents(6, seed=1),
-            quick(validation_fraction=0.25),  # no validation given: held out of the examples
             labeller,
-            output_dir=tmp_path / "model",
-            base_reference="tiny-bert",
-            placement=CPU,
+            tmp_path / "model",
+            # no validation given: held out of the examples
+            arguments=quick(validation_fraction=0.25),
         )
     assert list(tmp_path.iterdir()) == []
 

@@ -71,6 +71,15 @@ def test_data_fingerprint_ignores_order_and_spacing_but_not_content() -> None:
     assert len(data_fingerprint(data)) == 64
 
 
+def test_labelled_texts_join_in_order() -> None:
+    first = LabelledTexts(["late parcel", "refund please"], ["delivery", "refund"])
+    second = LabelledTexts(["card declined"], ["billing"])
+    joined = LabelledTexts.joined(first, second)
+    assert joined.texts == ["late parcel", "refund please", "card declined"]
+    assert joined.labels == ["delivery", "refund", "billing"]
+    assert len(LabelledTexts.joined()) == 0
+
+
 def test_labelled_texts_read_csv_and_jsonl(tmp_path: Path) -> None:
     csv_file = tmp_path / "data.csv"
     csv_file.write_text('text,category\n"hi, there",greet\nbye,leave\n')
