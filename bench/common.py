@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from core.ml.device import Placement
     from core.ml.training import LabelledTexts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -16,6 +17,16 @@ def data_dir() -> Path:
     """`TEXTSUITE_DATA_DIR`, or `../shared/data` beside the repository."""
     configured = os.environ.get("TEXTSUITE_DATA_DIR")
     return Path(configured) if configured else (REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+def configured_placement() -> Placement:
+    """Where and in which precision the product would run here: `TEXTSUITE_DEVICE` and
+    `TEXTSUITE_DTYPE` (`auto` unless set), so `TEXTSUITE_DTYPE=float32` measures fp32."""
+    from core.ml.device import choose_placement
+    from core.settings import get_settings
+
+    settings = get_settings()
+    return choose_placement(settings.device, settings.dtype)
 
 
 def banking77_path(split: str) -> Path:

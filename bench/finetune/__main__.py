@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.common import REPO_ROOT, load_banking77
+from bench.common import REPO_ROOT, configured_placement, load_banking77
 
 if TYPE_CHECKING:
     from core.ml.device import Placement
@@ -267,11 +267,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results")
     options = parser.parse_args()
 
-    from core.ml.device import choose_placement
     from core.ml.packaged import minilm_folder
     from core.ml.training import TrainingArguments
 
-    placement = choose_placement()
+    placement = configured_placement()
     encoder = minilm_folder(REPO_ROOT / "var" / "models")
     train_all, test_all = load_banking77("train"), load_banking77("test")
     common = {

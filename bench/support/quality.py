@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert
 
-from bench.common import REPO_ROOT
+from bench.common import REPO_ROOT, configured_placement
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,6 @@ def train_support(
     customer messages (self-training learns from them); score it on `test`."""
     from apps.support.settings import load_support_settings
     from apps.support.training import train_from_catalogue
-    from core.ml.device import choose_placement
     from core.ml.evaluation import classification_metrics, label_ids_for
     from core.ml.loading import load_classifier
     from core.ml.novelty import ExampleIndex, reads_embeddings, score_texts
@@ -105,7 +104,7 @@ def train_support(
             version = production_version(session, "support-intents")
             folder, thresholds = Path(version.artifact_path), version.config["thresholds"]
             added = version.metrics.get("self_training", {}).get("pseudo_labelled", 0)
-        classifier = load_classifier(folder, choose_placement())
+        classifier = load_classifier(folder, configured_placement())
         index = ExampleIndex.load(folder)
         similarity: np.ndarray | None = None
         if index is not None and reads_embeddings(classifier):
@@ -134,14 +133,13 @@ def frozen_baseline(train: Any, test: Any) -> tuple[float, float, float]:
     """(accuracy, macro-F1, seconds) of logistic regression on frozen MiniLM embeddings."""
     from sklearn.linear_model import LogisticRegressionCV
 
-    from core.ml.device import choose_placement
     from core.ml.evaluation import classification_metrics, label_ids_for
     from core.ml.loading import load_encoder
     from core.ml.packaged import minilm_folder
 
     labels = train.label_names
     started = time.perf_counter()
-    encoder = load_encoder(minilm_folder(REPO_ROOT / "var" / "models"), choose_placement())
+    encoder = load_encoder(minilm_folder(REPO_ROOT / "var" / "models"), configured_placement())
     head = LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0], cv=5, max_iter=3000)
     head.fit(encoder.encode(train.texts), label_ids_for(train.labels, labels))
     seconds = time.perf_counter() - started
@@ -192,7 +190,6 @@ def intent_text_accuracy(shots: int, seeds: list[int], arguments: dict[str, Any]
     from apps.support.catalogue_formats import CatalogueFormat, read_catalogue
     from apps.support.demo import CATALOGUE
     from apps.support.training import with_intent_text
-    from core.ml.device import choose_placement
     from core.ml.evaluation import label_ids_for
     from core.ml.loading import load_classifier
     from core.ml.packaged import minilm_folder
@@ -200,7 +197,7 @@ def intent_text_accuracy(shots: int, seeds: list[int], arguments: dict[str, Any]
 
     intents = read_catalogue(CATALOGUE.read_text(), CatalogueFormat.YAML)
     descriptions = {i.name: i.description for i in intents if i.description}
-    base, placement = minilm_folder(REPO_ROOT / "var" / "models"), choose_placement()
+    base, placement = minilm_folder(REPO_ROOT / "var" / "models"), configured_placement()
     accuracy: dict[str, list[float]] = {"examples": [], "+ names": [], "+ descriptions": []}
     for seed in seeds:
         rng = random.Random(seed)

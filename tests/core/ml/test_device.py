@@ -20,14 +20,18 @@ def test_auto_on_cpu_is_bf16_only_with_bf16_matrix_units(
     assert placement.device == torch.device("cpu")
     assert placement.dtype == expected
     assert not placement.is_gpu
-    assert placement.mixed_precision is None  # training on CPU: fp32 weights, no autocast
+    # training autocasts to bf16 where serving is bf16; the weights it trains stay fp32
+    assert placement.mixed_precision == ("bf16" if amx else None)
+    assert placement.for_training().dtype == torch.float32
 
 
 def test_an_explicit_dtype_wins_over_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(device, "cpu_multiplies_bf16", lambda: True)
     assert choose_placement("cpu", "float32").dtype == torch.float32
+    assert choose_placement("cpu", "float32").mixed_precision is None  # fp32 training too
     monkeypatch.setattr(device, "cpu_multiplies_bf16", lambda: False)
     assert choose_placement("cpu", "bfloat16").dtype == torch.bfloat16
+    assert choose_placement("cpu", "bfloat16").mixed_precision == "bf16"
 
 
 @pytest.mark.parametrize(

@@ -354,6 +354,37 @@ def test_sentence_head_saves_an_encoder_head_that_reloads_to_the_same_probabilit
     assert again["accuracy"] == result.metrics["accuracy"]
 
 
+def test_a_bf16_placement_trains_under_autocast_and_saves_fp32_weights(
+    tiny_bert_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from core.ml.training import sentence_head
+
+    autocast_dtypes: list[torch.dtype | None] = []
+    forward = sentence_head.SentenceClassifier.forward
+
+    def recording_forward(self: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        enabled = torch.is_autocast_enabled("cpu")
+        autocast_dtypes.append(torch.get_autocast_dtype("cpu") if enabled else None)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(sentence_head.SentenceClassifier, "forward", recording_forward)
+    output = tmp_path / "m"
+    train_classifier(
+        tiny_bert_folder,
+        keyword_intents(12, seed=1),
+        quick(strategy="sentence"),
+        output_dir=output,
+        base_reference="tiny-bert",
+        placement=choose_placement("cpu", "bfloat16"),
+        validation=keyword_intents(4, seed=2),
+    )
+    assert autocast_dtypes and set(autocast_dtypes) == {torch.bfloat16}
+    saved = load_file(output / "model.safetensors")
+    assert {tensor.dtype for tensor in saved.values()} == {torch.float32}
+
+
 @pytest.mark.slow
 def test_minilm_sentence_head_learns_intents(minilm_folder_path: Path, tmp_path: Path) -> None:
     data = keyword_intents(20, seed=5)
