@@ -79,7 +79,10 @@ def quality_part(options: argparse.Namespace) -> list[dict]:
             metrics = evaluate_classifier(load_classifier(output, placement), valid)
             rows.append({"method": f"textsuite train_classifier (strategy={strategy})",
                          "strategy": result.params["strategy"], "arguments": arguments,
-                         "seconds": seconds, **_scalars(metrics)})  # fmt: skip
+                         "seconds": seconds, "epochs_run": result.metrics.get("epochs"),
+                         # the share of train.csv held out: what choosing a recipe may look at
+                         "held_out_weighted_f1": result.metrics.get("weighted_f1"),
+                         **_scalars(metrics)})  # fmt: skip
             print(f"{strategy}: {rows[-1]}", flush=True)
 
     base = rows[0]
