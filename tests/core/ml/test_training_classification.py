@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from core.ml.artifacts import ArtifactInfo
 from core.ml.device import choose_placement
@@ -20,6 +21,7 @@ from core.ml.training import (
     TrainingArguments,
     choose_strategy,
     data_fingerprint,
+    sentence_head,
     stratified_split,
     train_classifier,
 )
@@ -357,10 +359,6 @@ def test_sentence_head_saves_an_encoder_head_that_reloads_to_the_same_probabilit
 def test_a_bf16_placement_trains_under_autocast_and_saves_fp32_weights(
     tiny_bert_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from safetensors.torch import load_file
-
-    from core.ml.training import sentence_head
-
     autocast_dtypes: list[torch.dtype | None] = []
     forward = sentence_head.SentenceClassifier.forward
 
