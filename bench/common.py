@@ -19,14 +19,14 @@ def data_dir() -> Path:
     return Path(configured) if configured else (REPO_ROOT.parent / "shared" / "data").resolve()
 
 
-def configured_placement() -> Placement:
-    """Where and in which precision the product would run here: `TEXTSUITE_DEVICE` and
-    `TEXTSUITE_DTYPE` (`auto` unless set), so `TEXTSUITE_DTYPE=float32` measures fp32."""
-    from core.ml.device import choose_placement
+def product_placement() -> Placement:
+    """Where and in which precision the product would run here: `TEXTSUITE_DEVICE`,
+    `TEXTSUITE_DTYPE` and `TEXTSUITE_TRAINING_PRECISION` (`auto` unless set), so
+    `TEXTSUITE_DTYPE=float32` measures fp32 serving and training."""
+    from core.ml.device import configured_placement
     from core.settings import get_settings
 
-    settings = get_settings()
-    return choose_placement(settings.device, settings.dtype)
+    return configured_placement(get_settings())
 
 
 def banking77_path(split: str) -> Path:

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         "multiply it natively, AMX or AVX512-BF16, else fp32), float32, bfloat16, float16. "
         "Training keeps fp32 weights.",
     )
+    training_precision: str = Field(
+        default="auto",
+        description="Precision training autocasts to: auto (as models serve: bf16 on GPUs that "
+        "support it, else fp16; on CPUs bf16 when the dtype is bf16, else none), fp32, bf16, "
+        "fp16 (CUDA only). Weights are trained and saved in fp32 whatever it is.",
+    )
     bootstrap_api_key: SecretStr | None = Field(
         default=None,
         description="An admin API key ensured (hashed) at start-up, for first access.",
@@ -170,6 +176,15 @@ class Settings(BaseSettings):
     def _check_dtype(cls, value: str) -> str:
         if value not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"unknown dtype {value!r}; expected auto, float32, bfloat16, float16")
+        return value
+
+    @field_validator("training_precision")
+    @classmethod
+    def _check_training_precision(cls, value: str) -> str:
+        if value not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(
+                f"unknown training precision {value!r}; expected auto, fp32, bf16 or fp16"
+            )
         return value
 
     @field_validator("log_level")

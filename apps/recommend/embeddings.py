@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from apps.recommend.catalogue import text_of
 from apps.recommend.models import Item, ItemEmbedding
 from apps.recommend.settings import RecommendSettings
-from core.ml.device import choose_placement
+from core.ml.device import configured_placement
 from core.ml.loading import load_encoder, model_cache
 from core.ml.offline import stream_keyed_predictions
 from core.ml.predictors import TextEncoder
@@ -53,7 +53,7 @@ def choose_encoder(
 
 def load_item_encoder(settings: Settings, choice: EncoderChoice) -> TextEncoder:
     """The encoder, loaded once per process."""
-    placement = choose_placement(settings.device, settings.dtype)
+    placement = configured_placement(settings)
     return model_cache().get(
         choice.folder, "encoder", placement, lambda: load_encoder(choice.folder, placement)
     )

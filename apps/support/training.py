@@ -27,7 +27,7 @@ from apps.support.catalogue import catalogue_for_training, intent_descriptions
 from apps.support.policy import decide
 from apps.support.review import unlabelled_messages
 from apps.support.settings import SupportSettings
-from core.ml.device import choose_placement
+from core.ml.device import configured_placement
 from core.ml.evaluation import label_ids_for, selective_thresholds
 from core.ml.loading import Classifier, load_classifier
 from core.ml.novelty import (
@@ -66,7 +66,7 @@ def _trained_classifier(
 ) -> Classifier:
     return load_classifier(
         result.output_dir,
-        choose_placement(settings.device, settings.dtype),
+        configured_placement(settings),
         folder_resolver(settings.model_cache_dir, factory),
     )
 

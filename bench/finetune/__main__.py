@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.common import REPO_ROOT, configured_placement, load_banking77
+from bench.common import REPO_ROOT, load_banking77, product_placement
 
 if TYPE_CHECKING:
     from core.ml.device import Placement
@@ -270,7 +270,7 @@ def main() -> None:
     from core.ml.packaged import minilm_folder
     from core.ml.training import TrainingArguments
 
-    placement = configured_placement()
+    placement = product_placement()
     encoder = minilm_folder(REPO_ROOT / "var" / "models")
     train_all, test_all = load_banking77("train"), load_banking77("test")
     common = {

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO_ROOT, configured_placement, data_dir
+from bench.common import REPO_ROOT, data_dir, product_placement
 
 PUBLISHED = "published weighted-F1: FinGPT v3.3 (Llama2-13B + LoRA) 0.903, FinBERT 0.733"
 TARGET_WEIGHTED_F1 = 0.91
@@ -43,7 +43,7 @@ def quality_part(options: argparse.Namespace) -> list[dict]:
     from core.ml.packaged import minilm_folder
     from core.ml.training import TrainingArguments, train_classifier
 
-    placement = configured_placement()
+    placement = product_placement()
     encoder_folder = minilm_folder(REPO_ROOT / "var" / "models")
     train, valid = load_twitter(data_dir(), "train"), load_twitter(data_dir(), "valid")
     if options.quick:

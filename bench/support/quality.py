@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert
 
-from bench.common import REPO_ROOT, configured_placement
+from bench.common import REPO_ROOT, product_placement
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def train_support(
             version = production_version(session, "support-intents")
             folder, thresholds = Path(version.artifact_path), version.config["thresholds"]
             added = version.metrics.get("self_training", {}).get("pseudo_labelled", 0)
-        classifier = load_classifier(folder, configured_placement())
+        classifier = load_classifier(folder, product_placement())
         index = ExampleIndex.load(folder)
         similarity: np.ndarray | None = None
         if index is not None and reads_embeddings(classifier):
@@ -139,7 +139,7 @@ def frozen_baseline(train: Any, test: Any) -> tuple[float, float, float]:
 
     labels = train.label_names
     started = time.perf_counter()
-    encoder = load_encoder(minilm_folder(REPO_ROOT / "var" / "models"), configured_placement())
+    encoder = load_encoder(minilm_folder(REPO_ROOT / "var" / "models"), product_placement())
     head = LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0], cv=5, max_iter=3000)
     head.fit(encoder.encode(train.texts), label_ids_for(train.labels, labels))
     seconds = time.perf_counter() - started
@@ -197,7 +197,7 @@ def intent_text_accuracy(shots: int, seeds: list[int], arguments: dict[str, Any]
 
     intents = read_catalogue(CATALOGUE.read_text(), CatalogueFormat.YAML)
     descriptions = {i.name: i.description for i in intents if i.description}
-    base, placement = minilm_folder(REPO_ROOT / "var" / "models"), configured_placement()
+    base, placement = minilm_folder(REPO_ROOT / "var" / "models"), product_placement()
     accuracy: dict[str, list[float]] = {"examples": [], "+ names": [], "+ descriptions": []}
     for seed in seeds:
         rng = random.Random(seed)

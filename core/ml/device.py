@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TRAINING_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a model runs (`device`) and the dtype of its weights for inference."""
+    """Where a model runs (`device`), the dtype of its weights for inference, and the
+    precision training autocasts to (`training_precision`: auto, fp32, bf16 or fp16)."""
 
     device: torch.device
     dtype: torch.dtype
+    training_precision: str = "auto"
 
     @property
     def is_gpu(self) -> bool:
@@ -30,12 +34,15 @@ class Placement:
     def mixed_precision(self) -> str | None:
         """The autocast precision training runs in; the weights being trained stay fp32.
 
+        A `training_precision` other than auto decides (fp32: no autocast). Under auto:
         GPUs: bf16 where supported, else fp16. CPUs: bf16 when this placement serves in bf16
         (`auto` on a CPU that multiplies it natively, or `TEXTSUITE_DTYPE=bfloat16`), else none.
         On a Zen 4 host (AVX512-BF16) MiniLM trains 47-51 against 33-34 examples/s (batch 16,
         64 tokens); whole runs took 0.67-0.77x the fp32 time at the same accuracy (Banking77
         full 94.16 against 94.12; Twitter sentiment weighted-F1 0.8706 against 0.8738).
         """
+        if self.training_precision != "auto":
+            return None if self.training_precision == "fp32" else self.training_precision
         if self.device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         if self.device.type == "cpu" and self.dtype == torch.bfloat16:
@@ -65,20 +72,43 @@ def cpu_multiplies_bf16() -> bool:
     return False
 
 
-def choose_placement(device: str = "auto", dtype: str = "auto") -> Placement:
+class PlacementSettings(Protocol):
+    """The settings a placement is chosen from (`core.settings.Settings` has them)."""
+
+    device: str
+    dtype: str
+    training_precision: str
+
+
+def configured_placement(settings: PlacementSettings) -> Placement:
+    """`choose_placement` with the choices of these settings (`TEXTSUITE_DEVICE`,
+    `TEXTSUITE_DTYPE`, `TEXTSUITE_TRAINING_PRECISION`)."""
+    return choose_placement(settings.device, settings.dtype, settings.training_precision)
+
+
+def choose_placement(
+    device: str = "auto", dtype: str = "auto", training_precision: str = "auto"
+) -> Placement:
     """cuda > mps > cpu; bf16 on GPUs that support it, fp16 on older ones; on CPU bf16 where
     it multiplies bf16 natively (`cpu_multiplies_bf16`), else fp32.
 
     The dtype is the one models are loaded in for inference; training keeps its weights in
-    fp32 whatever it is (mixed precision through autocast: `Placement.mixed_precision`).
+    fp32 whatever it is (mixed precision through autocast: `Placement.mixed_precision`, which
+    follows the serving dtype unless `training_precision` says otherwise).
 
-    Either choice can be forced (settings `TEXTSUITE_DEVICE`, `TEXTSUITE_DTYPE`). Asking for a
-    device this machine lacks is an error, not a silent fallback.
+    Every choice can be forced (settings `TEXTSUITE_DEVICE`, `TEXTSUITE_DTYPE`,
+    `TEXTSUITE_TRAINING_PRECISION`). Asking for a device or a precision this machine lacks is
+    an error, not a silent fallback.
     """
     if device not in DEVICES and not device.startswith("cuda:"):
         raise ValueError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    if training_precision not in TRAINING_PRECISIONS:
+        raise ValueError(
+            f"unknown training precision {training_precision!r}; "
+            f"expected one of {', '.join(TRAINING_PRECISIONS)}"
+        )
     if device == "auto":
         if torch.cuda.is_available():
             device = "cuda"
@@ -100,4 +130,9 @@ def choose_placement(device: str = "auto", dtype: str = "auto") -> Placement:
             resolved = torch.float32
     else:
         resolved = getattr(torch, dtype)
-    return Placement(device=chosen, dtype=resolved)
+    if training_precision == "fp16" and chosen.type != "cuda":
+        raise ValueError(f"fp16 training needs a CUDA device; this placement is {chosen.type}")
+    old_gpu = chosen.type == "cuda" and not torch.cuda.is_bf16_supported()
+    if training_precision == "bf16" and old_gpu:
+        raise ValueError("bf16 training requested but this GPU does not support bf16; use fp16")
+    return Placement(device=chosen, dtype=resolved, training_precision=training_precision)

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.ml import versions
-from core.ml.device import choose_placement
+from core.ml.device import configured_placement
 from core.ml.references import resolve_model
 from core.ml.training import (
     EmbeddingTrainingArguments,
@@ -140,7 +140,7 @@ def run_classifier_training(
     """
 
     def train(base: Path, output_dir: Path, report: Progress) -> TrainingResult:
-        placement = choose_placement(settings.device, settings.dtype)
+        placement = configured_placement(settings)
         if pseudo_labels is not None:
             return train_self_training(
                 base,
@@ -202,7 +202,7 @@ def run_embedding_training(
             arguments,
             output_dir=output_dir,
             base_reference=base_reference,
-            placement=choose_placement(settings.device, settings.dtype),
+            placement=configured_placement(settings),
             progress=report,
         )
 

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.ml.device import choose_placement
+from core.ml.device import configured_placement
 from core.ml.loading import Classifier, ModelLoadError, load_classifier, load_encoder
 from core.ml.novelty import EXAMPLES_FILE, ExampleIndex
 from core.ml.references import folder_resolver
@@ -45,7 +45,7 @@ def load_for_serving(
     `TEXTSUITE_SERVE_INT8` on a CPU, its ONNX Runtime int8 export (made once, in
     `<folder>/onnx-int8`, written beside and renamed into place so concurrent processes never
     read half a folder)."""
-    placement = choose_placement(settings.device, settings.dtype)
+    placement = configured_placement(settings)
     resolve = folder_resolver(settings.model_cache_dir, factory)
     if not settings.serve_int8 or placement.device.type != "cpu":
         return load_classifier(folder, placement, resolve)
@@ -82,7 +82,7 @@ def check_loads(
     folder = Path(version.artifact_path)
     try:
         if version.task == "embedding":
-            load_encoder(folder, choose_placement(settings.device, settings.dtype))
+            load_encoder(folder, configured_placement(settings))
         else:
             classifier = load_for_serving(folder, settings, factory)
             index = ExampleIndex.load(folder)

@@ -46,6 +46,7 @@ def test_reads_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("TEXTSUITE_LOG_FORMAT", "xml", "json"),
         ("TEXTSUITE_DEVICE", "tpu", "unknown device 'tpu'"),
         ("TEXTSUITE_DTYPE", "int4", "unknown dtype 'int4'"),
+        ("TEXTSUITE_TRAINING_PRECISION", "int8", "unknown training precision 'int8'"),
     ],
 )
 def test_bad_value_names_the_variable(

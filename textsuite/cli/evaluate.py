@@ -11,7 +11,7 @@ from rich.table import Table
 
 from apps.recommend.evaluation import evaluate, load_movielens
 from apps.recommend.settings import get_recommend_settings
-from core.ml.device import choose_placement
+from core.ml.device import configured_placement
 from core.ml.loading import load_encoder
 from core.ml.references import ModelNotFound, resolve_model
 from textsuite.cli.common import fail, settings
@@ -38,7 +38,7 @@ def evaluate_recommend(
         folder = resolve_model(encoder or recommend.base_model, cache_dir=current.model_cache_dir)
     except (FileNotFoundError, ModelNotFound) as exc:
         fail(str(exc))
-    model = load_encoder(folder.path, choose_placement(current.device, current.dtype))
+    model = load_encoder(folder.path, configured_placement(current))
     embeddings = model.encode(data.texts)
     config = recommend.ranking()
     results = evaluate(data, embeddings, config, k=k)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from core.ml import device
-from core.ml.device import choose_placement, cpu_multiplies_bf16
+from core.ml.device import choose_placement, configured_placement, cpu_multiplies_bf16
+from core.ml.training.trainer_setup import hf_arguments
+from tests.conftest import make_settings
 
 
 @pytest.mark.parametrize(("amx", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
@@ -76,3 +80,55 @@ def test_a_missing_gpu_is_an_error_not_a_silent_fallback(monkeypatch: pytest.Mon
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available"):
         choose_placement("cuda:0")
+
+
+def test_training_precision_can_differ_from_the_serving_dtype(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(device, "cpu_multiplies_bf16", lambda: True)
+    fp32_training = choose_placement("auto", "auto", "fp32")
+    assert fp32_training.dtype == torch.bfloat16  # still serves in bf16
+    assert fp32_training.mixed_precision is None
+    monkeypatch.setattr(device, "cpu_multiplies_bf16", lambda: False)
+    bf16_training = choose_placement("auto", "auto", "bf16")
+    assert bf16_training.dtype == torch.float32  # serves in fp32, trains under bf16 autocast
+    assert bf16_training.mixed_precision == "bf16"
+    assert bf16_training.for_training().mixed_precision == "bf16"
+
+
+def test_settings_choose_the_placement(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device, "cpu_multiplies_bf16", lambda: True)
+    settings = make_settings(device="cpu", dtype="auto", training_precision="fp32")
+    placement = configured_placement(settings)
+    assert (placement.device, placement.dtype) == (torch.device("cpu"), torch.bfloat16)
+    assert placement.mixed_precision is None
+
+
+@pytest.mark.parametrize(
+    ("requested", "message"),
+    [
+        (("cpu", "auto", "int8"), "unknown training precision 'int8'"),
+        (("cpu", "auto", "fp16"), "fp16 training needs a CUDA device"),
+    ],
+)
+def test_training_precisions_this_placement_cannot_run_are_refused(
+    requested: tuple[str, str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        choose_placement(*requested)
+
+
+def test_the_trainer_autocasts_as_the_training_precision_says(tmp_path: Path) -> None:
+    def bf16(placement: device.Placement) -> bool:
+        return hf_arguments(
+            tmp_path, placement, epochs=1, learning_rate=1e-5, batch_size=2,
+            gradient_accumulation_steps=1, weight_decay=0.0, warmup_ratio=0.0, seed=0,
+            max_steps=None,
+        ).bf16  # fmt: skip
+
+    assert bf16(choose_placement("cpu", "bfloat16"))
+    assert not bf16(choose_placement("cpu", "bfloat16", "fp32"))
+    assert bf16(choose_placement("cpu", "float32", "bf16"))
+    assert not bf16(choose_placement("cpu", "float32"))
