@@ -4,6 +4,8 @@ Chatwoot POSTs every event of the bot's inboxes to the webhook. The bot answers 
 `message_created` events for `incoming`, non-private messages in `pending` conversations (the
 status Chatwoot gives conversations that a bot handles); anything else belongs to a person.
 Replies go back through Chatwoot's REST API, from a background job (`support.chatwoot_reply`).
+A conversation the bot handed off is the bot's again when Chatwoot makes it `pending` once more
+(`give_back_if_pending_again`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ from typing import Annotated, Any, Literal
 
 import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from apps.support.messages import BotReply, Channel, HandoffReason, IncomingMessage
+from apps.support.models import Conversation, Message
+from apps.support.models import ConversationStatus as Handler
 from apps.support.settings import SupportSettings
 from core.delivery import post_json
+from core.storage.engine import session_scope
+from core.storage.models import Job, JobStatus
 
 REPLY_JOB = "support.chatwoot_reply"
 SIGNATURE_HEADER = "X-Chatwoot-Signature"
@@ -128,6 +136,47 @@ def message_ignore_reason(message: ChatwootMessageCreated) -> str | None:
     return None
 
 
+def give_back_if_pending_again(factory: sessionmaker[Session], conversation_id: str) -> bool:
+    """Give a handed-off conversation back to the bot when Chatwoot says it is `pending` again.
+
+    Chatwoot makes a conversation `pending` when an agent hands it back to the bot, and when a
+    customer writes again in a conversation an agent resolved in an inbox with a bot. That
+    counts only once the bot's latest handoff has reached Chatwoot (its reply job, which set
+    the conversation `open`, succeeded): before that, `pending` is just the state the handoff
+    has not changed yet, and the customer's next words still go to the person.
+    """
+    with session_scope(factory) as session:
+        conversation = session.scalars(
+            select(Conversation).where(
+                Conversation.channel == Channel.CHATWOOT,
+                Conversation.external_id == conversation_id,
+            )
+        ).first()
+        if conversation is None or conversation.status is not Handler.HANDED_OFF:
+            return False
+        handoff = session.scalars(
+            select(Message.id)
+            .where(Message.conversation_id == conversation.id, Message.handoff.is_(True))
+            .order_by(Message.created_at.desc())
+            .limit(1)
+        ).first()
+        delivered = (
+            handoff is not None
+            and session.scalars(
+                select(Job.status).where(Job.idempotency_key == reply_job_key(handoff))
+            ).first()
+            is JobStatus.SUCCEEDED
+        )
+        if delivered:
+            conversation.give_back_to_bot()
+        return delivered
+
+
+def reply_job_key(message_id: object) -> str:
+    """The idempotency key of the job that delivers the reply to a stored message."""
+    return f"{REPLY_JOB}:{message_id}"
+
+
 def to_incoming(message: ChatwootMessageCreated) -> IncomingMessage:
     """The bot's view of a Chatwoot message; `channel_data` holds what the reply job needs."""
     contact = message.conversation.meta.sender
@@ -235,6 +284,11 @@ def missing_chatwoot_settings(settings: SupportSettings) -> list[str]:
         missing.append("TEXTSUITE_SUPPORT_CHATWOOT_URL")
     if settings.chatwoot_api_token is None:
         missing.append("TEXTSUITE_SUPPORT_CHATWOOT_API_TOKEN")
+    if settings.chatwoot_webhook_secret is None and not settings.chatwoot_allow_unsigned:
+        missing.append(
+            "TEXTSUITE_SUPPORT_CHATWOOT_WEBHOOK_SECRET "
+            "(or TEXTSUITE_SUPPORT_CHATWOOT_ALLOW_UNSIGNED=true for a Chatwoot that does not sign)"
+        )
     return missing
 
 

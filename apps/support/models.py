@@ -103,6 +103,11 @@ class Conversation(Base):
     created_at: Mapped[dt.datetime] = created_at()
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    def give_back_to_bot(self) -> None:
+        """The bot answers again, with a fresh count of repeated answers."""
+        self.status = ConversationStatus.BOT
+        self.last_intent, self.repeated_turns = None, 0
+
 
 class MessageRole(StrEnum):
     CUSTOMER = "customer"

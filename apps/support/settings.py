@@ -60,7 +60,15 @@ class SupportSettings(BaseSettings):
         default=None, description="The agent bot's access token (`api_access_token` header)."
     )
     chatwoot_webhook_secret: SecretStr | None = Field(
-        default=None, description="Verify X-Chatwoot-Signature with this secret when set."
+        default=None,
+        description="Verify X-Chatwoot-Signature with this secret; the webhook is off without "
+        "it unless unsigned webhooks are allowed.",
+    )
+    chatwoot_allow_unsigned: bool = Field(
+        default=False,
+        description="Accept unsigned Chatwoot webhooks when no secret is set: only for Chatwoot "
+        "versions that do not sign, on a network that only Chatwoot reaches (anyone who can "
+        "post to the webhook can make the bot write into any conversation its token reaches).",
     )
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC secret of the generic helpdesk webhook (inbound)."

@@ -20,9 +20,11 @@ from apps.support.chatwoot import (
     REPLY_JOB,
     ChatwootEvent,
     ChatwootMessageCreated,
+    give_back_if_pending_again,
     ignore_reason,
     message_ignore_reason,
     missing_chatwoot_settings,
+    reply_job_key,
     reply_params,
     to_incoming,
 )
@@ -78,6 +80,11 @@ async def chatwoot_webhook(
 
     incoming = to_incoming(message)
     delivery = request.headers.get(DELIVERY_HEADER)
+    given_back = await run_in_threadpool(
+        give_back_if_pending_again, factory, incoming.conversation_id
+    )
+    if given_back:
+        log.info("chatwoot conversation %s is the bot's again", incoming.conversation_id)
     reply = await bot.handle(incoming)
     params = reply_params(incoming, reply)
     outcome: dict[str, Any] = {
@@ -96,7 +103,7 @@ async def chatwoot_webhook(
         dispatcher,
         REPLY_JOB,
         params.model_dump(mode="json"),
-        f"{REPLY_JOB}:{reply.message_id}",
+        reply_job_key(reply.message_id),
     )
     log.info(
         "chatwoot message %s: %s queued as job %s",

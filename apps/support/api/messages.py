@@ -166,8 +166,7 @@ def release_conversation(
     conversation_id: str, session: SessionDep, channel: Channel = Channel.API
 ) -> ConversationPublic:
     conversation = _conversation(session, conversation_id, channel)
-    conversation.status = ConversationStatus.BOT
-    conversation.last_intent, conversation.repeated_turns = None, 0
+    conversation.give_back_to_bot()
     session.commit()
     return _with_messages(session, conversation)
 

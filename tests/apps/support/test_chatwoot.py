@@ -331,10 +331,10 @@ def test_bad_signatures_are_refused_and_nothing_is_sent(
         assert headers["X-Chatwoot-Signature"].partition("=")[2] not in logged
 
 
-def test_without_a_webhook_secret_unsigned_webhooks_are_accepted(
+def test_unsigned_webhooks_are_accepted_only_when_allowed_without_a_secret(
     make_client, fake_chatwoot: FakeChatwoot, jobs
 ) -> None:
-    client = make_client(chatwoot_webhook_secret=None)
+    client = make_client(chatwoot_webhook_secret=None, chatwoot_allow_unsigned=True)
     response = client.post(WEBHOOK, json=chatwoot_payload())
 
     assert response.status_code == 200, response.text
@@ -493,6 +493,7 @@ def test_a_wrong_token_fails_the_job_without_revealing_it(
     [
         ({"chatwoot_url": None}, "TEXTSUITE_SUPPORT_CHATWOOT_URL"),
         ({"chatwoot_api_token": None}, "TEXTSUITE_SUPPORT_CHATWOOT_API_TOKEN"),
+        ({"chatwoot_webhook_secret": None}, "TEXTSUITE_SUPPORT_CHATWOOT_ALLOW_UNSIGNED"),
     ],
 )
 def test_not_configured_is_a_404_naming_the_variable(

@@ -100,3 +100,39 @@ def test_a_handoff_tells_the_customer_briefs_the_agent_and_opens_the_conversatio
     assert (note.path, note.json["private"]) == (f"{base}/messages", True)
     assert "talk_to_agent" in note.json["content"] and "asked_for_human" in note.json["content"]
     assert (toggle.path, toggle.json) == (f"{base}/toggle_status", {"status": "open"})
+
+
+def test_a_conversation_chatwoot_makes_pending_again_is_the_bots_again(
+    client: TestClient, fake_chatwoot: FakeChatwoot, world_settings: Settings
+) -> None:
+    """An agent hands it back (or resolves it and the customer writes again): Chatwoot says
+    `pending`, and the bot answers instead of handing off again."""
+    ask_for_person = from_demo_customer("I want a real person", message_id=911, conversation=44)
+    assert deliver(client, ask_for_person, world_settings)["action"] == "handoff"
+    assert fake_chatwoot.statuses == {44: "open"}
+
+    again = from_demo_customer("where is my order TH-104233?", message_id=912, conversation=44)
+    outcome = deliver(client, again, world_settings)
+
+    assert (outcome["action"], outcome["handoff"]) == ("answer", False)
+    assert "TH-104233" in fake_chatwoot.delivered()[-1].json["content"]
+
+
+def test_pending_before_the_handoff_reached_chatwoot_still_goes_to_the_person(
+    client: TestClient, fake_chatwoot: FakeChatwoot, world_settings: Settings
+) -> None:
+    """While Chatwoot is unreachable the handoff waits in its job, so the conversation is still
+    `pending` there: the customer's next message must not bring the bot back."""
+    fake_chatwoot.stop()
+    outcomes = []
+    for message_id, text in [(921, "I want a real person"), (922, "where is my order?")]:
+        body, headers = signed(from_demo_customer(text, message_id=message_id, conversation=45))
+        outcomes.append(client.post(WEBHOOK, content=body, headers=headers).json())
+
+    assert [(o["action"], o["handoff"]) for o in outcomes] == [("handoff", True)] * 2
+    fake_chatwoot.start()
+    for outcome in outcomes:
+        job = wait_for_job(get_session_factory(world_settings.database_url), outcome["job_id"])
+        assert job.status is JobStatus.SUCCEEDED, job.error
+    notes = [r.json["content"] for r in fake_chatwoot.delivered() if r.json.get("private")]
+    assert sorted("already_handed_off" in note for note in notes) == [False, True]
