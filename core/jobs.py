@@ -8,6 +8,7 @@ at-least-once, so claiming is an atomic conditional UPDATE and a finished job is
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -25,6 +26,8 @@ from core.storage.base import utcnow
 from core.storage.engine import session_scope
 from core.storage.models import Job, JobStatus
 from core.validation import problems
+
+log = logging.getLogger(__name__)
 
 QUEUES = ("default", "gpu")
 
@@ -82,12 +85,19 @@ def submit_job(
     *,
     idempotency_key: str | None = None,
     queue: str | None = None,
+    dispatch_later_if_down: bool = False,
 ) -> tuple[Job, bool]:
     """Store a job and dispatch it. Returns `(job, created)`.
 
     With an `idempotency_key` that was used before for the same kind and parameters, the
     existing job is returned and nothing is dispatched again. Parameters are checked against
     the kind's model first (`InvalidJobParams`), so a bad request never becomes a failed job.
+
+    When the broker cannot take the job, it is failed and `DispatchError` raised, so the
+    caller can say "try again later". With `dispatch_later_if_down` it stays queued instead
+    and `redispatch_stalled` sends it once the broker is back: for the jobs that follow from
+    data already committed (embedding new items, announcing an alert), which no retry of the
+    request would ask for again.
     """
     spec = dispatcher.spec_for(kind)
     queue = queue or spec.queue
@@ -122,6 +132,9 @@ def submit_job(
         dispatcher.dispatch(job.id, kind, queue)
     except Exception as exc:
         reason = f"could not enqueue job: {type(exc).__name__}: {exc}"
+        if dispatch_later_if_down:
+            log.warning("%s; job %s stays queued and is sent again later", reason, job.id)
+            return job, True
         fail_job(factory, job.id, reason)
         raise DispatchError(reason) from exc
     JOBS_SUBMITTED.labels(kind).inc()

@@ -70,7 +70,11 @@ class RecommendService:
         """Start the embedding job for new or changed items; returns its id."""
         if self.dispatcher is None:
             return None
-        job, _ = submit_job(self.factory, self.dispatcher, EMBED_JOB, {})
+        # The items are stored already, and a retry would find them unchanged and ask for
+        # nothing: so the job waits for the broker rather than failing.
+        job, _ = submit_job(
+            self.factory, self.dispatcher, EMBED_JOB, {}, dispatch_later_if_down=True
+        )
         return str(job.id)
 
     async def refresh_forever(self) -> None:

@@ -60,6 +60,7 @@ def notify_changes(
                 NOTIFY_JOB,
                 params.model_dump(mode="json"),
                 idempotency_key=f"{change.alert_id}:{change.state.value}:{target_id}",
+                dispatch_later_if_down=True,  # the alert changed already: never lose its news
             )
             submitted += created
     return submitted

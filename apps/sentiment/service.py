@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import redis
 from fastapi import APIRouter, FastAPI
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.sentiment import stream
@@ -122,7 +121,7 @@ class SentimentService:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             try:
                 await asyncio.to_thread(self.ingestor.sweep)
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # the database or the broker is away: sweep again later
                 log.warning("alert sweep failed: %s", exc)
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.api import docs, health, jobs, models
 from core.api.health import ReadinessCheck
 from core.api.middleware import BodySizeLimit, RequestMetrics
-from core.jobs import JobDispatcher, redispatch_stalled
+from core.jobs import DispatchError, JobDispatcher, redispatch_stalled
 from core.ml.batching import BatcherStopped, Overloaded
 from core.runtime import freeze_long_lived
 from core.security import KeyCache, RateLimiter, ensure_api_key
@@ -94,6 +94,7 @@ def create_app(
     app.add_exception_handler(InterfaceError, _database_unreachable)
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(BatcherStopped, _model_unavailable)
+    app.add_exception_handler(DispatchError, _broker_unreachable)
     return app
 
 
@@ -119,6 +120,17 @@ async def _redispatch_forever(
         except Exception as exc:  # the database or the broker is away: try again later
             log.warning("could not check for stalled jobs: %s", exc)
         await asyncio.sleep(min(60.0, waiting_s / 2))
+
+
+async def _broker_unreachable(_request: Request, exc: Exception) -> JSONResponse:
+    """A job the request asked for could not be queued (the broker is away): a 503 the client
+    can retry. The job is marked failed, so a retry starts a new one."""
+    log.warning("a job could not be queued: %s", exc)
+    return JSONResponse(
+        {"detail": f"the job could not be queued, try again later: {exc}"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -86,6 +86,23 @@ def test_broker_down_records_the_job_as_failed(session_factory: sessionmaker[Ses
     assert "Error 111" in job.error
 
 
+def test_a_job_that_may_wait_stays_queued_until_the_broker_is_back(
+    session_factory: sessionmaker[Session],
+) -> None:
+    down = RecordingDispatcher(fail=True)
+    job, created = jobs.submit_job(
+        session_factory, down, "core.worker_info", dispatch_later_if_down=True
+    )
+    assert created
+    with session_factory() as session:
+        assert session.get(Job, job.id).status is JobStatus.QUEUED
+
+    back = RecordingDispatcher()
+    sent = jobs.redispatch_stalled(session_factory, back, waiting_s=0, lease_s=60)
+    assert sent == [job.id]
+    assert back.sent == [(job.id, "core.worker_info", "default")]
+
+
 def _queued(factory: sessionmaker[Session]) -> uuid.UUID:
     job, _ = jobs.submit_job(factory, RecordingDispatcher(), "core.worker_info")
     return job.id

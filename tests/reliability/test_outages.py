@@ -6,10 +6,13 @@ restored by the test."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -18,6 +21,7 @@ from apps.sentiment.models import Entity
 from apps.sentiment.settings import load_sentiment_settings
 from core.security import create_api_key
 from core.storage.engine import get_session_factory, session_scope
+from core.storage.models import Job, JobStatus
 from tests.conftest import make_settings
 from tests.reliability.faults import CuttableProxy
 from textsuite.service import create_service
@@ -97,3 +101,42 @@ def test_redis_going_away_refuses_articles_honestly_and_reconnects(
                 "/v1/sentiment/articles", json={**article, "id": "a-2"}, headers=headers
             )
             assert sent.status_code == 202, sent.text
+
+
+def test_the_broker_going_away_keeps_what_follows_stored_data_and_refuses_new_jobs(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Items stored while the broker is away still get embedded: their job waits, queued, and
+    is sent once the broker is back. A job the client asks for itself (training) is refused
+    with a 503 to retry, never a 500."""
+    target = make_url(redis_url.replace("redis://", "postgresql://"))  # host and port only
+    with CuttableProxy(target.host or "127.0.0.1", target.port or 6379) as proxy:
+        broker_url = f"redis://127.0.0.1:{proxy.port}/{target.database or 0}"
+        settings = make_settings(
+            database_url=sqlite_url, broker_url=broker_url, job_redispatch_after_s=1.0,
+            var_dir=tmp_path / "var", artifacts_dir=tmp_path / "art",
+        )  # fmt: skip
+        factory = get_session_factory(sqlite_url)
+        with session_scope(factory) as session:
+            headers = {"X-API-Key": create_api_key(session, "outage", ["recommend"])[1]}
+        item = {"external_id": "sku-1", "title": "Trail running shoes"}
+        with TestClient(create_service(settings)) as client:
+            proxy.cut()
+            stored = client.post("/v1/recommend/items", json=item, headers=headers)
+            assert stored.status_code == 200, stored.text
+            job_id = uuid.UUID(stored.json()["embedding_job_id"])
+            with factory() as session:
+                assert session.get(Job, job_id).status is JobStatus.QUEUED
+
+            refused = client.post("/v1/recommend/train", json={}, headers=headers)
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] and "try again later" in refused.text
+
+            proxy.restore()
+            broker = redis.Redis.from_url(redis_url)
+            deadline = time.monotonic() + 30
+            with factory() as session:
+                queue = session.get(Job, job_id).queue
+            while not broker.llen(queue) and time.monotonic() < deadline:
+                time.sleep(0.2)  # the service's redispatch loop runs every half second here
+            assert broker.llen(queue) == 1  # the embedding job, sent once the broker was back
