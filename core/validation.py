@@ -26,7 +26,21 @@ def not_in_the_future(value: dt.datetime) -> dt.datetime:
     return value
 
 
-PastDatetime = Annotated[AwareDatetime, AfterValidator(not_in_the_future)]
+# The earliest time a stored event may carry. Older ones are mistakes (a time stamp read in the
+# wrong unit), and windows reaching back days from year 1 overflow Python's dates.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def not_before_1970(value: dt.datetime) -> dt.datetime:
+    """Refuse an aware time before `EARLIEST` (1970-01-01T00:00:00Z)."""
+    if value < EARLIEST:
+        raise ValueError(f"{value.isoformat()} is before 1970-01-01T00:00:00Z; check the value")
+    return value
+
+
+PastDatetime = Annotated[
+    AwareDatetime, AfterValidator(not_before_1970), AfterValidator(not_in_the_future)
+]
 
 
 def _printable(value: object) -> object:

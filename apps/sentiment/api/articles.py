@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from apps.sentiment.api.deps import ServiceDep
+from apps.sentiment.api.deps import ServiceDep, check_time_bounds
 from apps.sentiment.articles import MAX_BATCH, ArticleIn
 from apps.sentiment.models import Article, ArticleEntity, Entity
 from apps.sentiment.scoring import LABELS, NoSentimentModel
@@ -160,12 +160,7 @@ def list_articles(
         query = query.join(ArticleEntity, ArticleEntity.article_id == Article.id).where(
             ArticleEntity.entity_id == entity_id
         )
-    for bound in (since, until):
-        if bound is not None and bound.tzinfo is None:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                "since/until need a time zone, e.g. 2026-11-26T13:00:00Z",
-            )
+    check_time_bounds(since, until)
     if since is not None:
         query = query.where(Article.published_at >= since)
     if until is not None:

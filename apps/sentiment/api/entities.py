@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
+from apps.sentiment.api.deps import check_time_bounds
 from apps.sentiment.entities import (
     RELINK_HISTORY,
     EntityConflict,
@@ -137,12 +138,8 @@ def entity_series(
     ] = None,
 ) -> Series:
     """Volume, mean score and label counts per time bucket: the dashboard's charts."""
+    check_time_bounds(since, until)
     entity = _found(session, ticker)
-    for bound in (since, until):
-        if bound is not None and bound.tzinfo is None:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, "since/until need a time zone"
-            )
     if until is None:
         newest = session.scalar(
             select(func.max(ArticleEntity.published_at)).where(ArticleEntity.entity_id == entity.id)

@@ -83,6 +83,7 @@ def test_articles_are_scored_once_and_linked(api: tuple[TestClient, dict[str, st
         ({}, "title"),
         ({"title": ""}, "title"),
         ({"title": "x", "published_at": "2026-11-26T14:00:00"}, "timezone"),
+        ({"title": "x", "published_at": "0001-01-01T00:00:00Z"}, "before 1970"),
         ({"title": "x", "mood": "good"}, "mood"),
         ({"articles": []}, "at least 1"),
         ({"articles": [{"title": "x"}] * 1001}, "at most 1000"),
@@ -114,6 +115,9 @@ def test_reading_with_bad_filters_is_refused(api: tuple[TestClient, dict[str, st
         "/v1/sentiment/articles", params={"since": "2026-11-26T14:00:00"}, headers=key
     )
     assert naive.status_code == 422 and "time zone" in naive.text
+    for path in ("/v1/sentiment/articles", "/v1/sentiment/entities/AAPL/series"):
+        ancient = client.get(path, params={"until": "0001-01-03T00:00:00Z"}, headers=key)
+        assert ancient.status_code == 422 and "before 1970" in ancient.text, path
     assert client.get("/v1/sentiment/articles/not-a-uuid", headers=key).status_code == 422
     missing = client.get("/v1/sentiment/articles/00000000-0000-0000-0000-000000000000", headers=key)
     assert missing.status_code == 404

@@ -118,6 +118,8 @@ def test_bad_articles_are_refused_with_a_reason() -> None:
         ArticleIn(title="   ")
     with pytest.raises(ValidationError, match="timezone"):
         ArticleIn(title="x", published_at=dt.datetime(2026, 11, 26, 13, 0))
+    with pytest.raises(ValidationError, match="before 1970"):  # windows back from it overflow
+        ArticleIn(title="x", published_at=dt.datetime(1, 1, 1, tzinfo=dt.UTC))
     with pytest.raises(ValidationError, match=f"the limit is {MAX_TEXT_CHARS}"):
         ArticleIn(title="x" * 15_000, body="y" * 15_000)
     with pytest.raises(ValidationError, match="url"):
