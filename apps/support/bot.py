@@ -196,15 +196,23 @@ class SupportBot:
                 handoff_intents=handoff_intents,
             )
             reason = decision.handoff_reason
-        return await asyncio.to_thread(
-            self._close_turn,
-            message,
-            masked,
-            turn,
-            decision,
-            reason,
-            model.version_id if model else None,
-        )
+        try:
+            return await asyncio.to_thread(
+                self._close_turn,
+                message,
+                masked,
+                turn,
+                decision,
+                reason,
+                model.version_id if model else None,
+            )
+        except IntegrityError:
+            # The same message delivered twice at once: the other delivery stored it between
+            # this one's two steps. Its answer is the one the customer gets.
+            again = await asyncio.to_thread(self._open_turn, message)
+            if again.duplicate is None:
+                raise
+            return again.duplicate
 
     def _handoff_intents(self) -> frozenset[str]:
         with self.factory() as session:

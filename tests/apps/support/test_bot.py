@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +132,30 @@ def test_a_redelivered_message_gets_the_same_answer_once(
     assert again["duplicate"] is True and first["duplicate"] is False
     assert again["message_id"] == first["message_id"] and again["answer"] == first["answer"]
     assert count(world_settings, Message, Message.external_id == "m-77") == 1
+
+
+def test_a_message_delivered_twice_at_once_is_answered_once(
+    support_client, world_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both deliveries look for the message before either has stored it; the second to store
+    it gets the first one's answer, not a 500."""
+    client, headers = support_client
+    first = send(client, headers, "do you ship to Canada?", message_id="m-78")
+    bot = client.app.state.support_bot
+    real_open_turn = bot._open_turn
+    looks = []
+
+    def open_turn_before_the_other_stored(message):
+        turn = real_open_turn(message)
+        looks.append(turn)
+        return dataclasses.replace(turn, duplicate=None) if len(looks) == 1 else turn
+
+    monkeypatch.setattr(bot, "_open_turn", open_turn_before_the_other_stored)
+    again = send(client, headers, "do you ship to Canada?", message_id="m-78")
+
+    assert len(looks) == 2  # looked again after its own insert clashed
+    assert again["duplicate"] is True and again["message_id"] == first["message_id"]
+    assert count(world_settings, Message, Message.external_id == "m-78") == 1
 
 
 def test_the_same_question_again_and_again_reaches_a_person(support_client) -> None:
