@@ -86,11 +86,13 @@ def _rules_by_entity(
 
 @dataclass(frozen=True)
 class AlertChange:
-    """An alert that changed state: notify on `firing` and `resolved`."""
+    """An alert that changed state. Notified: `firing`, and `resolved` after it had fired
+    (`announced`); a pending alert that resolves before firing was never news to anyone."""
 
     alert_id: uuid.UUID
     entity_id: uuid.UUID
     state: AlertState
+    announced: bool = True
 
 
 def evaluate(session: Session, entity_id: uuid.UUID, as_of: dt.datetime) -> list[AlertChange]:
@@ -214,9 +216,10 @@ def _step(
         if as_of < alert.window_end:  # an older article arrived late: it cannot move time back
             return None
         if not condition:
+            had_fired = alert.state is AlertState.FIRING
             alert.state, alert.resolved_at = AlertState.RESOLVED, as_of
             book.resolved(alert)
-            return AlertChange(alert.id, entity_id, AlertState.RESOLVED)
+            return AlertChange(alert.id, entity_id, AlertState.RESOLVED, announced=had_fired)
         alert.value, alert.details, alert.window_end = value, details, as_of
         if alert.state is AlertState.PENDING and _held_long_enough(alert, rule, as_of):
             alert.state, alert.fired_at = AlertState.FIRING, as_of

@@ -45,7 +45,7 @@ def notify_changes(
 
     Idempotent: the same alert, state and target never make a second job.
     """
-    wanted = [change for change in changes if change.state in NOTIFIED_STATES]
+    wanted = [c for c in changes if c.state in NOTIFIED_STATES and c.announced]
     if not wanted:
         return 0
     with factory() as session:

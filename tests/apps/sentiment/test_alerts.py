@@ -240,6 +240,17 @@ def test_pending_until_the_condition_has_held_for_long_enough(world) -> None:
         assert fired[0].alert_id == first[0].alert_id
 
 
+def test_a_pending_alert_that_never_fired_resolves_without_an_announcement(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        rule(session, kind=RuleKind.NEGATIVE_SHARE, threshold=0.6, for_s=3600)
+        burst(session, entity_id, T0, 6)
+        [pending] = evaluate(session, entity_id, T0 + dt.timedelta(minutes=26))
+        assert pending.state is AlertState.PENDING
+        [resolved] = evaluate(session, entity_id, T0 + 3 * HOUR)  # quiet before the hour held
+        assert (resolved.state, resolved.announced) == (AlertState.RESOLVED, False)
+
+
 def test_too_few_articles_raise_nothing(world) -> None:
     factory, entity_id = world
     with session_scope(factory) as session:

@@ -1,5 +1,5 @@
-"""Alert notifications are jobs: an alert that changed while the broker was away is still
-announced once the broker is back."""
+"""Alert notifications are jobs, for the changes that are news; an alert that changed while the
+broker was away is still announced once the broker is back."""
 
 from __future__ import annotations
 
@@ -50,3 +50,22 @@ def test_an_alert_that_fired_while_the_broker_was_away_is_announced_later(
     broker.down = False
     assert redispatch_stalled(session_factory, broker, waiting_s=0, lease_s=60) == [job.id]
     assert broker.sent == [job.id]
+
+
+def test_only_news_is_announced(session_factory: sessionmaker[Session]) -> None:
+    """Firing, and resolved after firing; a pending alert that resolved unfired is not news."""
+    with session_scope(session_factory) as session:
+        session.add(WebhookTarget(url="http://127.0.0.1:9/hooks"))
+    broker = Broker()
+    broker.down = False
+    alert = uuid.uuid4()
+    changes = [
+        AlertChange(alert, uuid.uuid4(), AlertState.PENDING),
+        AlertChange(uuid.uuid4(), uuid.uuid4(), AlertState.RESOLVED, announced=False),
+        AlertChange(alert, uuid.uuid4(), AlertState.FIRING),
+        AlertChange(alert, uuid.uuid4(), AlertState.RESOLVED),
+    ]
+    assert notify_changes(session_factory, broker, changes) == 2
+    with session_factory() as session:
+        states = sorted(job.params["state"] for job in session.scalars(select(Job)))
+    assert states == ["firing", "resolved"]
