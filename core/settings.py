@@ -164,6 +164,13 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a redis:// or rediss:// URL, got {value!r}")
         return value
 
+    @field_validator("var_dir", "model_cache_dir", "artifacts_dir", "data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Model versions store the folder they were saved to: relative to one process's
+        # working directory it would mean another folder to the next process (or machine).
+        return value.expanduser().resolve()
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:

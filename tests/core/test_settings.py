@@ -66,3 +66,12 @@ def test_visibility_timeout_must_exceed_the_longest_job() -> None:
 
 def test_empty_broker_url_means_in_process() -> None:
     assert load_settings(_env_file=None, broker_url="").jobs_inprocess
+
+
+def test_folders_are_made_absolute_so_stored_paths_mean_one_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(_env_file=None, artifacts_dir="shared/artifacts", var_dir="var")
+    assert settings.artifacts_dir == tmp_path.resolve() / "shared" / "artifacts"
+    assert settings.var_dir.is_absolute() and settings.data_dir.is_absolute()
