@@ -134,3 +134,12 @@ def unavailable(detail: str, retry_after_s: int) -> HTTPException:
     return HTTPException(
         status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": str(retry_after_s)}
     )
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+# The request body as bytes, read before a sync route runs (in the thread pool, so parsing and
+# storing a large file never holds up the event loop).
+RawBody = Annotated[bytes, Depends(_raw_body)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -14,7 +14,7 @@ from apps.recommend.catalogue import MAX_BATCH, ItemIn, upsert_items
 from apps.recommend.imports import read_items
 from apps.recommend.models import Item
 from apps.recommend.training import TRAIN_JOB, RecommendTrainParams
-from core.api.deps import DispatcherDep, SessionDep, SessionFactoryDep, require_scope
+from core.api.deps import DispatcherDep, RawBody, SessionDep, SessionFactoryDep, require_scope
 from core.jobs import submit_job
 from core.storage.models import Scope
 from core.validation import one_or_batch
@@ -85,10 +85,15 @@ def post_items(body: ItemBody, session: SessionDep, service: ServiceDep) -> Any:
     openapi_extra=FILE_BODY,
     responses={422: {"description": "Bad lines, each with its number; nothing imported"}},
 )
-async def import_items(request: Request, session: SessionDep, service: ServiceDep) -> Any:
+def import_items(
+    body: RawBody,
+    session: SessionDep,
+    service: ServiceDep,
+    content_type: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Any:
     """The body is the file. CSV: `external_id,title,description,tags,category,series,active`
     with `|` between tags; other columns become attributes."""
-    return _upsert(session, service, await read_upload(request, read_items))
+    return _upsert(session, service, read_upload(body, content_type, read_items))
 
 
 @router.get("/items", response_model=list[ItemPublic], summary="List items")

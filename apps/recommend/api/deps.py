@@ -32,11 +32,12 @@ FILE_BODY = {
 }
 
 
-async def read_upload(request: Request, reader: Callable[[bytes, FileFormat], T]) -> T:
+def read_upload(
+    data: bytes, content_type: str | None, reader: Callable[[bytes, FileFormat], T]
+) -> T:
     """The request body read as an import file; bad lines answer 422 with their numbers."""
-    data = await request.body()
     try:
-        return reader(data, detect_format(None, request.headers.get("content-type"), data))
+        return reader(data, detect_format(None, content_type, data))
     except ImportFileError as exc:
         raise bad_lines(exc) from None
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from apps.recommend.api.deps import FILE_BODY, bad_lines, read_upload
 from apps.recommend.events import MAX_BATCH, EventIn, EventRejected, record_events
 from apps.recommend.imports import read_events
-from core.api.deps import SessionDep, require_scope
+from core.api.deps import RawBody, SessionDep, require_scope
 from core.storage.models import Scope
 from core.validation import one_or_batch
 
@@ -80,10 +80,14 @@ def post_events(body: EventBody, session: SessionDep) -> Any:
     openapi_extra=FILE_BODY,
     responses={422: {"description": "Bad lines or unknown items; nothing imported"}},
 )
-async def import_events(request: Request, session: SessionDep) -> Any:
+def import_events(
+    body: RawBody,
+    session: SessionDep,
+    content_type: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Any:
     """CSV: `event_id,user_id,item_id,type,value,timestamp,recommendation_id`. Refused events
     are named by their line in the file."""
-    file = await read_upload(request, read_events)
+    file = read_upload(body, content_type, read_events)
     try:
         return _record(session, file.events)
     except EventRejected as exc:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
@@ -28,7 +28,7 @@ from apps.support.catalogue_formats import (
 )
 from apps.support.models import ExampleSource, Intent
 from apps.support.templates import slot_names
-from core.api.deps import SessionDep, require_scope
+from core.api.deps import RawBody, SessionDep, require_scope
 from core.storage.models import Scope
 
 router = APIRouter(
@@ -284,10 +284,6 @@ def remove_example(name: str, example_id: uuid.UUID, session: SessionDep) -> Res
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-async def _raw_body(request: Request) -> bytes:
-    return await request.body()
-
-
 _FILE_BODY = {
     "requestBody": {
         "required": True,
@@ -309,7 +305,7 @@ _FILE_BODY = {
     openapi_extra=_FILE_BODY,
 )
 def import_file(
-    body: Annotated[bytes, Depends(_raw_body)],
+    body: RawBody,
     session: SessionDep,
     format_: Annotated[
         CatalogueFormat | None,
