@@ -84,7 +84,10 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Python logging level.")
     log_format: LogFormat = Field(default=LogFormat.CONSOLE, description="`json` or `console`.")
     max_request_bytes: Annotated[int, Field(gt=0)] = Field(
-        default=1_048_576, description="Largest accepted request body."
+        default=1_048_576, description="Largest accepted request body (file imports aside)."
+    )
+    max_import_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=67_108_864, description="Largest accepted file import (`POST .../import`)."
     )
     rate_limit_per_s: Annotated[float, Field(ge=0)] = Field(
         default=200.0,

@@ -80,7 +80,11 @@ def create_app(
     app.state.api_keys = KeyCache(settings.api_key_cache_s)
     app.state.rate_limiter = RateLimiter()
     app.state.extra_readiness_checks = dict(readiness_checks or {})
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
+        import_max_bytes=settings.max_import_bytes,
+    )
     app.add_middleware(RequestMetrics)
     app.include_router(docs.router)
     app.include_router(health.router)

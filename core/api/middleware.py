@@ -32,19 +32,31 @@ async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-class BodySizeLimit:
-    """Answers 413 to bodies above `max_bytes`, declared or streamed, before a handler reads it."""
+# File imports (`POST .../import`): whole catalogues and event logs, allowed a larger body.
+IMPORT_SUFFIX = "/import"
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class BodySizeLimit:
+    """Answers 413 to bodies above the limit, declared or streamed, before a handler reads it:
+    `import_max_bytes` for file imports (paths ending in `/import`), `max_bytes` for the rest."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, import_max_bytes: int) -> None:
+        self.app, self.max_bytes, self.import_max_bytes = app, max_bytes, import_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"request body larger than the limit of {self.max_bytes} bytes"
+        if scope["path"].rstrip("/").endswith(IMPORT_SUFFIX):
+            limit, setting = self.import_max_bytes, "TEXTSUITE_MAX_IMPORT_BYTES"
+        else:
+            limit, setting = self.max_bytes, "TEXTSUITE_MAX_REQUEST_BYTES"
+        message = (
+            f"request body larger than the limit of {limit} bytes ({setting}); "
+            "send a larger batch in parts, or as a file to the app's import endpoint"
+        )
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_json(send, 413, {"detail": message})
             return
         received = 0
@@ -55,7 +67,7 @@ class BodySizeLimit:
             incoming = await receive()
             if incoming["type"] == "http.request":
                 received += len(incoming.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise _BodyTooLarge
             return incoming
 

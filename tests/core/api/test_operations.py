@@ -66,6 +66,23 @@ def test_oversized_body_is_413(service_settings: Settings, api_key) -> None:
     assert "larger than the limit of 1000 bytes" in response.json()["detail"]
 
 
+def test_file_imports_have_their_own_larger_limit(service_settings: Settings, api_key) -> None:
+    settings = make_settings(
+        database_url=service_settings.database_url, max_request_bytes=1000, max_import_bytes=20_000
+    )
+    lines = [f'{{"external_id": "sku-{n}", "title": "Tent number {n}"}}\n' for n in range(600)]
+    file, whole = "".join(lines[:150]).encode(), "".join(lines).encode()  # 7 KB, 29 KB
+    headers = {"X-API-Key": api_key("recommend"), "Content-Type": "application/x-ndjson"}
+    with TestClient(create_service(settings)) as client:
+        imported = client.post("/v1/recommend/items/import", content=file, headers=headers)
+        too_big = client.post("/v1/recommend/items/import", content=whole, headers=headers)
+        batch = client.post("/v1/recommend/items", content=file, headers=headers)
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["created"] == 150
+    assert too_big.status_code == 413 and "TEXTSUITE_MAX_IMPORT_BYTES" in too_big.text
+    assert batch.status_code == 413 and "TEXTSUITE_MAX_REQUEST_BYTES" in batch.text
+
+
 def test_malformed_job_requests_are_4xx_with_reasons(client, api_key) -> None:
     headers = {"X-API-Key": api_key("admin")}
     unknown = client.post("/v1/jobs", json={"kind": "core.nope"}, headers=headers)
