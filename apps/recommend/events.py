@@ -1,7 +1,8 @@
 """User events on items: views, clicks, carts, purchases, ratings.
 
 Delivery is idempotent: an event is stored once per `event_id` (the backend's, or, when it
-sends none, a hash of the event's content). Events naming an item the catalogue does not hold,
+sends none, a hash of the event's content and timestamp; with no timestamp either, the time it
+was received stands in, so only an `event_id` or a timestamp makes a retry safe). Events naming an item the catalogue does not hold,
 or a recommendation that was never served, are rejected with the offending ids, and a batch
 with any such event stores nothing, so a retry after fixing it cannot double-count.
 """
@@ -32,7 +33,9 @@ class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: ExternalId | None = Field(
-        default=None, description="Makes delivery idempotent; derived from the content if absent."
+        default=None,
+        description="Makes delivery idempotent; derived from the content and `timestamp` if "
+        "absent. Without either, a retry is a second event (send one to retry safely).",
     )
     user_id: UserId
     item_id: ExternalId = Field(description="The item's external id.")
