@@ -2,9 +2,10 @@
 
 Delivery is idempotent: an event is stored once per `event_id` (the backend's, or, when it
 sends none, a hash of the event's content and timestamp; with no timestamp either, the time it
-was received stands in, so only an `event_id` or a timestamp makes a retry safe). Events naming an item the catalogue does not hold,
-or a recommendation that was never served, are rejected with the offending ids, and a batch
-with any such event stores nothing, so a retry after fixing it cannot double-count.
+was received stands in, so only an `event_id` or a timestamp makes a retry safe). Events
+naming an item the catalogue does not hold, or a recommendation that was never served, are
+rejected with the offending ids, and a batch with any such event stores nothing, so a retry
+after fixing it cannot double-count.
 """
 
 from __future__ import annotations

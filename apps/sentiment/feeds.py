@@ -7,6 +7,7 @@ import calendar
 import datetime as dt
 import html
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -15,6 +16,7 @@ from typing import Any
 import feedparser
 import httpx
 from pydantic import ValidationError
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.sentiment.articles import MAX_TEXT_CHARS, ArticleIn
@@ -128,6 +130,37 @@ def poll_feed(
         etag=response.headers.get("ETag"),
         modified=response.headers.get("Last-Modified"),
     )
+
+
+def claim_due_feeds(
+    factory: sessionmaker[Session], every_s: float, now: dt.datetime | None = None
+) -> list[uuid.UUID]:
+    """The feeds not polled for `every_s`, each claimed for this caller (its `last_polled_at`
+    set to now), so that every process may poll on a timer and each feed is fetched by one."""
+    now = now or utcnow()
+    due = or_(
+        Feed.last_polled_at.is_(None), Feed.last_polled_at <= now - dt.timedelta(seconds=every_s)
+    )
+    with factory() as session:
+        candidates = list(session.scalars(select(Feed.id).where(due)))
+    claimed = []
+    for feed_id in candidates:
+        with session_scope(factory) as session:
+            won = session.execute(
+                update(Feed).where(Feed.id == feed_id, due).values(last_polled_at=now)
+            ).rowcount  # type: ignore[attr-defined]
+        if won:
+            claimed.append(feed_id)
+    return claimed
+
+
+def poll_due_feeds(
+    factory: sessionmaker[Session],
+    ingest: Callable[[Sequence[ArticleIn]], Sequence[Any]],
+    every_s: float,
+) -> list[PollResult]:
+    """Poll the feeds due (`claim_due_feeds`): what a service process does every so often."""
+    return [poll_feed(factory, feed_id, ingest) for feed_id in claim_due_feeds(factory, every_s)]
 
 
 def _record(

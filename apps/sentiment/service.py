@@ -18,10 +18,12 @@ from apps.sentiment import stream
 from apps.sentiment.alerts import AlertChange
 from apps.sentiment.articles import ArticleIn
 from apps.sentiment.feed import AlertFeed
+from apps.sentiment.feeds import poll_due_feeds
 from apps.sentiment.ingest import Ingested, Ingestor
 from apps.sentiment.notify import notify_changes
-from apps.sentiment.scoring import SentimentScorer
+from apps.sentiment.scoring import NoSentimentModel, SentimentScorer
 from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
+from core.delivery import redact_url
 from core.jobs import JobDispatcher
 from core.ml.serving import ProductionClassifier
 from core.settings import Settings
@@ -115,6 +117,28 @@ class SentimentService:
         assert self.stream_client is not None
         self.stream_client.ping()
 
+    async def poll_feeds_forever(self) -> None:
+        """Poll the feeds that are due, every `feed_poll_s` (the first round after one period
+        or a minute, whichever is shorter, so a starting process does not stampede)."""
+        every_s = self.settings.feed_poll_s
+        while True:
+            await asyncio.sleep(min(every_s, 60.0))
+            try:
+                results = await asyncio.to_thread(
+                    poll_due_feeds, self.ingestor.factory, self.ingestor.ingest, every_s
+                )
+            except NoSentimentModel as exc:
+                log.info("feeds not polled: %s", exc)
+                continue
+            except Exception as exc:  # the database is away: poll again later
+                log.warning("feed polling failed: %s", exc)
+                continue
+            for result in results:
+                log.info(
+                    "feed %s: %s, %d new",
+                    redact_url(result.feed_url), result.status or "unreachable", result.ingested,
+                )  # fmt: skip
+
     async def sweep_forever(self) -> None:
         """Resolve the alerts of entities that went quiet (no article re-evaluates them)."""
         while True:
@@ -175,13 +199,16 @@ def sentiment_lifespan(
             app.state.extra_readiness_checks["sentiment_stream"] = service.check_stream
             await asyncio.to_thread(warn_if_lossy, service)
         await service.alert_feed.start()
-        sweeper = asyncio.create_task(service.sweep_forever(), name="sentiment-sweep")
+        tasks = [asyncio.create_task(service.sweep_forever(), name="sentiment-sweep")]
+        if service.settings.feed_poll_s > 0:
+            tasks.append(asyncio.create_task(service.poll_feeds_forever(), name="feed-poll"))
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await service.alert_feed.stop()
             service.close()
 

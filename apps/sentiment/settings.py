@@ -45,6 +45,12 @@ class SentimentSettings(BaseSettings):
         description="Refuse articles (503) unless the stream's Redis writes an append-only file.",
     )
 
+    feed_poll_s: Annotated[float, Field(ge=0)] = Field(
+        default=300.0,
+        description="Every service process polls the RSS/Atom feeds due this often (each feed "
+        "by one process at a time, whatever their number); 0: only `textsuite sentiment poll` "
+        "and `POST .../feeds/{id}/poll` do.",
+    )
     notify_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
         default=10.0,
         description="Give up on a webhook target that has not answered in this long (the "

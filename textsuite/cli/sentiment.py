@@ -21,7 +21,7 @@ from apps.sentiment.entities import (
     read_watchlist,
     upsert_entities,
 )
-from apps.sentiment.feeds import poll_feed
+from apps.sentiment.feeds import claim_due_feeds, poll_feed
 from apps.sentiment.models import Entity, Feed
 from apps.sentiment.replay import ReplayFileError, read_articles, replay
 from apps.sentiment.scoring import NoSentimentModel
@@ -200,7 +200,9 @@ def poll(
     interval_s: Annotated[float, typer.Option(min=10, help="Seconds between rounds")] = 300,
     once: Annotated[bool, typer.Option(help="Poll every feed once, then exit")] = False,
 ) -> None:
-    """Poll every feed (conditional GET) and ingest new entries, every INTERVAL_S seconds."""
+    """Poll the feeds (conditional GET) and ingest new entries: each one not polled for
+    INTERVAL_S seconds, by this process or a service's (`TEXTSUITE_SENTIMENT_FEED_POLL_S`);
+    with --once, every feed now."""
     current = settings()
     factory = get_session_factory(current.database_url)
     dispatcher = create_dispatcher(current)
@@ -210,8 +212,11 @@ def poll(
         signal.signal(number, lambda *_: stopping.set())
     try:
         while not stopping.is_set():
-            with factory() as session:
-                feed_ids = list(session.scalars(select(Feed.id)))
+            if once:
+                with factory() as session:
+                    feed_ids = list(session.scalars(select(Feed.id)))
+            else:
+                feed_ids = claim_due_feeds(factory, interval_s)
             for feed_id in feed_ids:
                 try:
                     result = poll_feed(factory, feed_id, service.ingestor.ingest)
@@ -224,7 +229,7 @@ def poll(
                 )
             if once:
                 break
-            stopping.wait(interval_s)
+            stopping.wait(min(interval_s, 60.0))
     finally:
         service.close()
         _close(dispatcher)

@@ -22,6 +22,7 @@ from core.ml.serving import ProductionClassifier
 from core.settings import Settings, get_settings
 from core.storage.base import utcnow
 from core.storage.engine import get_session_factory
+from tests.apps.sentiment.test_feeds import FeedServer
 from textsuite.cli.sentiment import app
 
 runner = CliRunner()
@@ -131,3 +132,19 @@ def test_the_demo_news_is_shifted_to_end_now() -> None:
     newest = max(a.published_at for a in news)
     assert abs((utcnow() - newest).total_seconds()) < 60
     assert (newest - min(a.published_at for a in news)).days == 4
+
+
+def test_feeds_add_and_poll_once(cli_env: Settings) -> None:
+    server = FeedServer()
+    server.server.start()
+    try:
+        added = runner.invoke(app, ["feeds", "add", f"{server.server.url}/rss", "--name", "wire"])
+        assert added.exit_code == 0, added.output
+        polled = runner.invoke(app, ["poll", "--once"])
+        assert polled.exit_code == 0, polled.output
+        assert "200, 2 entries, 2 new" in polled.output
+        again = runner.invoke(app, ["poll", "--once"])
+        assert "304, 0 entries, 0 new" in again.output  # conditional GET: nothing changed
+    finally:
+        server.server.stop()
+    assert count(cli_env, Article) == 2

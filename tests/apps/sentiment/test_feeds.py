@@ -12,10 +12,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from apps.sentiment.feeds import entry_article, plain_text, poll_feed
+from apps.sentiment.feeds import claim_due_feeds, entry_article, plain_text, poll_feed
 from apps.sentiment.ingest import Ingestor
 from apps.sentiment.models import Article, Feed
 from apps.sentiment.scoring import SentimentScorer
+from apps.sentiment.settings import load_sentiment_settings
 from core.ml.serving import ProductionClassifier
 from core.security import create_api_key
 from core.settings import Settings
@@ -181,3 +182,27 @@ def test_an_entry_dated_ahead_is_news_of_now() -> None:
     past = time.gmtime(time.time() - 86_400)
     kept = entry_article({"title": "T", "published_parsed": past}, "wire")
     assert kept is not None and kept.published_at < before - dt.timedelta(hours=23)
+
+
+def test_each_due_feed_is_claimed_by_one_poller(sentiment_settings: Settings) -> None:
+    factory = get_session_factory(sentiment_settings.database_url)
+    feeds = {add_feed(sentiment_settings, f"https://news.example/{n}.xml") for n in range(3)}
+    now = dt.datetime(2026, 11, 26, 14, 0, tzinfo=dt.UTC)
+
+    assert set(claim_due_feeds(factory, 300, now)) == feeds
+    assert claim_due_feeds(factory, 300, now) == []  # a second process finds them taken
+    assert claim_due_feeds(factory, 300, now + dt.timedelta(seconds=299)) == []
+    assert set(claim_due_feeds(factory, 300, now + dt.timedelta(seconds=300))) == feeds
+
+
+def test_the_service_polls_its_feeds_by_itself(sentiment_settings: Settings, feed_server) -> None:
+    add_feed(sentiment_settings, f"{feed_server.server.url}/rss")
+    sentiment = load_sentiment_settings(_env_file=None, feed_poll_s=1)
+    with TestClient(create_service(sentiment_settings, sentiment=sentiment)):
+        deadline = time.monotonic() + 30
+        while articles(sentiment_settings) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert articles(sentiment_settings) == 2
+        while len(feed_server.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert feed_server.requests[1]["if-none-match"] == '"v2"'  # polled again, conditionally
