@@ -53,3 +53,24 @@ BATCH_REQUESTS_REJECTED = Counter(
     "Requests refused because a dynamic batcher's queue was full (served as 503).",
     ["batcher"],
 )
+
+# --- The sentiment monitor (apps.sentiment) --------------------------------------------------
+SENTIMENT_ARTICLES = Counter(
+    "textsuite_sentiment_articles_total",
+    "Articles delivered for scoring, by outcome: stored (new), duplicate, dead_lettered.",
+    ["outcome"],
+)
+SENTIMENT_ALERT_CHANGES = Counter(
+    "textsuite_sentiment_alert_changes_total",
+    "Alert state changes, by the state entered: pending, firing, resolved.",
+    ["state"],
+)
+STREAM_BACKLOG = Gauge(
+    "textsuite_sentiment_stream_backlog",
+    "Ingest stream entries the consumer group has not finished (unread plus unacknowledged).",
+)
+STREAM_LAG_SECONDS = Histogram(
+    "textsuite_sentiment_stream_lag_seconds",
+    "From an article's publication on the ingest stream to its score being stored.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)

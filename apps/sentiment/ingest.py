@@ -25,6 +25,7 @@ from apps.sentiment.entities import EntityMatcher, load_matcher
 from apps.sentiment.models import Article, Entity
 from apps.sentiment.scoring import SentimentScorer
 from apps.sentiment.windows import HistoryCache
+from core.metrics import SENTIMENT_ALERT_CHANGES, SENTIMENT_ARTICLES
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
 
@@ -68,6 +69,9 @@ class Ingestor:
             return []
         self.scorer.served()  # no model: refuse before storing anything
         results, changes = _retrying(lambda: self._ingest(items))
+        duplicates = sum(r.duplicate for r in results)
+        SENTIMENT_ARTICLES.labels("duplicate").inc(duplicates)
+        SENTIMENT_ARTICLES.labels("stored").inc(len(results) - duplicates)
         self._announce(changes)
         return results
 
@@ -89,6 +93,8 @@ class Ingestor:
         return changes
 
     def _announce(self, changes: list[AlertChange]) -> None:
+        for change in changes:
+            SENTIMENT_ALERT_CHANGES.labels(change.state.value).inc()
         if changes and self.on_alerts is not None:
             self.on_alerts(changes)
 

@@ -34,6 +34,7 @@ from apps.sentiment.ingest import Ingestor
 from apps.sentiment.models import DeadLetter
 from apps.sentiment.scoring import NoSentimentModel
 from apps.sentiment.settings import SentimentSettings
+from core.metrics import SENTIMENT_ARTICLES, STREAM_BACKLOG, STREAM_LAG_SECONDS
 from core.storage.engine import session_scope
 from core.validation import problems
 
@@ -204,6 +205,7 @@ class StreamConsumer:
                 if time.monotonic() - trimmed >= trim_every_s:
                     trimmed = time.monotonic()
                     trim_finished(self.client, self.stream)
+                    STREAM_BACKLOG.set(backlog(self.client, self.stream, self.group))
                 self.poll(block_ms)
             except NoSentimentModel as exc:
                 log.warning("%s; not consuming until a model is promoted", exc)
@@ -279,6 +281,9 @@ class StreamConsumer:
         results = self.ingestor.ingest([item for _message, item in pairs])
         # Stored and committed: only now may the messages leave the pending list.
         self.client.xack(self.stream, self.group, *(message.id for message, _item in pairs))
+        now_ms = time.time() * 1000
+        for message, _item in pairs:  # a stream id starts with its publication time in ms
+            STREAM_LAG_SECONDS.observe(max(0.0, now_ms - _stream_id(message.id)[0]) / 1000)
         self.stats.ingested += sum(not r.duplicate for r in results)
         self.stats.duplicates += sum(r.duplicate for r in results)
 
@@ -314,6 +319,7 @@ class StreamConsumer:
             pass  # recorded by an earlier attempt that died before acknowledging
         self.client.xack(self.stream, self.group, message.id)
         self.stats.dead_lettered += 1
+        SENTIMENT_ARTICLES.labels("dead_lettered").inc()
         log.error("dead-lettered stream message %s: %s", message.id, error)
 
 

@@ -130,11 +130,19 @@ def replay_file(
 def consume(
     name: Annotated[str | None, typer.Option(help="Consumer name (default host-pid)")] = None,
     block_ms: Annotated[int, typer.Option(min=10, help="Wait this long for new messages")] = 1000,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics (stream lag and backlog) on this port"),
+    ] = None,
 ) -> None:
     """Score articles from the ingest stream until interrupted (a scoring worker)."""
     current, sentiment = settings(), get_sentiment_settings()
     if sentiment.stream_url is None:
         fail("no stream configured: set TEXTSUITE_SENTIMENT_STREAM_URL (a redis:// URL)")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
     factory = get_session_factory(current.database_url)
     dispatcher = create_dispatcher(current)  # alert notifications go out as jobs
     service = SentimentService.create(current, sentiment, factory, dispatcher)

@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from apps.sentiment.notify import NOTIFY_JOB
@@ -88,9 +89,12 @@ def post_burst(client: TestClient, key: dict[str, str]) -> list[dict[str, Any]]:
 
 def test_an_alert_with_its_articles_and_acknowledgement(api) -> None:
     client, key = api
+    fired = "textsuite_sentiment_alert_changes_total"
+    before = REGISTRY.get_sample_value(fired, {"state": "firing"}) or 0.0
     assert client.post("/v1/sentiment/rules", json=SHARE_RULE, headers=key).status_code == 201
     articles = post_burst(client, key)
     [alert] = client.get("/v1/sentiment/alerts", params={"state": "open"}, headers=key).json()
+    assert REGISTRY.get_sample_value(fired, {"state": "firing"}) == before + 1
     assert alert["state"] == "firing" and alert["ticker"] == "HLVP" and alert["rule"] == "share"
     assert alert["details"]["volume"] == 6 and alert["value"] == 1.0
     detail = client.get(f"/v1/sentiment/alerts/{alert['id']}", headers=key).json()

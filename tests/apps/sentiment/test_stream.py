@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from apps.sentiment import stream
@@ -94,6 +95,21 @@ def drain(consumer: stream.StreamConsumer, deadline_s: float = 60.0) -> None:
     raise AssertionError("the stream did not drain in time")
 
 
+def metric_samples() -> dict[str, float]:
+    """This process's Prometheus counters of the ingest path, as `/metrics` would show them."""
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    return {
+        "lags": value("textsuite_sentiment_stream_lag_seconds_count"),
+        "lag_s": value("textsuite_sentiment_stream_lag_seconds_sum"),
+        "stored": value("textsuite_sentiment_articles_total", outcome="stored"),
+        "duplicate": value("textsuite_sentiment_articles_total", outcome="duplicate"),
+        "dead_lettered": value("textsuite_sentiment_articles_total", outcome="dead_lettered"),
+    }
+
+
 def stored(settings: Settings) -> tuple[int, int, int]:
     """(articles, distinct source ids, scored articles)."""
     with get_session_factory(settings.database_url)() as session:
@@ -109,11 +125,19 @@ def test_published_articles_are_scored_stored_and_acknowledged(
 ) -> None:
     items = headlines(40)
     consumer = consumer_for(sentiment_settings, stream_settings, client, "a")
+    before = metric_samples()
     stream.publish(client, stream_settings.stream_name, items)
     stream.publish(client, stream_settings.stream_name, items[:10])  # delivered twice
     drain(consumer)
     assert stored(sentiment_settings) == (40, 40, 40)
     assert consumer.stats.ingested == 40 and consumer.stats.duplicates == 10
+    after = metric_samples()
+    assert after["lags"] - before["lags"] == 50  # every message, from publish to stored
+    assert 0 < after["lag_s"] - before["lag_s"] < 50 * 60
+    assert (after["stored"] - before["stored"], after["duplicate"] - before["duplicate"]) == (
+        40,
+        10,
+    )
     assert (
         client.xpending(stream_settings.stream_name, stream_settings.stream_group)["pending"] == 0
     )
@@ -169,6 +193,7 @@ def test_what_is_not_an_article_is_dead_lettered_at_once(
 ) -> None:
     name = stream_settings.stream_name
     consumer = consumer_for(sentiment_settings, stream_settings, client, "a")
+    before = metric_samples()["dead_lettered"]
     client.xadd(name, {"article": "{not json"})
     client.xadd(name, {"article": '{"body": "no title"}'})
     client.xadd(name, {"something": "else"})
@@ -181,6 +206,7 @@ def test_what_is_not_an_article_is_dead_lettered_at_once(
     assert "not an article: not JSON" in letters[0].error
     assert "title: Field required" in letters[1].error and "no 'article' field" in letters[2].error
     assert letters[2].payload == {"something": "else"}
+    assert metric_samples()["dead_lettered"] - before == 3
 
 
 def test_an_article_that_keeps_failing_is_dead_lettered_after_the_allowed_deliveries(
