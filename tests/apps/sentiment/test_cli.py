@@ -23,6 +23,7 @@ from core.settings import Settings, get_settings
 from core.storage.base import utcnow
 from core.storage.engine import get_session_factory
 from tests.apps.sentiment.test_feeds import FeedServer
+from textsuite.cli.evaluate import app as eval_app
 from textsuite.cli.sentiment import app
 
 runner = CliRunner()
@@ -148,3 +149,25 @@ def test_feeds_add_and_poll_once(cli_env: Settings) -> None:
     finally:
         server.server.stop()
     assert count(cli_env, Article) == 2
+
+
+def test_eval_scores_the_production_model_on_a_labelled_file(
+    cli_env: Settings, tmp_path: Path
+) -> None:
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text(
+        "text,label\n"
+        "Halvorsen Pharma shares plunge after trial failure,negative\n"
+        "Northwind Robotics beats estimates and raises guidance,positive\n"
+        "Corvid Bank to hold its annual meeting in May,neutral\n"
+    )
+    result = runner.invoke(eval_app, ["sentiment", "--data", str(labelled)])
+    assert result.exit_code == 0, result.output
+    assert "sentiment v1 on" in result.output and "3 texts" in result.output
+    assert "weighted-F1" in result.output and "negative" in result.output
+
+    labelled.write_text("text,label\nShares plunge,bearish\n")
+    wrong = runner.invoke(eval_app, ["sentiment", "--data", str(labelled)])
+    assert wrong.exit_code == 1 and "bearish" in wrong.output
+    missing = runner.invoke(eval_app, ["sentiment", "--version", "99"])
+    assert missing.exit_code == 1 and "no v99" in missing.output

@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from apps.support import catalogue
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from core.storage.engine import get_session_factory
+from textsuite.cli.evaluate import app as eval_app
 from textsuite.cli.support import app
 
 runner = CliRunner()
@@ -131,3 +132,25 @@ def test_unmigrated_database_gives_advice(tmp_path: Path, monkeypatch: pytest.Mo
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 1 and "run `textsuite migrate`" in result.output
+
+
+def test_eval_support_scores_the_production_model_on_labelled_messages(
+    world_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TEXTSUITE_DATABASE_URL", world_settings.database_url)
+    monkeypatch.setenv("TEXTSUITE_ARTIFACTS_DIR", str(world_settings.artifacts_dir))
+    get_settings.cache_clear()
+    labelled = tmp_path / "messages.jsonl"
+    labelled.write_text(
+        '{"text": "where is my order TH-104233?", "intent": "order_status"}\n'
+        '{"text": "I want to speak to a real person", "intent": "talk_to_agent"}\n'
+    )
+    try:
+        result = runner.invoke(eval_app, ["support", str(labelled)])
+        labelled.write_text('{"text": "hello", "intent": "greetings_and_salutations"}\n')
+        unknown = runner.invoke(eval_app, ["support", str(labelled)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "2 texts, accuracy 1.0000" in result.output
+    assert unknown.exit_code == 1 and "greetings_and_salutations" in unknown.output
