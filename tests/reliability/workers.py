@@ -32,7 +32,9 @@ class Workers:
         self.settings, self.logs = settings, logs
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, queues: str = "default", pool: str = "prefork") -> subprocess.Popen[bytes]:
+    def start(
+        self, queues: str = "default", pool: str = "prefork", *options: str
+    ) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "TEXTSUITE_DATABASE_URL": self.settings.database_url,
@@ -47,7 +49,7 @@ class Workers:
         log = self.logs / f"worker-{len(self.started)}.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [*WORKER, "--queues", queues, "--pool", pool, "--concurrency", "1"],
+                [*WORKER, "--queues", queues, "--pool", pool, "--concurrency", "1", *options],
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=output,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,8 @@ from core.security import authenticate, create_api_key
 from core.settings import Settings
 from core.storage.models import Scope
 from textsuite.cli.common import database, fail, settings
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def serve(
@@ -69,9 +73,7 @@ def worker(
     if "gpu" in names and pool == "prefork":
         fail("the gpu queue needs the solo or threads pool: prefork forks after CUDA starts")
     if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port)
+        _serve_worker_metrics(metrics_port, pool)
 
     from workers.celery_app import create_celery_app
 
@@ -81,6 +83,35 @@ def worker(
     elif concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
     create_celery_app(current).worker_main(argv)
+
+
+def _serve_worker_metrics(port: int, pool: str) -> None:
+    """Serve this worker's Prometheus metrics on `port`. A prefork worker runs its jobs in
+    child processes, whose metrics reach the parent's endpoint only through prometheus-client's
+    multiprocess mode; that mode is chosen when the library is imported, so the command starts
+    itself again with `PROMETHEUS_MULTIPROC_DIR` set (same process id, fresh interpreter)."""
+    from prometheus_client import start_http_server
+
+    if pool != "prefork":
+        start_http_server(port)
+        return
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder is None:
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="textsuite-worker-metrics-")
+        os.execv(sys.executable, [sys.executable, "-m", "textsuite", *sys.argv[1:]])
+    from celery.signals import worker_process_shutdown
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    for stale in Path(folder).glob("*.db"):  # from an earlier run that used this folder
+        stale.unlink()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, registry=registry)
+
+    def forget_gauges(pid: int | None = None, **_: object) -> None:
+        multiprocess.mark_process_dead(pid or os.getpid())  # a replaced child's live gauges
+
+    worker_process_shutdown.connect(forget_gauges, weak=False)
 
 
 def migrate(
