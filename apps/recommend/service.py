@@ -25,6 +25,7 @@ from apps.recommend.settings import RecommendSettings, get_recommend_settings
 from apps.recommend.state import CatalogueState, compute_behaviour
 from core.jobs import JobDispatcher, submit_job
 from core.ml.references import ModelNotFound
+from core.ml.versions import production_files_check
 from core.runtime import freeze_long_lived
 from core.settings import Settings
 
@@ -163,6 +164,9 @@ def recommend_lifespan(
             app.state.dispatcher,
         )
         app.state.recommend = service
+        app.state.extra_readiness_checks["recommend_model"] = production_files_check(
+            app.state.session_factory, service.recommend.model_name
+        )
         refresher = asyncio.create_task(service.refresh_forever(), name="recommend-refresh")
         try:
             yield

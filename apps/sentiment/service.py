@@ -26,6 +26,7 @@ from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
 from core.delivery import redact_url
 from core.jobs import JobDispatcher
 from core.ml.serving import ProductionClassifier
+from core.ml.versions import production_files_check
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,9 @@ def sentiment_lifespan(
         )
         service.alert_feed = AlertFeed(factory, lambda a: alert_out(a).model_dump(mode="json"))
         app.state.sentiment = service
+        app.state.extra_readiness_checks["sentiment_model"] = production_files_check(
+            factory, service.settings.model_name
+        )
         if service.stream_client is not None:
             app.state.extra_readiness_checks["sentiment_stream"] = service.check_stream
             await asyncio.to_thread(warn_if_lossy, service)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 from apps.support.api import catalogue, chatwoot, messages, review, webhooks
 from apps.support.bot import SupportBot
 from apps.support.settings import SupportSettings, get_support_settings
+from core.ml.versions import production_files_check
 
 
 def support_router() -> APIRouter:
@@ -30,6 +31,9 @@ def support_lifespan(
         bot = SupportBot(app.state.settings, settings, app.state.session_factory)
         app.state.support_settings = settings
         app.state.support_bot = bot
+        app.state.extra_readiness_checks["support_model"] = production_files_check(
+            app.state.session_factory, settings.model_name
+        )
         await bot.start()
         try:
             yield

@@ -8,12 +8,12 @@ scheduled retrain can never make things worse.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.storage.base import utcnow
 from core.storage.models import ModelStage, ModelVersion, TrainingRun
@@ -56,6 +56,26 @@ def production_version(session: Session, name: str) -> ModelVersion | None:
             ModelVersion.name == name, ModelVersion.stage == ModelStage.PRODUCTION
         )
     ).first()
+
+
+def production_files_check(factory: sessionmaker[Session], name: str) -> Callable[[], None]:
+    """A readiness check: the production version of `name` has its files where it says on this
+    machine. Versions are saved by whichever worker trained them, so on a machine that does not
+    share the artifacts folder they are missing, and the process could not serve them."""
+
+    def check() -> None:
+        with factory() as session:
+            version = production_version(session, name)
+            if version is None:
+                return  # nothing trained yet: nothing to load
+            number, folder = version.version, Path(version.artifact_path)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{name} v{number}: no model files at {folder} on this machine "
+                "(TEXTSUITE_ARTIFACTS_DIR must be a folder every machine shares)"
+            )
+
+    return check
 
 
 def record_version(

@@ -245,3 +245,19 @@ def test_messages_need_the_support_scope(support_client, world_settings: Setting
     denied = client.post("/v1/support/messages", json=body, headers={"X-API-Key": other})
     assert denied.status_code == 403
     assert count(world_settings, Conversation) == 0
+
+
+def test_readiness_says_when_this_machine_lacks_the_models_files(
+    support_client, world_settings: Settings, tmp_path: Path
+) -> None:
+    client, _headers = support_client
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["support_model"] == "ok"
+
+    with session_scope(get_session_factory(world_settings.database_url)) as session:
+        version = production_version(session, "support-intents")
+        version.artifact_path = str(tmp_path / "not-shared" / "v1")  # saved on another machine
+    missing = client.get("/readyz")
+
+    assert missing.status_code == 503
+    assert "no model files at" in missing.json()["checks"]["support_model"]
