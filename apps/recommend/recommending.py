@@ -31,6 +31,7 @@ from apps.recommend.ranking import (
 )
 from apps.recommend.settings import RecommendSettings
 from apps.recommend.state import CatalogueState, ItemFacts
+from core.privacy import mask_personal_data
 
 CANDIDATES = 200  # candidates fetched from each source before filtering and diversity
 _VERBS = {
@@ -308,7 +309,9 @@ def search_items(
     recommend: RecommendSettings,
     user_id: str | None = None,
 ) -> RecommendationList:
-    """Items whose text is nearest to a free-text query."""
+    """Items whose text is nearest to a free-text query (stored, like its explanations, with
+    personal data masked)."""
+    query = mask_personal_data(query)
     with state.lock:
         found = (
             state.index.search(query_vector, CANDIDATES, _mask(state, filters, set()))

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from apps.sentiment.entities import EntityMatcher
 from apps.sentiment.models import Article, ArticleEntity
+from core.privacy import mask_personal_data
 from core.storage.base import utcnow
 from core.validation import PastDatetime
 
@@ -52,6 +53,12 @@ class ArticleIn(BaseModel):
     def _without_nul(cls, value: Any) -> Any:
         # NUL means nothing in news, and PostgreSQL stores none: dropped on every ingest path.
         return value.replace("\x00", "") if isinstance(value, str) else value
+
+    @field_validator("title", "body")
+    @classmethod
+    def _masked(cls, value: str | None) -> str | None:
+        # A post or a press release may carry someone's email or phone: never stored as is.
+        return mask_personal_data(value) if value else value
 
     @model_validator(mode="after")
     def _total_length(self) -> ArticleIn:

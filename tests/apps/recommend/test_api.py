@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from apps.recommend.models import Interaction, ItemEmbedding
+from apps.recommend.models import Interaction, ItemEmbedding, Recommendation
 from core.settings import Settings
 from core.storage.engine import get_session_factory
 from tests.apps.sentiment.test_api import key_for
@@ -105,6 +105,19 @@ def test_similar_items_by_text_and_query(api: tuple[TestClient, dict[str, str]])
         "/v1/recommend/query", json={"text": "cooking", "category": "stoves"}, headers=headers
     )
     assert set(titles(only_stoves)) == {"S1", "S2"}
+
+
+def test_a_query_is_stored_with_personal_data_masked(
+    api: tuple[TestClient, dict[str, str]], service_settings: Settings
+) -> None:
+    client, headers = api
+    text = "boat for river trips, mail me at dana@example.com"
+    found = client.post("/v1/recommend/query", json={"text": text, "k": 2}, headers=headers)
+    assert found.status_code == 200, found.text
+    assert "dana@example.com" not in found.text
+    with get_session_factory(service_settings.database_url)() as session:
+        stored = session.scalars(select(Recommendation.request)).all()
+    assert [r["query"] for r in stored] == ["boat for river trips, mail me at [EMAIL]"]
 
 
 def test_user_recommendations_blend_behaviour_and_exclude_seen(

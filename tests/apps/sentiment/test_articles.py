@@ -128,6 +128,15 @@ def test_bad_articles_are_refused_with_a_reason() -> None:
         ArticleIn(title="x", sentiment="positive")
 
 
+def test_personal_data_in_articles_is_masked_before_it_is_stored() -> None:
+    article = ArticleIn(
+        title="Acme recalls heaters; questions to press@acme-corp.com",
+        body="Call +1 415 555 0100 or (415) 555-2671. Shares fell 4.5% to $120.35 on 2026-11-26.",
+    )
+    assert article.title == "Acme recalls heaters; questions to [EMAIL]"
+    assert article.body == "Call [PHONE] or [PHONE]. Shares fell 4.5% to $120.35 on 2026-11-26."
+
+
 def test_the_content_hash_ignores_case_width_and_spacing() -> None:
     assert content_hash("Apple  beats\nestimates", None) == content_hash(
         "APPLE beats estimates", ""
