@@ -10,6 +10,7 @@ A conversation the bot handed off is the bot's again when Chatwoot makes it `pen
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
@@ -136,40 +137,65 @@ def message_ignore_reason(message: ChatwootMessageCreated) -> str | None:
     return None
 
 
-def give_back_if_pending_again(factory: sessionmaker[Session], conversation_id: str) -> bool:
+def give_back_if_pending_again(
+    factory: sessionmaker[Session], message: ChatwootMessageCreated
+) -> bool:
     """Give a handed-off conversation back to the bot when Chatwoot says it is `pending` again.
 
     Chatwoot makes a conversation `pending` when an agent hands it back to the bot, and when a
     customer writes again in a conversation an agent resolved in an inbox with a bot. That
-    counts only once the bot's latest handoff has reached Chatwoot (its reply job, which set
-    the conversation `open`, succeeded): before that, `pending` is just the state the handoff
-    has not changed yet, and the customer's next words still go to the person.
+    counts only for a message written after the bot's latest handoff reached Chatwoot (its
+    reply job, which set the conversation `open`, succeeded before the message was created):
+    before that, `pending` is just the state the handoff had not changed yet, and the
+    customer's words still go to the person. A redelivered message changes nothing.
     """
+    written_at = created_at(message)
     with session_scope(factory) as session:
         conversation = session.scalars(
             select(Conversation).where(
                 Conversation.channel == Channel.CHATWOOT,
-                Conversation.external_id == conversation_id,
+                Conversation.external_id == str(message.conversation.id),
             )
         ).first()
         if conversation is None or conversation.status is not Handler.HANDED_OFF:
             return False
+        seen = session.scalars(
+            select(Message.id).where(
+                Message.conversation_id == conversation.id,
+                Message.external_id == str(message.id),
+            )
+        ).first()
         handoff = session.scalars(
             select(Message.id)
             .where(Message.conversation_id == conversation.id, Message.handoff.is_(True))
             .order_by(Message.created_at.desc())
             .limit(1)
         ).first()
-        delivered = (
-            handoff is not None
-            and session.scalars(
-                select(Job.status).where(Job.idempotency_key == reply_job_key(handoff))
-            ).first()
-            is JobStatus.SUCCEEDED
-        )
-        if delivered:
-            conversation.give_back_to_bot()
-        return delivered
+        if seen is not None or handoff is None:
+            return False
+        job = session.scalars(select(Job).where(Job.idempotency_key == reply_job_key(handoff)))
+        delivery = job.first()
+        if delivery is None or delivery.status is not JobStatus.SUCCEEDED:
+            return False
+        finished = delivery.finished_at
+        if written_at is not None and finished is not None and written_at <= finished:
+            return False
+        conversation.give_back_to_bot()
+        return True
+
+
+def created_at(message: ChatwootMessageCreated) -> dt.datetime | None:
+    """When Chatwoot says the message was written (epoch seconds or ISO 8601), if it says."""
+    value = message.created_at
+    try:
+        if isinstance(value, int):
+            return dt.datetime.fromtimestamp(value, dt.UTC)
+        if isinstance(value, str):
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    return None
 
 
 def reply_job_key(message_id: object) -> str:
@@ -284,6 +310,13 @@ def missing_chatwoot_settings(settings: SupportSettings) -> list[str]:
         missing.append("TEXTSUITE_SUPPORT_CHATWOOT_URL")
     if settings.chatwoot_api_token is None:
         missing.append("TEXTSUITE_SUPPORT_CHATWOOT_API_TOKEN")
+    return missing
+
+
+def missing_webhook_settings(settings: SupportSettings) -> list[str]:
+    """What the webhook needs on top: a secret to verify Chatwoot's signature with, unless
+    unsigned webhooks are allowed. (The delivery jobs only call Chatwoot: they need neither.)"""
+    missing = missing_chatwoot_settings(settings)
     if settings.chatwoot_webhook_secret is None and not settings.chatwoot_allow_unsigned:
         missing.append(
             "TEXTSUITE_SUPPORT_CHATWOOT_WEBHOOK_SECRET "

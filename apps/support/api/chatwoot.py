@@ -23,7 +23,7 @@ from apps.support.chatwoot import (
     give_back_if_pending_again,
     ignore_reason,
     message_ignore_reason,
-    missing_chatwoot_settings,
+    missing_webhook_settings,
     reply_job_key,
     reply_params,
     to_incoming,
@@ -56,7 +56,7 @@ async def chatwoot_webhook(
     Chatwoot's API by a background job (`support.chatwoot_reply`), so this returns at once and a
     Chatwoot outage delays a reply instead of losing it. A redelivered webhook is answered once.
     """
-    missing = missing_chatwoot_settings(support)
+    missing = missing_webhook_settings(support)
     if missing:
         # Off until configured: a missing setting is no passing outage worth retrying (5xx).
         raise HTTPException(
@@ -80,9 +80,7 @@ async def chatwoot_webhook(
 
     incoming = to_incoming(message)
     delivery = request.headers.get(DELIVERY_HEADER)
-    given_back = await run_in_threadpool(
-        give_back_if_pending_again, factory, incoming.conversation_id
-    )
+    given_back = await run_in_threadpool(give_back_if_pending_again, factory, message)
     if given_back:
         log.info("chatwoot conversation %s is the bot's again", incoming.conversation_id)
     reply = await bot.handle(incoming)

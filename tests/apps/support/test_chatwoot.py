@@ -12,8 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from apps.support.chatwoot import ChatwootMessageCreated, handoff_note, to_incoming
+from apps.support.chatwoot import (
+    ChatwootClient,
+    ChatwootMessageCreated,
+    handoff_note,
+    to_incoming,
+)
 from apps.support.messages import Channel, IncomingMessage
+from apps.support.settings import load_support_settings
 from core.settings import Settings
 from core.signing import sign
 from core.storage.engine import get_session_factory
@@ -541,3 +547,11 @@ def test_handoff_note_names_the_reason_and_guesses() -> None:
         "Handed over by the bot: the bot was not confident enough (low_confidence).",
         "Intent guesses: refund_request 41%, cancel_order 33%, payment_failed 12%.",
     ]
+
+
+def test_the_delivery_jobs_need_no_webhook_secret() -> None:
+    """Workers only call Chatwoot: the URL and token are all they are given."""
+    worker_side = load_support_settings(
+        _env_file=None, chatwoot_url="https://chat.example.com", chatwoot_api_token=TOKEN
+    )
+    assert ChatwootClient.from_settings(worker_side) is not None

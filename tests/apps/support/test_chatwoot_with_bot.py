@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
@@ -110,8 +111,14 @@ def test_a_conversation_chatwoot_makes_pending_again_is_the_bots_again(
     ask_for_person = from_demo_customer("I want a real person", message_id=911, conversation=44)
     assert deliver(client, ask_for_person, world_settings)["action"] == "handoff"
     assert fake_chatwoot.statuses == {44: "open"}
+    assert deliver(client, ask_for_person, world_settings)["duplicate"] is True  # redelivered
+    # Written before the handoff reached Chatwoot (still `pending` then), delivered late: it
+    # goes to the person like the conversation does.
+    late = from_demo_customer("hello?", message_id=912, conversation=44)
+    assert deliver(client, late, world_settings)["handoff"] is True
 
-    again = from_demo_customer("where is my order TH-104233?", message_id=912, conversation=44)
+    again = from_demo_customer("where is my order TH-104233?", message_id=913, conversation=44)
+    again["created_at"] = dt.datetime.now(dt.UTC).isoformat()  # written after it was given back
     outcome = deliver(client, again, world_settings)
 
     assert (outcome["action"], outcome["handoff"]) == ("answer", False)
