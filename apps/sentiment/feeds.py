@@ -132,35 +132,71 @@ def poll_feed(
     )
 
 
-def claim_due_feeds(
+@dataclass(frozen=True)
+class DueFeed:
+    id: uuid.UUID
+    last_polled_at: dt.datetime | None  # as read: the claim checks nobody moved it since
+
+
+def due_feeds(
     factory: sessionmaker[Session], every_s: float, now: dt.datetime | None = None
-) -> list[uuid.UUID]:
-    """The feeds not polled for `every_s`, each claimed for this caller (its `last_polled_at`
-    set to now), so that every process may poll on a timer and each feed is fetched by one."""
-    now = now or utcnow()
-    due = or_(
-        Feed.last_polled_at.is_(None), Feed.last_polled_at <= now - dt.timedelta(seconds=every_s)
-    )
+) -> list[DueFeed]:
+    """The feeds not polled for `every_s` seconds, never-polled and longest-waiting first."""
+    cutoff = (now or utcnow()) - dt.timedelta(seconds=every_s)
     with factory() as session:
-        candidates = list(session.scalars(select(Feed.id).where(due)))
-    claimed = []
-    for feed_id in candidates:
-        with session_scope(factory) as session:
-            won = session.execute(
-                update(Feed).where(Feed.id == feed_id, due).values(last_polled_at=now)
-            ).rowcount  # type: ignore[attr-defined]
-        if won:
-            claimed.append(feed_id)
-    return claimed
+        rows = session.execute(
+            select(Feed.id, Feed.last_polled_at)
+            .where(or_(Feed.last_polled_at.is_(None), Feed.last_polled_at <= cutoff))
+            .order_by(Feed.last_polled_at.is_not(None), Feed.last_polled_at)
+        ).all()
+    return [DueFeed(feed_id, polled) for feed_id, polled in rows]
+
+
+def claim_feed(factory: sessionmaker[Session], feed: DueFeed, now: dt.datetime) -> bool:
+    """Take `feed` for this caller: its `last_polled_at` moves from what `due_feeds` read to
+    `now` only if no other process moved it first (compare and set), so that any number of
+    processes may poll on a timer and each feed is fetched by one of them."""
+    with session_scope(factory) as session:
+        won = session.execute(
+            update(Feed)
+            .where(Feed.id == feed.id, _polled_at(feed.last_polled_at))
+            .values(last_polled_at=now)
+        ).rowcount  # type: ignore[attr-defined]
+    return bool(won)
 
 
 def poll_due_feeds(
     factory: sessionmaker[Session],
     ingest: Callable[[Sequence[ArticleIn]], Sequence[Any]],
     every_s: float,
+    *,
+    ready: Callable[[], object] | None = None,
 ) -> list[PollResult]:
-    """Poll the feeds due (`claim_due_feeds`): what a service process does every so often."""
-    return [poll_feed(factory, feed_id, ingest) for feed_id in claim_due_feeds(factory, every_s)]
+    """Claim and poll the feeds that are due, one at a time: what a service process does every
+    so often. `ready` (e.g. "is there a model to score with?") is asked before each claim; a
+    poll that fails hands its feed back, so it is not skipped for a whole period."""
+    results = []
+    for feed in due_feeds(factory, every_s):
+        if ready is not None:
+            ready()
+        now = utcnow()
+        if not claim_feed(factory, feed, now):
+            continue  # another process has it
+        try:
+            results.append(poll_feed(factory, feed.id, ingest))
+        except BaseException:
+            with session_scope(factory) as session:
+                session.execute(
+                    update(Feed)
+                    .where(Feed.id == feed.id, _polled_at(now))
+                    .values(last_polled_at=feed.last_polled_at)
+                )
+            raise
+    return results
+
+
+def _polled_at(value: dt.datetime | None) -> Any:
+    return Feed.last_polled_at.is_(None) if value is None else Feed.last_polled_at == value
 
 
 def _record(

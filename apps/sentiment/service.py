@@ -126,7 +126,11 @@ class SentimentService:
             await asyncio.sleep(min(every_s, 60.0))
             try:
                 results = await asyncio.to_thread(
-                    poll_due_feeds, self.ingestor.factory, self.ingestor.ingest, every_s
+                    poll_due_feeds,
+                    self.ingestor.factory,
+                    self.ingestor.ingest,
+                    every_s,
+                    ready=self.ingestor.scorer.served,
                 )
             except NoSentimentModel as exc:
                 log.info("feeds not polled: %s", exc)

@@ -21,7 +21,7 @@ from apps.sentiment.entities import (
     read_watchlist,
     upsert_entities,
 )
-from apps.sentiment.feeds import claim_due_feeds, poll_feed
+from apps.sentiment.feeds import poll_due_feeds, poll_feed
 from apps.sentiment.models import Entity, Feed
 from apps.sentiment.replay import ReplayFileError, read_articles, replay
 from apps.sentiment.scoring import NoSentimentModel
@@ -220,16 +220,21 @@ def poll(
         signal.signal(number, lambda *_: stopping.set())
     try:
         while not stopping.is_set():
-            if once:
-                with factory() as session:
-                    feed_ids = list(session.scalars(select(Feed.id)))
-            else:
-                feed_ids = claim_due_feeds(factory, interval_s)
-            for feed_id in feed_ids:
-                try:
-                    result = poll_feed(factory, feed_id, service.ingestor.ingest)
-                except NoSentimentModel as exc:
-                    fail(str(exc))
+            try:
+                if once:
+                    with factory() as session:
+                        feed_ids = list(session.scalars(select(Feed.id)))
+                    results = [poll_feed(factory, f, service.ingestor.ingest) for f in feed_ids]
+                else:
+                    results = poll_due_feeds(
+                        factory,
+                        service.ingestor.ingest,
+                        interval_s,
+                        ready=service.ingestor.scorer.served,
+                    )
+            except NoSentimentModel as exc:
+                fail(str(exc))
+            for result in results:
                 typer.echo(
                     f"{result.feed_url}: {result.status or 'unreachable'}, "
                     f"{result.entries} entries, {result.ingested} new"

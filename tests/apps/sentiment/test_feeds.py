@@ -12,7 +12,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from apps.sentiment.feeds import claim_due_feeds, entry_article, plain_text, poll_feed
+from apps.sentiment.feeds import (
+    claim_feed,
+    due_feeds,
+    entry_article,
+    plain_text,
+    poll_due_feeds,
+    poll_feed,
+)
 from apps.sentiment.ingest import Ingestor
 from apps.sentiment.models import Article, Feed
 from apps.sentiment.scoring import SentimentScorer
@@ -189,10 +196,27 @@ def test_each_due_feed_is_claimed_by_one_poller(sentiment_settings: Settings) ->
     feeds = {add_feed(sentiment_settings, f"https://news.example/{n}.xml") for n in range(3)}
     now = dt.datetime(2026, 11, 26, 14, 0, tzinfo=dt.UTC)
 
-    assert set(claim_due_feeds(factory, 300, now)) == feeds
-    assert claim_due_feeds(factory, 300, now) == []  # a second process finds them taken
-    assert claim_due_feeds(factory, 300, now + dt.timedelta(seconds=299)) == []
-    assert set(claim_due_feeds(factory, 300, now + dt.timedelta(seconds=300))) == feeds
+    first, second = due_feeds(factory, 300, now), due_feeds(factory, 300, now)  # two processes
+    assert {feed.id for feed in first} == {feed.id for feed in second} == feeds
+    assert [claim_feed(factory, feed, now) for feed in first] == [True] * 3
+    assert [claim_feed(factory, feed, now) for feed in second] == [False] * 3  # taken
+
+    assert due_feeds(factory, 300, now + dt.timedelta(seconds=299)) == []
+    later = now + dt.timedelta(seconds=300)
+    assert [claim_feed(factory, f, later) for f in due_feeds(factory, 300, later)] == [True] * 3
+
+
+def test_a_poll_that_fails_hands_its_feed_back(sentiment_settings: Settings, feed_server) -> None:
+    factory = get_session_factory(sentiment_settings.database_url)
+    feed_id = add_feed(sentiment_settings, f"{feed_server.server.url}/rss")
+
+    def broken_ingest(_articles: object) -> list[object]:
+        raise RuntimeError("the database went away mid-poll")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        poll_due_feeds(factory, broken_ingest, 300)
+    [due] = due_feeds(factory, 300)  # due again at once, not skipped for a period
+    assert due.id == feed_id and due.last_polled_at is None
 
 
 def test_the_service_polls_its_feeds_by_itself(sentiment_settings: Settings, feed_server) -> None:
