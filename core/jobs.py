@@ -29,6 +29,9 @@ from core.validation import problems
 
 log = logging.getLogger(__name__)
 
+# How a job that never reached the broker fails (`submit_job`).
+NOT_QUEUED = "could not enqueue job"
+
 QUEUES = ("default", "gpu")
 
 
@@ -127,11 +130,20 @@ def submit_job(
                     f"idempotency key {idempotency_key!r} was used for job {existing.id} "
                     f"({existing.kind}) with other parameters"
                 ) from None
-            return existing, False
+            if not (
+                existing.status is JobStatus.FAILED
+                and (existing.error or "").startswith(NOT_QUEUED)
+            ):
+                return existing, False
+            # The broker was away when this job was first asked for: the retry that the 503
+            # asked for sends it now (the key still means one job).
+            existing.status, existing.error, existing.finished_at = JobStatus.QUEUED, None, None
+            session.commit()
+            job = existing
     try:
         dispatcher.dispatch(job.id, kind, queue)
     except Exception as exc:
-        reason = f"could not enqueue job: {type(exc).__name__}: {exc}"
+        reason = f"{NOT_QUEUED}: {type(exc).__name__}: {exc}"
         if dispatch_later_if_down:
             log.warning("%s; job %s stays queued and is sent again later", reason, job.id)
             return job, True

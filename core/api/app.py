@@ -128,7 +128,8 @@ async def _redispatch_forever(
 
 async def _broker_unreachable(_request: Request, exc: Exception) -> JSONResponse:
     """A job the request asked for could not be queued (the broker is away): a 503 the client
-    can retry. The job is marked failed, so a retry starts a new one."""
+    can retry. The job is marked failed; a retry sends a new one, or, under the same
+    idempotency key, that one."""
     log.warning("a job could not be queued: %s", exc)
     return JSONResponse(
         {"detail": f"the job could not be queued, try again later: {exc}"},

@@ -86,6 +86,25 @@ def test_broker_down_records_the_job_as_failed(session_factory: sessionmaker[Ses
     assert "Error 111" in job.error
 
 
+def test_a_retry_under_the_same_key_sends_the_job_the_broker_refused(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with pytest.raises(jobs.DispatchError):
+        jobs.submit_job(
+            session_factory, RecordingDispatcher(fail=True), "core.worker_info", idempotency_key="k"
+        )
+    back = RecordingDispatcher()
+    job, created = jobs.submit_job(session_factory, back, "core.worker_info", idempotency_key="k")
+    assert created and back.sent == [(job.id, "core.worker_info", "default")]
+    with session_factory() as session:
+        stored = session.get(Job, job.id)
+        assert (stored.status, stored.error) == (JobStatus.QUEUED, None)
+    again, created_again = jobs.submit_job(
+        session_factory, back, "core.worker_info", idempotency_key="k"
+    )
+    assert (again.id, created_again, len(back.sent)) == (job.id, False, 1)  # sent once
+
+
 def test_a_job_that_may_wait_stays_queued_until_the_broker_is_back(
     session_factory: sessionmaker[Session],
 ) -> None:
