@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -172,7 +173,8 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         # Model versions store the folder they were saved to: relative to one process's
         # working directory it would mean another folder to the next process (or machine).
-        return value.expanduser().resolve()
+        # Not `resolve()`: a link (a mount point's alias) must stay the path other machines use.
+        return Path(os.path.abspath(value.expanduser()))
 
     @field_validator("device")
     @classmethod

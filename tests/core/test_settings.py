@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -73,5 +74,10 @@ def test_folders_are_made_absolute_so_stored_paths_mean_one_folder(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     settings = load_settings(_env_file=None, artifacts_dir="shared/artifacts", var_dir="var")
-    assert settings.artifacts_dir == tmp_path.resolve() / "shared" / "artifacts"
+    assert settings.artifacts_dir == Path(os.getcwd()) / "shared" / "artifacts"
     assert settings.var_dir.is_absolute() and settings.data_dir.is_absolute()
+    # A link is kept, not followed: it is the path every machine mounts the volume at.
+    (tmp_path / "host-a-disk").mkdir()
+    (tmp_path / "mnt").symlink_to(tmp_path / "host-a-disk")
+    linked = load_settings(_env_file=None, artifacts_dir=str(tmp_path / "mnt" / "artifacts"))
+    assert linked.artifacts_dir == tmp_path / "mnt" / "artifacts"
