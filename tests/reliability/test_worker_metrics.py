@@ -3,24 +3,20 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 from core.jobs import submit_job
 from core.settings import Settings
 from core.storage.engine import get_session_factory
 from core.storage.models import JobStatus
+from tests.apps.support.fake_chatwoot import free_port
 from tests.reliability.workers import Workers, wait_until_ready
 from tests.workers.conftest import wait_for_job
 from workers.dispatch import CeleryDispatcher
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def scrape(port: int) -> str:
@@ -44,3 +40,9 @@ def test_jobs_run_by_prefork_children_show_in_the_workers_metrics(
     while wanted not in (text := scrape(port)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert f"{wanted} 1.0" in text
+
+    folder = Path(psutil.Process(worker.pid).environ()["PROMETHEUS_MULTIPROC_DIR"])
+    assert folder.is_dir()
+    worker.terminate()  # a warm shutdown: the folder made for this worker goes with it
+    worker.wait(timeout=30)
+    assert not folder.exists()

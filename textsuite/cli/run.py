@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -20,6 +22,7 @@ from core.storage.models import Scope
 from textsuite.cli.common import database, fail, settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OWNED_ENV = "TEXTSUITE_OWNS_METRICS_DIR"  # the folder was made for this worker: removed at exit
 
 
 def serve(
@@ -96,14 +99,15 @@ def _serve_worker_metrics(port: int, pool: str) -> None:
         start_http_server(port)
         return
     folder = os.environ.get(MULTIPROC_ENV)
-    if folder is None:
+    if folder is None:  # a fresh folder per worker start: no other process's old values
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="textsuite-worker-metrics-")
+        os.environ[OWNED_ENV] = "1"
         os.execv(sys.executable, [sys.executable, "-m", "textsuite", *sys.argv[1:]])
+    if os.environ.pop(OWNED_ENV, None):
+        atexit.register(shutil.rmtree, folder, True)
     from celery.signals import worker_process_shutdown
     from prometheus_client import CollectorRegistry, multiprocess
 
-    for stale in Path(folder).glob("*.db"):  # from an earlier run that used this folder
-        stale.unlink()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     start_http_server(port, registry=registry)
