@@ -116,6 +116,13 @@ def test_gpu_worker_refuses_the_forking_pool(local_env: str, monkeypatch) -> Non
     assert result.exit_code == 1 and "solo or threads" in result.output
 
 
+def test_bench_runs_the_checkouts_benchmarks_by_name() -> None:
+    unknown = runner.invoke(app, ["bench", "nope"])
+    assert unknown.exit_code == 1 and "finetune" in unknown.output and "sentiment" in unknown.output
+    usage = runner.invoke(app, ["bench", "sentiment", "--", "--help"])
+    assert usage.exit_code == 0 and "--parts" in usage.output
+
+
 def test_unmigrated_database_gives_advice(local_env: str) -> None:
     result = runner.invoke(app, ["jobs", "list"])
     assert result.exit_code == 1

@@ -7,7 +7,19 @@ import sys
 import typer
 
 from core.settings import SettingsError
-from textsuite.cli import evaluate, jobs, keys, models, recommend, run, sentiment, support, train
+from textsuite.cli import (
+    bench,
+    evaluate,
+    ingest,
+    jobs,
+    keys,
+    models,
+    recommend,
+    run,
+    sentiment,
+    support,
+    train,
+)
 
 app = typer.Typer(
     name="textsuite",
@@ -19,6 +31,7 @@ app.command()(run.serve)
 app.command()(run.worker)
 app.command()(run.migrate)
 app.command()(run.demo)
+app.command()(bench.bench)
 app.add_typer(keys.app, name="keys")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
@@ -27,6 +40,7 @@ app.add_typer(support.app, name="support")
 app.add_typer(sentiment.app, name="sentiment")
 app.add_typer(recommend.app, name="recommend")
 app.add_typer(evaluate.app, name="eval")
+app.add_typer(ingest.app, name="ingest")
 
 
 def main() -> None:

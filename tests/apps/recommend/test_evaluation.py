@@ -122,7 +122,7 @@ def test_cli_eval_and_bulk_imports(cli_env: Settings, data_dir: Path, tmp_path: 
     assert result.exit_code == 1 and "line 2: unknown item 'ZZ'" in result.output
     assert count(cli_env, Interaction) == 0
     events.write_text('{"event_id": "e1", "user_id": "u1", "item_id": "A1", "type": "view"}\n')
-    assert "1 stored" in runner.invoke(app, ["recommend", "import-events", str(events)]).output
+    assert "1 stored" in runner.invoke(app, ["ingest", "events", str(events)]).output  # the same
     assert (
         "1 already there" in runner.invoke(app, ["recommend", "import-events", str(events)]).output
     )
