@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import threading
 import time
@@ -24,12 +25,14 @@ from apps.sentiment.entities import (
 from apps.sentiment.feeds import poll_due_feeds, poll_feed
 from apps.sentiment.models import Entity, Feed
 from apps.sentiment.replay import ReplayFileError, read_articles, replay
-from apps.sentiment.scoring import NoSentimentModel
+from apps.sentiment.scoring import RESCORE_JOB, NoSentimentModel
 from apps.sentiment.service import NotDurable, SentimentService
 from apps.sentiment.settings import get_sentiment_settings
 from core.storage import get_session_factory
 from core.storage.base import utcnow
 from textsuite.cli.common import database, fail, id_table, settings
+from textsuite.cli.jobs import submit_and_follow
+from textsuite.cli.train import WaitOption
 from workers.dispatch import create_dispatcher
 
 app = typer.Typer(help="The news sentiment monitor.", no_args_is_help=True)
@@ -162,6 +165,20 @@ def consume(
         f"stopped: {stats.ingested} ingested, {stats.duplicates} duplicates, "
         f"{stats.reclaimed} reclaimed, {stats.dead_lettered} dead-lettered"
     )
+
+
+@app.command()
+def rescore(
+    since: Annotated[
+        dt.datetime | None,
+        typer.Option(help="Only articles published at or after this time (UTC)"),
+    ] = None,
+    wait: WaitOption = True,
+) -> None:
+    """Score stored articles again with the production model: those an older version scored
+    (a job on the gpu queue; alerts already raised stay as they were)."""
+    when = since.replace(tzinfo=dt.UTC) if since and since.tzinfo is None else since
+    submit_and_follow(RESCORE_JOB, {"since": when.isoformat() if when else None}, wait)
 
 
 def _close(dispatcher: object) -> None:

@@ -1,12 +1,15 @@
-"""Sentiment monitor jobs: training the finance sentiment model."""
+"""Sentiment monitor jobs: training the finance sentiment model, and scoring stored articles
+again with a newly promoted one."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from apps.sentiment.scoring import RESCORE_JOB, RescoreParams, SentimentScorer
 from apps.sentiment.settings import get_sentiment_settings
 from apps.sentiment.training import TRAIN_JOB, SentimentTrainParams, train_sentiment
 from core.jobs import JobContext
+from core.ml.serving import ProductionClassifier
 from workers.registry import job_task
 
 
@@ -23,3 +26,15 @@ def train_sentiment_model(ctx: JobContext) -> dict[str, Any]:
         progress=ctx.progress,
     )
     return outcome.as_result()
+
+
+@job_task(RESCORE_JOB, queue="gpu", max_retries=0, params=RescoreParams)
+def rescore_articles(ctx: JobContext) -> dict[str, Any]:
+    """Score the stored articles again with the production version (those an older one scored)."""
+    params = RescoreParams.model_validate(ctx.params)
+    model = ProductionClassifier(
+        ctx.settings, ctx.session_factory, get_sentiment_settings().model_name
+    )
+    scorer = SentimentScorer(model)
+    rescored = scorer.rescore_older(ctx.session_factory, since=params.since, progress=ctx.progress)
+    return {"rescored": rescored, "model_version": scorer.served().version}

@@ -7,9 +7,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from apps.sentiment import stream
@@ -171,3 +172,41 @@ def test_eval_scores_the_production_model_on_a_labelled_file(
     assert wrong.exit_code == 1 and "bearish" in wrong.output
     missing = runner.invoke(eval_app, ["sentiment", "--version", "99"])
     assert missing.exit_code == 1 and "no v99" in missing.output
+
+
+def test_rescore_scores_again_what_an_older_version_scored(
+    cli_env: Settings, tmp_path: Path
+) -> None:
+    runner.invoke(app, ["watchlist", "import", str(WATCHLIST)])
+    news = tmp_path / "news.jsonl"
+    news.write_text("".join(a.model_dump_json(exclude_none=True) + "\n" for a in news_until_now()))
+    assert runner.invoke(app, ["replay", str(news)]).exit_code == 0
+    factory = get_session_factory(cli_env.database_url)
+    with factory() as session:
+        current = session.scalar(select(Article.model_version_id))
+        by_time = session.execute(select(Article.id, Article.published_at).order_by("published_at"))
+        ordered = by_time.all()
+        older = [row.id for row in ordered[:5] + ordered[-3:]]  # the oldest five, newest three
+        cutoff = ordered[-3].published_at
+        session.execute(  # as if an older version had scored them
+            update(Article)
+            .where(Article.id.in_(older))
+            .values(model_version_id=None, label="positive", score=0.99)
+        )
+        session.commit()
+
+    def stale() -> set[Any]:
+        with factory() as session:
+            found = select(Article.id).where(Article.model_version_id.is_(None))
+            return set(session.scalars(found))
+
+    recent = runner.invoke(app, ["rescore", "--since", cutoff.isoformat()])
+    assert recent.exit_code == 0, recent.output
+    assert stale() == set(older[:5])  # only those published since the cutoff
+    everything = runner.invoke(app, ["rescore"])
+    assert everything.exit_code == 0, everything.output
+    assert stale() == set()
+    with factory() as session:
+        assert set(session.scalars(select(Article.model_version_id))) == {current}
+        scores = session.scalars(select(Article.score).where(Article.id.in_(older))).all()
+    assert 0.99 not in scores
