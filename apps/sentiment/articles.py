@@ -28,6 +28,7 @@ from core.validation import PastDatetime
 
 MAX_TEXT_CHARS = 20_000
 MAX_BATCH = 1_000  # articles in one HTTP request
+MAX_URL_CHARS = 2_000  # the column's width
 
 
 class ArticleIn(BaseModel):
@@ -53,6 +54,13 @@ class ArticleIn(BaseModel):
     def _without_nul(cls, value: Any) -> Any:
         # NUL means nothing in news, and PostgreSQL stores none: dropped on every ingest path.
         return value.replace("\x00", "") if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _storable_url(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None and len(str(value)) > MAX_URL_CHARS:
+            raise ValueError(f"a link of more than {MAX_URL_CHARS} characters is not stored")
+        return value
 
     @field_validator("title", "body")
     @classmethod

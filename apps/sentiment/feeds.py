@@ -17,10 +17,12 @@ import feedparser
 import httpx
 from pydantic import ValidationError
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.sentiment.articles import MAX_TEXT_CHARS, ArticleIn
 from apps.sentiment.models import Feed
+from apps.sentiment.scoring import NoSentimentModel
 from core.delivery import redact_url
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
@@ -173,8 +175,11 @@ def poll_due_feeds(
     ready: Callable[[], object] | None = None,
 ) -> list[PollResult]:
     """Claim and poll the feeds that are due, one at a time: what a service process does every
-    so often. `ready` (e.g. "is there a model to score with?") is asked before each claim; a
-    poll that fails hands its feed back, so it is not skipped for a whole period."""
+    so often. `ready` (e.g. "is there a model to score with?") is asked before each claim.
+
+    When nothing can be polled now (no model, the database away) the feed is handed back and
+    the round ends; a failure of one feed's own is recorded on it (retried next period) and the
+    round goes on, so one bad feed never holds the others up."""
     results = []
     for feed in due_feeds(factory, every_s):
         if ready is not None:
@@ -184,7 +189,7 @@ def poll_due_feeds(
             continue  # another process has it
         try:
             results.append(poll_feed(factory, feed.id, ingest))
-        except BaseException:
+        except (NoSentimentModel, OperationalError, InterfaceError):
             with session_scope(factory) as session:
                 session.execute(
                     update(Feed)
@@ -192,6 +197,12 @@ def poll_due_feeds(
                     .values(last_polled_at=feed.last_polled_at)
                 )
             raise
+        except Exception as exc:
+            log.exception("polling feed %s failed", feed.id)
+            with factory() as session:
+                url = session.scalar(select(Feed.url).where(Feed.id == feed.id)) or ""
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            results.append(_record(factory, feed.id, PollResult(url, None, error=error)))
     return results
 
 

@@ -124,6 +124,8 @@ def test_bad_articles_are_refused_with_a_reason() -> None:
         ArticleIn(title="x" * 15_000, body="y" * 15_000)
     with pytest.raises(ValidationError, match="url"):
         ArticleIn(title="x", url="not a link")
+    with pytest.raises(ValidationError, match="more than 2000 characters"):
+        ArticleIn(title="x", url="https://news.example/" + "a" * 2000)
     with pytest.raises(ValidationError, match="extra"):
         ArticleIn(title="x", sentiment="positive")
 

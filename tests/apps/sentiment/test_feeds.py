@@ -6,12 +6,14 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from apps.sentiment.articles import ArticleIn
 from apps.sentiment.feeds import (
     claim_feed,
     due_feeds,
@@ -22,7 +24,7 @@ from apps.sentiment.feeds import (
 )
 from apps.sentiment.ingest import Ingestor
 from apps.sentiment.models import Article, Feed
-from apps.sentiment.scoring import SentimentScorer
+from apps.sentiment.scoring import NoSentimentModel, SentimentScorer
 from apps.sentiment.settings import load_sentiment_settings
 from core.ml.serving import ProductionClassifier
 from core.security import create_api_key
@@ -206,15 +208,35 @@ def test_each_due_feed_is_claimed_by_one_poller(sentiment_settings: Settings) ->
     assert [claim_feed(factory, f, later) for f in due_feeds(factory, 300, later)] == [True] * 3
 
 
-def test_a_poll_that_fails_hands_its_feed_back(sentiment_settings: Settings, feed_server) -> None:
+def test_one_bad_feed_never_holds_the_others_up(sentiment_settings: Settings, feed_server) -> None:
+    factory = get_session_factory(sentiment_settings.database_url)
+    bad = add_feed(sentiment_settings, f"{feed_server.server.url}/rss")
+    good = add_feed(sentiment_settings, f"{feed_server.server.url}/atom")
+
+    def ingest(articles: list[ArticleIn]) -> list[object]:
+        if any("Halvorsen" in a.title for a in articles):  # the /rss feed's entries
+            raise RuntimeError("value too long for type character varying(2000)")
+        return [SimpleNamespace(duplicate=False) for _ in articles]
+
+    results = poll_due_feeds(factory, ingest, 300)
+    assert sorted(r.ingested for r in results) == [0, 1]  # both polled in the same round
+    with factory() as session:
+        assert "value too long" in session.get(Feed, bad).last_error
+        assert session.get(Feed, good).last_error is None
+    assert due_feeds(factory, 300) == []  # the bad one is tried again next period, not now
+
+
+def test_when_nothing_can_be_scored_the_feed_is_handed_back(
+    sentiment_settings: Settings, feed_server
+) -> None:
     factory = get_session_factory(sentiment_settings.database_url)
     feed_id = add_feed(sentiment_settings, f"{feed_server.server.url}/rss")
 
-    def broken_ingest(_articles: object) -> list[object]:
-        raise RuntimeError("the database went away mid-poll")
+    def no_model(_articles: object) -> list[object]:
+        raise NoSentimentModel("no production version of 'sentiment'")
 
-    with pytest.raises(RuntimeError, match="went away"):
-        poll_due_feeds(factory, broken_ingest, 300)
+    with pytest.raises(NoSentimentModel):
+        poll_due_feeds(factory, no_model, 300)
     [due] = due_feeds(factory, 300)  # due again at once, not skipped for a period
     assert due.id == feed_id and due.last_polled_at is None
 
