@@ -17,6 +17,7 @@ from apps.sentiment.models import Article
 from core.ml.serving import ProductionClassifier, ServedVersion
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
+from core.storage.models import ModelVersion
 from core.validation import PastDatetime
 
 RESCORE_JOB = "sentiment.rescore"
@@ -96,33 +97,41 @@ class SentimentScorer:
         since: dt.datetime | None = None,
         batch: int = 256,
         progress: Callable[[float, str | None], None] | None = None,
-    ) -> int:
+    ) -> tuple[int, int]:
         """Score again, with the production version, the stored articles (published at or
-        after `since`) that an older version scored; returns how many. Batch by batch, each
-        committed, so a stopped run keeps what it did and a second run goes on from there.
-        Alerts already raised stay as they were: they were right about what was known then."""
+        after `since`) that an older version (a lower number, or none recorded) scored; returns
+        (how many, the version used). One pass in id order, each batch committed, so a stopped
+        run keeps what it did. It stops early if another version is promoted meanwhile (a run
+        for that one takes over); articles scored by a newer version are never touched. Alerts
+        already raised stay as they were: they were right about what was known then."""
         served = self.served()
+        earlier = select(ModelVersion.id).where(
+            ModelVersion.name == self.model.name, ModelVersion.version < served.version
+        )
         older = Article.score.is_not(None) & (
-            Article.model_version_id.is_(None) | (Article.model_version_id != served.version_id)
+            Article.model_version_id.is_(None) | Article.model_version_id.in_(earlier)
         )
         if since is not None:
             older &= Article.published_at >= since
         with factory() as session:
             total = session.scalar(select(func.count(Article.id)).where(older)) or 0
-        done = 0
-        while True:
+        done, after = 0, None
+        while self.served().version_id == served.version_id:
+            page = older if after is None else older & (Article.id > after)
             with session_scope(factory) as session:
                 articles = session.execute(
                     select(Article.id, Article.title, Article.body)
-                    .where(older)
+                    .where(page)
                     .order_by(Article.id)
                     .limit(batch)
                 ).all()
                 if not articles:
-                    return done
+                    break
                 done += self._score(session, articles, served)
+            after = articles[-1].id
             if progress is not None:
                 progress(min(done / max(total, 1), 1.0), f"{done} of {total} articles scored again")
+        return done, served.version
 
     def _score(
         self, session: Session, articles: Sequence[Any], served: ServedVersion | None = None

@@ -35,6 +35,7 @@ def rescore_articles(ctx: JobContext) -> dict[str, Any]:
     model = ProductionClassifier(
         ctx.settings, ctx.session_factory, get_sentiment_settings().model_name
     )
-    scorer = SentimentScorer(model)
-    rescored = scorer.rescore_older(ctx.session_factory, since=params.since, progress=ctx.progress)
-    return {"rescored": rescored, "model_version": scorer.served().version}
+    rescored, version = SentimentScorer(model).rescore_older(
+        ctx.session_factory, since=params.since, progress=ctx.progress
+    )
+    return {"rescored": rescored, "model_version": version}

@@ -23,6 +23,7 @@ from core.ml.serving import ProductionClassifier
 from core.settings import Settings, get_settings
 from core.storage.base import utcnow
 from core.storage.engine import get_session_factory
+from core.storage.models import ModelStage, ModelVersion
 from tests.apps.sentiment.test_feeds import FeedServer
 from textsuite.cli.evaluate import app as eval_app
 from textsuite.cli.sentiment import app
@@ -193,6 +194,18 @@ def test_rescore_scores_again_what_an_older_version_scored(
             .where(Article.id.in_(older))
             .values(model_version_id=None, label="positive", score=0.99)
         )
+        production = session.get(ModelVersion, current)
+        newer = ModelVersion(  # a later version, scored with and not (or no longer) served
+            name=production.name, version=production.version + 1, task=production.task,
+            base_model=production.base_model, artifact_path=production.artifact_path,
+            stage=ModelStage.ARCHIVED,
+        )  # fmt: skip
+        session.add(newer)
+        session.flush()
+        by_newer = ordered[5].id
+        session.execute(
+            update(Article).where(Article.id == by_newer).values(model_version_id=newer.id)
+        )
         session.commit()
 
     def stale() -> set[Any]:
@@ -207,6 +220,7 @@ def test_rescore_scores_again_what_an_older_version_scored(
     assert everything.exit_code == 0, everything.output
     assert stale() == set()
     with factory() as session:
-        assert set(session.scalars(select(Article.model_version_id))) == {current}
+        assert set(session.scalars(select(Article.model_version_id))) == {current, newer.id}
+        assert session.get(Article, by_newer).model_version_id == newer.id  # never downgraded
         scores = session.scalars(select(Article.score).where(Article.id.in_(older))).all()
     assert 0.99 not in scores
