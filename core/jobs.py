@@ -130,15 +130,22 @@ def submit_job(
                     f"idempotency key {idempotency_key!r} was used for job {existing.id} "
                     f"({existing.kind}) with other parameters"
                 ) from None
-            if not (
-                existing.status is JobStatus.FAILED
-                and (existing.error or "").startswith(NOT_QUEUED)
-            ):
-                return existing, False
             # The broker was away when this job was first asked for: the retry that the 503
-            # asked for sends it now (the key still means one job).
-            existing.status, existing.error, existing.finished_at = JobStatus.QUEUED, None, None
+            # asked for sends it now (the key still means one job). Compare and set, so that
+            # of two such retries only one sends it.
+            requeued = session.execute(
+                update(Job)
+                .where(
+                    Job.id == existing.id,
+                    Job.status == JobStatus.FAILED,
+                    Job.error.startswith(NOT_QUEUED, autoescape=True),
+                )
+                .values(status=JobStatus.QUEUED, error=None, finished_at=None)
+            ).rowcount  # type: ignore[attr-defined]
             session.commit()
+            if not requeued:
+                return existing, False
+            session.refresh(existing)
             job = existing
     try:
         dispatcher.dispatch(job.id, kind, queue)
