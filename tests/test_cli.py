@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +120,10 @@ def test_gpu_worker_refuses_the_forking_pool(local_env: str, monkeypatch) -> Non
 def test_bench_runs_the_checkouts_benchmarks_by_name() -> None:
     unknown = runner.invoke(app, ["bench", "nope"])
     assert unknown.exit_code == 1 and "finetune" in unknown.output and "sentiment" in unknown.output
+    argv = list(sys.argv)
     usage = runner.invoke(app, ["bench", "sentiment", "--", "--help"])
     assert usage.exit_code == 0 and "--parts" in usage.output
+    assert sys.argv == argv  # the command line of this process is left as it was
 
 
 def test_unmigrated_database_gives_advice(local_env: str) -> None:

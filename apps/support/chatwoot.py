@@ -29,6 +29,7 @@ from core.storage.engine import session_scope
 from core.storage.models import Job, JobStatus
 
 REPLY_JOB = "support.chatwoot_reply"
+CLOCK_SLACK = dt.timedelta(seconds=2)
 SIGNATURE_HEADER = "X-Chatwoot-Signature"
 TIMESTAMP_HEADER = "X-Chatwoot-Timestamp"
 DELIVERY_HEADER = "X-Chatwoot-Delivery"
@@ -178,7 +179,9 @@ def give_back_if_pending_again(
         if delivery is None or delivery.status is not JobStatus.SUCCEEDED:
             return False
         finished = delivery.finished_at
-        if written_at is not None and finished is not None and written_at <= finished:
+        # Chatwoot may send whole seconds, and its clock is not ours: a message stamped
+        # within CLOCK_SLACK before the handoff finished counts as written after it.
+        if written_at is not None and finished is not None and written_at < finished - CLOCK_SLACK:
             return False
         conversation.give_back_to_bot()
         return True

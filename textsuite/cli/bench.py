@@ -33,9 +33,13 @@ def bench(
         fail("benchmarks live in a checkout's bench/ folder; run this from a clone of textsuite")
     if name not in known:
         fail(f"unknown benchmark {name!r}; expected one of {', '.join(known)}")
+    saved_argv, saved_path = sys.argv, list(sys.path)
     if str(BENCH_DIR.parent) not in sys.path:
         sys.path.insert(0, str(BENCH_DIR.parent))
-    if importlib.util.find_spec("bench") is None:
-        fail(f"cannot import the benchmarks from {BENCH_DIR}")
-    sys.argv = [f"textsuite bench {name}", *(arguments or [])]
-    runpy.run_module(f"bench.{name}", run_name="__main__", alter_sys=True)
+    try:
+        if importlib.util.find_spec("bench") is None:
+            fail(f"cannot import the benchmarks from {BENCH_DIR}")
+        sys.argv = [f"textsuite bench {name}", *(arguments or [])]
+        runpy.run_module(f"bench.{name}", run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path

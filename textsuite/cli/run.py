@@ -105,6 +105,10 @@ def _serve_worker_metrics(port: int, pool: str) -> None:
         os.execv(sys.executable, [sys.executable, "-m", "textsuite", *sys.argv[1:]])
     if os.environ.pop(OWNED_ENV, None):
         atexit.register(shutil.rmtree, folder, True)
+    else:  # a folder of the operator's, one per worker: what an earlier run left is stale
+        for stale in Path(folder).glob("*.db"):
+            if not stale.stem.endswith(f"_{os.getpid()}"):
+                stale.unlink(missing_ok=True)
     from celery.signals import worker_process_shutdown
     from prometheus_client import CollectorRegistry, multiprocess
 
