@@ -174,8 +174,9 @@ def give_back_if_pending_again(
         ).first()
         if seen is not None or handoff is None:
             return False
-        job = session.scalars(select(Job).where(Job.idempotency_key == reply_job_key(handoff)))
-        delivery = job.first()
+        delivery = session.scalars(
+            select(Job).where(Job.idempotency_key == reply_job_key(handoff))
+        ).first()
         if delivery is None or delivery.status is not JobStatus.SUCCEEDED:
             return False
         finished = delivery.finished_at
