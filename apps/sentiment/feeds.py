@@ -158,13 +158,7 @@ def claim_feed(factory: sessionmaker[Session], feed: DueFeed, now: dt.datetime) 
     """Take `feed` for this caller: its `last_polled_at` moves from what `due_feeds` read to
     `now` only if no other process moved it first (compare and set), so that any number of
     processes may poll on a timer and each feed is fetched by one of them."""
-    with session_scope(factory) as session:
-        won = session.execute(
-            update(Feed)
-            .where(Feed.id == feed.id, _polled_at(feed.last_polled_at))
-            .values(last_polled_at=now)
-        ).rowcount  # type: ignore[attr-defined]
-    return bool(won)
+    return _move_polled_at(factory, feed.id, feed.last_polled_at, now)
 
 
 def poll_due_feeds(
@@ -190,12 +184,7 @@ def poll_due_feeds(
         try:
             results.append(poll_feed(factory, feed.id, ingest))
         except (NoSentimentModel, OperationalError, InterfaceError):
-            with session_scope(factory) as session:
-                session.execute(
-                    update(Feed)
-                    .where(Feed.id == feed.id, _polled_at(now))
-                    .values(last_polled_at=feed.last_polled_at)
-                )
+            _move_polled_at(factory, feed.id, now, feed.last_polled_at)  # hand it back
             raise
         except Exception as exc:
             log.exception("polling feed %s failed", feed.id)
@@ -206,8 +195,19 @@ def poll_due_feeds(
     return results
 
 
-def _polled_at(value: dt.datetime | None) -> Any:
-    return Feed.last_polled_at.is_(None) if value is None else Feed.last_polled_at == value
+def _move_polled_at(
+    factory: sessionmaker[Session],
+    feed_id: uuid.UUID,
+    was: dt.datetime | None,
+    to: dt.datetime | None,
+) -> bool:
+    """Set a feed's `last_polled_at` to `to` if it is still `was` (compare and set)."""
+    same = Feed.last_polled_at.is_(None) if was is None else Feed.last_polled_at == was
+    with session_scope(factory) as session:
+        moved = session.execute(
+            update(Feed).where(Feed.id == feed_id, same).values(last_polled_at=to)
+        ).rowcount  # type: ignore[attr-defined]
+    return bool(moved)
 
 
 def _record(

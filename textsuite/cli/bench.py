@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import runpy
 import sys
 from pathlib import Path
@@ -37,8 +36,6 @@ def bench(
     if str(BENCH_DIR.parent) not in sys.path:
         sys.path.insert(0, str(BENCH_DIR.parent))
     try:
-        if importlib.util.find_spec("bench") is None:
-            fail(f"cannot import the benchmarks from {BENCH_DIR}")
         sys.argv = [f"textsuite bench {name}", *(arguments or [])]
         runpy.run_module(f"bench.{name}", run_name="__main__", alter_sys=True)
     finally:

@@ -72,15 +72,6 @@ def _report_classifier(name: str, version: int | None, data: LabelledTexts, abou
     console.print(table)
 
 
-def _labelled_file(path: Path, label_column: str) -> LabelledTexts:
-    try:
-        if path.suffix.lower() in (".jsonl", ".ndjson"):
-            return LabelledTexts.from_jsonl(path, "text", label_column)
-        return LabelledTexts.from_csv(path, "text", label_column)
-    except (OSError, ValueError) as exc:
-        fail(str(exc))
-
-
 @app.command("sentiment")
 def evaluate_sentiment(
     data: Annotated[
@@ -112,7 +103,10 @@ def evaluate_support(
 ) -> None:
     """Intent accuracy and F1 of the support model on messages the team labelled (every intent
     must be one the model knows)."""
-    texts = _labelled_file(data, "intent")
+    try:
+        texts = LabelledTexts.from_file(data, "text", "intent")
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
     _report_classifier(get_support_settings().model_name, version, texts, str(data))
 
 

@@ -50,9 +50,7 @@ def read_labelled(path: str, text_field: str, label_field: str) -> LabelledTexts
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"data file {source} does not exist on this worker")
-    if source.suffix.lower() == ".csv":
-        return LabelledTexts.from_csv(source, text_field, label_field)
-    return LabelledTexts.from_jsonl(source, text_field, label_field)
+    return LabelledTexts.from_file(source, text_field, label_field)
 
 
 @job_task("core.train_classifier", queue="gpu", max_retries=0, params=TrainClassifierParams)

@@ -72,6 +72,13 @@ class LabelledTexts:
         return cls([row[text_col] for row in rows], [row[label_col] for row in rows])
 
     @classmethod
+    def from_file(cls, path: Path, text: str = "text", label: str = "label") -> LabelledTexts:
+        """`from_csv` for a `.csv` file, `from_jsonl` for anything else (JSON Lines)."""
+        if Path(path).suffix.lower() == ".csv":
+            return cls.from_csv(path, text, label)
+        return cls.from_jsonl(path, text, label)
+
+    @classmethod
     def from_jsonl(
         cls, path: Path, text_key: str = "text", label_key: str = "label"
     ) -> LabelledTexts:
