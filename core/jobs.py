@@ -252,6 +252,29 @@ def redispatch_stalled(
     return sent
 
 
+def redispatch_every_s(settings: Settings) -> float:
+    """How often a process looks for jobs whose message was lost."""
+    return min(60.0, settings.job_redispatch_after_s / 2)
+
+
+def redispatch_lost_jobs(
+    settings: Settings, factory: sessionmaker[Session], dispatcher: JobDispatcher
+) -> list[uuid.UUID]:
+    """The periodic form of `redispatch_stalled`, at the settings' waits, with a log line."""
+    sent = redispatch_stalled(
+        factory,
+        dispatcher,
+        waiting_s=settings.job_redispatch_after_s,
+        lease_s=settings.job_lease_s,
+    )
+    if sent:
+        log.warning(
+            "sent %d stalled jobs again (their message was lost?): %s",
+            len(sent), ", ".join(map(str, sent)),
+        )  # fmt: skip
+    return sent
+
+
 def is_running(factory: sessionmaker[Session], job_id: uuid.UUID) -> bool:
     with factory() as session:
         return session.scalar(select(Job.status).where(Job.id == job_id)) is JobStatus.RUNNING

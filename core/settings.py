@@ -26,6 +26,14 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
+class Scheduler(StrEnum):
+    """Where the periodic work runs (resolving quiet alerts, polling feeds, sending again
+    lost jobs, scheduled retraining)."""
+
+    API = "api"  # every API process, side by side: nothing more to run
+    BEAT = "beat"  # `textsuite beat` queues it as tasks for the `default` workers
+
+
 class Settings(BaseSettings):
     """Everything that can be configured, with the defaults of the embedded setup.
 
@@ -116,6 +124,11 @@ class Settings(BaseSettings):
         default=600.0,
         description="The API sends again jobs queued this long, or running without a heartbeat "
         "this long, whose message a broker restart or a dead process may have lost; 0: never.",
+    )
+    scheduler: Scheduler = Field(
+        default=Scheduler.API,
+        description="Where the periodic work runs: `api` (in every API process) or `beat` "
+        "(queued by `textsuite beat` for the workers; needs a broker).",
     )
     inprocess_job_threads: Annotated[int, Field(ge=1, le=64)] = Field(
         default=2, description="Threads running jobs when no broker is configured."
@@ -214,6 +227,11 @@ class Settings(BaseSettings):
                 "broker_visibility_timeout_s must be above job_time_limit_s "
                 f"({self.broker_visibility_timeout_s} <= {self.job_time_limit_s}), or Redis "
                 "hands a still-running job to a second worker"
+            )
+        if self.scheduler is Scheduler.BEAT and self.broker_url is None:
+            raise ValueError(
+                "scheduler 'beat' queues the periodic work for workers, which needs a broker: "
+                "set TEXTSUITE_BROKER_URL, or leave TEXTSUITE_SCHEDULER at 'api'"
             )
         return self
 

@@ -117,6 +117,16 @@ def test_gpu_worker_refuses_the_forking_pool(local_env: str, monkeypatch) -> Non
     assert result.exit_code == 1 and "solo or threads" in result.output
 
 
+def test_beat_needs_a_broker_and_the_beat_scheduler(local_env: str, monkeypatch) -> None:
+    result = runner.invoke(app, ["beat"])
+    assert result.exit_code == 1 and "no broker configured" in result.output
+    monkeypatch.setenv("TEXTSUITE_BROKER_URL", "redis://127.0.0.1:6379/15")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["beat"])
+    assert result.exit_code == 1
+    assert "TEXTSUITE_SCHEDULER is 'api': the API processes run the periodic work" in result.output
+
+
 def test_bench_runs_the_checkouts_benchmarks_by_name() -> None:
     unknown = runner.invoke(app, ["bench", "nope"])
     assert unknown.exit_code == 1 and "finetune" in unknown.output and "sentiment" in unknown.output

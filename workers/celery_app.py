@@ -23,8 +23,10 @@ def import_task_modules(settings: Settings) -> None:
         importlib.import_module(module)
 
 
-def create_celery_app(settings: Settings) -> Celery:
-    """A Celery app bound to `settings`, with every declared task registered on it.
+def create_celery_app(settings: Settings, *, periodic: bool = False) -> Celery:
+    """A Celery app bound to `settings`, with every declared task registered on it, and with
+    `periodic` the periodic work's tasks and beat schedule too (workers and beat run those;
+    a process that only sends jobs needs none).
 
     Without a broker URL the app still exists (in-process jobs call its tasks directly);
     it never connects anywhere.
@@ -59,6 +61,10 @@ def create_celery_app(settings: Settings) -> Celery:
     import_task_modules(settings)
     for definition in task_definitions().values():
         _register(app, definition, settings)
+    if periodic:
+        from workers.periodic import register_periodic_tasks
+
+        register_periodic_tasks(app, settings)
     return app
 
 

@@ -51,6 +51,11 @@ class RecommendSettings(BaseSettings):
     similar_text_weight: Annotated[float, Field(ge=0)] = Field(
         default=4.0, description="Text weight of the similar-items list (alternatives first)."
     )
+    retrain_every_h: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description="Tune the item encoder on behaviour this often when the co-engaged pairs "
+        "changed, promoted only if not worse; 0: only when asked.",
+    )
     half_life_events: Annotated[float, Field(gt=0)] = RankingConfig.half_life_events
     text_weight: Annotated[float, Field(ge=0)] = RankingConfig.text_weight
     neighbours: Annotated[int, Field(ge=1)] = RankingConfig.neighbours

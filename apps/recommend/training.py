@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,8 +24,10 @@ from apps.recommend.catalogue import text_of
 from apps.recommend.embeddings import embed_pending
 from apps.recommend.models import Interaction, Item
 from apps.recommend.settings import RecommendSettings
+from core.jobs import JobDispatcher
 from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_embedding_training
-from core.ml.training import EmbeddingTrainingArguments
+from core.ml.training import EmbeddingTrainingArguments, data_fingerprint
+from core.scheduling import RetrainCheck, retrain_if_due
 from core.settings import Settings
 from core.storage.base import utcnow
 
@@ -100,6 +103,31 @@ def _pairs(sequence: list[uuid.UUID], window: int) -> set[tuple[uuid.UUID, uuid.
             if other != anchor:
                 found.add((min(anchor, other), max(anchor, other)))
     return found
+
+
+def retrain_if_changed(
+    recommend: RecommendSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
+) -> RetrainCheck:
+    """Scheduled retraining (`recommend.retrain_every_h`): a tuning job when the pairs of
+    co-engaged items changed since the last run (new events, or old ones out of its window),
+    and there are enough of them."""
+
+    def fingerprint(raw: Mapping[str, Any]) -> str | None:
+        params = RecommendTrainParams.model_validate(raw)
+        with factory() as session:
+            pairs = behaviour_pairs(
+                session, utcnow() - dt.timedelta(days=params.days), params.window, params.max_pairs
+            )
+        return data_fingerprint(pairs) if len(pairs) >= params.min_pairs else None
+
+    return retrain_if_due(
+        factory,
+        dispatcher,
+        model_name=recommend.model_name,
+        kind=TRAIN_JOB,
+        every_s=recommend.retrain_every_h * 3600,
+        fingerprint=fingerprint,
+    )
 
 
 def train_recommend_encoder(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -27,6 +26,7 @@ from core.delivery import redact_url
 from core.jobs import JobDispatcher
 from core.ml.serving import ProductionClassifier
 from core.ml.versions import production_files_check
+from core.scheduling import PeriodicWork, periodic
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,40 +118,32 @@ class SentimentService:
         assert self.stream_client is not None
         self.stream_client.ping()
 
-    async def poll_feeds_forever(self) -> None:
-        """Poll the feeds that are due, every `feed_poll_s` (the first round after one period
-        or a minute, whichever is shorter, so a starting process does not stampede)."""
-        every_s = self.settings.feed_poll_s
-        while True:
-            await asyncio.sleep(min(every_s, 60.0))
-            try:
-                results = await asyncio.to_thread(
-                    poll_due_feeds,
-                    self.ingestor.factory,
-                    self.ingestor.ingest,
-                    every_s,
-                    ready=self.ingestor.scorer.served,
-                )
-            except NoSentimentModel as exc:
-                log.info("feeds not polled: %s", exc)
-                continue
-            except Exception as exc:  # the database is away: poll again later
-                log.warning("feed polling failed: %s", exc)
-                continue
-            for result in results:
-                log.info(
-                    "feed %s: %s, %d new",
-                    redact_url(result.feed_url), result.status or "unreachable", result.ingested,
-                )  # fmt: skip
+    def poll_feeds(self) -> None:
+        """Poll the feeds that are due (each claimed in the database by one process)."""
+        try:
+            results = poll_due_feeds(
+                self.ingestor.factory,
+                self.ingestor.ingest,
+                self.settings.feed_poll_s,
+                ready=self.ingestor.scorer.served,
+            )
+        except NoSentimentModel as exc:
+            log.info("feeds not polled: %s", exc)
+            return
+        for result in results:
+            log.info(
+                "feed %s: %s, %d new",
+                redact_url(result.feed_url), result.status or "unreachable", result.ingested,
+            )  # fmt: skip
 
-    async def sweep_forever(self) -> None:
-        """Resolve the alerts of entities that went quiet (no article re-evaluates them)."""
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)
-            try:
-                await asyncio.to_thread(self.ingestor.sweep)
-            except Exception as exc:  # the database or the broker is away: sweep again later
-                log.warning("alert sweep failed: %s", exc)
+    def periodic_work(self) -> dict[str, PeriodicWork]:
+        """What runs every so often: resolving the alerts of entities that went quiet (no
+        article re-evaluates them) and, where `feed_poll_s` is set, polling the feeds (every
+        period or minute, whichever is shorter; each feed is due once a period)."""
+        work: dict[str, PeriodicWork] = {"alert sweep": (SWEEP_INTERVAL_S, self.ingestor.sweep)}
+        if self.settings.feed_poll_s > 0:
+            work["feed polling"] = (min(self.settings.feed_poll_s, 60.0), self.poll_feeds)
+        return work
 
     def close(self) -> None:
         if self.stream_client is not None:
@@ -207,16 +199,10 @@ def sentiment_lifespan(
             app.state.extra_readiness_checks["sentiment_stream"] = service.check_stream
             await asyncio.to_thread(warn_if_lossy, service)
         await service.alert_feed.start()
-        tasks = [asyncio.create_task(service.sweep_forever(), name="sentiment-sweep")]
-        if service.settings.feed_poll_s > 0:
-            tasks.append(asyncio.create_task(service.poll_feeds_forever(), name="feed-poll"))
         try:
-            yield
+            async with periodic(app.state.settings, service.periodic_work()):
+                yield
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
             await service.alert_feed.stop()
             service.close()
 

@@ -49,6 +49,12 @@ class SupportSettings(BaseSettings):
     learn_from_messages_limit: Annotated[int, Field(ge=1)] = Field(
         default=10_000, description="At most this many of the newest such messages."
     )
+    retrain_every_h: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description="Retrain the intent model this often when its examples changed (new "
+        "intents, edited examples, reviewed messages), promoted only if not worse; 0: only "
+        "when asked.",
+    )
     max_repeated_turns: Annotated[int, Field(ge=1)] = Field(
         default=2,
         description="Hand off when the same intent comes back this many times in a row.",

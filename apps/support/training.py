@@ -27,6 +27,7 @@ from apps.support.catalogue import catalogue_for_training, intent_descriptions
 from apps.support.policy import decide
 from apps.support.review import unlabelled_messages
 from apps.support.settings import SupportSettings
+from core.jobs import JobDispatcher
 from core.ml.device import configured_placement
 from core.ml.evaluation import label_ids_for, selective_thresholds
 from core.ml.loading import Classifier, load_classifier
@@ -39,8 +40,15 @@ from core.ml.novelty import (
 )
 from core.ml.references import folder_resolver
 from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_classifier_training
-from core.ml.training import LabelledTexts, TrainingArguments, TrainingResult, stratified_split
+from core.ml.training import (
+    LabelledTexts,
+    TrainingArguments,
+    TrainingResult,
+    data_fingerprint,
+    stratified_split,
+)
 from core.ml.training.self_training import PseudoLabeller
+from core.scheduling import RetrainCheck, retrain_if_due
 from core.settings import Settings
 
 TRAIN_JOB = "support.train"
@@ -182,6 +190,52 @@ def with_intent_text(
     return LabelledTexts(texts, labels)
 
 
+class CatalogueTooSmall(ValueError):
+    """Fewer than two intents have examples: nothing to tell apart."""
+
+
+def catalogue_split(
+    session: Session, support: SupportSettings, arguments: TrainingArguments
+) -> tuple[LabelledTexts, LabelledTexts]:
+    """The examples a run with `arguments` trains on (with the intents' own text where
+    `support.learn_intent_text`) and the held-out ones it calibrates the handoff on."""
+    data = catalogue_for_training(session)
+    if len(data.label_names) < 2:
+        raise CatalogueTooSmall(
+            f"the catalogue has {len(data.label_names)} intent(s) with examples; training needs "
+            "at least two (import a catalogue with `textsuite support import`)"
+        )
+    train, validation = stratified_split(data, arguments.validation_fraction, arguments.seed)
+    if support.learn_intent_text:
+        train = with_intent_text(train, intent_descriptions(session))
+    return train, validation
+
+
+def retrain_if_changed(
+    support: SupportSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
+) -> RetrainCheck:
+    """Scheduled retraining (`support.retrain_every_h`): a training job when the catalogue's
+    examples (reviewed messages included) changed since the last run."""
+
+    def fingerprint(params: Mapping[str, Any]) -> str | None:
+        arguments = TrainingArguments.from_dict(SupportTrainParams.model_validate(params).arguments)
+        with factory() as session:
+            try:
+                train, _validation = catalogue_split(session, support, arguments)
+            except CatalogueTooSmall:
+                return None
+        return data_fingerprint(train)
+
+    return retrain_if_due(
+        factory,
+        dispatcher,
+        model_name=support.model_name,
+        kind=TRAIN_JOB,
+        every_s=support.retrain_every_h * 3600,
+        fingerprint=fingerprint,
+    )
+
+
 def train_from_catalogue(
     settings: Settings,
     support: SupportSettings,
@@ -194,21 +248,12 @@ def train_from_catalogue(
 ) -> RunOutcome:
     """Train a new version of the intent model on the current catalogue."""
     with factory() as session:
-        data = catalogue_for_training(session)
-        descriptions = intent_descriptions(session)
+        train, validation = catalogue_split(session, support, arguments)
         messages = (
             unlabelled_messages(session, support.learn_from_messages_limit)
             if support.learn_from_messages
             else []
         )
-    if len(data.label_names) < 2:
-        raise ValueError(
-            f"the catalogue has {len(data.label_names)} intent(s) with examples; training needs "
-            "at least two (import a catalogue with `textsuite support import`)"
-        )
-    train, validation = stratified_split(data, arguments.validation_fraction, arguments.seed)
-    if support.learn_intent_text:
-        train = with_intent_text(train, descriptions)
     return run_classifier_training(
         settings,
         factory,

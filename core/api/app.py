@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -19,9 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.api import docs, health, jobs, models
 from core.api.health import ReadinessCheck
 from core.api.middleware import BodySizeLimit, RequestMetrics
-from core.jobs import DispatchError, JobDispatcher, redispatch_stalled
+from core.jobs import DispatchError, JobDispatcher, redispatch_every_s, redispatch_lost_jobs
 from core.ml.batching import BatcherStopped, Overloaded
 from core.runtime import freeze_long_lived
+from core.scheduling import periodic
 from core.security import KeyCache, RateLimiter, ensure_api_key
 from core.settings import Settings
 from core.storage import get_session_factory, session_scope
@@ -57,10 +57,10 @@ def create_app(
                 await stack.enter_async_context(app_lifespan(app))
             log.info("start-up done; %d long-lived objects frozen", freeze_long_lived(collect=True))
             if settings.job_redispatch_after_s > 0:
-                sweeper = asyncio.create_task(
-                    _redispatch_forever(settings, factory, dispatcher), name="job-redispatch"
+                work = functools.partial(redispatch_lost_jobs, settings, factory, dispatcher)
+                await stack.enter_async_context(
+                    periodic(settings, {"job redispatch": (redispatch_every_s(settings), work)})
                 )
-                stack.push_async_callback(_cancel, sweeper)
             yield
         close = getattr(dispatcher, "close", None)
         if close is not None:
@@ -102,30 +102,6 @@ def create_app(
     return app
 
 
-async def _redispatch_forever(
-    settings: Settings, factory: sessionmaker[Session], dispatcher: JobDispatcher
-) -> None:
-    """Every so often, send again the jobs whose message was lost (`redispatch_stalled`)."""
-    waiting_s = settings.job_redispatch_after_s
-    while True:
-        try:
-            sent = await asyncio.to_thread(
-                redispatch_stalled,
-                factory,
-                dispatcher,
-                waiting_s=waiting_s,
-                lease_s=settings.job_lease_s,
-            )
-            if sent:
-                log.warning(
-                    "sent %d stalled jobs again (their message was lost?): %s",
-                    len(sent), ", ".join(map(str, sent)),
-                )  # fmt: skip
-        except Exception as exc:  # the database or the broker is away: try again later
-            log.warning("could not check for stalled jobs: %s", exc)
-        await asyncio.sleep(min(60.0, waiting_s / 2))
-
-
 async def _broker_unreachable(_request: Request, exc: Exception) -> JSONResponse:
     """A job the request asked for could not be queued (the broker is away): a 503 the client
     can retry. The job is marked failed; a retry sends a new one, or, under the same
@@ -136,12 +112,6 @@ async def _broker_unreachable(_request: Request, exc: Exception) -> JSONResponse
         status_code=503,
         headers={"Retry-After": "5"},
     )
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _overloaded(_request: Request, exc: Exception) -> JSONResponse:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,42 +56,59 @@ def worker_settings(
     )
 
 
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `textsuite` process on `settings`, plus `TEXTSUITE_*` extras."""
+    return {
+        **os.environ,
+        "TEXTSUITE_DATABASE_URL": settings.database_url,
+        "TEXTSUITE_BROKER_URL": str(settings.broker_url),
+        "TEXTSUITE_WORKER_IMPORTS": json.dumps([SAMPLE_TASKS]),
+        "TEXTSUITE_ARTIFACTS_DIR": str(settings.artifacts_dir),
+        "PYTHONPATH": str(REPO_ROOT),
+        **{f"TEXTSUITE_{name.upper()}": value for name, value in extra.items()},
+    }
+
+
+@contextlib.contextmanager
+def textsuite_process(
+    settings: Settings, log: Path, *command: str, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`textsuite COMMAND...` in its own process; a worker is yielded once it answers a ping.
+    Terminated (killed if it must be) at the end."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "textsuite", *command],
+            cwd=REPO_ROOT,
+            env=worker_env(settings, **env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        if command[0] == "worker":
+            dispatcher = create_dispatcher(settings)
+            assert isinstance(dispatcher, CeleryDispatcher)
+            deadline = time.monotonic() + 60
+            while not dispatcher.celery.control.ping(timeout=0.5):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
+            dispatcher.close()
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @pytest.fixture(scope="module")
 def celery_worker(
     worker_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`textsuite worker` in its own process, consuming both queues like a GPU box would."""
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
-        **os.environ,
-        "TEXTSUITE_DATABASE_URL": worker_settings.database_url,
-        "TEXTSUITE_BROKER_URL": worker_settings.broker_url,
-        "TEXTSUITE_WORKER_IMPORTS": json.dumps([SAMPLE_TASKS]),
-        "TEXTSUITE_ARTIFACTS_DIR": str(worker_settings.artifacts_dir),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "textsuite", "worker", "--queues", "default,gpu"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    dispatcher = create_dispatcher(worker_settings)
-    assert isinstance(dispatcher, CeleryDispatcher)
-    deadline = time.monotonic() + 60
-    while not dispatcher.celery.control.ping(timeout=0.5):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
-    dispatcher.close()
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with textsuite_process(worker_settings, log, "worker", "--queues", "default,gpu") as process:
+        yield process
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from apps.recommend.catalogue import ItemIn, upsert_items
 from apps.recommend.embeddings import EMBED_JOB
@@ -15,10 +15,11 @@ from apps.recommend.events import EventIn, record_events
 from apps.recommend.models import ItemEmbedding
 from apps.recommend.settings import load_recommend_settings
 from apps.recommend.state import CatalogueState
+from apps.recommend.training import retrain_if_changed
 from core.jobs import submit_job
 from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
-from core.storage.models import JobStatus, ModelStage, ModelVersion
+from core.storage.models import JobStatus, ModelStage, ModelVersion, TrainingRun
 from tests.conftest import _truncate
 from tests.workers.conftest import wait_for_job
 
@@ -91,6 +92,26 @@ def test_embedding_and_behaviour_tuning_on_the_worker(
         assert vectors == 8
         state.refresh()  # the new encoder covers the catalogue: the service switches to it
         assert state.encoder.key == f"version:{version.id}" and len(state.index) == 8
+
+        # Scheduled retraining: the pairs the run trained on are the ones there are now, so
+        # nothing is due until a shopper's new events add a pair; then the same recipe again.
+        retraining = load_recommend_settings(_env_file=None, retrain_every_h=1.0)
+        with session_scope(factory) as session:
+            session.execute(update(TrainingRun).values(created_at=start))
+        unchanged = retrain_if_changed(retraining, factory, dispatcher)
+        assert unchanged.reason == "no new training data since the last run"
+        with session_scope(factory) as session:
+            record_events(session, [
+                EventIn(event_id=f"new-{n}", user_id="new-shopper", item_id=item, type="view",
+                        timestamp=start + dt.timedelta(hours=2, minutes=n))
+                for n, item in enumerate(["tent-0", "stove-1"])
+            ])  # fmt: skip
+        due = retrain_if_changed(retraining, factory, dispatcher)
+        assert due.job_id is not None, due.reason
+        again = wait_for_job(factory, due.job_id, timeout_s=300)
+        assert again.status is JobStatus.SUCCEEDED, again.error
+        assert again.params == {**done.params, "promotion": "if-not-worse"}
+        assert again.result["pairs"] == done.result["pairs"] + 1
     finally:
         dispatcher.close()
         _truncate(worker_settings.database_url)

@@ -29,6 +29,7 @@ app = typer.Typer(
 )
 app.command()(run.serve)
 app.command()(run.worker)
+app.command()(run.beat)
 app.command()(run.migrate)
 app.command()(run.demo)
 app.command()(bench.bench)

@@ -17,7 +17,7 @@ import uvicorn
 
 import migrations
 from core.security import authenticate, create_api_key
-from core.settings import Settings
+from core.settings import Scheduler, Settings
 from core.storage.models import Scope
 from textsuite.cli.common import database, fail, settings
 
@@ -85,7 +85,30 @@ def worker(
         argv += ["--concurrency", "1"]
     elif concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
-    create_celery_app(current).worker_main(argv)
+    create_celery_app(current, periodic=True).worker_main(argv)
+
+
+def beat() -> None:
+    """Queue the periodic work for the `default` workers on its schedule (with
+    TEXTSUITE_SCHEDULER=beat): resolving quiet alerts, polling feeds, sending again lost jobs,
+    scheduled retraining. One is enough; a second only doubles harmless ticks."""
+    current = settings()
+    if current.broker_url is None:
+        fail("no broker configured: set TEXTSUITE_BROKER_URL=redis://host:6379/0")
+    if current.scheduler is not Scheduler.BEAT:
+        fail(
+            "TEXTSUITE_SCHEDULER is 'api': the API processes run the periodic work themselves. "
+            "Set TEXTSUITE_SCHEDULER=beat for the API processes, the workers and this command"
+        )
+    from workers.celery_app import create_celery_app
+
+    app = create_celery_app(current, periodic=True)
+    for name, entry in app.conf.beat_schedule.items():
+        typer.echo(f"every {entry['schedule']:g} s: {name}")
+    # The in-memory scheduler: every tick's work checks the database for what is due, so
+    # nothing is lost when a restarted beat forgets when it last sent one.
+    argv = ["beat", "--scheduler", "celery.beat:Scheduler", "--loglevel", current.log_level]
+    app.start(argv)
 
 
 def _serve_worker_metrics(port: int, pool: str) -> None:

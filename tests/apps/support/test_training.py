@@ -7,10 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.support.training import with_intent_text
 from core.ml.training import LabelledTexts
+from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
 from tests.apps.support.conftest import QUICK_TRAINING
 from tests.conftest import make_settings
@@ -170,3 +172,54 @@ def test_training_learns_from_the_messages_the_first_model_would_answer_only_whe
     assert [p.name for p in Path(version.artifact_path).parent.iterdir()] == [
         Path(version.artifact_path).name
     ]
+
+
+def test_scheduled_retraining_trains_again_only_when_reviewed_labels_changed_the_catalogue(
+    world_settings: Settings,
+) -> None:
+    """The fingerprint the schedule compares is the one the run recorded: the demo world's
+    model, trained outside any job, is up to date until a reviewer labels a message; then a
+    job retrains it with the same recipe (in this process: no broker), and it is up to date
+    again."""
+    from apps.support.catalogue import add_examples, get_intent
+    from apps.support.settings import load_support_settings
+    from apps.support.training import retrain_if_changed
+    from core.storage.models import Job, JobStatus, TrainingRun
+    from tests.workers.conftest import wait_for_job
+    from workers.dispatch import create_dispatcher
+
+    factory = get_session_factory(world_settings.database_url)
+    support = load_support_settings(_env_file=None, retrain_every_h=1.0)
+
+    def age_runs() -> None:
+        with session_scope(factory) as session:
+            for run in session.scalars(select(TrainingRun)):
+                run.created_at -= dt.timedelta(hours=2)
+
+    age_runs()
+    dispatcher = create_dispatcher(world_settings)
+    try:
+        current = retrain_if_changed(support, factory, dispatcher)
+        assert (current.job_id, current.reason) == (None, "no new training data since the last run")
+        with session_scope(factory) as session:
+            add_examples(session, get_intent(session, "order_status"), ["where has my box got to"])
+        due = retrain_if_changed(support, factory, dispatcher)
+        assert due.job_id is not None, due.reason
+        job = wait_for_job(factory, due.job_id, timeout_s=300)
+        assert job.status is JobStatus.SUCCEEDED, job.error
+        with factory() as session:
+            runs = session.scalars(select(TrainingRun).order_by(TrainingRun.created_at)).all()
+            jobs = session.scalars(select(Job)).all()
+        assert len(runs) == 2 and runs[1].job_id == job.id and len(jobs) == 1
+        # The same recipe (the world's quick training, as that run resolved it).
+        assert job.params["promotion"] == "if-not-worse"
+        assert job.params["arguments"].items() >= QUICK_TRAINING.items()
+        assert runs[1].params == runs[0].params
+        assert runs[1].data_fingerprint != runs[0].data_fingerprint
+        soon = retrain_if_changed(support, factory, dispatcher)
+        assert "last run started 0.0 h ago" in soon.reason
+        age_runs()
+        after = retrain_if_changed(support, factory, dispatcher)
+        assert after.reason == "no new training data since the last run"
+    finally:
+        dispatcher.close()

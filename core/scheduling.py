@@ -1,0 +1,167 @@
+"""Periodic work: the loop an API process runs it in, and scheduled retraining.
+
+Each piece of periodic work (resolving quiet alerts, polling feeds, sending again jobs whose
+message was lost, checking whether a model is due for retraining) is one function that is safe
+to run from any number of processes at once. `TEXTSUITE_SCHEDULER` says who calls it: every
+API process on its own timer (`repeat`, the default), or `textsuite beat`, which queues it as a
+Celery task for the workers (`workers.tasks.periodic`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.jobs import JobDispatcher, submit_job
+from core.ml.runs import PromotionPolicy
+from core.settings import Scheduler, Settings
+from core.storage.base import utcnow
+from core.storage.models import Job, JobStatus, TrainingRun
+
+log = logging.getLogger(__name__)
+
+RETRAIN_CHECK_MAX_S = 3600.0
+PeriodicWork = tuple[float, Callable[[], object]]  # every so many seconds, do this
+IF_NOT_WORSE = PromotionPolicy.IF_NOT_WORSE.value
+
+
+async def repeat(what: str, every_s: float, work: Callable[[], object]) -> None:
+    """Run `work` (blocking; in a thread) every `every_s` seconds, first after one period, for
+    as long as the task lives. A failure (the database or the broker away) is logged and the
+    next round tries again."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.to_thread(work)
+        except Exception as exc:
+            log.warning("%s failed, trying again in %.0f s: %s", what, every_s, exc)
+
+
+@asynccontextmanager
+async def periodic(settings: Settings, works: Mapping[str, PeriodicWork]) -> AsyncIterator[None]:
+    """Run each of `works` (name -> (every_s, work)) on its own timer in this process while
+    the context lasts, where `TEXTSUITE_SCHEDULER=api`; under `beat` nothing runs here."""
+    tasks = []
+    if settings.scheduler is Scheduler.API:
+        tasks = [
+            asyncio.create_task(repeat(name, every_s, work), name=name)
+            for name, (every_s, work) in works.items()
+        ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def retrain_check_s(every_s: float) -> float:
+    """How often a process checks whether a model retrained every `every_s` is due: a quarter
+    of the period, at most hourly (a run starts at most that late)."""
+    return min(every_s / 4, RETRAIN_CHECK_MAX_S)
+
+
+@dataclass(frozen=True)
+class RetrainCheck:
+    """What one scheduled-retraining check did: `job_id` of the job it queued, else why not."""
+
+    model_name: str
+    job_id: uuid.UUID | None
+    reason: str
+
+
+def retrain_if_due(
+    factory: sessionmaker[Session],
+    dispatcher: JobDispatcher,
+    *,
+    model_name: str,
+    kind: str,
+    every_s: float,
+    fingerprint: Callable[[Mapping[str, Any]], str | None],
+) -> RetrainCheck:
+    """Queue a `kind` training job for `model_name` if it is due.
+
+    Due when the model's latest training run started `every_s` ago or more (or it has none), no
+    `kind` job is queued or running, and the data a run would train on now is not the data of
+    that latest run (`fingerprint(params)`, the fingerprint a run with those job parameters
+    records; computed last, only when the rest holds; None when there is too little data to
+    train on yet): unchanged data is never trained again, and a run that failed on it is not
+    retried until the data changes.
+
+    The job repeats the latest run's recipe (`_recipe`), promoted only if it is not worse than
+    production. Its idempotency key is that
+    latest run and the fingerprint, so processes checking at the same moment queue one job.
+    """
+    with factory() as session:
+        latest = session.scalars(
+            select(TrainingRun)
+            .where(TrainingRun.model_name == model_name)
+            .order_by(TrainingRun.created_at.desc())
+            .limit(1)
+        ).first()
+        if latest is not None:
+            age = utcnow() - latest.created_at
+            if age < dt.timedelta(seconds=every_s):
+                return RetrainCheck(
+                    model_name,
+                    None,
+                    f"the last run started {_hours(age.total_seconds())} ago; "
+                    f"retrained every {_hours(every_s)}",
+                )
+        busy = session.scalar(
+            select(Job.id)
+            .where(
+                Job.kind == kind,
+                Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)),
+            )
+            .limit(1)
+        )
+        if busy is not None:
+            return RetrainCheck(model_name, None, f"training job {busy} is queued or running")
+        params = _recipe(session, latest)
+    current = fingerprint(params)
+    if current is None:
+        return RetrainCheck(model_name, None, "too little training data yet")
+    if latest is not None and latest.data_fingerprint == current:
+        return RetrainCheck(model_name, None, "no new training data since the last run")
+    after = latest.id if latest is not None else "none"
+    key = "retrain:" + hashlib.sha256(f"{model_name}|{after}|{current}".encode()).hexdigest()
+    job, created = submit_job(
+        factory, dispatcher, kind, params, idempotency_key=key, dispatch_later_if_down=True
+    )
+    if not created:
+        return RetrainCheck(model_name, None, f"job {job.id} was queued for this data already")
+    log.info("scheduled retraining of %s: job %s queued (the data changed)", model_name, job.id)
+    return RetrainCheck(model_name, job.id, "queued: the training data changed")
+
+
+def _recipe(session: Session, latest: TrainingRun | None) -> dict[str, Any]:
+    """The parameters of the job behind `latest` (a run outside a job: its training
+    arguments as resolved, which every app's training job takes as `arguments`), promotion if
+    not worse."""
+    previous = session.get(Job, latest.job_id) if latest and latest.job_id else None
+    if previous is not None:
+        params = dict(previous.params)
+    elif latest is not None:  # the run records its base model beside the arguments
+        arguments = {k: v for k, v in latest.params.items() if k != "base_reference"}
+        params = {"arguments": arguments}
+    else:
+        params = {}
+    return {**params, "promotion": IF_NOT_WORSE}
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,214 @@
+"""Scheduled retraining decisions and where the periodic work runs (`core.scheduling`)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import jobs
+from core.scheduling import periodic, retrain_check_s, retrain_if_due
+from core.settings import Scheduler, SettingsError, load_settings
+from core.storage.base import utcnow
+from core.storage.engine import session_scope
+from core.storage.models import Job, JobStatus, TrainingRun
+from tests.conftest import make_settings
+
+KIND = "support.train"
+
+
+class TrainParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arguments: dict[str, Any] = {}
+    promotion: str = "if-not-worse"
+
+
+class Broker:
+    """The broker boundary: records the jobs it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[uuid.UUID] = []
+
+    def spec_for(self, kind: str) -> jobs.JobKindSpec:
+        return jobs.JobKindSpec("gpu", TrainParams)
+
+    def dispatch(self, job_id: uuid.UUID, kind: str, queue: str) -> None:
+        self.sent.append(job_id)
+
+
+class Data:
+    """The app's side: the fingerprint of what a run with given parameters would train on."""
+
+    def __init__(self, fingerprint: str | None) -> None:
+        self.fingerprint = fingerprint
+        self.asked: list[Mapping[str, Any]] = []
+
+    def __call__(self, params: Mapping[str, Any]) -> str | None:
+        self.asked.append(params)
+        return self.fingerprint
+
+
+def check(factory: sessionmaker[Session], broker: Broker, data: Data, every_h: float = 24.0):
+    return retrain_if_due(
+        factory,
+        broker,
+        model_name="support-intents",
+        kind=KIND,
+        every_s=every_h * 3600,
+        fingerprint=data,
+    )
+
+
+def add_run(
+    factory: sessionmaker[Session],
+    fingerprint: str,
+    *,
+    hours_ago: float,
+    params: dict[str, Any] | None = None,
+    job_params: dict[str, Any] | None = None,
+) -> None:
+    with session_scope(factory) as session:
+        job = None
+        if job_params is not None:
+            job = Job(kind=KIND, queue="gpu", status=JobStatus.SUCCEEDED, params=job_params)
+            session.add(job)
+            session.flush()
+        session.add(
+            TrainingRun(
+                job_id=job.id if job else None,
+                model_name="support-intents",
+                base_model="all-MiniLM-L6-v2",
+                params=params or {"epochs": 4, "seed": 42},
+                data_fingerprint=fingerprint,
+                status=JobStatus.SUCCEEDED,
+                created_at=utcnow() - dt.timedelta(hours=hours_ago),
+            )
+        )
+
+
+def test_a_model_never_trained_is_trained_once(session_factory: sessionmaker[Session]) -> None:
+    broker, data = Broker(), Data("a")
+    first = check(session_factory, broker, data)
+    assert first.job_id is not None and broker.sent == [first.job_id]
+    with session_factory() as session:
+        job = session.get(Job, first.job_id)
+    assert (job.kind, job.status, job.params) == (
+        KIND,
+        JobStatus.QUEUED,
+        {"arguments": {}, "promotion": "if-not-worse"},
+    )
+    again = check(session_factory, broker, data)
+    assert again.job_id is None and "is queued or running" in again.reason
+    assert broker.sent == [first.job_id]
+
+
+def test_a_recent_run_waits_out_the_period_before_the_data_is_even_read(
+    session_factory: sessionmaker[Session],
+) -> None:
+    add_run(session_factory, "a", hours_ago=2)
+    broker, data = Broker(), Data("b")
+    result = check(session_factory, broker, data, every_h=24)
+    assert result.job_id is None and "last run started 2.0 h ago" in result.reason
+    assert data.asked == [] and broker.sent == []
+
+
+def test_unchanged_data_waits_and_changed_data_trains_with_the_last_jobs_recipe(
+    session_factory: sessionmaker[Session],
+) -> None:
+    recipe = {"arguments": {"strategy": "sentence", "epochs": 3}, "promotion": "never"}
+    add_run(session_factory, "a", hours_ago=30, job_params=recipe)
+    broker = Broker()
+    same = check(session_factory, broker, Data("a"))
+    assert same.job_id is None and same.reason == "no new training data since the last run"
+    changed = Data("b")
+    result = check(session_factory, broker, changed)
+    assert result.job_id is not None and broker.sent == [result.job_id]
+    expected = {"arguments": {"strategy": "sentence", "epochs": 3}, "promotion": "if-not-worse"}
+    assert changed.asked == [expected]  # the fingerprint is of what that recipe trains on
+    with session_factory() as session:
+        assert session.get(Job, result.job_id).params == expected
+
+
+def test_a_run_made_outside_a_job_lends_its_training_arguments(
+    session_factory: sessionmaker[Session],
+) -> None:
+    add_run(session_factory, "a", hours_ago=30, params={"epochs": 2, "seed": 7})
+    data = Data("b")
+    result = check(session_factory, Broker(), data)
+    assert result.job_id is not None
+    assert data.asked == [{"arguments": {"epochs": 2, "seed": 7}, "promotion": "if-not-worse"}]
+
+
+def test_too_little_data_queues_nothing(session_factory: sessionmaker[Session]) -> None:
+    broker = Broker()
+    result = check(session_factory, broker, Data(None))
+    assert result.job_id is None and result.reason == "too little training data yet"
+    with session_factory() as session:
+        assert session.scalars(select(Job)).all() == []
+
+
+def test_data_a_scheduled_job_failed_on_is_not_queued_again_until_it_changes(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A job that failed before it recorded a run (no latest run to compare with) is not
+    retried every check: the idempotency key is the data and the run it follows."""
+    broker = Broker()
+    first = check(session_factory, broker, Data("a"))
+    jobs.fail_job(session_factory, first.job_id, "the catalogue lost an intent")
+    again = check(session_factory, broker, Data("a"))
+    assert again.job_id is None and f"job {first.job_id} was queued" in again.reason
+    changed = check(session_factory, broker, Data("b"))
+    assert changed.job_id is not None and broker.sent == [first.job_id, changed.job_id]
+
+
+def test_the_check_comes_a_quarter_period_after_at_most_hourly() -> None:
+    assert retrain_check_s(3600) == 900
+    assert retrain_check_s(24 * 3600) == 3600
+
+
+@pytest.mark.parametrize("scheduler", [Scheduler.API, Scheduler.BEAT])
+def test_periodic_work_runs_in_this_process_only_under_the_api_scheduler(
+    scheduler: Scheduler,
+) -> None:
+    settings = make_settings(scheduler=scheduler, broker_url="redis://127.0.0.1:6379/15")
+    ran = threading.Event()
+
+    async def serve_for_a_while() -> None:
+        async with periodic(settings, {"tick": (0.01, ran.set)}):
+            await asyncio.sleep(0.3)
+
+    asyncio.run(serve_for_a_while())
+    assert ran.is_set() is (scheduler is Scheduler.API)
+
+
+def test_a_failing_round_is_logged_and_the_next_one_runs(caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings()
+    rounds: list[int] = []
+
+    def flaky() -> None:
+        rounds.append(len(rounds))
+        if len(rounds) == 1:
+            raise ConnectionError("the database is away")
+
+    async def serve_for_a_while() -> None:
+        async with periodic(settings, {"flaky work": (0.01, flaky)}):
+            await asyncio.sleep(0.3)
+
+    asyncio.run(serve_for_a_while())
+    assert len(rounds) >= 2
+    assert "flaky work failed, trying again in 0 s: the database is away" in caplog.text
+
+
+def test_the_beat_scheduler_needs_a_broker() -> None:
+    with pytest.raises(SettingsError, match="set TEXTSUITE_BROKER_URL"):
+        load_settings(_env_file=None, scheduler="beat")
+    assert load_settings(_env_file=None, scheduler="beat", broker_url="redis://r:6379/0")
