@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from dataclasses import asdict
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,6 +57,52 @@ def list_versions_of(name: str, session: SessionDep, _key: AdminKey) -> list[Mod
     if not found:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model named {name!r}")
     return found
+
+
+class VersionComparisonPublic(BaseModel):
+    name: str
+    versions: list[int] = Field(description="The versions compared; every list below follows it")
+    stages: list[str]
+    primary_metric: str = Field(description="The metric promotion compares")
+    metrics: dict[str, list[float | None]] = Field(description="Scalar validation metrics")
+    per_class_f1: dict[str, list[float | None]] = Field(description="Classifiers: F1 per class")
+    params: dict[str, list[Any]] = Field(description="Training parameters that differ")
+    same_training_data: bool | None = Field(description="None: a version's run is unknown")
+    notes: list[str]
+
+
+@router.get(
+    "/{name}/compare",
+    response_model=VersionComparisonPublic,
+    summary="Versions of a model side by side",
+    responses={404: {"description": "no such model or version, or only one version"}},
+)
+def compare_versions(
+    name: str,
+    session: SessionDep,
+    _key: AdminKey,
+    versions_: Annotated[
+        list[Annotated[int, Field(ge=1, le=1_000_000_000)]] | None,
+        Query(
+            alias="versions",
+            max_length=versions.MAX_COMPARED,
+            description="Versions to compare (repeat the parameter); default: production and "
+            "the newest other version",
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    """Validation metrics (and each class's F1) of two to ten versions, the training
+    parameters that differ between them, and whether they were trained on the same data (if
+    not, each was scored on different held-out examples, which the notes say)."""
+    try:
+        comparison = versions.compare(session, name, versions_)
+    except versions.VersionNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+    result = asdict(comparison)
+    result["versions"] = result.pop("numbers")
+    return result
 
 
 @router.post(

@@ -8,7 +8,8 @@ scheduled retrain can never make things worse.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,115 @@ def rollback(session: Session, name: str) -> ModelVersion:
     previous.promoted_at = utcnow()
     session.flush()
     return previous
+
+
+MAX_COMPARED = 10
+
+
+@dataclass(frozen=True)
+class VersionComparison:
+    """Versions of one model side by side, each list in `numbers`' order: the scalar metrics,
+    each class's F1 (classifiers), the training parameters that differ, and whether they
+    were trained on the same data."""
+
+    name: str
+    numbers: list[int]
+    stages: list[str]
+    primary_metric: str
+    metrics: dict[str, list[float | None]]
+    per_class_f1: dict[str, list[float | None]]
+    params: dict[str, list[Any]]
+    same_training_data: bool | None  # None: a version has no training run on record
+    notes: list[str]
+
+    def largest_class_changes(self, limit: int) -> list[tuple[str, float]]:
+        """The classes whose F1 moved most from the first version to the last."""
+        changes = [
+            (label, values[-1] - values[0])
+            for label, values in self.per_class_f1.items()
+            if values[0] is not None and values[-1] is not None
+        ]
+        return sorted(changes, key=lambda change: (-abs(change[1]), change[0]))[:limit]
+
+
+def default_comparison(session: Session, name: str) -> list[int]:
+    """Production and the newest other version (a retrained candidate against what serves);
+    without a production version, the two newest."""
+    numbers = [version.version for version in list_versions(session, name)]  # newest first
+    current = production_version(session, name)
+    if len(numbers) < 2:
+        raise VersionNotFound(
+            f"model {name!r} has {len(numbers)} version(s): nothing to compare it with"
+        )
+    if current is None:
+        return [numbers[1], numbers[0]]
+    newest_other = next(number for number in numbers if number != current.version)
+    return [current.version, newest_other]
+
+
+def compare(session: Session, name: str, numbers: Sequence[int] | None = None) -> VersionComparison:
+    """Versions `numbers` of `name` (default: `default_comparison`) side by side.
+
+    Each version's metrics were measured on its own run's held-out examples: versions trained
+    on different data were scored on different examples too, which the notes say."""
+    numbers = list(numbers) if numbers else default_comparison(session, name)
+    if len(set(numbers)) != len(numbers) or not 2 <= len(numbers) <= MAX_COMPARED:
+        raise ValueError(f"compare 2 to {MAX_COMPARED} different versions, got {numbers}")
+    found = [get_version(session, name, number) for number in numbers]
+    runs = [
+        session.get(TrainingRun, version.training_run_id) if version.training_run_id else None
+        for version in found
+    ]
+    primary = found[0].config.get("primary_metric", "macro_f1")
+    metric_names = sorted(
+        {key for version in found for key, value in version.metrics.items() if _is_number(value)}
+    )
+    labels = sorted({label for version in found for label in version.metrics.get("per_class", {})})
+    notes = []
+    fingerprints = {run.data_fingerprint for run in runs if run is not None}
+    same_data = None if None in runs else len(fingerprints) == 1
+    if same_data is False:
+        notes.append(
+            "trained on different data, so each was scored on different held-out examples: "
+            "for a like-for-like score, evaluate each version on one labelled file "
+            "(`textsuite eval ... --version N`)"
+        )
+    if same_data is None:
+        notes.append("a version has no training run on record: its data is unknown")
+    if len({version.base_model for version in found}) > 1:
+        notes.append("the versions were tuned from different base models")
+    return VersionComparison(
+        name=name,
+        numbers=numbers,
+        stages=[version.stage.value for version in found],
+        primary_metric=primary,
+        metrics={key: [_number(v.metrics.get(key)) for v in found] for key in metric_names},
+        per_class_f1={
+            label: [_number(v.metrics.get("per_class", {}).get(label, {}).get("f1")) for v in found]
+            for label in labels
+        },
+        params=_differing_params(runs),
+        same_training_data=same_data,
+        notes=notes,
+    )
+
+
+def _differing_params(runs: Sequence[TrainingRun | None]) -> dict[str, list[Any]]:
+    params = [run.params if run is not None else {} for run in runs]
+    keys = sorted({key for each in params for key in each})
+    return {
+        key: [each.get(key) for each in params]
+        for key in keys
+        if any(each.get(key) != params[0].get(key) for each in params)
+    }
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number(value: object) -> float | None:
+    return float(value) if _is_number(value) else None  # type: ignore[arg-type]
 
 
 def _fmt(value: float | None) -> str:

@@ -1,4 +1,4 @@
-"""`textsuite models`: list, inspect, promote and roll back model versions."""
+"""`textsuite models`: list, inspect, compare, promote and roll back model versions."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from core.storage.engine import get_session_factory
 from core.storage.models import ModelVersion
 from textsuite.cli.common import database, fail, settings
 
-app = typer.Typer(help="List, inspect, promote and roll back model versions.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, inspect, compare, promote and roll back model versions.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -74,6 +76,60 @@ def show(
                 }
             )
         )
+
+
+@app.command()
+def compare(
+    name: Annotated[str, typer.Argument(help="Model name")],
+    numbers: Annotated[
+        list[int] | None,
+        typer.Argument(help="Versions [default: production and the newest other version]"),
+    ] = None,
+    classes: Annotated[
+        int, typer.Option(min=0, help="Show the classes whose F1 moved most, this many")
+    ] = 10,
+) -> None:
+    """Versions side by side: validation metrics (change against the first version), the
+    classes that moved most, the training parameters that differ."""
+    with database(settings()) as session:
+        try:
+            comparison = versions.compare(session, name, numbers)
+        except (versions.VersionNotFound, ValueError) as exc:
+            fail(str(exc))
+    pairs = zip(comparison.numbers, comparison.stages, strict=True)
+    heads = [f"v{number} ({stage})" for number, stage in pairs]
+    table = Table("metric", *heads, title=f"{name}: validation metrics")
+    for metric, values in comparison.metrics.items():
+        label = f"{metric} (promotion)" if metric == comparison.primary_metric else metric
+        table.add_row(label, *_with_change(values))
+    console.print(table)
+    moved = comparison.largest_class_changes(classes)
+    if moved:
+        per_class = Table("class", *heads, title="F1 per class, largest changes first")
+        for label, _change in moved:
+            per_class.add_row(label, *_with_change(comparison.per_class_f1[label]))
+        console.print(per_class)
+    if comparison.params:
+        params = Table("training parameter", *heads, title="parameters that differ")
+        for key, values in comparison.params.items():
+            params.add_row(key, *(json.dumps(value) for value in values))
+        console.print(params)
+    for note in comparison.notes:
+        console.print(f"note: {note}")
+
+
+def _with_change(values: list[float | None]) -> list[str]:
+    """Each value, and after the first its change against the first."""
+    first = values[0]
+    cells = []
+    for i, value in enumerate(values):
+        if value is None:
+            cells.append("-")
+        elif i == 0 or first is None:
+            cells.append(f"{value:.4g}")
+        else:
+            cells.append(f"{value:.4g} ({value - first:+.4g})")
+    return cells
 
 
 @app.command()

@@ -163,6 +163,111 @@ def test_models_api(client, api_key, service_settings, served_artifact: Path) ->
     )
 
 
+def _trained(
+    session: Session, fingerprint: str, params: dict, metrics: dict, base: str = "minilm"
+) -> versions.ModelVersion:
+    run = TrainingRun(
+        model_name="intents",
+        base_model=base,
+        params=params,
+        data_fingerprint=fingerprint,
+        status=JobStatus.SUCCEEDED,
+    )
+    session.add(run)
+    session.flush()
+    return versions.record_version(
+        session,
+        name="intents",
+        task="classification",
+        base_model=base,
+        artifact_path=Path("/tmp/x"),
+        metrics=metrics,
+        config={"primary_metric": "macro_f1"},
+        training_run=run,
+    )
+
+
+def _classes(**f1: float) -> dict:
+    return {label: {"precision": 1.0, "recall": 1.0, "f1": value, "support": 4}
+            for label, value in f1.items()}  # fmt: skip
+
+
+def test_compare_puts_metrics_classes_and_differing_parameters_side_by_side(
+    db_session: Session,
+) -> None:
+    first = {"macro_f1": 0.80, "accuracy": 0.85, "n_validation": 40, "strategy": "sentence",
+             "per_class": _classes(refund=0.9, cancel=0.7, track=0.8)}  # fmt: skip
+    second = {"macro_f1": 0.84, "accuracy": 0.86, "n_validation": 44, "strategy": "sentence",
+              "per_class": _classes(refund=0.6, cancel=0.95, track=0.8, greet=1.0)}  # fmt: skip
+    _trained(db_session, "a", {"epochs": 4, "seed": 42, "strategy": "sentence"}, first)
+    _trained(db_session, "b", {"epochs": 8, "seed": 42, "strategy": "sentence"}, second)
+    versions.promote(db_session, "intents", 1)
+
+    comparison = versions.compare(db_session, "intents")  # production first, then the newest
+    assert (comparison.numbers, comparison.stages) == ([1, 2], ["production", "candidate"])
+    assert comparison.primary_metric == "macro_f1"
+    assert comparison.metrics == {"accuracy": [0.85, 0.86], "macro_f1": [0.80, 0.84],
+                                  "n_validation": [40.0, 44.0]}  # fmt: skip
+    assert comparison.per_class_f1["greet"] == [None, 1.0]
+    assert comparison.largest_class_changes(2) == [
+        ("refund", pytest.approx(-0.3)),
+        ("cancel", pytest.approx(0.25)),
+    ]
+    assert comparison.params == {"epochs": [4, 8]}
+    assert comparison.same_training_data is False
+    assert "scored on different held-out examples" in comparison.notes[0]
+
+    _trained(db_session, "b", {"epochs": 8, "seed": 42, "strategy": "sentence"}, first, "mpnet")
+    same = versions.compare(db_session, "intents", [2, 3])
+    assert same.same_training_data is True and same.params == {}
+    assert same.notes == ["the versions were tuned from different base models"]
+
+
+def test_compare_refuses_what_cannot_be_compared(db_session: Session) -> None:
+    _record(db_session, 0.5)
+    with pytest.raises(versions.VersionNotFound, match="nothing to compare it with"):
+        versions.compare(db_session, "intents")
+    _record(db_session, 0.6)
+    assert versions.compare(db_session, "intents").numbers == [1, 2]  # no production: two newest
+    assert versions.compare(db_session, "intents").same_training_data is None
+    with pytest.raises(versions.VersionNotFound, match="has no v7"):
+        versions.compare(db_session, "intents", [1, 7])
+    with pytest.raises(ValueError, match="compare 2 to 10 different versions"):
+        versions.compare(db_session, "intents", [1, 1])
+
+
+def test_compare_over_the_api(client, api_key, service_settings) -> None:
+    from core.storage.engine import get_session_factory, session_scope
+
+    with session_scope(get_session_factory(service_settings.database_url)) as session:
+        _trained(session, "a", {"epochs": 4}, {"macro_f1": 0.8, "per_class": _classes(x=0.8)})
+        _trained(session, "a", {"epochs": 6}, {"macro_f1": 0.9, "per_class": _classes(x=0.9)})
+        _trained(session, "a", {"epochs": 8}, {"macro_f1": 0.7})
+    admin = {"X-API-Key": api_key("admin")}
+    found = client.get("/v1/models/intents/compare?versions=1&versions=2", headers=admin)
+    assert found.status_code == 200, found.text
+    assert found.json() == {
+        "name": "intents",
+        "versions": [1, 2],
+        "stages": ["candidate", "candidate"],
+        "primary_metric": "macro_f1",
+        "metrics": {"macro_f1": [0.8, 0.9]},
+        "per_class_f1": {"x": [0.8, 0.9]},
+        "params": {"epochs": [4, 6]},
+        "same_training_data": True,
+        "notes": [],
+    }
+    assert client.get("/v1/models/intents/compare", headers=admin).json()["versions"] == [2, 3]
+    many = "&".join(f"versions={n}" for n in range(1, 12))
+    for query, code in [("versions=1&versions=9", 404), ("versions=1&versions=1", 422),
+                        ("versions=0&versions=1", 422), (many, 422)]:  # fmt: skip
+        answer = client.get(f"/v1/models/intents/compare?{query}", headers=admin)
+        assert answer.status_code == code, (query, answer.text)
+    assert client.get("/v1/models/none/compare", headers=admin).status_code == 404
+    support_key = {"X-API-Key": api_key("support")}
+    assert client.get("/v1/models/intents/compare", headers=support_key).status_code == 403
+
+
 def test_damaged_files_never_reach_production(
     client, api_key, service_settings, served_artifact: Path, tmp_path: Path
 ) -> None:
