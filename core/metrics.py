@@ -29,6 +29,18 @@ MODEL_LOAD_SECONDS = Histogram(
     ["kind"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+PERIODIC_RUNS = Counter(
+    "textsuite_periodic_runs_total",
+    "Rounds of periodic work (alert sweep, feed polling, job redispatch, retraining checks), by "
+    "work and outcome: ok or failed.",
+    ["work", "outcome"],
+)
+PERIODIC_LAST_SUCCESS = Gauge(
+    "textsuite_periodic_last_success_timestamp_seconds",
+    "When a round of the work last succeeded in this process (alert when it grows old).",
+    ["work"],
+    multiprocess_mode="max",
+)
 
 # --- Batched inference (core.ml.batching), labelled by batcher name -------------------------
 BATCH_SIZE = Histogram(

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.jobs import JobDispatcher, submit_job
+from core.metrics import PERIODIC_LAST_SUCCESS, PERIODIC_RUNS
 from core.ml.runs import PromotionPolicy
 from core.settings import Scheduler, Settings
 from core.storage.base import utcnow
@@ -43,9 +44,21 @@ async def repeat(what: str, every_s: float, work: Callable[[], object]) -> None:
     while True:
         await asyncio.sleep(every_s)
         try:
-            await asyncio.to_thread(work)
+            await asyncio.to_thread(run_periodic, what, work)
         except Exception as exc:
             log.warning("%s failed, trying again in %.0f s: %s", what, every_s, exc)
+
+
+def run_periodic(what: str, work: Callable[[], object]) -> None:
+    """One round of the periodic work `what`, counted in the metrics (by an API process's
+    timer, or by a worker's task under beat); a failure is counted and raised."""
+    try:
+        work()
+    except Exception:
+        PERIODIC_RUNS.labels(what, "failed").inc()
+        raise
+    PERIODIC_RUNS.labels(what, "ok").inc()
+    PERIODIC_LAST_SUCCESS.labels(what).set_to_current_time()
 
 
 @asynccontextmanager

@@ -20,7 +20,7 @@ from apps.sentiment.settings import get_sentiment_settings
 from apps.support.settings import get_support_settings
 from apps.support.training import retrain_if_changed as retrain_support
 from core.jobs import JobDispatcher, redispatch_every_s, redispatch_lost_jobs
-from core.scheduling import PeriodicWork, retrain_check_s
+from core.scheduling import PeriodicWork, retrain_check_s, run_periodic
 from core.settings import Settings
 from core.storage import get_session_factory
 
@@ -72,6 +72,6 @@ def register_periodic_tasks(app: Celery, settings: Settings) -> None:
 
 def _declare(app: Celery, name: str, run: Callable[[], object]) -> None:
     def periodic() -> None:
-        run()
+        run_periodic(name, run)
 
     app.task(periodic, name=task_name(name), shared=False, acks_late=False, ignore_result=True)

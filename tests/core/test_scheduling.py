@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -203,9 +205,21 @@ def test_a_failing_round_is_logged_and_the_next_one_runs(caplog: pytest.LogCaptu
         async with periodic(settings, {"flaky work": (0.01, flaky)}):
             await asyncio.sleep(0.3)
 
+    def runs(outcome: str) -> float:
+        sample = REGISTRY.get_sample_value(
+            "textsuite_periodic_runs_total", {"work": "flaky work", "outcome": outcome}
+        )
+        return sample or 0.0
+
+    before = time.time()
     asyncio.run(serve_for_a_while())
     assert len(rounds) >= 2
     assert "flaky work failed, trying again in 0 s: the database is away" in caplog.text
+    assert (runs("failed"), runs("ok")) == (1, len(rounds) - 1)
+    last = REGISTRY.get_sample_value(
+        "textsuite_periodic_last_success_timestamp_seconds", {"work": "flaky work"}
+    )
+    assert last is not None and last >= before
 
 
 def test_the_beat_scheduler_needs_a_broker() -> None:
