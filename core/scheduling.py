@@ -4,7 +4,7 @@ Each piece of periodic work (resolving quiet alerts, polling feeds, sending agai
 message was lost, checking whether a model is due for retraining) is one function that is safe
 to run from any number of processes at once. `TEXTSUITE_SCHEDULER` says who calls it: every
 API process on its own timer (`repeat`, the default), or `textsuite beat`, which queues it as a
-Celery task for the workers (`workers.tasks.periodic`).
+Celery task for the workers (`workers.periodic`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import uuid
@@ -23,7 +24,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.jobs import JobDispatcher, submit_job
+from core.jobs import (
+    IdempotencyConflict,
+    JobDispatcher,
+    redispatch_every_s,
+    redispatch_lost_jobs,
+    submit_job,
+)
 from core.metrics import PERIODIC_LAST_SUCCESS, PERIODIC_RUNS
 from core.ml.runs import PromotionPolicy
 from core.settings import Scheduler, Settings
@@ -33,6 +40,7 @@ from core.storage.models import Job, JobStatus, TrainingRun
 log = logging.getLogger(__name__)
 
 RETRAIN_CHECK_MAX_S = 3600.0
+REDISPATCH_WORK = "job redispatch"
 PeriodicWork = tuple[float, Callable[[], object]]  # every so many seconds, do this
 IF_NOT_WORSE = PromotionPolicy.IF_NOT_WORSE.value
 
@@ -81,6 +89,23 @@ async def periodic(settings: Settings, works: Mapping[str, PeriodicWork]) -> Asy
                 await task
 
 
+def redispatch_work(
+    settings: Settings, factory: sessionmaker[Session], dispatcher: JobDispatcher
+) -> dict[str, PeriodicWork]:
+    """Sending again the jobs whose message was lost, where `job_redispatch_after_s` is set."""
+    if settings.job_redispatch_after_s <= 0:
+        return {}
+    work = functools.partial(redispatch_lost_jobs, settings, factory, dispatcher)
+    return {REDISPATCH_WORK: (redispatch_every_s(settings), work)}
+
+
+def retraining_work(
+    name: str, every_h: float, check: Callable[[], object]
+) -> dict[str, PeriodicWork]:
+    """A model's scheduled retraining `check` (`retrain_if_due`), where `every_h` is set."""
+    return {name: (retrain_check_s(every_h * 3600), check)} if every_h > 0 else {}
+
+
 def retrain_check_s(every_s: float) -> float:
     """How often a process checks whether a model retrained every `every_s` is due: a quarter
     of the period, at most hourly (a run starts at most that late)."""
@@ -107,33 +132,27 @@ def retrain_if_due(
 ) -> RetrainCheck:
     """Queue a `kind` training job for `model_name` if it is due.
 
-    Due when the model's latest training run started `every_s` ago or more (or it has none), no
-    `kind` job is queued or running, and the data a run would train on now is not the data of
-    that latest run (`fingerprint(params)`, the fingerprint a run with those job parameters
-    records; computed last, only when the rest holds; None when there is too little data to
-    train on yet): unchanged data is never trained again, and a run that failed on it is not
-    retried until the data changes.
+    Due when the model's last training (its newest run, or newest `kind` job, whichever is
+    later, whatever came of it) started `every_s` ago or more, no `kind` job is queued or
+    running, and the data a run would train on now differs from that of the newest run that
+    succeeded (`fingerprint(params)`: the fingerprint a run with those job parameters records;
+    computed last, only when the rest holds; None when there is too little data to train on
+    yet). So unchanged data is never trained again, and a run that failed is tried again a
+    period later, not at every check.
 
-    The job repeats the latest run's recipe (`_recipe`), promoted only if it is not worse than
-    production. Its idempotency key is that
-    latest run and the fingerprint, so processes checking at the same moment queue one job.
+    The job repeats the recipe of the newest run that succeeded (`_recipe`), promoted only if
+    not worse than production. Its idempotency key names the newest run and job, not the
+    data, so processes checking at the same moment queue one job between them even when new
+    data arrives while they compute the fingerprint.
     """
     with factory() as session:
-        latest = session.scalars(
-            select(TrainingRun)
-            .where(TrainingRun.model_name == model_name)
-            .order_by(TrainingRun.created_at.desc())
-            .limit(1)
+        runs = select(TrainingRun).where(TrainingRun.model_name == model_name)
+        newest = runs.order_by(TrainingRun.created_at.desc()).limit(1)
+        latest = session.scalars(newest).first()
+        succeeded = session.scalars(newest.where(TrainingRun.status == JobStatus.SUCCEEDED)).first()
+        last_job = session.scalars(
+            select(Job).where(Job.kind == kind).order_by(Job.created_at.desc()).limit(1)
         ).first()
-        if latest is not None:
-            age = utcnow() - latest.created_at
-            if age < dt.timedelta(seconds=every_s):
-                return RetrainCheck(
-                    model_name,
-                    None,
-                    f"the last run started {_hours(age.total_seconds())} ago; "
-                    f"retrained every {_hours(every_s)}",
-                )
         busy = session.scalar(
             select(Job.id)
             .where(
@@ -144,32 +163,45 @@ def retrain_if_due(
         )
         if busy is not None:
             return RetrainCheck(model_name, None, f"training job {busy} is queued or running")
-        params = _recipe(session, latest)
+        started = [item.created_at for item in (latest, last_job) if item is not None]
+        if started:
+            age = utcnow() - max(started)
+            if age < dt.timedelta(seconds=every_s):
+                return RetrainCheck(
+                    model_name,
+                    None,
+                    f"the last training started {_hours(age.total_seconds())} ago; "
+                    f"retrained every {_hours(every_s)}",
+                )
+        params = _recipe(session, succeeded, kind)
     current = fingerprint(params)
     if current is None:
         return RetrainCheck(model_name, None, "too little training data yet")
-    if latest is not None and latest.data_fingerprint == current:
+    if succeeded is not None and succeeded.data_fingerprint == current:
         return RetrainCheck(model_name, None, "no new training data since the last run")
-    after = latest.id if latest is not None else "none"
-    key = "retrain:" + hashlib.sha256(f"{model_name}|{after}|{current}".encode()).hexdigest()
-    job, created = submit_job(
-        factory, dispatcher, kind, params, idempotency_key=key, dispatch_later_if_down=True
-    )
+    after = f"{model_name}|{latest.id if latest else None}|{last_job.id if last_job else None}"
+    key = "retrain:" + hashlib.sha256(after.encode()).hexdigest()
+    try:
+        job, created = submit_job(
+            factory, dispatcher, kind, params, idempotency_key=key, dispatch_later_if_down=True
+        )
+    except IdempotencyConflict:  # another process queued it with another recipe just now
+        created = False
     if not created:
-        return RetrainCheck(model_name, None, f"job {job.id} was queued for this data already")
+        return RetrainCheck(model_name, None, "another process queued the retraining just now")
     log.info("scheduled retraining of %s: job %s queued (the data changed)", model_name, job.id)
     return RetrainCheck(model_name, job.id, "queued: the training data changed")
 
 
-def _recipe(session: Session, latest: TrainingRun | None) -> dict[str, Any]:
-    """The parameters of the job behind `latest` (a run outside a job: its training
+def _recipe(session: Session, run: TrainingRun | None, kind: str) -> dict[str, Any]:
+    """The parameters of the `kind` job behind `run` (a run outside such a job: its training
     arguments as resolved, which every app's training job takes as `arguments`), promotion if
     not worse."""
-    previous = session.get(Job, latest.job_id) if latest and latest.job_id else None
-    if previous is not None:
+    previous = session.get(Job, run.job_id) if run and run.job_id else None
+    if previous is not None and previous.kind == kind:
         params = dict(previous.params)
-    elif latest is not None:  # the run records its base model beside the arguments
-        arguments = {k: v for k, v in latest.params.items() if k != "base_reference"}
+    elif run is not None:  # the run records its base model beside the arguments
+        arguments = {k: v for k, v in run.params.items() if k != "base_reference"}
         params = {"arguments": arguments}
     else:
         params = {}

@@ -8,44 +8,44 @@ older than its period is dropped unrun (`expires`), so a backlog never piles up.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+import logging
 
 from celery import Celery
 
 from apps.recommend.settings import get_recommend_settings
-from apps.recommend.training import retrain_if_changed as retrain_recommender
-from apps.sentiment.service import SentimentService
+from apps.recommend.training import RETRAIN_WORK as RECOMMEND_RETRAINING
+from apps.recommend.training import retraining as recommend_retraining
+from apps.sentiment.service import FEEDS_WORK, SWEEP_WORK, SentimentService
 from apps.sentiment.settings import get_sentiment_settings
 from apps.support.settings import get_support_settings
-from apps.support.training import retrain_if_changed as retrain_support
-from core.jobs import JobDispatcher, redispatch_every_s, redispatch_lost_jobs
-from core.scheduling import PeriodicWork, retrain_check_s, run_periodic
+from apps.support.training import RETRAIN_WORK as SUPPORT_RETRAINING
+from apps.support.training import retraining as support_retraining
+from core.jobs import JobDispatcher
+from core.scheduling import REDISPATCH_WORK, PeriodicWork, redispatch_work, run_periodic
 from core.settings import Settings
 from core.storage import get_session_factory
+
+log = logging.getLogger(__name__)
 
 TASK_PREFIX = "periodic."
 
 
+# Every piece of periodic work there is. A worker declares a task for each, whatever its own
+# settings turn on, so that no tick beat sends is refused as an unknown task.
+ALL_WORK = (REDISPATCH_WORK, SWEEP_WORK, FEEDS_WORK, SUPPORT_RETRAINING, RECOMMEND_RETRAINING)
+
+
 def periodic_work(settings: Settings, dispatcher: JobDispatcher) -> dict[str, PeriodicWork]:
-    """The suite's periodic work, by name: core's and each app's. Building it loads no model
-    and opens no connection; that happens when a piece first runs."""
+    """The suite's periodic work that the settings turn on, by name: core's and each app's.
+    Building it loads no model and opens no connection; that happens when a piece first runs."""
     factory = get_session_factory(settings.database_url)
-    work: dict[str, PeriodicWork] = {}
-    if settings.job_redispatch_after_s > 0:
-        redispatch = functools.partial(redispatch_lost_jobs, settings, factory, dispatcher)
-        work["job redispatch"] = (redispatch_every_s(settings), redispatch)
     sentiment = get_sentiment_settings().model_copy(update={"stream_url": None})
-    work.update(SentimentService.create(settings, sentiment, factory, dispatcher).periodic_work())
-    support = get_support_settings()
-    if support.retrain_every_h > 0:
-        check = functools.partial(retrain_support, support, factory, dispatcher)
-        work["support retraining"] = (retrain_check_s(support.retrain_every_h * 3600), check)
-    recommend = get_recommend_settings()
-    if recommend.retrain_every_h > 0:
-        check = functools.partial(retrain_recommender, recommend, factory, dispatcher)
-        work["recommender retraining"] = (retrain_check_s(recommend.retrain_every_h * 3600), check)
-    return work
+    return {
+        **redispatch_work(settings, factory, dispatcher),
+        **SentimentService.create(settings, sentiment, factory, dispatcher).periodic_work(),
+        **support_retraining(get_support_settings(), factory, dispatcher),
+        **recommend_retraining(get_recommend_settings(), factory, dispatcher),
+    }
 
 
 def task_name(work_name: str) -> str:
@@ -53,13 +53,13 @@ def task_name(work_name: str) -> str:
 
 
 def register_periodic_tasks(app: Celery, settings: Settings) -> None:
-    """Declare a task on `app` for each piece of periodic work, and `app`'s beat schedule:
-    each task every period, on the `default` queue."""
+    """Declare a task on `app` for each piece of periodic work, and `app`'s beat schedule: what
+    these settings turn on, each at its period, on the `default` queue."""
     from workers.dispatch import CeleryDispatcher
 
     work = periodic_work(settings, CeleryDispatcher(app))
-    for name, (_every_s, run) in work.items():
-        _declare(app, name, run)
+    for name in ALL_WORK:
+        _declare(app, name, work.get(name))
     app.conf.beat_schedule = {
         name: {
             "task": task_name(name),
@@ -70,8 +70,14 @@ def register_periodic_tasks(app: Celery, settings: Settings) -> None:
     }
 
 
-def _declare(app: Celery, name: str, run: Callable[[], object]) -> None:
+def _declare(app: Celery, name: str, work: PeriodicWork | None) -> None:
     def periodic() -> None:
-        run_periodic(name, run)
+        if work is None:
+            log.warning(
+                "beat sent %r, which this worker's settings turn off: give beat and the "
+                "workers the same TEXTSUITE_* settings", name
+            )  # fmt: skip
+            return
+        run_periodic(name, work[1])
 
     app.task(periodic, name=task_name(name), shared=False, acks_late=False, ignore_result=True)

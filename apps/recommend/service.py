@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import multiprocessing
 import os
@@ -24,12 +23,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from apps.recommend.embeddings import EMBED_JOB, load_item_encoder
 from apps.recommend.settings import RecommendSettings, get_recommend_settings
 from apps.recommend.state import CatalogueState, compute_behaviour
-from apps.recommend.training import retrain_if_changed
+from apps.recommend.training import retraining
 from core.jobs import JobDispatcher, submit_job
 from core.ml.references import ModelNotFound
 from core.ml.versions import production_files_check
 from core.runtime import freeze_long_lived
-from core.scheduling import PeriodicWork, periodic, retrain_check_s
+from core.scheduling import periodic
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -171,16 +170,7 @@ def recommend_lifespan(
             app.state.session_factory, service.recommend.model_name
         )
         refresher = asyncio.create_task(service.refresh_forever(), name="recommend-refresh")
-        work: dict[str, PeriodicWork] = {}
-        if service.recommend.retrain_every_h > 0:
-            check = functools.partial(
-                retrain_if_changed,
-                service.recommend,
-                app.state.session_factory,
-                app.state.dispatcher,
-            )
-            every_s = retrain_check_s(service.recommend.retrain_every_h * 3600)
-            work["recommender retraining"] = (every_s, check)
+        work = retraining(service.recommend, app.state.session_factory, app.state.dispatcher)
         try:
             async with periodic(app.state.settings, work):
                 yield

@@ -11,6 +11,7 @@ vectors until the new ones cover the catalogue.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -27,11 +28,12 @@ from apps.recommend.settings import RecommendSettings
 from core.jobs import JobDispatcher
 from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_embedding_training
 from core.ml.training import EmbeddingTrainingArguments, data_fingerprint
-from core.scheduling import RetrainCheck, retrain_if_due
+from core.scheduling import PeriodicWork, RetrainCheck, retrain_if_due, retraining_work
 from core.settings import Settings
 from core.storage.base import utcnow
 
 TRAIN_JOB = "recommend.train"
+RETRAIN_WORK = "recommender retraining"
 
 
 class RecommendTrainParams(BaseModel):
@@ -128,6 +130,14 @@ def retrain_if_changed(
         every_s=recommend.retrain_every_h * 3600,
         fingerprint=fingerprint,
     )
+
+
+def retraining(
+    recommend: RecommendSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
+) -> dict[str, PeriodicWork]:
+    """The scheduled retraining check as periodic work, where `retrain_every_h` is set."""
+    check = functools.partial(retrain_if_changed, recommend, factory, dispatcher)
+    return retraining_work(RETRAIN_WORK, recommend.retrain_every_h, check)
 
 
 def train_recommend_encoder(

@@ -32,6 +32,7 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 60.0
+SWEEP_WORK, FEEDS_WORK = "alert sweep", "feed polling"
 DURABILITY_TTL_S = 60.0
 LOSSY = {
     "none": "keeps nothing on disk",
@@ -140,9 +141,9 @@ class SentimentService:
         """What runs every so often: resolving the alerts of entities that went quiet (no
         article re-evaluates them) and, where `feed_poll_s` is set, polling the feeds (every
         period or minute, whichever is shorter; each feed is due once a period)."""
-        work: dict[str, PeriodicWork] = {"alert sweep": (SWEEP_INTERVAL_S, self.ingestor.sweep)}
+        work: dict[str, PeriodicWork] = {SWEEP_WORK: (SWEEP_INTERVAL_S, self.ingestor.sweep)}
         if self.settings.feed_poll_s > 0:
-            work["feed polling"] = (min(self.settings.feed_poll_s, 60.0), self.poll_feeds)
+            work[FEEDS_WORK] = (min(self.settings.feed_poll_s, 60.0), self.poll_feeds)
         return work
 
     def close(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -11,9 +10,9 @@ from fastapi import APIRouter, FastAPI
 from apps.support.api import catalogue, chatwoot, messages, review, webhooks
 from apps.support.bot import SupportBot
 from apps.support.settings import SupportSettings, get_support_settings
-from apps.support.training import retrain_if_changed
+from apps.support.training import retraining
 from core.ml.versions import production_files_check
-from core.scheduling import PeriodicWork, periodic, retrain_check_s
+from core.scheduling import periodic
 
 
 def support_router() -> APIRouter:
@@ -38,12 +37,7 @@ def support_lifespan(
             app.state.session_factory, settings.model_name
         )
         await bot.start()
-        work: dict[str, PeriodicWork] = {}
-        if settings.retrain_every_h > 0:
-            check = functools.partial(
-                retrain_if_changed, settings, app.state.session_factory, app.state.dispatcher
-            )
-            work["support retraining"] = (retrain_check_s(settings.retrain_every_h * 3600), check)
+        work = retraining(settings, app.state.session_factory, app.state.dispatcher)
         try:
             async with periodic(app.state.settings, work):
                 yield

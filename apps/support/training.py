@@ -14,6 +14,7 @@ model labels them again for a third.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Mapping
@@ -48,10 +49,11 @@ from core.ml.training import (
     stratified_split,
 )
 from core.ml.training.self_training import PseudoLabeller
-from core.scheduling import RetrainCheck, retrain_if_due
+from core.scheduling import PeriodicWork, RetrainCheck, retrain_if_due, retraining_work
 from core.settings import Settings
 
 TRAIN_JOB = "support.train"
+RETRAIN_WORK = "support retraining"
 
 
 class SupportTrainParams(BaseModel):
@@ -234,6 +236,14 @@ def retrain_if_changed(
         every_s=support.retrain_every_h * 3600,
         fingerprint=fingerprint,
     )
+
+
+def retraining(
+    support: SupportSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
+) -> dict[str, PeriodicWork]:
+    """The scheduled retraining check as periodic work, where `retrain_every_h` is set."""
+    check = functools.partial(retrain_if_changed, support, factory, dispatcher)
+    return retraining_work(RETRAIN_WORK, support.retrain_every_h, check)
 
 
 def train_from_catalogue(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -18,10 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.api import docs, health, jobs, models
 from core.api.health import ReadinessCheck
 from core.api.middleware import BodySizeLimit, RequestMetrics
-from core.jobs import DispatchError, JobDispatcher, redispatch_every_s, redispatch_lost_jobs
+from core.jobs import DispatchError, JobDispatcher
 from core.ml.batching import BatcherStopped, Overloaded
 from core.runtime import freeze_long_lived
-from core.scheduling import periodic
+from core.scheduling import periodic, redispatch_work
 from core.security import KeyCache, RateLimiter, ensure_api_key
 from core.settings import Settings
 from core.storage import get_session_factory, session_scope
@@ -56,11 +55,8 @@ def create_app(
             for app_lifespan in lifespans:
                 await stack.enter_async_context(app_lifespan(app))
             log.info("start-up done; %d long-lived objects frozen", freeze_long_lived(collect=True))
-            if settings.job_redispatch_after_s > 0:
-                work = functools.partial(redispatch_lost_jobs, settings, factory, dispatcher)
-                await stack.enter_async_context(
-                    periodic(settings, {"job redispatch": (redispatch_every_s(settings), work)})
-                )
+            work = redispatch_work(settings, factory, dispatcher)
+            await stack.enter_async_context(periodic(settings, work))
             yield
         close = getattr(dispatcher, "close", None)
         if close is not None:

@@ -77,11 +77,15 @@ def add_run(
     hours_ago: float,
     params: dict[str, Any] | None = None,
     job_params: dict[str, Any] | None = None,
+    job_kind: str = KIND,
+    status: JobStatus = JobStatus.SUCCEEDED,
 ) -> None:
+    started = utcnow() - dt.timedelta(hours=hours_ago)
     with session_scope(factory) as session:
         job = None
         if job_params is not None:
-            job = Job(kind=KIND, queue="gpu", status=JobStatus.SUCCEEDED, params=job_params)
+            job = Job(kind=job_kind, queue="gpu", status=status, params=job_params,
+                      created_at=started)  # fmt: skip
             session.add(job)
             session.flush()
         session.add(
@@ -91,10 +95,16 @@ def add_run(
                 base_model="all-MiniLM-L6-v2",
                 params=params or {"epochs": 4, "seed": 42},
                 data_fingerprint=fingerprint,
-                status=JobStatus.SUCCEEDED,
-                created_at=utcnow() - dt.timedelta(hours=hours_ago),
+                status=status,
+                created_at=started,
             )
         )
+
+
+def age_jobs(factory: sessionmaker[Session], hours: float) -> None:
+    with session_scope(factory) as session:
+        for job in session.scalars(select(Job)):
+            job.created_at -= dt.timedelta(hours=hours)
 
 
 def test_a_model_never_trained_is_trained_once(session_factory: sessionmaker[Session]) -> None:
@@ -119,7 +129,7 @@ def test_a_recent_run_waits_out_the_period_before_the_data_is_even_read(
     add_run(session_factory, "a", hours_ago=2)
     broker, data = Broker(), Data("b")
     result = check(session_factory, broker, data, every_h=24)
-    assert result.job_id is None and "last run started 2.0 h ago" in result.reason
+    assert result.job_id is None and "last training started 2.0 h ago" in result.reason
     assert data.asked == [] and broker.sent == []
 
 
@@ -158,18 +168,60 @@ def test_too_little_data_queues_nothing(session_factory: sessionmaker[Session]) 
         assert session.scalars(select(Job)).all() == []
 
 
-def test_data_a_scheduled_job_failed_on_is_not_queued_again_until_it_changes(
+def test_a_job_that_failed_before_its_run_is_tried_again_a_period_later_not_at_every_check(
     session_factory: sessionmaker[Session],
 ) -> None:
-    """A job that failed before it recorded a run (no latest run to compare with) is not
-    retried every check: the idempotency key is the data and the run it follows."""
+    """A job that failed before it recorded a run (the base model missing, too few pairs)
+    still counts as the last training: data that keeps changing gets one job a period."""
     broker = Broker()
     first = check(session_factory, broker, Data("a"))
-    jobs.fail_job(session_factory, first.job_id, "the catalogue lost an intent")
-    again = check(session_factory, broker, Data("a"))
-    assert again.job_id is None and f"job {first.job_id} was queued" in again.reason
-    changed = check(session_factory, broker, Data("b"))
-    assert changed.job_id is not None and broker.sent == [first.job_id, changed.job_id]
+    jobs.fail_job(session_factory, first.job_id, "the base model is missing on this worker")
+    soon = check(session_factory, broker, Data("b"))
+    assert soon.job_id is None and "last training started 0.0 h ago" in soon.reason
+    age_jobs(session_factory, hours=25)
+    later = check(session_factory, broker, Data("c"))
+    assert later.job_id is not None and broker.sent == [first.job_id, later.job_id]
+
+
+def test_a_failed_run_is_retried_a_period_later_with_the_recipe_that_last_succeeded(
+    session_factory: sessionmaker[Session],
+) -> None:
+    good = {"arguments": {"epochs": 3}, "promotion": "if-not-worse"}
+    add_run(session_factory, "a", hours_ago=60, job_params=good)
+    add_run(session_factory, "b", hours_ago=30, job_params={"arguments": {"max_length": 4096}},
+            status=JobStatus.FAILED)  # fmt: skip
+    data = Data("b")  # the data the failed run was on
+    retried = check(session_factory, Broker(), data)
+    assert retried.job_id is not None and data.asked == [good]
+
+
+def test_a_run_of_another_kind_of_job_lends_its_arguments_not_its_job(
+    session_factory: sessionmaker[Session],
+) -> None:
+    other = {"model_name": "support-intents", "data_path": "x.csv"}
+    add_run(session_factory, "a", hours_ago=30, params={"epochs": 2},
+            job_kind="core.train_classifier", job_params=other)  # fmt: skip
+    data = Data("b")
+    assert check(session_factory, Broker(), data).job_id is not None
+    assert data.asked == [{"arguments": {"epochs": 2}, "promotion": "if-not-worse"}]
+
+
+def test_processes_checking_at_once_queue_one_job_even_when_the_data_moves_between(
+    session_factory: sessionmaker[Session],
+) -> None:
+    broker = Broker()
+    inner: list[Any] = []
+
+    def meanwhile(params: Mapping[str, Any]) -> str:
+        if not inner:  # another process checks while this one reads the data
+            inner.append(check(session_factory, broker, Data("newer")))
+        return "older"
+
+    outer = retrain_if_due(session_factory, broker, model_name="support-intents", kind=KIND,
+                           every_s=3600, fingerprint=meanwhile)  # fmt: skip
+    assert inner[0].job_id is not None and outer.job_id is None
+    assert outer.reason == "another process queued the retraining just now"
+    assert broker.sent == [inner[0].job_id]
 
 
 def test_the_check_comes_a_quarter_period_after_at_most_hourly() -> None:

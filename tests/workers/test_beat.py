@@ -116,3 +116,19 @@ def test_the_api_processes_leave_the_periodic_work_to_beat(
         touched = session.get(Job, lost_id).updated_at > LONG_AGO
     assert touched is (scheduler == "api")
     redis.Redis.from_url(redis_url).flushdb()  # the message the api sent: no worker is here
+
+
+def test_a_worker_declares_every_periodic_task_and_beat_schedules_what_its_settings_turn_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tick for work that the worker's own settings turn off is logged and dropped, never
+    refused as an unknown task (which Celery would discard with an error)."""
+    from workers.celery_app import create_celery_app
+    from workers.periodic import ALL_WORK, task_name
+
+    settings = make_settings(broker_url="redis://127.0.0.1:6379/15", scheduler="beat")
+    app = create_celery_app(settings, periodic=True)
+    assert {task_name(name) for name in ALL_WORK} <= set(app.tasks)
+    assert set(app.conf.beat_schedule) == {"job redispatch", "alert sweep", "feed polling"}
+    app.tasks[task_name("support retraining")]()
+    assert "beat sent 'support retraining', which this worker's settings turn off" in caplog.text

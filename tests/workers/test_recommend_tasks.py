@@ -19,7 +19,7 @@ from apps.recommend.training import retrain_if_changed
 from core.jobs import submit_job
 from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
-from core.storage.models import JobStatus, ModelStage, ModelVersion, TrainingRun
+from core.storage.models import Job, JobStatus, ModelStage, ModelVersion, TrainingRun
 from tests.conftest import _truncate
 from tests.workers.conftest import wait_for_job
 
@@ -96,8 +96,9 @@ def test_embedding_and_behaviour_tuning_on_the_worker(
         # Scheduled retraining: the pairs the run trained on are the ones there are now, so
         # nothing is due until a shopper's new events add a pair; then the same recipe again.
         retraining = load_recommend_settings(_env_file=None, retrain_every_h=1.0)
-        with session_scope(factory) as session:
+        with session_scope(factory) as session:  # the last training was a day ago
             session.execute(update(TrainingRun).values(created_at=start))
+            session.execute(update(Job).values(created_at=start))
         unchanged = retrain_if_changed(retraining, factory, dispatcher)
         assert unchanged.reason == "no new training data since the last run"
         with session_scope(factory) as session:

@@ -191,10 +191,10 @@ def test_scheduled_retraining_trains_again_only_when_reviewed_labels_changed_the
     factory = get_session_factory(world_settings.database_url)
     support = load_support_settings(_env_file=None, retrain_every_h=1.0)
 
-    def age_runs() -> None:
+    def age_runs() -> None:  # and their jobs: the last training was two hours ago
         with session_scope(factory) as session:
-            for run in session.scalars(select(TrainingRun)):
-                run.created_at -= dt.timedelta(hours=2)
+            for item in [*session.scalars(select(TrainingRun)), *session.scalars(select(Job))]:
+                item.created_at -= dt.timedelta(hours=2)
 
     age_runs()
     dispatcher = create_dispatcher(world_settings)
@@ -217,7 +217,7 @@ def test_scheduled_retraining_trains_again_only_when_reviewed_labels_changed_the
         assert runs[1].params == runs[0].params
         assert runs[1].data_fingerprint != runs[0].data_fingerprint
         soon = retrain_if_changed(support, factory, dispatcher)
-        assert "last run started 0.0 h ago" in soon.reason
+        assert "last training started 0.0 h ago" in soon.reason
         age_runs()
         after = retrain_if_changed(support, factory, dispatcher)
         assert after.reason == "no new training data since the last run"
