@@ -66,6 +66,13 @@ BATCH_REQUESTS_REJECTED = Counter(
     ["batcher"],
 )
 
+# --- The support bot (apps.support) ----------------------------------------------------------
+SUPPORT_MESSAGES = Counter(
+    "textsuite_support_messages_total",
+    "Customer messages the bot decided on, by outcome: answered, or the handoff reason.",
+    ["outcome"],
+)
+
 # --- The sentiment monitor (apps.sentiment) --------------------------------------------------
 SENTIMENT_ARTICLES = Counter(
     "textsuite_sentiment_articles_total",

@@ -36,6 +36,7 @@ from apps.support.policy import Decision, decide
 from apps.support.settings import SupportSettings
 from apps.support.slots import slot_values, slots_from_text
 from apps.support.templates import render
+from core.metrics import SUPPORT_MESSAGES
 from core.ml.batching import BatchingConfig, DynamicBatcher, packs_rows
 from core.ml.loading import Classifier
 from core.ml.novelty import ExampleIndex, with_similarity
@@ -197,7 +198,7 @@ class SupportBot:
             )
             reason = decision.handoff_reason
         try:
-            return await asyncio.to_thread(
+            reply = await asyncio.to_thread(
                 self._close_turn,
                 message,
                 masked,
@@ -206,6 +207,8 @@ class SupportBot:
                 reason,
                 model.version_id if model else None,
             )
+            SUPPORT_MESSAGES.labels(reason.value if reason else "answered").inc()
+            return reply
         except IntegrityError:
             # The same message delivered twice at once: the other delivery stored it between
             # this one's two steps. Its answer is the one the customer gets.

@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from apps.support.api import catalogue, chatwoot, messages, review, webhooks
+from apps.support.api import catalogue, chatwoot, messages, review, stats, webhooks
 from apps.support.bot import SupportBot
 from apps.support.settings import SupportSettings, get_support_settings
 from apps.support.training import retraining
@@ -17,7 +17,7 @@ from core.scheduling import periodic
 
 def support_router() -> APIRouter:
     router = APIRouter(prefix="/v1/support")
-    for module in (messages, catalogue, review, chatwoot, webhooks):
+    for module in (messages, catalogue, review, stats, chatwoot, webhooks):
         router.include_router(module.router)
     return router
 

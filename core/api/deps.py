@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable, Iterator
 from typing import Annotated
@@ -16,6 +17,7 @@ from core.jobs import JobDispatcher
 from core.security import KeyCache, authenticate
 from core.settings import Settings
 from core.storage.models import ApiKey, Scope
+from core.validation import not_before_1970
 
 
 # The small dependencies are `async def`: FastAPI runs a plain `def` dependency in the thread
@@ -143,3 +145,19 @@ async def _raw_body(request: Request) -> bytes:
 # The request body as bytes, read before a sync route runs (in the thread pool, so parsing and
 # storing a large file never holds up the event loop).
 RawBody = Annotated[bytes, Depends(_raw_body)]
+
+
+def check_time_bounds(*bounds: dt.datetime | None) -> None:
+    """`since`/`until` query values: aware, and not before 1970 (a 422 saying which rule)."""
+    for bound in bounds:
+        if bound is None:
+            continue
+        if bound.tzinfo is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "since/until need a time zone, e.g. 2026-11-26T13:00:00Z",
+            )
+        try:
+            not_before_1970(bound)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -147,3 +148,46 @@ def intents() -> None:
             answer or "(none: hands off)",
         )
     console.print(table)
+
+
+@app.command()
+def stats(
+    days: Annotated[float, typer.Option(min=0.01, max=366, help="The last this many days")] = 7,
+) -> None:
+    """What share of customers' messages the bot answered (containment), why it handed the
+    others off, per intent and model version, and how reviewers judged its guesses."""
+    from apps.support.stats import Tally, support_stats
+    from core.storage.base import utcnow
+
+    until = utcnow()
+    with database(settings()) as session:
+        found = support_stats(session, until - dt.timedelta(days=days), until)
+    bot = found.bot
+
+    def share(tally: Tally) -> str:
+        rate = tally.containment_rate
+        return "-" if rate is None else f"{rate:.1%}"
+
+    console.print(
+        f"last {days:g} days: {found.customer_messages} customer messages, {bot.messages} the "
+        f"bot's to answer ({found.with_agents} written while a person had the conversation); "
+        f"answered {bot.answered} ({share(bot)}), handed off {bot.handed_off}"
+    )
+    reasons = Table("handoff reason", "messages", title="why it handed off")
+    for reason, count in found.handoff_reasons.items():
+        reasons.add_row(reason, str(count))
+    console.print(reasons)
+    by = Table(
+        "", "messages", "answered", "handed off", "containment",
+        title="by model version, then by the bot's top intent",
+    )  # fmt: skip
+    rows = [*((f"v{number}", tally) for number, tally in found.versions.items())]
+    for label, tally in [*rows, *found.intents.items()]:
+        counts = (tally.messages, tally.answered, tally.handed_off)
+        by.add_row(label, *map(str, counts), share(tally))
+    console.print(by)
+    review = found.review
+    console.print(
+        f"review: {review.pending} pending, {review.labelled} labelled, {review.dismissed} "
+        f"dismissed; of the labelled, the bot's own guess was right for {review.bot_guess_right}"
+    )

@@ -13,13 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from apps.sentiment.api.deps import ServiceDep, check_time_bounds
+from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.articles import MAX_BATCH, ArticleIn
 from apps.sentiment.models import Article, ArticleEntity, Entity
 from apps.sentiment.scoring import LABELS, NoSentimentModel
 from apps.sentiment.service import NotDurable
 from apps.sentiment.stream import StreamFull
-from core.api.deps import SessionDep, require_scope, unavailable
+from core.api.deps import SessionDep, check_time_bounds, require_scope, unavailable
 from core.storage.models import Scope
 from core.validation import one_or_batch
 

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from apps.sentiment.api.deps import check_time_bounds
 from apps.sentiment.entities import (
     RELINK_HISTORY,
     EntityConflict,
@@ -20,7 +19,7 @@ from apps.sentiment.entities import (
     link_recent_articles,
 )
 from apps.sentiment.models import Article, ArticleEntity, Entity
-from core.api.deps import SessionDep, require_scope
+from core.api.deps import SessionDep, check_time_bounds, require_scope
 from core.storage.base import utcnow
 from core.storage.models import Scope
 

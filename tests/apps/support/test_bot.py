@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from apps.support.models import Conversation, Example, ExampleSource, Intent, Message, ReviewItem
@@ -261,3 +262,59 @@ def test_readiness_says_when_this_machine_lacks_the_models_files(
 
     assert missing.status_code == 503
     assert "no model files at" in missing.json()["checks"]["support_model"]
+
+
+def decided(outcome: str) -> float:
+    sample = REGISTRY.get_sample_value("textsuite_support_messages_total", {"outcome": outcome})
+    return sample or 0.0
+
+
+def test_stats_count_what_the_bot_answered_handed_off_and_how_reviewers_judged_it(
+    support_client,
+) -> None:
+    client, headers = support_client
+    outcomes = ("answered", "asked_for_human", "already_handed_off")
+    before = {outcome: decided(outcome) for outcome in outcomes}
+    assert send(client, headers, "where is my order TH-104233?")["handoff"] is False
+    assert send(client, headers, "I want to speak to a real person please")["handoff"] is True
+    assert send(client, headers, "hello?")["handoff_reason"] == "already_handed_off"
+    assert all(decided(outcome) == before[outcome] + 1 for outcome in outcomes)  # /metrics
+    stranger = send(client, headers, "who won the football game last night?", conversation_id="c-2")
+    assert stranger["handoff"] is True
+    queue = client.get("/v1/support/review", headers=headers).json()
+    items = {item["text"]: item for item in queue}
+    asked = items["I want to speak to a real person please"]
+    labelled = client.post(
+        f"/v1/support/review/{asked['id']}",
+        json={"intent": asked["predicted_intent"]},  # the bot's guess was right
+        headers=headers,
+    )
+    assert labelled.status_code == 200, labelled.text
+    football = items["who won the football game last night?"]["id"]
+    client.post(f"/v1/support/review/{football}", json={"dismiss": True}, headers=headers)
+
+    stats = client.get("/v1/support/stats", headers=headers)
+    assert stats.status_code == 200, stats.text
+    body = stats.json()
+    assert (body["customer_messages"], body["with_agents"]) == (4, 1)
+    assert body["bot"] == {"messages": 3, "answered": 1, "handed_off": 2,
+                           "containment_rate": pytest.approx(1 / 3)}  # fmt: skip
+    assert body["handoff_reasons"]["asked_for_human"] == 1
+    assert sum(body["handoff_reasons"].values()) == 2
+    assert body["intents"]["order_status"] == {
+        "messages": 1, "answered": 1, "handed_off": 0, "containment_rate": 1.0
+    }  # fmt: skip
+    assert list(body["versions"]) == ["1"] and body["versions"]["1"]["messages"] == 3
+    assert body["review"] == {"pending": 0, "labelled": 1, "dismissed": 1, "bot_guess_right": 1}
+
+    future = {"since": "2030-01-01T00:00:00Z", "until": "2030-02-01T00:00:00Z"}
+    later = client.get("/v1/support/stats", params=future, headers=headers).json()
+    assert later["customer_messages"] == 0 and later["bot"]["containment_rate"] is None
+    for params in (
+        {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+        {"since": "2020-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+        {"since": "1900-01-01T00:00:00Z"},
+        {"until": "2026-01-01T00:00:00"},
+    ):
+        refused = client.get("/v1/support/stats", params=params, headers=headers)
+        assert refused.status_code == 422, (params, refused.text)

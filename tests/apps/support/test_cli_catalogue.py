@@ -154,3 +154,32 @@ def test_eval_support_scores_the_production_model_on_labelled_messages(
     assert result.exit_code == 0, result.output
     assert "2 texts, accuracy 1.0000" in result.output
     assert unknown.exit_code == 1 and "greetings_and_salutations" in unknown.output
+
+
+def test_stats_summarise_the_bots_turns(
+    world_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apps.support.models import Conversation, Message, MessageRole
+    from core.ml.versions import production_version
+    from core.storage.engine import session_scope
+
+    monkeypatch.setenv("TEXTSUITE_DATABASE_URL", world_settings.database_url)
+    get_settings.cache_clear()
+    with session_scope(get_session_factory(world_settings.database_url)) as session:
+        version = production_version(session, "support-intents").id
+        conversation = Conversation(channel="api", external_id="c-1")
+        session.add(conversation)
+        session.flush()
+        turns = [("order_status", None), ("order_status", None),
+                 ("returns", "low_confidence"), (None, "already_handed_off")]  # fmt: skip
+        for intent, reason in turns:
+            session.add(Message(conversation_id=conversation.id, role=MessageRole.CUSTOMER,
+                                text="...", intent=intent, handoff=reason is not None,
+                                handoff_reason=reason, model_version_id=version))  # fmt: skip
+    shown = runner.invoke(app, ["stats", "--days", "1"])
+    get_settings.cache_clear()
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())  # the console wraps long lines
+    assert "4 customer messages, 3 the bot's to answer (1 written while a person" in text
+    assert "answered 2 (66.7%), handed off 1" in text
+    assert "low_confidence" in text and "order_status" in text and "v1" in text

@@ -1,0 +1,83 @@
+"""`/v1/support/stats`: what share of customers' messages the bot answered, and how well."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import BaseModel, Field
+
+from apps.support.stats import Tally, support_stats
+from core.api.deps import SessionDep, check_time_bounds, require_scope
+from core.storage.base import utcnow
+from core.storage.models import Scope
+
+router = APIRouter(tags=["support"], dependencies=[Depends(require_scope(Scope.SUPPORT))])
+
+MAX_DAYS = 366
+
+
+class TallyPublic(BaseModel):
+    messages: int
+    answered: int
+    handed_off: int
+    containment_rate: float | None = Field(description="answered / messages (None: none)")
+
+    @classmethod
+    def of(cls, tally: Tally) -> TallyPublic:
+        return cls(**asdict(tally), containment_rate=tally.containment_rate)
+
+
+class ReviewPublic(BaseModel):
+    pending: int
+    labelled: int
+    dismissed: int
+    bot_guess_right: int = Field(
+        description="Labelled messages whose label is the bot's own top intent: handoffs that "
+        "were not needed, or unsure answers that were right"
+    )
+
+
+class SupportStatsPublic(BaseModel):
+    since: dt.datetime
+    until: dt.datetime
+    customer_messages: int
+    with_agents: int = Field(description="Written while a person had the conversation")
+    bot: TallyPublic = Field(description="The bot's turns: the other customer messages")
+    handoff_reasons: dict[str, int]
+    intents: dict[str, TallyPublic] = Field(description="By the bot's top intent")
+    versions: dict[int, TallyPublic] = Field(description="By the model version that decided")
+    review: ReviewPublic
+
+
+@router.get("/stats", response_model=SupportStatsPublic, summary="How the bot is doing")
+def read_stats(
+    session: SessionDep,
+    since: Annotated[dt.datetime | None, Query(description="Default: 7 days before until")] = None,
+    until: Annotated[dt.datetime | None, Query(description="Default: now")] = None,
+) -> SupportStatsPublic:
+    """Customers' messages written in [since, until): how many the bot answered itself
+    (containment) and why it handed the others off, per intent and per model version, and
+    what the reviewers' labels say of its guesses. At most a year at a time."""
+    check_time_bounds(since, until)
+    until = until or utcnow()
+    since = since or until - dt.timedelta(days=7)
+    if not since < until or until - since > dt.timedelta(days=MAX_DAYS):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"since must be before until, at most {MAX_DAYS} days apart",
+        )
+    stats = support_stats(session, since, until)
+    return SupportStatsPublic(
+        since=since,
+        until=until,
+        customer_messages=stats.customer_messages,
+        with_agents=stats.with_agents,
+        bot=TallyPublic.of(stats.bot),
+        handoff_reasons=stats.handoff_reasons,
+        intents={name: TallyPublic.of(tally) for name, tally in stats.intents.items()},
+        versions={number: TallyPublic.of(tally) for number, tally in stats.versions.items()},
+        review=ReviewPublic(**asdict(stats.review)),
+    )
