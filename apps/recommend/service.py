@@ -144,10 +144,10 @@ def exit_with_parent(parent: int) -> None:
 
 
 def recommend_router() -> APIRouter:
-    from apps.recommend.api import catalogue, events, lists
+    from apps.recommend.api import catalogue, events, lists, stats
 
     router = APIRouter(prefix="/v1/recommend")
-    for module in (lists, catalogue, events):
+    for module in (lists, catalogue, events, stats):
         router.include_router(module.router)
     return router
 

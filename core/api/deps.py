@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from core.jobs import JobDispatcher
 from core.security import KeyCache, authenticate
 from core.settings import Settings
+from core.storage.base import utcnow
 from core.storage.models import ApiKey, Scope
 from core.validation import not_before_1970
 
@@ -161,3 +162,27 @@ def check_time_bounds(*bounds: dt.datetime | None) -> None:
             not_before_1970(bound)
         except ValueError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
+ReportSince = Annotated[dt.datetime | None, Query(description="Default: 7 days before until")]
+ReportUntil = Annotated[dt.datetime | None, Query(description="Default: now")]
+
+
+def reporting_period(
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    *,
+    default_days: float = 7,
+    max_days: float = 366,
+) -> tuple[dt.datetime, dt.datetime]:
+    """A report's [since, until) from its query values: until defaults to now, since to
+    `default_days` before it; a 422 for bad bounds, an empty or a longer than `max_days` one."""
+    check_time_bounds(since, until)
+    until = until or utcnow()
+    since = since or until - dt.timedelta(days=default_days)
+    if not since < until or until - since > dt.timedelta(days=max_days):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"since must be before until, at most {max_days:g} days apart",
+        )
+    return since, until

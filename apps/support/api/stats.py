@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from apps.support.stats import Tally, support_stats
-from core.api.deps import SessionDep, check_time_bounds, require_scope
-from core.storage.base import utcnow
+from core.api.deps import ReportSince, ReportUntil, SessionDep, reporting_period, require_scope
 from core.storage.models import Scope
 
 router = APIRouter(tags=["support"], dependencies=[Depends(require_scope(Scope.SUPPORT))])
-
-MAX_DAYS = 366
 
 
 class TallyPublic(BaseModel):
@@ -55,20 +51,13 @@ class SupportStatsPublic(BaseModel):
 @router.get("/stats", response_model=SupportStatsPublic, summary="How the bot is doing")
 def read_stats(
     session: SessionDep,
-    since: Annotated[dt.datetime | None, Query(description="Default: 7 days before until")] = None,
-    until: Annotated[dt.datetime | None, Query(description="Default: now")] = None,
+    since: ReportSince = None,
+    until: ReportUntil = None,
 ) -> SupportStatsPublic:
     """Customers' messages written in [since, until): how many the bot answered itself
     (containment) and why it handed the others off, per intent and per model version, and
     what the reviewers' labels say of its guesses. At most a year at a time."""
-    check_time_bounds(since, until)
-    until = until or utcnow()
-    since = since or until - dt.timedelta(days=7)
-    if not since < until or until - since > dt.timedelta(days=MAX_DAYS):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"since must be before until, at most {MAX_DAYS} days apart",
-        )
+    since, until = reporting_period(since, until)
     stats = support_stats(session, since, until)
     return SupportStatsPublic(
         since=since,

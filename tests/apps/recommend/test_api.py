@@ -248,6 +248,30 @@ def test_feedback_refers_to_a_served_list(api: tuple[TestClient, dict[str, str]]
     refused = client.post("/v1/recommend/events", json=clicked, headers=headers)
     assert refused.status_code == 422 and "unknown recommendation id" in refused.text
 
+    # The stats count the served lists and the feedback sent with their ids.
+    bought = event(6, "u9", served["items"][1]["item_id"], "purchase")
+    bought["recommendation_id"] = served["recommendation_id"]
+    assert client.post("/v1/recommend/events", json=bought, headers=headers).status_code == 200
+    client.post("/v1/recommend/query", json={"text": "a warm bag"}, headers=headers)
+    stats = client.get("/v1/recommend/stats", headers=headers)
+    assert stats.status_code == 200, stats.text
+    by_kind = stats.json()["by_kind"]
+    assert by_kind["similar"] == {"lists": 1, "with_feedback": 1, "feedback_rate": 1.0,
+                                  "events": {"click": 1, "purchase": 1}}  # fmt: skip
+    assert by_kind["query"] == {"lists": 1, "with_feedback": 0, "feedback_rate": 0.0,
+                                "events": {}}  # fmt: skip
+    assert stats.json()["by_encoder"] == {
+        "model:all-MiniLM-L6-v2": {"lists": 2, "with_feedback": 1, "feedback_rate": 0.5,
+                                   "events": {"click": 1, "purchase": 1}},
+    }  # fmt: skip
+    empty = client.get(
+        "/v1/recommend/stats", params={"until": "2020-01-01T00:00:00Z"}, headers=headers
+    )
+    assert empty.json()["by_kind"] == {}
+    refused = client.get("/v1/recommend/stats", params={"since": "2999-01-01T00:00:00Z"},
+                         headers=headers)  # fmt: skip
+    assert refused.status_code == 422 and "since must be before until" in refused.text
+
 
 def test_bad_requests_get_clear_errors(api: tuple[TestClient, dict[str, str]]) -> None:
     client, headers = api

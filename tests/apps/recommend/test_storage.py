@@ -94,3 +94,25 @@ def test_lists_are_served_and_logged_on_both_backends(
     with session_factory() as session:
         logged = session.get(Recommendation, served.id)
     assert logged.user_id == "u" and logged.items[0][0] == "I1"
+
+
+def test_stats_name_a_tuned_encoder_by_its_version(db_session: Session) -> None:
+    from pathlib import Path
+
+    from apps.recommend.models import Recommendation, RecommendationKind
+    from apps.recommend.stats import recommend_stats
+    from core.ml.versions import record_version
+
+    version = record_version(db_session, name="recommend-encoder", task="embedding",
+                             base_model="all-MiniLM-L6-v2", artifact_path=Path("/tmp/v1"),
+                             metrics={}, config={})  # fmt: skip
+    for encoder in ("model:all-MiniLM-L6-v2", f"version:{version.id}", f"version:{version.id}",
+                    "version:not-a-uuid", None):  # fmt: skip
+        db_session.add(Recommendation(kind=RecommendationKind.USER, encoder=encoder))
+    db_session.flush()
+    now = dt.datetime.now(dt.UTC)
+    stats = recommend_stats(db_session, now - dt.timedelta(hours=1), now + dt.timedelta(hours=1))
+    lists = {name: tally.lists for name, tally in stats.by_encoder.items()}
+    assert lists == {"model:all-MiniLM-L6-v2": 1, "recommend-encoder v1": 2,
+                     "version:not-a-uuid": 1, "none": 1}  # fmt: skip
+    assert stats.by_kind["user"].lists == 5 and stats.by_kind["user"].feedback_rate == 0.0
