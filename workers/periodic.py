@@ -17,6 +17,8 @@ from apps.recommend.training import RETRAIN_WORK as RECOMMEND_RETRAINING
 from apps.recommend.training import retraining as recommend_retraining
 from apps.sentiment.service import FEEDS_WORK, SWEEP_WORK, SentimentService
 from apps.sentiment.settings import get_sentiment_settings
+from apps.sentiment.training import RETRAIN_WORK as SENTIMENT_RETRAINING
+from apps.sentiment.training import retraining as sentiment_retraining
 from apps.support.settings import get_support_settings
 from apps.support.training import RETRAIN_WORK as SUPPORT_RETRAINING
 from apps.support.training import retraining as support_retraining
@@ -32,7 +34,14 @@ TASK_PREFIX = "periodic."
 
 # Every piece of periodic work there is. A worker declares a task for each, whatever its own
 # settings turn on, so that no tick beat sends is refused as an unknown task.
-ALL_WORK = (REDISPATCH_WORK, SWEEP_WORK, FEEDS_WORK, SUPPORT_RETRAINING, RECOMMEND_RETRAINING)
+ALL_WORK = (
+    REDISPATCH_WORK,
+    SWEEP_WORK,
+    FEEDS_WORK,
+    SENTIMENT_RETRAINING,
+    SUPPORT_RETRAINING,
+    RECOMMEND_RETRAINING,
+)
 
 
 def periodic_work(settings: Settings, dispatcher: JobDispatcher) -> dict[str, PeriodicWork]:
@@ -43,6 +52,7 @@ def periodic_work(settings: Settings, dispatcher: JobDispatcher) -> dict[str, Pe
     return {
         **redispatch_work(settings, factory, dispatcher),
         **SentimentService.create(settings, sentiment, factory, dispatcher).periodic_work(),
+        **sentiment_retraining(settings, sentiment, factory, dispatcher),
         **support_retraining(get_support_settings(), factory, dispatcher),
         **recommend_retraining(get_recommend_settings(), factory, dispatcher),
     }

@@ -80,7 +80,12 @@ class ArticleIn(BaseModel):
     @property
     def text(self) -> str:
         """What the classifier reads."""
-        return f"{self.title}\n{self.body}" if self.body else self.title
+        return article_text(self.title, self.body)
+
+
+def article_text(title: str, body: str | None) -> str:
+    """What the classifier reads of an article (and learns from, once an analyst labels it)."""
+    return f"{title}\n{body}" if body else title
 
 
 def normalised(text: str) -> str:

@@ -63,6 +63,24 @@ class Article(Base):
     scored_at: Mapped[dt.datetime | None] = mapped_column()
 
     entities: Mapped[list[Entity]] = relationship(secondary="sentiment_article_entities")
+    # An analyst's label where the model read it wrong (loaded only where asked for).
+    correction: Mapped[LabelCorrection | None] = relationship(lazy="raise_on_sql", viewonly=True)
+
+
+class LabelCorrection(Base):
+    """An analyst's label for an article the model read wrong: shown beside the model's, and
+    learnt by the next training run. The model's own label and score stay as they were."""
+
+    __tablename__ = "sentiment_label_corrections"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    article_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sentiment_articles.id", ondelete="CASCADE"), unique=True
+    )
+    label: Mapped[str] = mapped_column(String(16))
+    analyst: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = created_at()
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class ArticleEntity(Base):

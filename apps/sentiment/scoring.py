@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from apps.sentiment.articles import article_text
 from apps.sentiment.models import Article
 from core.ml.serving import ProductionClassifier, ServedVersion
 from core.storage.base import utcnow
@@ -139,7 +140,7 @@ class SentimentScorer:
         if not articles:
             return 0
         served = served or self.served()
-        texts = [f"{a.title}\n{a.body}" if a.body else a.title for a in articles]
+        texts = [article_text(a.title, a.body) for a in articles]
         probabilities = served.classifier.predict_proba(texts)  # (N, C), length-sorted batches
         results = scores_from_probabilities(probabilities, served.classifier.labels)
         now = utcnow()

@@ -22,6 +22,7 @@ from apps.sentiment.ingest import Ingested, Ingestor
 from apps.sentiment.notify import notify_changes
 from apps.sentiment.scoring import NoSentimentModel, SentimentScorer
 from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
+from apps.sentiment.training import retraining
 from core.delivery import redact_url
 from core.jobs import JobDispatcher
 from core.ml.serving import ProductionClassifier
@@ -201,7 +202,11 @@ def sentiment_lifespan(
             await asyncio.to_thread(warn_if_lossy, service)
         await service.alert_feed.start()
         try:
-            async with periodic(app.state.settings, service.periodic_work()):
+            work = {
+                **service.periodic_work(),
+                **retraining(app.state.settings, service.settings, factory, app.state.dispatcher),
+            }
+            async with periodic(app.state.settings, work):
                 yield
         finally:
             await service.alert_feed.stop()

@@ -45,6 +45,11 @@ class SentimentSettings(BaseSettings):
         description="Refuse articles (503) unless the stream's Redis writes an append-only file.",
     )
 
+    retrain_every_h: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description="Retrain the sentiment model this often when its training data changed "
+        "(articles analysts relabelled), promoted only if not worse; 0: only when asked.",
+    )
     feed_poll_s: Annotated[float, Field(ge=0)] = Field(
         default=300.0,
         description="Every service process polls the RSS/Atom feeds due this often (each feed "

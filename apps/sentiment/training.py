@@ -9,19 +9,27 @@ stopping, calibration, the promotion check) are held out of the training part.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from apps.sentiment.articles import article_text
+from apps.sentiment.models import Article, LabelCorrection
 from apps.sentiment.settings import SentimentSettings
+from core.jobs import JobDispatcher
 from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_classifier_training
-from core.ml.training import LabelledTexts, TrainingArguments, stratified_split
+from core.ml.training import LabelledTexts, TrainingArguments, data_fingerprint, stratified_split
+from core.scheduling import PeriodicWork, RetrainCheck, retrain_if_due, retraining_work
 from core.settings import Settings
 
 TRAIN_JOB = "sentiment.train"
+RETRAIN_WORK = "sentiment retraining"
 TWITTER_FOLDER = "twitter-financial-news-sentiment"
 TWITTER_LABELS = {"0": "negative", "1": "positive", "2": "neutral"}
 DEMO_LABELLED = Path(__file__).resolve().parent / "demo" / "labelled.csv"
@@ -57,6 +65,9 @@ class SentimentTrainParams(BaseModel):
     extra_path: str | None = Field(
         default=None, description="More labelled texts: CSV with text,label (negative/...)."
     )
+    include_corrections: bool = Field(
+        default=True, description="Train on the articles analysts relabelled, as labelled."
+    )
 
     @field_validator("arguments")
     @classmethod
@@ -88,7 +99,20 @@ def load_labelled(path: Path) -> LabelledTexts:
     return data
 
 
-def training_data(settings: Settings, params: SentimentTrainParams) -> LabelledTexts:
+def corrections(session: Session) -> LabelledTexts:
+    """The articles analysts relabelled, as the classifier reads them, with their labels."""
+    rows = session.execute(
+        select(Article.title, Article.body, LabelCorrection.label)
+        .join(LabelCorrection, LabelCorrection.article_id == Article.id)
+        .order_by(LabelCorrection.created_at, LabelCorrection.id)
+    ).all()
+    return LabelledTexts([article_text(title, body) for title, body, _ in rows],
+                         [label for _, _, label in rows])  # fmt: skip
+
+
+def training_data(
+    settings: Settings, factory: sessionmaker[Session], params: SentimentTrainParams
+) -> LabelledTexts:
     parts: list[LabelledTexts] = []
     if params.include_twitter:
         parts.append(load_twitter(settings.data_dir, "train"))
@@ -96,9 +120,61 @@ def training_data(settings: Settings, params: SentimentTrainParams) -> LabelledT
         parts.append(load_labelled(DEMO_LABELLED))
     if params.extra_path:
         parts.append(load_labelled(Path(params.extra_path)))
-    if not parts:
-        raise ValueError("no training data: include the Twitter set, the demo set or a file")
+    if params.include_corrections:
+        with factory() as session:
+            parts.append(corrections(session))
+    if not any(len(part) for part in parts):
+        raise ValueError(
+            "no training data: include the Twitter set, the demo set, a file or corrections"
+        )
     return LabelledTexts.joined(*parts)
+
+
+def training_split(
+    settings: Settings, factory: sessionmaker[Session], params: SentimentTrainParams
+) -> tuple[TrainingArguments, LabelledTexts, LabelledTexts]:
+    """A run's arguments (the sentiment defaults under the job's), and its training and
+    held-out parts of `training_data`."""
+    arguments = TrainingArguments.from_dict({**DEFAULT_ARGUMENTS, **params.arguments})
+    data = training_data(settings, factory, params)
+    train, validation = stratified_split(data, arguments.validation_fraction, arguments.seed)
+    return arguments, train, validation
+
+
+def retrain_if_changed(
+    settings: Settings,
+    sentiment: SentimentSettings,
+    factory: sessionmaker[Session],
+    dispatcher: JobDispatcher,
+) -> RetrainCheck:
+    """Scheduled retraining (`sentiment.retrain_every_h`): a training job when the data changed
+    since the last run (analysts relabelled articles, or a data file changed)."""
+
+    def fingerprint(params: Mapping[str, Any]) -> str:
+        _arguments, train, _validation = training_split(
+            settings, factory, SentimentTrainParams.model_validate(params)
+        )
+        return data_fingerprint(train)
+
+    return retrain_if_due(
+        factory,
+        dispatcher,
+        model_name=sentiment.model_name,
+        kind=TRAIN_JOB,
+        every_s=sentiment.retrain_every_h * 3600,
+        fingerprint=fingerprint,
+    )
+
+
+def retraining(
+    settings: Settings,
+    sentiment: SentimentSettings,
+    factory: sessionmaker[Session],
+    dispatcher: JobDispatcher,
+) -> dict[str, PeriodicWork]:
+    """The scheduled retraining check as periodic work, where `retrain_every_h` is set."""
+    check = functools.partial(retrain_if_changed, settings, sentiment, factory, dispatcher)
+    return retraining_work(RETRAIN_WORK, sentiment.retrain_every_h, check)
 
 
 def train_sentiment(
@@ -111,9 +187,7 @@ def train_sentiment(
     progress: Progress | None = None,
 ) -> RunOutcome:
     """Train a new version of the sentiment model; promoted when not worse (by default)."""
-    arguments = TrainingArguments.from_dict({**DEFAULT_ARGUMENTS, **params.arguments})
-    data = training_data(settings, params)
-    train, validation = stratified_split(data, arguments.validation_fraction, arguments.seed)
+    arguments, train, validation = training_split(settings, factory, params)
     return run_classifier_training(
         settings,
         factory,

@@ -84,6 +84,9 @@ def sentiment(
     extra: Annotated[
         Path | None, typer.Option(help="More labelled headlines: CSV text,label")
     ] = None,
+    corrections: Annotated[
+        bool, typer.Option(help="Train on the articles analysts relabelled")
+    ] = True,
     promotion: PromotionOption = "if-not-worse",
     wait: WaitOption = True,
 ) -> None:
@@ -94,6 +97,7 @@ def sentiment(
         "include_twitter": twitter,
         "include_demo": demo,
         "extra_path": str(extra.resolve()) if extra else None,
+        "include_corrections": corrections,
     }
     submit_and_follow("sentiment.train", params, wait)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from apps.sentiment.api.articles import ArticleOut, article_out
+from apps.sentiment.api.articles import WITH_DETAILS, ArticleOut, article_out
 from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.models import OPEN_STATES, Alert, AlertState, Article, ArticleEntity, Entity
 from core.api.deps import CurrentKey, SessionDep, require_scope
@@ -159,7 +159,7 @@ def get_alert(alert_id: uuid.UUID, session: SessionDep) -> AlertDetail:
             ArticleEntity.published_at > alert.window_start,
             ArticleEntity.published_at <= alert.window_end,
         )
-        .options(selectinload(Article.entities))
+        .options(*WITH_DETAILS)
         .order_by(Article.published_at.desc())
         .limit(500)
     )

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
 from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.articles import MAX_BATCH, ArticleIn
-from apps.sentiment.models import Article, ArticleEntity, Entity
+from apps.sentiment.models import Article, ArticleEntity, Entity, LabelCorrection
 from apps.sentiment.scoring import LABELS, NoSentimentModel
 from apps.sentiment.service import NotDurable
 from apps.sentiment.stream import StreamFull
-from core.api.deps import SessionDep, check_time_bounds, require_scope, unavailable
+from core.api.deps import CurrentKey, SessionDep, check_time_bounds, require_scope, unavailable
 from core.storage.models import Scope
 from core.validation import one_or_batch
 
@@ -120,6 +120,9 @@ class ArticleOut(BaseModel):
     score: float | None
     model_version_id: uuid.UUID | None
     tickers: list[str]
+    analyst_label: str | None = Field(
+        description="An analyst's correction of the model's label, learnt by the next training"
+    )
 
 
 def article_out(article: Article) -> ArticleOut:
@@ -137,7 +140,12 @@ def article_out(article: Article) -> ArticleOut:
         score=article.score,
         model_version_id=article.model_version_id,
         tickers=sorted(entity.ticker for entity in article.entities),
+        analyst_label=article.correction.label if article.correction else None,
     )
+
+
+# What an article read returns with it (its entities and an analyst's correction).
+WITH_DETAILS = (selectinload(Article.entities), selectinload(Article.correction))
 
 
 @router.get("/articles", response_model=list[ArticleOut])
@@ -147,10 +155,13 @@ def list_articles(
     since: Annotated[dt.datetime | None, Query(description="Published at or after")] = None,
     until: Annotated[dt.datetime | None, Query(description="Published before")] = None,
     label: Annotated[str | None, Query(description="negative, neutral or positive")] = None,
+    corrected: Annotated[
+        bool | None, Query(description="Only articles an analyst relabelled (or only others)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ArticleOut]:
     """Scored articles, newest first."""
-    query = select(Article).options(selectinload(Article.entities))
+    query = select(Article).options(*WITH_DETAILS)
     if ticker is not None:
         entity_id = session.scalar(
             select(Entity.id).where(Entity.ticker == ticker.upper().removeprefix("$"))
@@ -171,13 +182,53 @@ def list_articles(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"label must be one of {', '.join(LABELS)}"
             )
         query = query.where(Article.label == label)
+    if corrected is not None:
+        relabelled = select(LabelCorrection.article_id)
+        query = query.where(
+            Article.id.in_(relabelled) if corrected else Article.id.not_in(relabelled)
+        )
     query = query.order_by(Article.published_at.desc(), Article.id).limit(limit)
     return [article_out(article) for article in session.scalars(query)]
 
 
 @router.get("/articles/{article_id}", response_model=ArticleOut)
 def get_article(article_id: uuid.UUID, session: SessionDep) -> Any:
-    article = session.get(Article, article_id, options=[selectinload(Article.entities)])
+    article = session.get(Article, article_id, options=WITH_DETAILS)
     if article is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no article {article_id}")
     return article_out(article)
+
+
+class Relabel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: Literal["negative", "neutral", "positive"]
+
+
+@router.put("/articles/{article_id}/label", response_model=ArticleOut)
+def relabel_article(
+    article_id: uuid.UUID, body: Relabel, session: SessionDep, key: CurrentKey
+) -> ArticleOut:
+    """An analyst's label for an article the model read wrong. The model's label and score,
+    and the alerts they raised, stay as they were; the next training run (`textsuite train
+    sentiment`, or the schedule) learns the correction."""
+    article = session.get(Article, article_id, options=WITH_DETAILS)
+    if article is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no article {article_id}")
+    correction = article.correction or LabelCorrection(article_id=article.id)
+    correction.label, correction.analyst = body.label, key.name
+    session.add(correction)
+    session.commit()
+    session.refresh(article, ["correction"])
+    return article_out(article)
+
+
+@router.delete("/articles/{article_id}/label", status_code=status.HTTP_204_NO_CONTENT)
+def remove_relabel(article_id: uuid.UUID, session: SessionDep) -> None:
+    """Withdraw an analyst's correction (the next training run no longer learns it)."""
+    removed = session.execute(
+        delete(LabelCorrection).where(LabelCorrection.article_id == article_id)
+    ).rowcount  # type: ignore[attr-defined]
+    if not removed:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"article {article_id} has no correction")
+    session.commit()

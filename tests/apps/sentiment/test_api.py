@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -276,3 +278,115 @@ def test_a_production_model_whose_files_are_damaged_is_a_clear_503_until_replace
         assert scored.status_code == 200, scored.text
     with factory() as session:
         assert session.get(ModelVersion, fixed.id).stage.value == "production"
+
+
+def test_analysts_correct_a_label_and_the_next_training_learns_it(
+    api: tuple[TestClient, dict[str, str]], sentiment_settings: Settings
+) -> None:
+    from apps.sentiment.training import SentimentTrainParams, training_data
+
+    client, key = api
+    posted = client.post(
+        "/v1/sentiment/articles",
+        json={"articles": [
+            {"title": "Corvid Bank to close 40 branches", "body": "Savings of $90m a year."},
+            {"title": "Northwind Robotics posts record profit, raises guidance"},
+        ]},
+        headers=key,
+    ).json()["articles"]  # fmt: skip
+    article, other = posted[0]["id"], posted[1]["id"]
+    fixed = client.put(f"/v1/sentiment/articles/{article}/label", json={"label": "positive"},
+                       headers=key)  # fmt: skip
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["analyst_label"] == "positive"
+    assert fixed.json()["label"] == posted[0]["label"]  # the model's reading stays
+    again = client.put(f"/v1/sentiment/articles/{article}/label", json={"label": "neutral"},
+                       headers=key)  # fmt: skip
+    assert again.json()["analyst_label"] == "neutral"  # changed, not added twice
+    shown = client.get(f"/v1/sentiment/articles/{article}", headers=key).json()
+    assert shown["analyst_label"] == "neutral"
+    relabelled = client.get("/v1/sentiment/articles?corrected=true", headers=key).json()
+    assert [a["id"] for a in relabelled] == [article]
+    others = client.get("/v1/sentiment/articles?corrected=false", headers=key).json()
+    assert other in [a["id"] for a in others] and article not in [a["id"] for a in others]
+
+    factory = get_session_factory(sentiment_settings.database_url)
+    params = SentimentTrainParams(include_twitter=False, include_demo=False)
+    learnt = training_data(sentiment_settings, factory, params)
+    assert list(zip(learnt.texts, learnt.labels, strict=True)) == [
+        ("Corvid Bank to close 40 branches\nSavings of $90m a year.", "neutral")
+    ]
+    without = SentimentTrainParams(include_demo=False, include_twitter=False,
+                                   include_corrections=False)  # fmt: skip
+    with pytest.raises(ValueError, match="no training data"):
+        training_data(sentiment_settings, factory, without)
+
+    for body, status in [({"label": "bearish"}, 422), ({"label": "negative", "x": 1}, 422)]:
+        refused = client.put(f"/v1/sentiment/articles/{article}/label", json=body, headers=key)
+        assert refused.status_code == status, refused.text
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert client.put(f"/v1/sentiment/articles/{missing}/label", json={"label": "negative"},
+                      headers=key).status_code == 404  # fmt: skip
+    label_url = f"/v1/sentiment/articles/{article}/label"
+    assert client.delete(label_url, headers=key).status_code == 204
+    assert client.delete(label_url, headers=key).status_code == 404
+    withdrawn = client.get(f"/v1/sentiment/articles/{article}", headers=key).json()
+    assert withdrawn["analyst_label"] is None
+
+
+def test_the_schedule_retrains_sentiment_when_analysts_relabelled_articles(
+    api: tuple[TestClient, dict[str, str]], sentiment_settings: Settings
+) -> None:
+    """The world's model counts as trained by a job with the world's recipe: its data is what
+    that recipe reads now, until an analyst relabels an article."""
+    from sqlalchemy import select
+
+    from apps.sentiment.settings import load_sentiment_settings
+    from apps.sentiment.training import retrain_if_changed
+    from core import jobs
+    from core.storage.models import Job, JobStatus, TrainingRun
+    from tests.apps.sentiment.conftest import QUICK_TRAINING
+    from workers.registry import get_definition
+
+    class Broker:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        def spec_for(self, kind: str) -> jobs.JobKindSpec:
+            return get_definition(kind).spec
+
+        def dispatch(self, job_id, kind: str, queue: str) -> None:
+            self.sent.append(kind)
+
+    client, key = api
+    factory = get_session_factory(sentiment_settings.database_url)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    with session_scope(factory) as session:
+        run = session.scalars(select(TrainingRun)).one()
+        recipe = {"arguments": QUICK_TRAINING, "include_twitter": False, "include_demo": False,
+                  "extra_path": str(sentiment_world_headlines(sentiment_settings))}  # fmt: skip
+        job = Job(kind="sentiment.train", queue="gpu", status=JobStatus.SUCCEEDED,
+                  params=recipe, created_at=long_ago)  # fmt: skip
+        session.add(job)
+        session.flush()
+        run.job_id, run.created_at = job.id, long_ago
+    sentiment = load_sentiment_settings(_env_file=None, retrain_every_h=24)
+    broker = Broker()
+    assert retrain_if_changed(sentiment_settings, sentiment, factory, broker).reason == (
+        "no new training data since the last run"
+    )
+    posted = client.post("/v1/sentiment/articles", json={"title": "Corvid Bank opens in Oslo"},
+                         headers=key).json()["articles"][0]  # fmt: skip
+    client.put(f"/v1/sentiment/articles/{posted['id']}/label", json={"label": "positive"},
+               headers=key)  # fmt: skip
+    due = retrain_if_changed(sentiment_settings, sentiment, factory, broker)
+    assert due.job_id is not None and broker.sent == ["sentiment.train"]
+    with factory() as session:
+        assert session.get(Job, due.job_id).params == {
+            **recipe, "promotion": "if-not-worse", "include_corrections": True
+        }  # fmt: skip
+
+
+def sentiment_world_headlines(settings: Settings) -> Path:
+    """The headlines file the world's model was trained on (beside its artifacts)."""
+    return Path(settings.artifacts_dir).parent / "headlines.csv"
