@@ -100,6 +100,15 @@ def test_an_alert_appears_live_and_is_acknowledged(browser, monitor) -> None:
     page.wait_for_selector("#chart .main-svg")
     assert "HLVP" in page.inner_text("#chart-title")
 
+    # An analyst relabels an article the model read wrong, from the drill-down.
+    first = page.locator("#articles li").first
+    article_id = first.get_attribute("data-id")
+    first.locator("select.relabel").select_option("neutral")
+    page.wait_for_selector(f"#articles li[data-id='{article_id}'] .fixed")
+    assert "analyst: neutral" in page.inner_text(f"#articles li[data-id='{article_id}']")
+    stored = httpx.get(f"{url}/v1/sentiment/articles/{article_id}", headers={"X-API-Key": key})
+    assert stored.json()["analyst_label"] == "neutral"
+
     page.click("#alerts li.alert.firing button.ack")
     page.wait_for_selector("#alerts li.alert .acked")
     assert "acknowledged by analyst" in page.inner_text("#alerts")

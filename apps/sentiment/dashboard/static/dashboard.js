@@ -65,16 +65,51 @@ function renderWatchlist() {
   }));
 }
 
+const LABELS = ["negative", "neutral", "positive"];
+
+function articleItem(a) {
+  const item = document.createElement("li");
+  item.dataset.id = a.id;
+  const score = a.score == null ? "" : ` · score ${a.score >= 0 ? "+" : ""}${a.score.toFixed(2)}`;
+  // An analyst's label, where the model read the article wrong: learnt by the next training.
+  const options = [`<option value="">${a.analyst_label ? "withdraw" : "relabel…"}</option>`,
+    ...LABELS.map((l) => `<option value="${l}"${l === a.analyst_label ? " selected" : ""}>${l}</option>`)];
+  const fixed = a.analyst_label
+    ? `<span class="fixed">analyst: <b class="${a.analyst_label}">${esc(a.analyst_label)}</b></span>` : "";
+  item.innerHTML = `<span class="label ${a.label}">${esc(a.label)}</span>
+    <div class="body"><div class="headline">${a.url ? `<a href="${esc(a.url)}" target="_blank" rel="noopener">${esc(a.title)}</a>` : esc(a.title)}</div>
+    <div class="source">${esc(a.source)} · ${time(a.published_at)}${score} ${fixed}</div></div>
+    <select class="relabel" title="The right label, if the model's is wrong">${options.join("")}</select>`;
+  return item;
+}
+
 function renderArticles(articles, title) {
   $("articles-title").textContent = title;
-  $("articles").replaceChildren(...articles.map((a) => {
-    const item = document.createElement("li");
-    const score = a.score == null ? "" : ` · score ${a.score >= 0 ? "+" : ""}${a.score.toFixed(2)}`;
-    item.innerHTML = `<span class="label ${a.label}">${esc(a.label)}</span>
-      <div><div class="headline">${a.url ? `<a href="${esc(a.url)}" target="_blank" rel="noopener">${esc(a.title)}</a>` : esc(a.title)}</div>
-      <div class="source">${esc(a.source)} · ${time(a.published_at)}${score}</div></div>`;
-    return item;
-  }));
+  $("articles").replaceChildren(...articles.map(articleItem));
+}
+
+async function relabel(select) {
+  const item = select.closest("li[data-id]");
+  const path = `/articles/${item.dataset.id}/label`;
+  let error = null;
+  try {
+    if (select.value) {
+      const body = JSON.stringify({label: select.value});
+      await api(path, {method: "PUT", body, headers: {"Content-Type": "application/json"}});
+    } else {
+      const r = await fetch(`/v1/sentiment${path}`, {method: "DELETE", credentials: "same-origin"});
+      if (!r.ok && r.status !== 404) throw new Error(`${r.status} ${await r.text()}`);
+    }
+  } catch (failed) {
+    error = failed;
+  }
+  // Show what the server holds now, saved or not.
+  const shown = articleItem(await api(`/articles/${item.dataset.id}`));
+  if (error) {
+    shown.classList.add("unsaved");
+    shown.querySelector("select.relabel").title = `not saved: ${error.message}`;
+  }
+  item.replaceWith(shown);
 }
 
 async function drawChart(ticker) {
@@ -149,6 +184,9 @@ async function start() {
   $("watchlist").addEventListener("click", (event) => {
     const row = event.target.closest("tr[data-ticker]");
     if (row) { state.alertId = null; renderAlerts(); drawChart(row.dataset.ticker); }
+  });
+  $("articles").addEventListener("change", (event) => {
+    if (event.target.matches("select.relabel")) relabel(event.target);
   });
   $("show-resolved").addEventListener("change", renderAlerts);
   $("bucket").addEventListener("change", () => state.ticker && drawChart(state.ticker));
