@@ -56,13 +56,14 @@ def recommend_stats(session: Session, since: dt.datetime, until: dt.datetime) ->
         .where(in_period)
         .group_by(*groups)
     ):
-        tallies[(kind.value, encoder)].with_feedback = lists
+        # setdefault: a list served between the reads (its group unseen by the first one)
+        tallies.setdefault((kind.value, encoder), ListTally()).with_feedback = lists
     for kind, encoder, event_type, events in session.execute(
         engaged.add_columns(Interaction.type, func.count())
         .where(in_period)
         .group_by(*groups, Interaction.type)
     ):
-        tallies[(kind.value, encoder)].events[event_type.value] += events
+        tallies.setdefault((kind.value, encoder), ListTally()).events[event_type.value] += events
     stats = RecommendStats(since, until)
     names = _encoder_names(session, {encoder for _kind, encoder in tallies})
     for (kind, encoder), tally in sorted(tallies.items(), key=lambda item: str(item[0])):

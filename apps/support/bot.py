@@ -207,7 +207,10 @@ class SupportBot:
                 reason,
                 model.version_id if model else None,
             )
-            SUPPORT_MESSAGES.labels(reason.value if reason else "answered").inc()
+            # The reply's reason: rendering the answer may still hand off (no answer template,
+            # a missing slot value, the same question again).
+            outcome = reply.handoff_reason
+            SUPPORT_MESSAGES.labels(outcome.value if outcome else "answered").inc()
             return reply
         except IntegrityError:
             # The same message delivered twice at once: the other delivery stored it between

@@ -42,7 +42,7 @@ class Tally:
 @dataclass
 class ReviewTally:
     """Review items of the period's messages by status; of the labelled ones, how many the
-    bot had guessed right (a handoff that was not needed, or an unsure answer that was right)."""
+    bot had guessed right (the queue holds handoffs: these did not need one)."""
 
     pending: int = 0
     labelled: int = 0

@@ -160,7 +160,8 @@ def check_time_bounds(*bounds: dt.datetime | None) -> None:
             )
         try:
             not_before_1970(bound)
-        except ValueError as exc:
+            bound.astimezone(dt.UTC)  # year 9999 with a negative offset is past what UTC holds
+        except (ValueError, OverflowError) as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 

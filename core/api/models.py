@@ -82,7 +82,7 @@ def compare_versions(
     session: SessionDep,
     _key: AdminKey,
     versions_: Annotated[
-        list[Annotated[int, Field(ge=1, le=1_000_000_000)]] | None,
+        list[Annotated[int, Field(ge=1, le=versions.MAX_VERSION)]] | None,
         Query(
             alias="versions",
             max_length=versions.MAX_COMPARED,

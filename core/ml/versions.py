@@ -175,6 +175,7 @@ def rollback(session: Session, name: str) -> ModelVersion:
 
 
 MAX_COMPARED = 10
+MAX_VERSION = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,8 @@ def compare(session: Session, name: str, numbers: Sequence[int] | None = None) -
     numbers = list(numbers) if numbers else default_comparison(session, name)
     if len(set(numbers)) != len(numbers) or not 2 <= len(numbers) <= MAX_COMPARED:
         raise ValueError(f"compare 2 to {MAX_COMPARED} different versions, got {numbers}")
+    if not all(1 <= number <= MAX_VERSION for number in numbers):
+        raise ValueError(f"version numbers run from 1 to {MAX_VERSION}, got {numbers}")
     found = [get_version(session, name, number) for number in numbers]
     runs = [
         session.get(TrainingRun, version.training_run_id) if version.training_run_id else None

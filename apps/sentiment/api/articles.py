@@ -11,10 +11,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from apps.sentiment.api.deps import ServiceDep
-from apps.sentiment.articles import MAX_BATCH, ArticleIn
+from apps.sentiment.articles import MAX_BATCH, ArticleIn, set_correction
 from apps.sentiment.models import Article, ArticleEntity, Entity, LabelCorrection
 from apps.sentiment.scoring import LABELS, NoSentimentModel
 from apps.sentiment.service import NotDurable
@@ -212,14 +213,18 @@ def relabel_article(
     """An analyst's label for an article the model read wrong. The model's label and score,
     and the alerts they raised, stay as they were; the next training run (`textsuite train
     sentiment`, or the schedule) learns the correction."""
-    article = session.get(Article, article_id, options=WITH_DETAILS)
+    missing = HTTPException(status.HTTP_404_NOT_FOUND, f"no article {article_id}")
+    if session.get(Article, article_id) is None:
+        raise missing
+    try:
+        set_correction(session, article_id, body.label, key.name)
+        session.commit()
+    except IntegrityError:  # the article was deleted meanwhile
+        session.rollback()
+        raise missing from None
+    article = session.get(Article, article_id, options=WITH_DETAILS, populate_existing=True)
     if article is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no article {article_id}")
-    correction = article.correction or LabelCorrection(article_id=article.id)
-    correction.label, correction.analyst = body.label, key.name
-    session.add(correction)
-    session.commit()
-    session.refresh(article, ["correction"])
+        raise missing
     return article_out(article)
 
 

@@ -32,7 +32,7 @@ class ReviewPublic(BaseModel):
     dismissed: int
     bot_guess_right: int = Field(
         description="Labelled messages whose label is the bot's own top intent: handoffs that "
-        "were not needed, or unsure answers that were right"
+        "were not needed"
     )
 
 

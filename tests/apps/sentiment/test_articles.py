@@ -154,3 +154,30 @@ def test_nul_characters_are_dropped_from_articles() -> None:
     assert (article.id, article.title, article.body) == ("w-1", "Acme up 5%", "strong quarter")
     with pytest.raises(ValidationError, match="title"):
         ArticleIn(title="\x00")  # nothing left of it
+
+
+def test_an_analysts_label_is_set_once_per_article_on_both_backends(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Two analysts relabelling one article at once leave one correction, the later one
+    (an upsert: no unique-constraint error); a deleted article's corrections go with it."""
+    from apps.sentiment.articles import set_correction
+    from apps.sentiment.models import LabelCorrection
+
+    with session_scope(session_factory) as session:
+        article = Article(source="wire", title="Corvid Bank to close 40 branches",
+                          content_hash="h-1", published_at=dt.datetime.now(dt.UTC))  # fmt: skip
+        session.add(article)
+        session.flush()
+        article_id = article.id
+    for label, analyst in [("positive", "ana"), ("neutral", "ben")]:
+        with session_scope(session_factory) as session:
+            set_correction(session, article_id, label, analyst)
+    with session_factory() as session:
+        [kept] = session.scalars(select(LabelCorrection)).all()
+        assert (kept.label, kept.analyst) == ("neutral", "ben")
+        assert kept.updated_at >= kept.created_at
+    with session_scope(session_factory) as session:
+        session.delete(session.get(Article, article_id))
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(LabelCorrection)) == 0

@@ -177,6 +177,7 @@ def test_missing_information_and_missing_answers_hand_off(
         order.answer = "Order {order_id} is on its way."  # no default: the bot needs the id
         cancel = session.scalars(select(Intent).where(Intent.name == "cancel_order")).one()
         cancel.answer = ""
+    before = {reason: decided(reason) for reason in ("missing_information", "no_answer")}
     stranger = send(
         client, headers, "where is my order?", customer_id="new-9", conversation_id="c-2"
     )
@@ -184,6 +185,8 @@ def test_missing_information_and_missing_answers_hand_off(
     cancelling = send(client, headers, "please cancel my order", conversation_id="c-3")
     assert cancelling["intent"] == "cancel_order"
     assert cancelling["handoff_reason"] == "no_answer"
+    # /metrics counts them as the handoffs they were, found while rendering the answer.
+    assert all(decided(reason) == count + 1 for reason, count in before.items())
 
 
 def test_personal_data_is_masked_in_what_is_stored(
@@ -315,6 +318,7 @@ def test_stats_count_what_the_bot_answered_handed_off_and_how_reviewers_judged_i
         {"since": "2020-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
         {"since": "1900-01-01T00:00:00Z"},
         {"until": "2026-01-01T00:00:00"},
+        {"until": "9999-12-31T23:00:00-05:00"},  # past what a UTC time holds
     ):
         refused = client.get("/v1/support/stats", params=params, headers=headers)
         assert refused.status_code == 422, (params, refused.text)

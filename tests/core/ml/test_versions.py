@@ -234,6 +234,8 @@ def test_compare_refuses_what_cannot_be_compared(db_session: Session) -> None:
         versions.compare(db_session, "intents", [1, 7])
     with pytest.raises(ValueError, match="compare 2 to 10 different versions"):
         versions.compare(db_session, "intents", [1, 1])
+    with pytest.raises(ValueError, match="version numbers run from 1 to 1000000000"):
+        versions.compare(db_session, "intents", [1, 2**64])
 
 
 def test_compare_over_the_api(client, api_key, service_settings) -> None:
