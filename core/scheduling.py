@@ -99,11 +99,34 @@ def redispatch_work(
     return {REDISPATCH_WORK: (redispatch_every_s(settings), work)}
 
 
-def retraining_work(
-    name: str, every_h: float, check: Callable[[], object]
-) -> dict[str, PeriodicWork]:
-    """A model's scheduled retraining `check` (`retrain_if_due`), where `every_h` is set."""
-    return {name: (retrain_check_s(every_h * 3600), check)} if every_h > 0 else {}
+@dataclass(frozen=True)
+class Retraining:
+    """One model's scheduled retraining: what `retrain_if_due` needs besides a dispatcher."""
+
+    work_name: str  # as periodic work
+    model_name: str
+    kind: str  # the training job
+    every_h: float  # 0: off
+    factory: sessionmaker[Session]
+    fingerprint: Callable[[Mapping[str, Any]], str | None]
+
+    def check(self, dispatcher: JobDispatcher) -> RetrainCheck:
+        """One check now (`retrain_if_due`)."""
+        return retrain_if_due(
+            self.factory,
+            dispatcher,
+            model_name=self.model_name,
+            kind=self.kind,
+            every_s=self.every_h * 3600,
+            fingerprint=self.fingerprint,
+        )
+
+    def work(self, dispatcher: JobDispatcher) -> dict[str, PeriodicWork]:
+        """The check as periodic work (`retrain_check_s`), where `every_h` is set."""
+        if self.every_h <= 0:
+            return {}
+        check = functools.partial(self.check, dispatcher)
+        return {self.work_name: (retrain_check_s(self.every_h * 3600), check)}
 
 
 def retrain_check_s(every_s: float) -> float:

@@ -52,9 +52,9 @@ def periodic_work(settings: Settings, dispatcher: JobDispatcher) -> dict[str, Pe
     return {
         **redispatch_work(settings, factory, dispatcher),
         **SentimentService.create(settings, sentiment, factory, dispatcher).periodic_work(),
-        **sentiment_retraining(settings, sentiment, factory, dispatcher),
-        **support_retraining(get_support_settings(), factory, dispatcher),
-        **recommend_retraining(get_recommend_settings(), factory, dispatcher),
+        **sentiment_retraining(settings, sentiment, factory).work(dispatcher),
+        **support_retraining(get_support_settings(), factory).work(dispatcher),
+        **recommend_retraining(get_recommend_settings(), factory).work(dispatcher),
     }
 
 

@@ -170,7 +170,7 @@ def recommend_lifespan(
             app.state.session_factory, service.recommend.model_name
         )
         refresher = asyncio.create_task(service.refresh_forever(), name="recommend-refresh")
-        work = retraining(service.recommend, app.state.session_factory, app.state.dispatcher)
+        work = retraining(service.recommend, app.state.session_factory).work(app.state.dispatcher)
         try:
             async with periodic(app.state.settings, work):
                 yield

@@ -11,7 +11,6 @@ vectors until the new ones cover the catalogue.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import uuid
 from collections import Counter
 from collections.abc import Mapping
@@ -25,10 +24,9 @@ from apps.recommend.catalogue import text_of
 from apps.recommend.embeddings import embed_pending
 from apps.recommend.models import Interaction, Item
 from apps.recommend.settings import RecommendSettings
-from core.jobs import JobDispatcher
 from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_embedding_training
 from core.ml.training import EmbeddingTrainingArguments, data_fingerprint
-from core.scheduling import PeriodicWork, RetrainCheck, retrain_if_due, retraining_work
+from core.scheduling import Retraining
 from core.settings import Settings
 from core.storage.base import utcnow
 
@@ -107,12 +105,10 @@ def _pairs(sequence: list[uuid.UUID], window: int) -> set[tuple[uuid.UUID, uuid.
     return found
 
 
-def retrain_if_changed(
-    recommend: RecommendSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
-) -> RetrainCheck:
-    """Scheduled retraining (`recommend.retrain_every_h`): a tuning job when the pairs of
-    co-engaged items changed since the last run (new events, or old ones out of its window),
-    and there are enough of them."""
+def retraining(recommend: RecommendSettings, factory: sessionmaker[Session]) -> Retraining:
+    """Scheduled retraining (`recommend.retrain_every_h`): due when the pairs of co-engaged
+    items changed since the last run (new events, or old ones out of its window), and there
+    are enough of them."""
 
     def fingerprint(raw: Mapping[str, Any]) -> str | None:
         params = RecommendTrainParams.model_validate(raw)
@@ -122,22 +118,8 @@ def retrain_if_changed(
             )
         return data_fingerprint(pairs) if len(pairs) >= params.min_pairs else None
 
-    return retrain_if_due(
-        factory,
-        dispatcher,
-        model_name=recommend.model_name,
-        kind=TRAIN_JOB,
-        every_s=recommend.retrain_every_h * 3600,
-        fingerprint=fingerprint,
-    )
-
-
-def retraining(
-    recommend: RecommendSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
-) -> dict[str, PeriodicWork]:
-    """The scheduled retraining check as periodic work, where `retrain_every_h` is set."""
-    check = functools.partial(retrain_if_changed, recommend, factory, dispatcher)
-    return retraining_work(RETRAIN_WORK, recommend.retrain_every_h, check)
+    every_h = recommend.retrain_every_h
+    return Retraining(RETRAIN_WORK, recommend.model_name, TRAIN_JOB, every_h, factory, fingerprint)
 
 
 def train_recommend_encoder(

@@ -204,7 +204,9 @@ def sentiment_lifespan(
         try:
             work = {
                 **service.periodic_work(),
-                **retraining(app.state.settings, service.settings, factory, app.state.dispatcher),
+                **retraining(app.state.settings, service.settings, factory).work(
+                    app.state.dispatcher
+                ),
             }
             async with periodic(app.state.settings, work):
                 yield

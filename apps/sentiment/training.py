@@ -9,7 +9,6 @@ stopping, calibration, the promotion check) are held out of the training part.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,10 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from apps.sentiment.articles import article_text
 from apps.sentiment.models import Article, LabelCorrection
 from apps.sentiment.settings import SentimentSettings
-from core.jobs import JobDispatcher
 from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_classifier_training
 from core.ml.training import LabelledTexts, TrainingArguments, data_fingerprint, stratified_split
-from core.scheduling import PeriodicWork, RetrainCheck, retrain_if_due, retraining_work
+from core.scheduling import Retraining
 from core.settings import Settings
 
 TRAIN_JOB = "sentiment.train"
@@ -141,14 +139,11 @@ def training_split(
     return arguments, train, validation
 
 
-def retrain_if_changed(
-    settings: Settings,
-    sentiment: SentimentSettings,
-    factory: sessionmaker[Session],
-    dispatcher: JobDispatcher,
-) -> RetrainCheck:
-    """Scheduled retraining (`sentiment.retrain_every_h`): a training job when the data changed
-    since the last run (analysts relabelled articles, or a data file changed)."""
+def retraining(
+    settings: Settings, sentiment: SentimentSettings, factory: sessionmaker[Session]
+) -> Retraining:
+    """Scheduled retraining (`sentiment.retrain_every_h`): due when the data the last run's
+    recipe reads changed (analysts relabelled articles, or a data file changed)."""
 
     def fingerprint(params: Mapping[str, Any]) -> str:
         _arguments, train, _validation = training_split(
@@ -156,25 +151,8 @@ def retrain_if_changed(
         )
         return data_fingerprint(train)
 
-    return retrain_if_due(
-        factory,
-        dispatcher,
-        model_name=sentiment.model_name,
-        kind=TRAIN_JOB,
-        every_s=sentiment.retrain_every_h * 3600,
-        fingerprint=fingerprint,
-    )
-
-
-def retraining(
-    settings: Settings,
-    sentiment: SentimentSettings,
-    factory: sessionmaker[Session],
-    dispatcher: JobDispatcher,
-) -> dict[str, PeriodicWork]:
-    """The scheduled retraining check as periodic work, where `retrain_every_h` is set."""
-    check = functools.partial(retrain_if_changed, settings, sentiment, factory, dispatcher)
-    return retraining_work(RETRAIN_WORK, sentiment.retrain_every_h, check)
+    every_h = sentiment.retrain_every_h
+    return Retraining(RETRAIN_WORK, sentiment.model_name, TRAIN_JOB, every_h, factory, fingerprint)
 
 
 def train_sentiment(

@@ -37,7 +37,7 @@ def support_lifespan(
             app.state.session_factory, settings.model_name
         )
         await bot.start()
-        work = retraining(settings, app.state.session_factory, app.state.dispatcher)
+        work = retraining(settings, app.state.session_factory).work(app.state.dispatcher)
         try:
             async with periodic(app.state.settings, work):
                 yield

@@ -14,7 +14,6 @@ model labels them again for a third.
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections.abc import Mapping
@@ -28,7 +27,6 @@ from apps.support.catalogue import catalogue_for_training, intent_descriptions
 from apps.support.policy import decide
 from apps.support.review import unlabelled_messages
 from apps.support.settings import SupportSettings
-from core.jobs import JobDispatcher
 from core.ml.device import configured_placement
 from core.ml.evaluation import label_ids_for, selective_thresholds
 from core.ml.loading import Classifier, load_classifier
@@ -49,7 +47,7 @@ from core.ml.training import (
     stratified_split,
 )
 from core.ml.training.self_training import PseudoLabeller
-from core.scheduling import PeriodicWork, RetrainCheck, retrain_if_due, retraining_work
+from core.scheduling import Retraining
 from core.settings import Settings
 
 TRAIN_JOB = "support.train"
@@ -213,11 +211,9 @@ def catalogue_split(
     return train, validation
 
 
-def retrain_if_changed(
-    support: SupportSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
-) -> RetrainCheck:
-    """Scheduled retraining (`support.retrain_every_h`): a training job when the catalogue's
-    examples (reviewed messages included) changed since the last run."""
+def retraining(support: SupportSettings, factory: sessionmaker[Session]) -> Retraining:
+    """Scheduled retraining (`support.retrain_every_h`): due when the catalogue's examples
+    (reviewed messages included) changed since the last run."""
 
     def fingerprint(params: Mapping[str, Any]) -> str | None:
         arguments = TrainingArguments.from_dict(SupportTrainParams.model_validate(params).arguments)
@@ -228,22 +224,9 @@ def retrain_if_changed(
                 return None
         return data_fingerprint(train)
 
-    return retrain_if_due(
-        factory,
-        dispatcher,
-        model_name=support.model_name,
-        kind=TRAIN_JOB,
-        every_s=support.retrain_every_h * 3600,
-        fingerprint=fingerprint,
+    return Retraining(
+        RETRAIN_WORK, support.model_name, TRAIN_JOB, support.retrain_every_h, factory, fingerprint
     )
-
-
-def retraining(
-    support: SupportSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
-) -> dict[str, PeriodicWork]:
-    """The scheduled retraining check as periodic work, where `retrain_every_h` is set."""
-    check = functools.partial(retrain_if_changed, support, factory, dispatcher)
-    return retraining_work(RETRAIN_WORK, support.retrain_every_h, check)
 
 
 def train_from_catalogue(

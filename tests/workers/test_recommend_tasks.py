@@ -15,7 +15,7 @@ from apps.recommend.events import EventIn, record_events
 from apps.recommend.models import ItemEmbedding
 from apps.recommend.settings import load_recommend_settings
 from apps.recommend.state import CatalogueState
-from apps.recommend.training import retrain_if_changed
+from apps.recommend.training import retraining
 from core.jobs import submit_job
 from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
@@ -95,11 +95,11 @@ def test_embedding_and_behaviour_tuning_on_the_worker(
 
         # Scheduled retraining: the pairs the run trained on are the ones there are now, so
         # nothing is due until a shopper's new events add a pair; then the same recipe again.
-        retraining = load_recommend_settings(_env_file=None, retrain_every_h=1.0)
+        tuning = load_recommend_settings(_env_file=None, retrain_every_h=1.0)
         with session_scope(factory) as session:  # the last training was a day ago
             session.execute(update(TrainingRun).values(created_at=start))
             session.execute(update(Job).values(created_at=start))
-        unchanged = retrain_if_changed(retraining, factory, dispatcher)
+        unchanged = retraining(tuning, factory).check(dispatcher)
         assert unchanged.reason == "no new training data since the last run"
         with session_scope(factory) as session:
             record_events(session, [
@@ -107,7 +107,7 @@ def test_embedding_and_behaviour_tuning_on_the_worker(
                         timestamp=start + dt.timedelta(hours=2, minutes=n))
                 for n, item in enumerate(["tent-0", "stove-1"])
             ])  # fmt: skip
-        due = retrain_if_changed(retraining, factory, dispatcher)
+        due = retraining(tuning, factory).check(dispatcher)
         assert due.job_id is not None, due.reason
         again = wait_for_job(factory, due.job_id, timeout_s=300)
         assert again.status is JobStatus.SUCCEEDED, again.error

@@ -342,7 +342,7 @@ def test_the_schedule_retrains_sentiment_when_analysts_relabelled_articles(
     from sqlalchemy import select
 
     from apps.sentiment.settings import load_sentiment_settings
-    from apps.sentiment.training import retrain_if_changed
+    from apps.sentiment.training import retraining
     from core import jobs
     from core.storage.models import Job, JobStatus, TrainingRun
     from tests.apps.sentiment.conftest import QUICK_TRAINING
@@ -372,14 +372,14 @@ def test_the_schedule_retrains_sentiment_when_analysts_relabelled_articles(
         run.job_id, run.created_at = job.id, long_ago
     sentiment = load_sentiment_settings(_env_file=None, retrain_every_h=24)
     broker = Broker()
-    assert retrain_if_changed(sentiment_settings, sentiment, factory, broker).reason == (
+    assert retraining(sentiment_settings, sentiment, factory).check(broker).reason == (
         "no new training data since the last run"
     )
     posted = client.post("/v1/sentiment/articles", json={"title": "Corvid Bank opens in Oslo"},
                          headers=key).json()["articles"][0]  # fmt: skip
     client.put(f"/v1/sentiment/articles/{posted['id']}/label", json={"label": "positive"},
                headers=key)  # fmt: skip
-    due = retrain_if_changed(sentiment_settings, sentiment, factory, broker)
+    due = retraining(sentiment_settings, sentiment, factory).check(broker)
     assert due.job_id is not None and broker.sent == ["sentiment.train"]
     with factory() as session:
         assert session.get(Job, due.job_id).params == {

@@ -183,7 +183,7 @@ def test_scheduled_retraining_trains_again_only_when_reviewed_labels_changed_the
     again."""
     from apps.support.catalogue import add_examples, get_intent
     from apps.support.settings import load_support_settings
-    from apps.support.training import retrain_if_changed
+    from apps.support.training import retraining
     from core.storage.models import Job, JobStatus, TrainingRun
     from tests.workers.conftest import wait_for_job
     from workers.dispatch import create_dispatcher
@@ -199,11 +199,11 @@ def test_scheduled_retraining_trains_again_only_when_reviewed_labels_changed_the
     age_runs()
     dispatcher = create_dispatcher(world_settings)
     try:
-        current = retrain_if_changed(support, factory, dispatcher)
+        current = retraining(support, factory).check(dispatcher)
         assert (current.job_id, current.reason) == (None, "no new training data since the last run")
         with session_scope(factory) as session:
             add_examples(session, get_intent(session, "order_status"), ["where has my box got to"])
-        due = retrain_if_changed(support, factory, dispatcher)
+        due = retraining(support, factory).check(dispatcher)
         assert due.job_id is not None, due.reason
         job = wait_for_job(factory, due.job_id, timeout_s=300)
         assert job.status is JobStatus.SUCCEEDED, job.error
@@ -216,10 +216,10 @@ def test_scheduled_retraining_trains_again_only_when_reviewed_labels_changed_the
         assert job.params["arguments"].items() >= QUICK_TRAINING.items()
         assert runs[1].params == runs[0].params
         assert runs[1].data_fingerprint != runs[0].data_fingerprint
-        soon = retrain_if_changed(support, factory, dispatcher)
+        soon = retraining(support, factory).check(dispatcher)
         assert "last training started 0.0 h ago" in soon.reason
         age_runs()
-        after = retrain_if_changed(support, factory, dispatcher)
+        after = retraining(support, factory).check(dispatcher)
         assert after.reason == "no new training data since the last run"
     finally:
         dispatcher.close()
