@@ -129,6 +129,27 @@ class Retraining:
         return {self.work_name: (retrain_check_s(self.every_h * 3600), check)}
 
 
+RETENTION_EVERY_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Deleting what is older than `days` (0: keep everything), once an hour."""
+
+    work_name: str  # as periodic work
+    days: float
+    purge: Callable[[dt.datetime], int]  # deletes what is older than a time; how many
+
+    def run(self) -> int:
+        deleted = self.purge(utcnow() - dt.timedelta(days=self.days))
+        if deleted:
+            log.info("%s: deleted %d rows older than %g days", self.work_name, deleted, self.days)
+        return deleted
+
+    def work(self) -> dict[str, PeriodicWork]:
+        return {self.work_name: (RETENTION_EVERY_S, self.run)} if self.days > 0 else {}
+
+
 def retrain_check_s(every_s: float) -> float:
     """How often a process checks whether a model retrained every `every_s` is due: a quarter
     of the period, at most hourly (a run starts at most that late)."""

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.embeddings import EMBED_JOB, load_item_encoder
+from apps.recommend.retention import retention
 from apps.recommend.settings import RecommendSettings, get_recommend_settings
 from apps.recommend.state import CatalogueState, compute_behaviour
 from apps.recommend.training import retraining
@@ -170,7 +171,11 @@ def recommend_lifespan(
             app.state.session_factory, service.recommend.model_name
         )
         refresher = asyncio.create_task(service.refresh_forever(), name="recommend-refresh")
-        work = retraining(service.recommend, app.state.session_factory).work(app.state.dispatcher)
+        factory = app.state.session_factory
+        work = {
+            **retraining(service.recommend, factory).work(app.state.dispatcher),
+            **retention(service.recommend.list_retention_days, factory).work(),
+        }
         try:
             async with periodic(app.state.settings, work):
                 yield

@@ -56,6 +56,11 @@ class RecommendSettings(BaseSettings):
         description="Tune the item encoder on behaviour this often when the co-engaged pairs "
         "changed, promoted only if not worse; 0: only when asked.",
     )
+    list_retention_days: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description="Delete served lists older than this (one row per request; events stay, "
+        "and feedback on such a list is refused as unknown); 0: keep them.",
+    )
     half_life_events: Annotated[float, Field(gt=0)] = RankingConfig.half_life_events
     text_weight: Annotated[float, Field(ge=0)] = RankingConfig.text_weight
     neighbours: Annotated[int, Field(ge=1)] = RankingConfig.neighbours

@@ -20,6 +20,7 @@ from apps.sentiment.feed import AlertFeed
 from apps.sentiment.feeds import poll_due_feeds
 from apps.sentiment.ingest import Ingested, Ingestor
 from apps.sentiment.notify import notify_changes
+from apps.sentiment.retention import retention
 from apps.sentiment.scoring import NoSentimentModel, SentimentScorer
 from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
 from apps.sentiment.training import retraining
@@ -207,6 +208,7 @@ def sentiment_lifespan(
                 **retraining(app.state.settings, service.settings, factory).work(
                     app.state.dispatcher
                 ),
+                **retention(service.settings.retention_days, factory).work(),
             }
             async with periodic(app.state.settings, work):
                 yield

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.settings import load_app_settings
 
+MIN_RETENTION_DAYS = 8.0
+
 
 class SentimentSettings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -45,6 +47,12 @@ class SentimentSettings(BaseSettings):
         description="Refuse articles (503) unless the stream's Redis writes an append-only file.",
     )
 
+    retention_days: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description=f"Delete articles published more than this many days ago (at least "
+        f"{MIN_RETENTION_DAYS:g}: the alert baselines read the last week), except those analysts "
+        "relabelled; 0: keep them.",
+    )
     retrain_every_h: Annotated[float, Field(ge=0)] = Field(
         default=0.0,
         description="Retrain the sentiment model this often when its training data changed "
@@ -67,6 +75,16 @@ class SentimentSettings(BaseSettings):
     def _check_stream_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"expected a redis:// URL, got {value!r}")
+        return value
+
+    @field_validator("retention_days")
+    @classmethod
+    def _check_retention(cls, value: float) -> float:
+        if 0 < value < MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"keep articles at least {MIN_RETENTION_DAYS:g} days (the alert baselines read "
+                "the last week), or 0 to keep them all"
+            )
         return value
 
 

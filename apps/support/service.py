@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 
 from apps.support.api import catalogue, chatwoot, messages, review, stats, webhooks
 from apps.support.bot import SupportBot
+from apps.support.retention import retention
 from apps.support.settings import SupportSettings, get_support_settings
 from apps.support.training import retraining
 from core.ml.versions import production_files_check
@@ -37,7 +38,11 @@ def support_lifespan(
             app.state.session_factory, settings.model_name
         )
         await bot.start()
-        work = retraining(settings, app.state.session_factory).work(app.state.dispatcher)
+        factory = app.state.session_factory
+        work = {
+            **retraining(settings, factory).work(app.state.dispatcher),
+            **retention(settings.retention_days, factory).work(),
+        }
         try:
             async with periodic(app.state.settings, work):
                 yield

@@ -55,6 +55,11 @@ class SupportSettings(BaseSettings):
         "intents, edited examples, reviewed messages), promoted only if not worse; 0: only "
         "when asked.",
     )
+    retention_days: Annotated[float, Field(ge=0)] = Field(
+        default=0.0,
+        description="Delete conversations nobody wrote in for this many days, with their "
+        "messages and review items (labelled examples stay); 0: keep them.",
+    )
     max_repeated_turns: Annotated[int, Field(ge=1)] = Field(
         default=2,
         description="Hand off when the same intent comes back this many times in a row.",

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Select, Table, create_engine, delete, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,3 +59,18 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def delete_in_batches(
+    factory: sessionmaker[Session], ids: Select[tuple[Any]], table: Table, batch: int = 1000
+) -> int:
+    """Delete the rows of `table` whose `id` the query `ids` selects, `batch` at a time, each
+    batch in a transaction of its own (no long lock on a busy table). Returns how many."""
+    deleted = 0
+    while True:
+        with session_scope(factory) as session:
+            chunk = session.scalars(ids.limit(batch)).all()
+            if not chunk:
+                return deleted
+            session.execute(delete(table).where(table.c.id.in_(chunk)))
+            deleted += len(chunk)
