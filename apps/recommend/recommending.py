@@ -72,6 +72,11 @@ class RecommendationList:
 class Filters:
     category: str | None = None
     exclude_seen: bool = True
+    exclude: frozenset[str] = frozenset()  # external ids the caller leaves out (cart, page)
+
+    def excluded(self, state: CatalogueState) -> set[str]:
+        """The catalogue keys of `exclude` (ids the catalogue does not hold are ignored)."""
+        return {key for item in self.exclude if (key := state.by_external.get(item)) is not None}
 
 
 def recommend_for_user(
@@ -94,6 +99,7 @@ def recommend_for_user(
     rows = events[: config.history][::-1]  # oldest first
     seen = {str(item_id) for item_id, _, _ in events} if filters.exclude_seen else set()
     with state.lock:
+        seen |= filters.excluded(state)
         history = [(str(item_id), kind, value) for item_id, kind, value in rows]
         known = [h for h in history if h[0] in state.items]
         if known:
@@ -102,7 +108,8 @@ def recommend_for_user(
         else:
             ranked = _popular(state, seen, k, filters, recommend)
             strategy = "popular"
-    request = {"k": k, "category": filters.category, "exclude_seen": filters.exclude_seen}
+    request = {"k": k, "category": filters.category, "exclude_seen": filters.exclude_seen,
+               "exclude": sorted(filters.exclude)}  # fmt: skip
     return _store(session, state, RecommendationKind.USER, ranked, strategy, request, user_id)
 
 
@@ -261,7 +268,7 @@ def similar_items(
                 f"item {external_id!r} is not embedded yet: try again once the embedding job "
                 "has run (GET /v1/jobs)"
             )
-        exclude = {key}
+        exclude = {key} | filters.excluded(state)
         text = dict(state.index.search(vector, CANDIDATES, _mask(state, filters, exclude)))
         collaborative: dict[str, float] = {}
         behaviour = state.behaviour
@@ -295,7 +302,8 @@ def similar_items(
             )
             for c in chosen
         ]
-    request = {"item_id": external_id, "k": k, "category": filters.category}
+    request = {"item_id": external_id, "k": k, "category": filters.category,
+               "exclude": sorted(filters.exclude)}  # fmt: skip
     return _store(session, state, RecommendationKind.SIMILAR, items, "similar", request, None)
 
 
@@ -313,12 +321,13 @@ def search_items(
     personal data masked)."""
     query = mask_personal_data(query)
     with state.lock:
+        excluded = filters.excluded(state)
         found = (
-            state.index.search(query_vector, CANDIDATES, _mask(state, filters, set()))
+            state.index.search(query_vector, CANDIDATES, _mask(state, filters, excluded))
             if state.index is not None
             else []
         )
-        ranked = [key for key, _ in found if _allowed(state, key, filters, set())]
+        ranked = [key for key, _ in found if _allowed(state, key, filters, excluded)]
         scores = dict(found)
         chosen = _diversify(state, ranked, k, recommend)
         shown = query if len(query) <= 60 else query[:57] + "..."
@@ -326,7 +335,8 @@ def search_items(
             Recommended(state.items[key], scores[key], f"matches \u201c{shown}\u201d")
             for key in chosen
         ]
-    request = {"query": query, "k": k, "category": filters.category}
+    request = {"query": query, "k": k, "category": filters.category,
+               "exclude": sorted(filters.exclude)}  # fmt: skip
     return _store(session, state, RecommendationKind.QUERY, items, "query", request, user_id)
 
 

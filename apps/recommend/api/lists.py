@@ -30,6 +30,16 @@ router = APIRouter(
 
 K = Annotated[int, Query(ge=1, le=100, description="How many items")]
 Category = Annotated[str | None, Query(max_length=200, description="Only this category")]
+MAX_EXCLUDED = 100
+ItemRef = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Exclude = Annotated[
+    list[ItemRef] | None,
+    Query(
+        max_length=MAX_EXCLUDED,
+        description="Item ids to leave out, e.g. what the page shows or the cart holds (repeat "
+        "the parameter; ids the catalogue does not hold are ignored)",
+    ),
+]
 
 
 class RecommendedItem(BaseModel):
@@ -77,6 +87,7 @@ def for_user(
     k: K = 10,
     category: Category = None,
     exclude_seen: Annotated[bool, Query(description="Leave out items the user had")] = True,
+    exclude: Exclude = None,
 ) -> Any:
     """From the user's recent events (recency- and type-weighted): items other users engaged
     with alongside them, and items whose text is close. A user with no events gets what is
@@ -85,7 +96,12 @@ def for_user(
     # FastAPI runs in its thread pool adds a hop, and this handler runs there anyway.
     with factory() as session:
         found = recommend_for_user(
-            service.state, session, user_id, k, Filters(category, exclude_seen), service.recommend
+            service.state,
+            session,
+            user_id,
+            k,
+            Filters(category, exclude_seen, frozenset(exclude or ())),
+            service.recommend,
         )
     return _reply(found)
 
@@ -102,11 +118,13 @@ def similar(
     service: ServiceDep,
     k: K = 10,
     category: Category = None,
+    exclude: Exclude = None,
 ) -> Any:
+    filters = Filters(category, exclude=frozenset(exclude or ()))
     try:
         with factory() as session:
             found = similar_items(
-                service.state, session, external_id, k, Filters(category), service.recommend
+                service.state, session, external_id, k, filters, service.recommend
             )
     except UnknownItem as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
@@ -122,6 +140,9 @@ class QueryIn(BaseModel):
     k: int = Field(default=10, ge=1, le=100)
     category: str | None = Field(default=None, max_length=200)
     user_id: UserId | None = Field(default=None, description="Who asked (for feedback).")
+    exclude: list[ItemRef] = Field(
+        default_factory=list, max_length=MAX_EXCLUDED, description="Item ids to leave out"
+    )
 
 
 @router.post(
@@ -144,7 +165,7 @@ async def query(body: QueryIn, factory: SessionFactoryDep, service: ServiceDep) 
                 body.text,
                 vector,
                 body.k,
-                Filters(body.category, exclude_seen=False),
+                Filters(body.category, exclude_seen=False, exclude=frozenset(body.exclude)),
                 service.recommend,
                 body.user_id,
             )

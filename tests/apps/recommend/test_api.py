@@ -381,3 +381,34 @@ os._exit(0)  # as SIGKILL would: no shutdown, no atexit
     except psutil.NoSuchProcess:
         alive = []
     assert not alive, "the behaviour process outlived its service"
+
+
+def test_the_caller_can_leave_items_out_of_every_list(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    """`exclude`: what the page shows or the cart holds stays out, on all three lists; ids
+    the catalogue does not hold are ignored; too many is a 422."""
+    client, headers = api
+    client.post("/v1/recommend/events", json={"events": [event(1, "u5", "T3")]}, headers=headers)
+    client.app.state.recommend.state.refresh_behaviour()
+    first = titles(client.get("/v1/recommend/items/T1/similar?k=3", headers=headers))
+    left_out = client.get(
+        "/v1/recommend/items/T1/similar",
+        params={"k": 3, "exclude": [first[0], "NOT-IN-CATALOGUE"]},
+        headers=headers,
+    )
+    assert left_out.status_code == 200, left_out.text
+    assert first[0] not in titles(left_out) and len(titles(left_out)) == 3
+    personal = titles(client.get("/v1/recommend/users/u5?k=3", headers=headers))
+    without = client.get("/v1/recommend/users/u5", params={"k": 3, "exclude": personal[:2]},
+                         headers=headers)  # fmt: skip
+    assert not set(personal[:2]) & set(titles(without))
+    query = {"text": "a boat to float down a river", "k": 2, "exclude": ["K2"]}
+    found = client.post("/v1/recommend/query", json=query, headers=headers)
+    assert "K2" not in titles(found) and "K1" in titles(found)
+    too_many = [f"X{n}" for n in range(101)]
+    assert client.get("/v1/recommend/items/T1/similar", params={"exclude": too_many},
+                      headers=headers).status_code == 422  # fmt: skip
+    blank = client.post("/v1/recommend/query", json={"text": "boat", "exclude": [""]},
+                        headers=headers)  # fmt: skip
+    assert blank.status_code == 422
