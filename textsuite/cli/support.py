@@ -191,3 +191,21 @@ def stats(
         f"review: {review.pending} pending, {review.labelled} labelled, {review.dismissed} "
         f"dismissed; of the labelled, the bot's own guess was right for {review.bot_guess_right}"
     )
+
+
+@app.command()
+def health() -> None:
+    """What in the catalogue needs attention: intents with few examples or no answer, ones
+    the production model has not learnt, and the ones its held-out messages show it mixes up."""
+    from apps.support.health import catalogue_health
+    from apps.support.settings import get_support_settings
+
+    with database(settings()) as session:
+        found = catalogue_health(session, get_support_settings())
+    model = f"production model v{found.model_version}" if found.model_version else "no model yet"
+    console.print(f"{len(found.intents)} intents, {model}, {found.problems} problem(s)")
+    for intent in found.intents:
+        for problem in intent.problems:
+            console.print(f"  {intent.name}: {problem}")
+    for name in found.unknown_to_catalogue:
+        console.print(f"  {name}: the model answers it but the catalogue has lost it: retrain")

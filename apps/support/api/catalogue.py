@@ -9,6 +9,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
@@ -18,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from apps.support import catalogue
+from apps.support.api.deps import SupportSettingsDep
 from apps.support.catalogue_formats import (
     CatalogueFileError,
     CatalogueFormat,
@@ -26,6 +28,7 @@ from apps.support.catalogue_formats import (
     export_catalogue,
     import_catalogue,
 )
+from apps.support.health import catalogue_health
 from apps.support.models import ExampleSource, Intent
 from apps.support.templates import slot_names
 from core.api.deps import RawBody, SessionDep, require_scope
@@ -349,4 +352,38 @@ def export_file(
         export_catalogue(session, format_),
         media_type=format_.media_type,
         headers={"Content-Disposition": f'attachment; filename="{format_.filename}"'},
+    )
+
+
+class IntentHealthPublic(BaseModel):
+    name: str
+    examples: int
+    validation_f1: float | None = Field(description="The production model's, held out")
+    confused_with: dict[str, int] = Field(description="Taken for these, so many times")
+    problems: list[str]
+
+
+class CatalogueHealthPublic(BaseModel):
+    model_version: int | None = Field(description="The production version read (None: none)")
+    problems: int
+    intents: list[IntentHealthPublic] = Field(description="Those with problems first")
+    unknown_to_catalogue: list[str] = Field(
+        description="Intents the production model answers that the catalogue no longer has"
+    )
+
+
+@router.get(
+    "/catalogue/health",
+    response_model=CatalogueHealthPublic,
+    summary="What in the catalogue needs attention",
+)
+def read_health(session: SessionDep, support: SupportSettingsDep) -> CatalogueHealthPublic:
+    """Intents with fewer than 8 examples or no answer, intents the production model has not
+    learnt, weak held-out F1, and the intents its held-out messages show it mixes up."""
+    found = catalogue_health(session, support)
+    return CatalogueHealthPublic(
+        model_version=found.model_version,
+        problems=found.problems,
+        intents=[IntentHealthPublic(**asdict(intent)) for intent in found.intents],
+        unknown_to_catalogue=found.unknown_to_catalogue,
     )

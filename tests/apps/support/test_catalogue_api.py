@@ -365,3 +365,36 @@ def test_the_content_type_says_csv_when_the_query_does_not(
         headers={**headers, "Content-Type": "text/plain"},
     )
     assert plain.status_code == 422 and "nothing was written" in plain.json()["detail"]
+
+
+def test_the_catalogue_health_says_what_needs_attention(world_settings: Settings) -> None:
+    from apps.support.health import _confusions
+    from textsuite.service import create_service
+
+    with session_scope(get_session_factory(world_settings.database_url)) as session:
+        key = create_api_key(session, "lead", ["support"])[1]
+    headers = {"X-API-Key": key}
+    with TestClient(create_service(world_settings)) as client:
+        fresh = client.get("/v1/support/catalogue/health", headers=headers).json()
+        assert fresh["model_version"] == 1 and fresh["unknown_to_catalogue"] == []
+        assert all(i["validation_f1"] is not None for i in fresh["intents"])
+        added = client.post("/v1/support/intents", headers=headers, json={
+            "name": "gift_wrap", "answer": "", "examples": ["can you gift wrap it", "gift wrap"],
+        })  # fmt: skip
+        assert added.status_code == 201, added.text
+        lost = fresh["intents"][-1]["name"]  # one without problems: listed last
+        assert client.delete(f"/v1/support/intents/{lost}", headers=headers).status_code == 204
+        after = client.get("/v1/support/catalogue/health", headers=headers).json()
+    flagged = [bool(intent["problems"]) for intent in after["intents"]]
+    assert flagged == sorted(flagged, reverse=True)  # those with problems first
+    [first] = [intent for intent in after["intents"] if intent["name"] == "gift_wrap"]
+    assert first["validation_f1"] is None
+    assert first["problems"] == [
+        "2 examples: give it at least 8",
+        "no answer template: every message it matches is handed off",
+        "not in the production model (v1): retrain to answer it",
+    ]
+    assert after["unknown_to_catalogue"] == [lost]
+    assert after["problems"] >= fresh["problems"] + 4
+    matrix = {"labels": ["a", "b", "c"], "matrix": [[6, 4, 0], [1, 9, 0], [0, 0, 0]]}
+    assert _confusions(matrix) == {"a": {"b": 4}}  # b's one slip is under a fifth
