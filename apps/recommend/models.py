@@ -99,6 +99,8 @@ class Recommendation(Base):
     """A served list: what was asked, what came back, so feedback can refer to it."""
 
     __tablename__ = "recommend_recommendations"
+    # Retention's "served before" read; the log gains a row per request (migration 0009).
+    __table_args__ = (Index("ix_recommend_recommendations_created_at", "created_at"),)
 
     id: Mapped[uuid.UUID] = uuid_pk()
     kind: Mapped[RecommendationKind] = mapped_column(str_enum(RecommendationKind, "recommend_kind"))

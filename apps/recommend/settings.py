@@ -51,12 +51,12 @@ class RecommendSettings(BaseSettings):
     similar_text_weight: Annotated[float, Field(ge=0)] = Field(
         default=4.0, description="Text weight of the similar-items list (alternatives first)."
     )
-    retrain_every_h: Annotated[float, Field(ge=0)] = Field(
+    retrain_every_h: Annotated[float, Field(ge=0, le=87_600)] = Field(
         default=0.0,
         description="Tune the item encoder on behaviour this often when the co-engaged pairs "
         "changed, promoted only if not worse; 0: only when asked.",
     )
-    list_retention_days: Annotated[float, Field(ge=0)] = Field(
+    list_retention_days: Annotated[float, Field(ge=0, le=36_500)] = Field(
         default=0.0,
         description="Delete served lists older than this (one row per request; events stay, "
         "and feedback on such a list is refused as unknown); 0: keep them.",

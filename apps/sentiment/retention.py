@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from apps.sentiment.models import Article, LabelCorrection
+from apps.sentiment.models import AlertRule, Article, LabelCorrection
+from apps.sentiment.windows import BASELINE_S
 from core.scheduling import Retention
+from core.storage.base import utcnow
 from core.storage.engine import delete_in_batches
 
 RETENTION_WORK = "sentiment retention"
@@ -16,9 +18,13 @@ RETENTION_WORK = "sentiment retention"
 
 def retention(days: float, factory: sessionmaker[Session]) -> Retention:
     """Articles published more than `days` ago go, with their links to companies; the ones
-    analysts relabelled stay (they are training data). Alerts stay."""
+    analysts relabelled stay (they are training data), and so does whatever the longest alert
+    rule's window and the week of baseline before it still read. Alerts stay."""
 
     def purge(before: dt.datetime) -> int:
+        with factory() as session:
+            longest = session.scalar(select(func.max(AlertRule.window_s))) or 0
+        before = min(before, utcnow() - dt.timedelta(seconds=longest + BASELINE_S))
         old = select(Article.id).where(
             Article.published_at < before,
             Article.id.not_in(select(LabelCorrection.article_id)),

@@ -47,13 +47,13 @@ class SentimentSettings(BaseSettings):
         description="Refuse articles (503) unless the stream's Redis writes an append-only file.",
     )
 
-    retention_days: Annotated[float, Field(ge=0)] = Field(
+    retention_days: Annotated[float, Field(ge=0, le=36_500)] = Field(
         default=0.0,
         description=f"Delete articles published more than this many days ago (at least "
         f"{MIN_RETENTION_DAYS:g}: the alert baselines read the last week), except those analysts "
         "relabelled; 0: keep them.",
     )
-    retrain_every_h: Annotated[float, Field(ge=0)] = Field(
+    retrain_every_h: Annotated[float, Field(ge=0, le=87_600)] = Field(
         default=0.0,
         description="Retrain the sentiment model this often when its training data changed "
         "(articles analysts relabelled), promoted only if not worse; 0: only when asked.",

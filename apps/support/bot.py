@@ -9,6 +9,7 @@ unsure or handed-off message reaches the review queue.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 import uuid
@@ -44,9 +45,12 @@ from core.ml.serving import describe, load_for_serving
 from core.ml.versions import production_version
 from core.privacy import mask_personal_data
 from core.settings import Settings
+from core.storage.base import utcnow
 from core.storage.engine import session_scope
 
 log = logging.getLogger(__name__)
+
+ACTIVE = dt.timedelta(hours=1)
 
 
 @dataclass
@@ -242,6 +246,14 @@ class SupportBot:
                 session.add(conversation)
             if message.customer_id is not None:
                 conversation.customer_id = self._customer(session, message).id
+            # A message is activity, even where it changes nothing else (a person has the
+            # conversation): retention counts idle time from the last one. Marked here, before
+            # the model runs, for a conversation quiet for an hour (retention keeps a day at
+            # least), so a purge never takes one in the middle of a turn; `_close_turn` marks
+            # the rest in the write it does anyway.
+            quiet_since = conversation.updated_at  # None: created just now
+            if quiet_since is not None and quiet_since < utcnow() - ACTIVE:
+                conversation.updated_at = utcnow()
             session.flush()
             if message.message_id is not None:
                 earlier = session.scalars(
@@ -285,6 +297,7 @@ class SupportBot:
             elif reason is HandoffReason.ASKED_FOR_HUMAN:
                 answer = self._handoff_message(session, decision, values)
             conversation.slots = {**conversation.slots, **said}
+            conversation.updated_at = utcnow()
             if reason is not None:
                 conversation.status = ConversationStatus.HANDED_OFF
                 conversation.last_intent, conversation.repeated_turns = None, 0

@@ -43,6 +43,7 @@ def catalogue_health(session: Session, support: SupportSettings) -> CatalogueHea
     summaries = list_intents(session)
     version = production_version(session, support.model_name)
     metrics = version.metrics if version is not None else {}
+    learnt = set(version.config.get("labels", [])) if version is not None else set()
     per_class = metrics.get("per_class", {})
     confusion = _confusions(metrics.get("confusion_matrix") or {})
     health = []
@@ -54,18 +55,17 @@ def catalogue_health(session: Session, support: SupportSettings) -> CatalogueHea
             )
         if not summary.answer and not summary.handoff:
             intent.problems.append("no answer template: every message it matches is handed off")
-        if version is not None:
-            scores = per_class.get(summary.name)
-            if scores is None:
+        if version is not None and summary.name not in learnt:
+            intent.problems.append(
+                f"not in the production model (v{version.version}): retrain to answer it"
+            )
+        scores = per_class.get(summary.name, {})
+        if scores.get("support"):  # held-out messages of it to judge by
+            intent.validation_f1 = float(scores["f1"])
+            if intent.validation_f1 < WEAK_F1:
                 intent.problems.append(
-                    f"not in the production model (v{version.version}): retrain to answer it"
+                    f"held-out F1 {intent.validation_f1:.2f}: add examples that set it apart"
                 )
-            else:
-                intent.validation_f1 = float(scores["f1"])
-                if scores.get("support", 0) and intent.validation_f1 < WEAK_F1:
-                    intent.problems.append(
-                        f"held-out F1 {intent.validation_f1:.2f}: add examples that set it apart"
-                    )
         intent.confused_with = confusion.get(summary.name, {})
         for other, count in intent.confused_with.items():
             intent.problems.append(
@@ -78,7 +78,7 @@ def catalogue_health(session: Session, support: SupportSettings) -> CatalogueHea
     return CatalogueHealth(
         model_version=version.version if version is not None else None,
         intents=health,
-        unknown_to_catalogue=sorted(set(per_class) - names),
+        unknown_to_catalogue=sorted(learnt - names),
     )
 
 

@@ -81,7 +81,11 @@ class Conversation(Base):
     """A conversation on one channel (the API, Chatwoot, a generic helpdesk webhook)."""
 
     __tablename__ = "support_conversations"
-    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id"),
+        # Retention's "idle since" read (migration 0009).
+        Index("ix_support_conversations_updated_at", "updated_at"),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     channel: Mapped[str] = mapped_column(String(32))

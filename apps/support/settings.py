@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, SecretStr
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.settings import load_app_settings
@@ -49,16 +49,16 @@ class SupportSettings(BaseSettings):
     learn_from_messages_limit: Annotated[int, Field(ge=1)] = Field(
         default=10_000, description="At most this many of the newest such messages."
     )
-    retrain_every_h: Annotated[float, Field(ge=0)] = Field(
+    retrain_every_h: Annotated[float, Field(ge=0, le=87_600)] = Field(
         default=0.0,
         description="Retrain the intent model this often when its examples changed (new "
         "intents, edited examples, reviewed messages), promoted only if not worse; 0: only "
         "when asked.",
     )
-    retention_days: Annotated[float, Field(ge=0)] = Field(
+    retention_days: Annotated[float, Field(ge=0, le=36_500)] = Field(
         default=0.0,
-        description="Delete conversations nobody wrote in for this many days, with their "
-        "messages and review items (labelled examples stay); 0: keep them.",
+        description="Delete conversations nobody wrote in for this many days (at least 1), "
+        "with their messages and review items (labelled examples stay); 0: keep them.",
     )
     max_repeated_turns: Annotated[int, Field(ge=1)] = Field(
         default=2,
@@ -98,6 +98,13 @@ class SupportSettings(BaseSettings):
     signature_tolerance_s: Annotated[int, Field(ge=1)] = Field(
         default=300, description="Reject webhook timestamps further than this from now."
     )
+
+    @field_validator("retention_days")
+    @classmethod
+    def _check_retention(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("keep conversations at least 1 day, or 0 to keep them all")
+        return value
 
 
 def load_support_settings(**overrides: object) -> SupportSettings:

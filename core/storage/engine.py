@@ -65,12 +65,14 @@ def delete_in_batches(
     factory: sessionmaker[Session], ids: Select[tuple[Any]], table: Table, batch: int = 1000
 ) -> int:
     """Delete the rows of `table` whose `id` the query `ids` selects, `batch` at a time, each
-    batch in a transaction of its own (no long lock on a busy table). Returns how many."""
+    batch in a transaction of its own (no long lock on a busy table). The query runs inside
+    each DELETE, so a row that stopped matching meanwhile (written to again) stays. Returns
+    how many rows this call deleted."""
     deleted = 0
     while True:
         with session_scope(factory) as session:
-            chunk = session.scalars(ids.limit(batch)).all()
-            if not chunk:
-                return deleted
-            session.execute(delete(table).where(table.c.id.in_(chunk)))
-            deleted += len(chunk)
+            chosen = ids.limit(batch).scalar_subquery()
+            gone = session.execute(delete(table).where(table.c.id.in_(chosen))).rowcount  # type: ignore[attr-defined]
+        if not gone:
+            return deleted
+        deleted += gone

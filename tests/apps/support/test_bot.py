@@ -322,3 +322,23 @@ def test_stats_count_what_the_bot_answered_handed_off_and_how_reviewers_judged_i
     ):
         refused = client.get("/v1/support/stats", params=params, headers=headers)
         assert refused.status_code == 422, (params, refused.text)
+
+
+def test_a_message_to_a_person_keeps_the_conversation_from_retention(
+    support_client, world_settings: Settings
+) -> None:
+    """A handed-off conversation changes nothing of its own when the customer writes again;
+    the message still counts as activity, so retention does not take a live thread."""
+    import datetime as dt
+
+    from apps.support.retention import retention
+
+    client, headers = support_client
+    factory = get_session_factory(world_settings.database_url)
+    assert send(client, headers, "I want to speak to a real person please")["handoff"] is True
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
+    with session_scope(factory) as session:
+        session.scalars(select(Conversation)).one().updated_at = long_ago
+    assert send(client, headers, "hello? still there?")["handoff_reason"] == "already_handed_off"
+    assert retention(30, factory).run() == 0
+    assert count(world_settings, Message) == 3  # the two customer messages and the reply

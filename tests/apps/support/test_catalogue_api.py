@@ -396,5 +396,21 @@ def test_the_catalogue_health_says_what_needs_attention(world_settings: Settings
     ]
     assert after["unknown_to_catalogue"] == [lost]
     assert after["problems"] >= fresh["problems"] + 4
+    # A version without held-out scores (no validation split): learnt intents are not
+    # reported as unlearnt, and no F1 is made up.
+    from apps.support.health import catalogue_health
+    from apps.support.settings import load_support_settings
+    from core.ml.versions import production_version
+
+    factory = get_session_factory(world_settings.database_url)
+    with session_scope(factory) as session:
+        production_version(session, "support-intents").metrics = {"accuracy": 0.9}
+    with factory() as session:
+        bare = catalogue_health(session, load_support_settings(_env_file=None))
+    unlearnt = [
+        i.name for i in bare.intents if any("not in the production" in p for p in i.problems)
+    ]
+    assert unlearnt == ["gift_wrap"]
+    assert all(i.validation_f1 is None and not i.confused_with for i in bare.intents)
     matrix = {"labels": ["a", "b", "c"], "matrix": [[6, 4, 0], [1, 9, 0], [0, 0, 0]]}
     assert _confusions(matrix) == {"a": {"b": 4}}  # b's one slip is under a fifth
