@@ -16,15 +16,26 @@ from core.storage.engine import delete_in_batches
 RETENTION_WORK = "sentiment retention"
 
 
+def kept_since(factory: sessionmaker[Session], before: dt.datetime) -> dt.datetime:
+    """`before`, or earlier where the longest alert rule's window and the week of baseline
+    before it still read further back: what retention keeps from."""
+    with factory() as session:
+        longest = session.scalar(select(func.max(AlertRule.window_s))) or 0
+    return min(before, utcnow() - dt.timedelta(seconds=longest + BASELINE_S))
+
+
+def oldest_kept(factory: sessionmaker[Session], days: float) -> dt.datetime | None:
+    """The publication time before which retention deletes articles (None: it keeps all)."""
+    return kept_since(factory, utcnow() - dt.timedelta(days=days)) if days > 0 else None
+
+
 def retention(days: float, factory: sessionmaker[Session]) -> Retention:
     """Articles published more than `days` ago go, with their links to companies; the ones
     analysts relabelled stay (they are training data), and so does whatever the longest alert
     rule's window and the week of baseline before it still read. Alerts stay."""
 
     def purge(before: dt.datetime) -> int:
-        with factory() as session:
-            longest = session.scalar(select(func.max(AlertRule.window_s))) or 0
-        before = min(before, utcnow() - dt.timedelta(seconds=longest + BASELINE_S))
+        before = kept_since(factory, before)
         old = select(Article.id).where(
             Article.published_at < before,
             Article.id.not_in(select(LabelCorrection.article_id)),

@@ -20,7 +20,7 @@ from apps.sentiment.feed import AlertFeed
 from apps.sentiment.feeds import poll_due_feeds
 from apps.sentiment.ingest import Ingested, Ingestor
 from apps.sentiment.notify import notify_changes
-from apps.sentiment.retention import retention
+from apps.sentiment.retention import oldest_kept, retention
 from apps.sentiment.scoring import NoSentimentModel, SentimentScorer
 from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
 from apps.sentiment.training import retraining
@@ -121,12 +121,20 @@ class SentimentService:
         assert self.stream_client is not None
         self.stream_client.ping()
 
+    def ingest_feed_entries(self, items: Sequence[ArticleIn]) -> list[Ingested]:
+        """`ingestor.ingest`, leaving out entries older than retention keeps: a feed goes on
+        listing its old entries, and each would be stored and deleted again every hour."""
+        oldest = oldest_kept(self.ingestor.factory, self.settings.retention_days)
+        if oldest is not None:
+            items = [i for i in items if i.published_at is None or i.published_at >= oldest]
+        return self.ingestor.ingest(items)
+
     def poll_feeds(self) -> None:
         """Poll the feeds that are due (each claimed in the database by one process)."""
         try:
             results = poll_due_feeds(
                 self.ingestor.factory,
-                self.ingestor.ingest,
+                self.ingest_feed_entries,
                 self.settings.feed_poll_s,
                 ready=self.ingestor.scorer.served,
             )

@@ -241,11 +241,12 @@ def poll(
                 if once:
                     with factory() as session:
                         feed_ids = list(session.scalars(select(Feed.id)))
-                    results = [poll_feed(factory, f, service.ingestor.ingest) for f in feed_ids]
+                    ingest = service.ingest_feed_entries
+                    results = [poll_feed(factory, f, ingest) for f in feed_ids]
                 else:
                     results = poll_due_feeds(
                         factory,
-                        service.ingestor.ingest,
+                        service.ingest_feed_entries,
                         interval_s,
                         ready=service.ingestor.scorer.served,
                     )

@@ -93,7 +93,7 @@ async def poll_now(feed_id: uuid.UUID, factory: SessionFactoryDep, service: Serv
     """Fetch the feed now (conditional GET) and ingest its new entries."""
     try:
         result: PollResult = await asyncio.to_thread(
-            poll_feed, factory, feed_id, service.ingestor.ingest
+            poll_feed, factory, feed_id, service.ingest_feed_entries
         )
     except LookupError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no feed {feed_id}") from None

@@ -252,3 +252,30 @@ def test_the_service_polls_its_feeds_by_itself(sentiment_settings: Settings, fee
         while len(feed_server.requests) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
     assert feed_server.requests[1]["if-none-match"] == '"v2"'  # polled again, conditionally
+
+
+def test_entries_older_than_retention_keeps_are_not_stored_again(
+    sentiment_settings: Settings, feed_server
+) -> None:
+    """A feed goes on listing its old entries: with retention on, those it would delete
+    within the hour are left out instead of stored and deleted again every hour."""
+    from apps.sentiment.service import SentimentService
+    from apps.sentiment.settings import load_sentiment_settings
+
+    factory = get_session_factory(sentiment_settings.database_url)
+    feed_id = add_feed(sentiment_settings, f"{feed_server.server.url}/rss")
+    keep_8_days = load_sentiment_settings(_env_file=None, retention_days=8)
+    service = SentimentService.create(sentiment_settings, keep_8_days, factory)
+    try:
+        old = poll_feed(factory, feed_id, service.ingest_feed_entries)  # dated 26 Nov 2026
+        assert (old.entries, old.ingested) == (2, 0) and articles(sentiment_settings) == 0
+    finally:
+        service.close()
+    feed_server.titles.append("Corvid Bank names a new CFO")  # a changed feed: fetched again
+    keep_all = SentimentService.create(
+        sentiment_settings, load_sentiment_settings(_env_file=None), factory
+    )
+    try:
+        assert poll_feed(factory, feed_id, keep_all.ingest_feed_entries).ingested == 3
+    finally:
+        keep_all.close()
