@@ -162,10 +162,10 @@ class SentimentService:
 
 
 def sentiment_router() -> APIRouter:
-    from apps.sentiment.api import alerts, articles, entities, feeds, rules
+    from apps.sentiment.api import alerts, articles, entities, feeds, rules, stats
 
     router = APIRouter(prefix="/v1/sentiment")
-    for module in (articles, entities, alerts, rules, feeds):
+    for module in (articles, entities, alerts, rules, feeds, stats):
         router.include_router(module.router)
     return router
 

@@ -390,3 +390,51 @@ def test_the_schedule_retrains_sentiment_when_analysts_relabelled_articles(
 def sentiment_world_headlines(settings: Settings) -> Path:
     """The headlines file the world's model was trained on (beside its artifacts)."""
     return Path(settings.artifacts_dir).parent / "headlines.csv"
+
+
+def test_stats_count_articles_by_version_corrections_and_alerts(
+    api: tuple[TestClient, dict[str, str]], sentiment_settings: Settings
+) -> None:
+    from sqlalchemy import select
+
+    from apps.sentiment.models import Alert, AlertRule, AlertState, Entity, RuleKind
+
+    client, key = api
+    posted = client.post(
+        "/v1/sentiment/articles",
+        json={"articles": [{"title": "Halvorsen Pharma shares plunge as regulator rejects"},
+                           {"title": "Northwind Robotics posts record profit"}]},
+        headers=key,
+    ).json()["articles"]  # fmt: skip
+    model_label = posted[0]["label"]
+    other = "positive" if model_label != "positive" else "negative"
+    client.put(f"/v1/sentiment/articles/{posted[0]['id']}/label", json={"label": other},
+               headers=key)  # fmt: skip
+    client.put(
+        f"/v1/sentiment/articles/{posted[1]['id']}/label",
+        json={"label": posted[1]["label"]},
+        headers=key,
+    )  # agrees: not a correction
+    now = dt.datetime.now(dt.UTC)
+    with session_scope(get_session_factory(sentiment_settings.database_url)) as session:
+        entity = session.scalars(select(Entity).where(Entity.ticker == "HLVP")).one()
+        rule = AlertRule(name="negative-share-1h", kind=RuleKind.NEGATIVE_SHARE,
+                         window_s=3600, threshold=0.6)  # fmt: skip
+        session.add(rule)
+        session.flush()
+        for state, acked in [(AlertState.FIRING, True), (AlertState.RESOLVED, False)]:
+            session.add(Alert(entity_id=entity.id, rule_id=rule.id, state=state, value=0.8,
+                              threshold=0.6, window_start=now, window_end=now, started_at=now,
+                              acknowledged_at=now if acked else None))  # fmt: skip
+    stats = client.get("/v1/sentiment/stats", headers=key)
+    assert stats.status_code == 200, stats.text
+    body = stats.json()
+    assert (body["articles"], body["unscored"]) == (2, 0)
+    assert list(body["versions"]) == ["1"]
+    version = body["versions"]["1"]
+    assert version["articles"] == 2 and sum(version["labels"].values()) == 2
+    assert version["corrected"] == 1 and version["correction_rate"] == 0.5
+    assert body["corrections"] == {f"{model_label} -> {other}": 1}
+    assert body["alerts"] == {"firing": 1, "resolved": 1} and body["acknowledged"] == 1
+    bad = client.get("/v1/sentiment/stats", params={"since": "tomorrow"}, headers=key)
+    assert bad.status_code == 422

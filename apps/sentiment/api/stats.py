@@ -1,0 +1,61 @@
+"""`/v1/sentiment/stats`: articles and how the model read them, analysts' corrections, alerts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from apps.sentiment.stats import sentiment_stats
+from core.api.deps import ReportSince, ReportUntil, SessionDep, reporting_period, require_scope
+from core.storage.models import Scope
+
+router = APIRouter(tags=["sentiment"], dependencies=[Depends(require_scope(Scope.SENTIMENT))])
+
+
+class VersionTallyPublic(BaseModel):
+    articles: int = Field(description="Articles this version scored")
+    labels: dict[str, int]
+    corrected: int = Field(description="Of those, relabelled by an analyst to another label")
+    correction_rate: float | None = Field(description="corrected / articles")
+
+
+class SentimentStatsPublic(BaseModel):
+    since: dt.datetime
+    until: dt.datetime
+    articles: int = Field(description="Received in the period")
+    unscored: int = Field(description="Waiting for a model")
+    versions: dict[int, VersionTallyPublic] = Field(description="By the model version")
+    corrections: dict[str, int] = Field(description='"model label -> analyst label": how many')
+    alerts: dict[str, int] = Field(description="Alerts that started in the period, by state")
+    acknowledged: int
+
+
+@router.get("/stats", response_model=SentimentStatsPublic, summary="How the monitor is doing")
+def read_stats(
+    session: SessionDep, since: ReportSince = None, until: ReportUntil = None
+) -> SentimentStatsPublic:
+    """Articles received in [since, until): how each model version read them and how often
+    analysts relabelled its reading (and from what to what); the alerts that started in the
+    period, by state. At most a year at a time."""
+    since, until = reporting_period(since, until)
+    stats = sentiment_stats(session, since, until)
+    return SentimentStatsPublic(
+        since=since,
+        until=until,
+        articles=stats.articles,
+        unscored=stats.unscored,
+        versions={
+            number: VersionTallyPublic(
+                articles=tally.articles,
+                labels=dict(tally.labels),
+                corrected=tally.corrected,
+                correction_rate=tally.corrected / tally.articles if tally.articles else None,
+            )
+            for number, tally in stats.versions.items()
+        },
+        corrections=dict(stats.corrections.most_common()),
+        alerts=dict(stats.alerts),
+        acknowledged=stats.acknowledged,
+    )

@@ -1,0 +1,85 @@
+"""How the monitor is doing: articles received and how the model read them, per model version,
+how often analysts corrected it (and from what to what), and the alerts raised."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from apps.sentiment.models import Alert, Article, LabelCorrection
+from core.storage.models import ModelVersion
+
+
+@dataclass
+class VersionTally:
+    """Articles one model version scored: by label, and how many analysts relabelled."""
+
+    articles: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    corrected: int = 0
+
+
+@dataclass
+class SentimentStats:
+    since: dt.datetime
+    until: dt.datetime
+    articles: int = 0  # received in the period
+    unscored: int = 0  # waiting for a model
+    versions: dict[int, VersionTally] = field(default_factory=dict)
+    corrections: Counter[str] = field(default_factory=Counter)  # "model -> analyst": how many
+    alerts: Counter[str] = field(default_factory=Counter)  # raised in the period, by state now
+    acknowledged: int = 0
+
+
+def sentiment_stats(session: Session, since: dt.datetime, until: dt.datetime) -> SentimentStats:
+    """The articles received in [since, until) and the alerts that started in it, counted in
+    the database."""
+    stats = SentimentStats(since, until)
+    received = (Article.received_at >= since) & (Article.received_at < until)
+    by_version: dict[uuid.UUID | None, VersionTally] = {}
+    rows = session.execute(
+        select(Article.model_version_id, Article.label, LabelCorrection.label, func.count())
+        .outerjoin(LabelCorrection, LabelCorrection.article_id == Article.id)
+        .where(received)
+        .group_by(Article.model_version_id, Article.label, LabelCorrection.label)
+    ).all()
+    for version_id, label, corrected_to, count in rows:
+        stats.articles += count
+        if label is None:
+            stats.unscored += count
+            continue
+        tally = by_version.setdefault(version_id, VersionTally())
+        tally.articles += count
+        tally.labels[label] += count
+        if corrected_to is not None and corrected_to != label:
+            tally.corrected += count
+            stats.corrections[f"{label} -> {corrected_to}"] += count
+    numbers = dict(
+        session.execute(
+            select(ModelVersion.id, ModelVersion.version).where(
+                ModelVersion.id.in_([v for v in by_version if v is not None])
+            )
+        ).all()
+    )
+    # Articles whose version was deleted count above only.
+    stats.versions = dict(
+        sorted(
+            ((numbers[v], tally) for v, tally in by_version.items() if v in numbers),
+            key=lambda item: item[0],
+        )
+    )
+    started = (Alert.started_at >= since) & (Alert.started_at < until)
+    for state, acknowledged, count in session.execute(
+        select(Alert.state, Alert.acknowledged_at.is_not(None), func.count())
+        .where(started)
+        .group_by(Alert.state, Alert.acknowledged_at.is_not(None))
+    ):
+        stats.alerts[state.value] += count
+        if acknowledged:
+            stats.acknowledged += count
+    return stats
