@@ -12,7 +12,7 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from apps.recommend.models import Interaction, Recommendation
-from core.storage.models import ModelVersion
+from core.ml.versions import version_names
 
 VERSION_PREFIX = "version:"
 
@@ -86,6 +86,6 @@ def _encoder_names(session: Session, keys: set[str | None]) -> dict[str | None, 
             except ValueError:
                 continue
     names: dict[str | None, str] = {key: key for key in keys if key is not None}
-    for version in session.scalars(select(ModelVersion).where(ModelVersion.id.in_(ids))):
-        names[ids[version.id]] = f"{version.name} v{version.version}"
+    for version_id, name in version_names(session, ids).items():
+        names[ids[version_id]] = name
     return names

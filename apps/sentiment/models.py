@@ -42,6 +42,8 @@ class Article(Base):
         Index("ix_sentiment_articles_published_at", "published_at"),
         # What was scored since a time: the alert windows' cache reads it (migration 0007).
         Index("ix_sentiment_articles_scored_at", "scored_at"),
+        # The stats' "received in a period" read (migration 0009).
+        Index("ix_sentiment_articles_received_at", "received_at"),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -206,6 +208,7 @@ class Alert(Base):
             sqlite_where=text("state IN ('pending', 'firing')"),
         ),
         Index("ix_sentiment_alerts_updated_at", "updated_at"),
+        Index("ix_sentiment_alerts_started_at", "started_at"),  # the stats' read (0009)
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()

@@ -12,16 +12,21 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from apps.sentiment.models import Alert, Article, LabelCorrection
-from core.storage.models import ModelVersion
+from core.ml.versions import version_names
 
 
 @dataclass
 class VersionTally:
-    """Articles one model version scored: by label, and how many analysts relabelled."""
+    """Articles one model version scored: by label, and the analysts' corrections of its
+    reading ("model label -> analyst label": how many)."""
 
     articles: int = 0
     labels: Counter[str] = field(default_factory=Counter)
-    corrected: int = 0
+    corrections: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def corrected(self) -> int:
+        return sum(self.corrections.values())
 
 
 @dataclass
@@ -30,10 +35,14 @@ class SentimentStats:
     until: dt.datetime
     articles: int = 0  # received in the period
     unscored: int = 0  # waiting for a model
-    versions: dict[int, VersionTally] = field(default_factory=dict)
-    corrections: Counter[str] = field(default_factory=Counter)  # "model -> analyst": how many
+    versions: dict[str, VersionTally] = field(default_factory=dict)  # "<model> v<n>"
     alerts: Counter[str] = field(default_factory=Counter)  # raised in the period, by state now
     acknowledged: int = 0
+
+    @property
+    def corrections(self) -> Counter[str]:
+        """Every version's corrections together."""
+        return sum((tally.corrections for tally in self.versions.values()), Counter())
 
 
 def sentiment_stats(session: Session, since: dt.datetime, until: dt.datetime) -> SentimentStats:
@@ -57,22 +66,10 @@ def sentiment_stats(session: Session, since: dt.datetime, until: dt.datetime) ->
         tally.articles += count
         tally.labels[label] += count
         if corrected_to is not None and corrected_to != label:
-            tally.corrected += count
-            stats.corrections[f"{label} -> {corrected_to}"] += count
-    numbers = dict(
-        session.execute(
-            select(ModelVersion.id, ModelVersion.version).where(
-                ModelVersion.id.in_([v for v in by_version if v is not None])
-            )
-        ).all()
-    )
-    # Articles whose version was deleted count above only.
-    stats.versions = dict(
-        sorted(
-            ((numbers[v], tally) for v, tally in by_version.items() if v in numbers),
-            key=lambda item: item[0],
-        )
-    )
+            tally.corrections[f"{label} -> {corrected_to}"] += count
+    # Articles whose version was deleted count in `articles` only.
+    names = version_names(session, by_version)
+    stats.versions = {name: by_version[version_id] for version_id, name in names.items()}
     started = (Alert.started_at >= since) & (Alert.started_at < until)
     for state, acknowledged, count in session.execute(
         select(Alert.state, Alert.acknowledged_at.is_not(None), func.count())

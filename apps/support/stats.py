@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from apps.support.messages import HandoffReason
 from apps.support.models import Intent, Message, MessageRole, ReviewItem, ReviewStatus
-from core.storage.models import ModelVersion
+from core.ml.versions import version_names
 
 WITH_AGENTS = HandoffReason.ALREADY_HANDED_OFF.value
 
@@ -59,7 +59,7 @@ class SupportStats:
     bot: Tally = field(default_factory=Tally)
     handoff_reasons: dict[str, int] = field(default_factory=dict)
     intents: dict[str, Tally] = field(default_factory=dict)  # by the bot's top intent
-    versions: dict[int, Tally] = field(default_factory=dict)  # by the model version answering
+    versions: dict[str, Tally] = field(default_factory=dict)  # by version ("<model> v<n>")
     review: ReviewTally = field(default_factory=ReviewTally)
 
 
@@ -96,18 +96,11 @@ def support_stats(session: Session, since: dt.datetime, until: dt.datetime) -> S
         if intent is not None:
             intents[intent].add(handoff, count)
         by_version[version_id].add(handoff, count)
-    numbers = dict(
-        session.execute(
-            select(ModelVersion.id, ModelVersion.version).where(
-                ModelVersion.id.in_([v for v in by_version if v is not None])
-            )
-        ).all()
-    )
+    names = version_names(session, by_version)
     stats.handoff_reasons = dict(reasons.most_common())
     stats.intents = dict(sorted(intents.items(), key=lambda item: (-item[1].messages, item[0])))
     # Turns without a model (none trained yet, or a deleted version) count above only.
-    versions = [(numbers[v], tally) for v, tally in by_version.items() if v in numbers]
-    stats.versions = dict(sorted(versions, key=lambda item: item[0]))
+    stats.versions = {name: by_version[version_id] for version_id, name in names.items()}
     _count_reviews(session, in_period, stats.review)
     return stats
 

@@ -8,7 +8,8 @@ scheduled retrain can never make things worse.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,18 @@ def get_version(session: Session, name: str, version: int | None = None) -> Mode
             raise VersionNotFound(f"model {name!r} has no versions: train it first")
         raise VersionNotFound(f"model {name!r} has no v{version} (versions: {known})")
     return found
+
+
+def version_names(session: Session, ids: Iterable[uuid.UUID | None]) -> dict[uuid.UUID, str]:
+    """`<model> v<n>` for each id that is a version (a deleted one's is left out), in model
+    name and version order: what reports name a version by."""
+    wanted = {found for found in ids if found is not None}
+    rows = session.execute(
+        select(ModelVersion.id, ModelVersion.name, ModelVersion.version)
+        .where(ModelVersion.id.in_(wanted))
+        .order_by(ModelVersion.name, ModelVersion.version)
+    ).all()
+    return {version_id: f"{name} v{number}" for version_id, name, number in rows}
 
 
 def production_version(session: Session, name: str) -> ModelVersion | None:

@@ -181,8 +181,7 @@ def stats(
         "", "messages", "answered", "handed off", "containment",
         title="by model version, then by the bot's top intent",
     )  # fmt: skip
-    rows = [*((f"v{number}", tally) for number, tally in found.versions.items())]
-    for label, tally in [*rows, *found.intents.items()]:
+    for label, tally in [*found.versions.items(), *found.intents.items()]:
         counts = (tally.messages, tally.answered, tally.handed_off)
         by.add_row(label, *map(str, counts), share(tally))
     console.print(by)

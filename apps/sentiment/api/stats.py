@@ -19,6 +19,7 @@ class VersionTallyPublic(BaseModel):
     labels: dict[str, int]
     corrected: int = Field(description="Of those, relabelled by an analyst to another label")
     correction_rate: float | None = Field(description="corrected / articles")
+    corrections: dict[str, int] = Field(description='"model label -> analyst label": how many')
 
 
 class SentimentStatsPublic(BaseModel):
@@ -26,8 +27,10 @@ class SentimentStatsPublic(BaseModel):
     until: dt.datetime
     articles: int = Field(description="Received in the period")
     unscored: int = Field(description="Waiting for a model")
-    versions: dict[int, VersionTallyPublic] = Field(description="By the model version")
-    corrections: dict[str, int] = Field(description='"model label -> analyst label": how many')
+    versions: dict[str, VersionTallyPublic] = Field(
+        description='By the model version that scored them ("sentiment v2")'
+    )
+    corrections: dict[str, int] = Field(description="Every version's corrections together")
     alerts: dict[str, int] = Field(description="Alerts that started in the period, by state")
     acknowledged: int
 
@@ -47,13 +50,14 @@ def read_stats(
         articles=stats.articles,
         unscored=stats.unscored,
         versions={
-            number: VersionTallyPublic(
+            name: VersionTallyPublic(
                 articles=tally.articles,
                 labels=dict(tally.labels),
                 corrected=tally.corrected,
                 correction_rate=tally.corrected / tally.articles if tally.articles else None,
+                corrections=dict(tally.corrections.most_common()),
             )
-            for number, tally in stats.versions.items()
+            for name, tally in stats.versions.items()
         },
         corrections=dict(stats.corrections.most_common()),
         alerts=dict(stats.alerts),

@@ -44,7 +44,9 @@ class SupportStatsPublic(BaseModel):
     bot: TallyPublic = Field(description="The bot's turns: the other customer messages")
     handoff_reasons: dict[str, int]
     intents: dict[str, TallyPublic] = Field(description="By the bot's top intent")
-    versions: dict[int, TallyPublic] = Field(description="By the model version that decided")
+    versions: dict[str, TallyPublic] = Field(
+        description='By the model version that decided ("support-intents v3")'
+    )
     review: ReviewPublic
 
 
@@ -67,6 +69,6 @@ def read_stats(
         bot=TallyPublic.of(stats.bot),
         handoff_reasons=stats.handoff_reasons,
         intents={name: TallyPublic.of(tally) for name, tally in stats.intents.items()},
-        versions={number: TallyPublic.of(tally) for number, tally in stats.versions.items()},
+        versions={name: TallyPublic.of(tally) for name, tally in stats.versions.items()},
         review=ReviewPublic(**asdict(stats.review)),
     )

@@ -430,11 +430,11 @@ def test_stats_count_articles_by_version_corrections_and_alerts(
     assert stats.status_code == 200, stats.text
     body = stats.json()
     assert (body["articles"], body["unscored"]) == (2, 0)
-    assert list(body["versions"]) == ["1"]
-    version = body["versions"]["1"]
+    assert list(body["versions"]) == ["sentiment v1"]
+    version = body["versions"]["sentiment v1"]
     assert version["articles"] == 2 and sum(version["labels"].values()) == 2
     assert version["corrected"] == 1 and version["correction_rate"] == 0.5
-    assert body["corrections"] == {f"{model_label} -> {other}": 1}
+    assert version["corrections"] == body["corrections"] == {f"{model_label} -> {other}": 1}
     assert body["alerts"] == {"firing": 1, "resolved": 1} and body["acknowledged"] == 1
     bad = client.get("/v1/sentiment/stats", params={"since": "tomorrow"}, headers=key)
     assert bad.status_code == 422
