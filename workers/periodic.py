@@ -12,22 +12,15 @@ import logging
 
 from celery import Celery
 
-from apps.recommend.retention import RETENTION_WORK as RECOMMEND_RETENTION
-from apps.recommend.retention import retention as recommend_retention
+from apps.recommend.service import PERIODIC_WORK as RECOMMEND_WORK
+from apps.recommend.service import periodic_work as recommend_work
 from apps.recommend.settings import get_recommend_settings
-from apps.recommend.training import RETRAIN_WORK as RECOMMEND_RETRAINING
-from apps.recommend.training import retraining as recommend_retraining
-from apps.sentiment.retention import RETENTION_WORK as SENTIMENT_RETENTION
-from apps.sentiment.retention import retention as sentiment_retention
-from apps.sentiment.service import FEEDS_WORK, SWEEP_WORK, SentimentService
+from apps.sentiment.service import PERIODIC_WORK as SENTIMENT_WORK
+from apps.sentiment.service import SentimentService
 from apps.sentiment.settings import get_sentiment_settings
-from apps.sentiment.training import RETRAIN_WORK as SENTIMENT_RETRAINING
-from apps.sentiment.training import retraining as sentiment_retraining
-from apps.support.retention import RETENTION_WORK as SUPPORT_RETENTION
-from apps.support.retention import retention as support_retention
+from apps.support.service import PERIODIC_WORK as SUPPORT_WORK
+from apps.support.service import periodic_work as support_work
 from apps.support.settings import get_support_settings
-from apps.support.training import RETRAIN_WORK as SUPPORT_RETRAINING
-from apps.support.training import retraining as support_retraining
 from core.jobs import JobDispatcher
 from core.scheduling import REDISPATCH_WORK, PeriodicWork, redispatch_work, run_periodic
 from core.settings import Settings
@@ -40,17 +33,7 @@ TASK_PREFIX = "periodic."
 
 # Every piece of periodic work there is. A worker declares a task for each, whatever its own
 # settings turn on, so that no tick beat sends is refused as an unknown task.
-ALL_WORK = (
-    REDISPATCH_WORK,
-    SWEEP_WORK,
-    FEEDS_WORK,
-    SENTIMENT_RETRAINING,
-    SENTIMENT_RETENTION,
-    SUPPORT_RETRAINING,
-    SUPPORT_RETENTION,
-    RECOMMEND_RETRAINING,
-    RECOMMEND_RETENTION,
-)
+ALL_WORK = (REDISPATCH_WORK, *SENTIMENT_WORK, *SUPPORT_WORK, *RECOMMEND_WORK)
 
 
 def periodic_work(settings: Settings, dispatcher: JobDispatcher) -> dict[str, PeriodicWork]:
@@ -58,16 +41,12 @@ def periodic_work(settings: Settings, dispatcher: JobDispatcher) -> dict[str, Pe
     Building it loads no model and opens no connection; that happens when a piece first runs."""
     factory = get_session_factory(settings.database_url)
     sentiment = get_sentiment_settings().model_copy(update={"stream_url": None})
-    support, recommend = get_support_settings(), get_recommend_settings()
+    service = SentimentService.create(settings, sentiment, factory, dispatcher)
     return {
         **redispatch_work(settings, factory, dispatcher),
-        **SentimentService.create(settings, sentiment, factory, dispatcher).periodic_work(),
-        **sentiment_retraining(settings, sentiment, factory).work(dispatcher),
-        **sentiment_retention(sentiment.retention_days, factory).work(),
-        **support_retraining(support, factory).work(dispatcher),
-        **support_retention(support.retention_days, factory).work(),
-        **recommend_retraining(recommend, factory).work(dispatcher),
-        **recommend_retention(recommend.list_retention_days, factory).work(),
+        **service.periodic_work(settings, dispatcher),
+        **support_work(get_support_settings(), factory, dispatcher),
+        **recommend_work(get_recommend_settings(), factory, dispatcher),
     }
 
 

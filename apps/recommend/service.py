@@ -21,15 +21,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.embeddings import EMBED_JOB, load_item_encoder
-from apps.recommend.retention import retention
+from apps.recommend.retention import RETENTION_WORK, retention
 from apps.recommend.settings import RecommendSettings, get_recommend_settings
 from apps.recommend.state import CatalogueState, compute_behaviour
-from apps.recommend.training import retraining
+from apps.recommend.training import RETRAIN_WORK, retraining
 from core.jobs import JobDispatcher, submit_job
 from core.ml.references import ModelNotFound
 from core.ml.versions import production_files_check
 from core.runtime import freeze_long_lived
-from core.scheduling import periodic
+from core.scheduling import PeriodicWork, periodic
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,20 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+PERIODIC_WORK = (RETRAIN_WORK, RETENTION_WORK)  # every piece there is, on or off
+
+
+def periodic_work(
+    recommend: RecommendSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
+) -> dict[str, PeriodicWork]:
+    """The recommender's periodic work that its settings turn on: scheduled retraining of the
+    encoder, retention of served lists. (Its index refresh is per process, not in here.)"""
+    return {
+        **retraining(recommend, factory).work(dispatcher),
+        **retention(recommend.list_retention_days, factory).work(),
+    }
+
+
 def recommend_router() -> APIRouter:
     from apps.recommend.api import catalogue, events, lists, stats
 
@@ -171,11 +185,7 @@ def recommend_lifespan(
             app.state.session_factory, service.recommend.model_name
         )
         refresher = asyncio.create_task(service.refresh_forever(), name="recommend-refresh")
-        factory = app.state.session_factory
-        work = {
-            **retraining(service.recommend, factory).work(app.state.dispatcher),
-            **retention(service.recommend.list_retention_days, factory).work(),
-        }
+        work = periodic_work(service.recommend, app.state.session_factory, app.state.dispatcher)
         try:
             async with periodic(app.state.settings, work):
                 yield

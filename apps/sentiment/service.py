@@ -20,10 +20,10 @@ from apps.sentiment.feed import AlertFeed
 from apps.sentiment.feeds import poll_due_feeds
 from apps.sentiment.ingest import Ingested, Ingestor
 from apps.sentiment.notify import notify_changes
-from apps.sentiment.retention import oldest_kept, retention
+from apps.sentiment.retention import RETENTION_WORK, oldest_kept, retention
 from apps.sentiment.scoring import NoSentimentModel, SentimentScorer
 from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
-from apps.sentiment.training import retraining
+from apps.sentiment.training import RETRAIN_WORK, retraining
 from core.delivery import redact_url
 from core.jobs import JobDispatcher
 from core.ml.serving import ProductionClassifier
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 60.0
 SWEEP_WORK, FEEDS_WORK = "alert sweep", "feed polling"
+PERIODIC_WORK = (SWEEP_WORK, FEEDS_WORK, RETRAIN_WORK, RETENTION_WORK)  # every piece, on or off
 DURABILITY_TTL_S = 60.0
 LOSSY = {
     "none": "keeps nothing on disk",
@@ -147,14 +148,22 @@ class SentimentService:
                 redact_url(result.feed_url), result.status or "unreachable", result.ingested,
             )  # fmt: skip
 
-    def periodic_work(self) -> dict[str, PeriodicWork]:
+    def periodic_work(
+        self, settings: Settings, dispatcher: JobDispatcher
+    ) -> dict[str, PeriodicWork]:
         """What runs every so often: resolving the alerts of entities that went quiet (no
-        article re-evaluates them) and, where `feed_poll_s` is set, polling the feeds (every
-        period or minute, whichever is shorter; each feed is due once a period)."""
+        article re-evaluates them); where the settings turn them on, polling the feeds (every
+        period or minute, whichever is shorter; each feed is due once a period), scheduled
+        retraining and retention."""
+        factory = self.ingestor.factory
         work: dict[str, PeriodicWork] = {SWEEP_WORK: (SWEEP_INTERVAL_S, self.ingestor.sweep)}
         if self.settings.feed_poll_s > 0:
             work[FEEDS_WORK] = (min(self.settings.feed_poll_s, 60.0), self.poll_feeds)
-        return work
+        return {
+            **work,
+            **retraining(settings, self.settings, factory).work(dispatcher),
+            **retention(self.settings.retention_days, factory).work(),
+        }
 
     def close(self) -> None:
         if self.stream_client is not None:
@@ -211,13 +220,7 @@ def sentiment_lifespan(
             await asyncio.to_thread(warn_if_lossy, service)
         await service.alert_feed.start()
         try:
-            work = {
-                **service.periodic_work(),
-                **retraining(app.state.settings, service.settings, factory).work(
-                    app.state.dispatcher
-                ),
-                **retention(service.settings.retention_days, factory).work(),
-            }
+            work = service.periodic_work(app.state.settings, app.state.dispatcher)
             async with periodic(app.state.settings, work):
                 yield
         finally:

@@ -28,6 +28,11 @@ class VersionTally:
     def corrected(self) -> int:
         return sum(self.corrections.values())
 
+    @property
+    def correction_rate(self) -> float | None:
+        """The share of its articles analysts relabelled (None: it scored none)."""
+        return self.corrected / self.articles if self.articles else None
+
 
 @dataclass
 class SentimentStats:

@@ -6,14 +6,28 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from sqlalchemy.orm import Session, sessionmaker
 
 from apps.support.api import catalogue, chatwoot, messages, review, stats, webhooks
 from apps.support.bot import SupportBot
-from apps.support.retention import retention
+from apps.support.retention import RETENTION_WORK, retention
 from apps.support.settings import SupportSettings, get_support_settings
-from apps.support.training import retraining
+from apps.support.training import RETRAIN_WORK, retraining
+from core.jobs import JobDispatcher
 from core.ml.versions import production_files_check
-from core.scheduling import periodic
+from core.scheduling import PeriodicWork, periodic
+
+PERIODIC_WORK = (RETRAIN_WORK, RETENTION_WORK)  # every piece there is, on or off
+
+
+def periodic_work(
+    support: SupportSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
+) -> dict[str, PeriodicWork]:
+    """The bot's periodic work that its settings turn on: scheduled retraining, retention."""
+    return {
+        **retraining(support, factory).work(dispatcher),
+        **retention(support.retention_days, factory).work(),
+    }
 
 
 def support_router() -> APIRouter:
@@ -38,11 +52,7 @@ def support_lifespan(
             app.state.session_factory, settings.model_name
         )
         await bot.start()
-        factory = app.state.session_factory
-        work = {
-            **retraining(settings, factory).work(app.state.dispatcher),
-            **retention(settings.retention_days, factory).work(),
-        }
+        work = periodic_work(settings, app.state.session_factory, app.state.dispatcher)
         try:
             async with periodic(app.state.settings, work):
                 yield

@@ -7,7 +7,7 @@ import datetime as dt
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from apps.sentiment.stats import sentiment_stats
+from apps.sentiment.stats import VersionTally, sentiment_stats
 from core.api.deps import ReportSince, ReportUntil, SessionDep, reporting_period, require_scope
 from core.storage.models import Scope
 
@@ -20,6 +20,16 @@ class VersionTallyPublic(BaseModel):
     corrected: int = Field(description="Of those, relabelled by an analyst to another label")
     correction_rate: float | None = Field(description="corrected / articles")
     corrections: dict[str, int] = Field(description='"model label -> analyst label": how many')
+
+    @classmethod
+    def of(cls, tally: VersionTally) -> VersionTallyPublic:
+        return cls(
+            articles=tally.articles,
+            labels=dict(tally.labels),
+            corrected=tally.corrected,
+            correction_rate=tally.correction_rate,
+            corrections=dict(tally.corrections.most_common()),
+        )
 
 
 class SentimentStatsPublic(BaseModel):
@@ -49,16 +59,7 @@ def read_stats(
         until=until,
         articles=stats.articles,
         unscored=stats.unscored,
-        versions={
-            name: VersionTallyPublic(
-                articles=tally.articles,
-                labels=dict(tally.labels),
-                corrected=tally.corrected,
-                correction_rate=tally.corrected / tally.articles if tally.articles else None,
-                corrections=dict(tally.corrections.most_common()),
-            )
-            for name, tally in stats.versions.items()
-        },
+        versions={name: VersionTallyPublic.of(tally) for name, tally in stats.versions.items()},
         corrections=dict(stats.corrections.most_common()),
         alerts=dict(stats.alerts),
         acknowledged=stats.acknowledged,
