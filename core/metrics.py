@@ -57,8 +57,10 @@ BATCH_RUN_SECONDS = Histogram(
 )
 BATCH_QUEUE_DEPTH = Gauge(
     "textsuite_batch_queue_depth",
-    "Requests waiting in a dynamic batcher's queue (an autoscaling signal).",
+    "Requests waiting in a dynamic batcher's queue (an autoscaling signal); a prefork "
+    "worker's pool processes add up.",
     ["batcher"],
+    multiprocess_mode="livesum",
 )
 BATCH_REQUESTS_REJECTED = Counter(
     "textsuite_batch_requests_rejected_total",
@@ -86,7 +88,9 @@ SENTIMENT_ALERT_CHANGES = Counter(
 )
 STREAM_BACKLOG = Gauge(
     "textsuite_sentiment_stream_backlog",
-    "Ingest stream entries the consumer group has not finished (unread plus unacknowledged).",
+    "Ingest stream entries the consumer group has not finished (unread plus unacknowledged); "
+    "one count for the whole group, the latest any live process read.",
+    multiprocess_mode="livemostrecent",
 )
 STREAM_LAG_SECONDS = Histogram(
     "textsuite_sentiment_stream_lag_seconds",

@@ -41,6 +41,16 @@ def test_jobs_run_by_prefork_children_show_in_the_workers_metrics(
         time.sleep(0.2)
     assert f"{wanted} 1.0" in text
 
+    # A gauge set in a pool process is one series for the worker (its processes add up), not
+    # one per process id that an autoscaler would have to sum itself.
+    depth, _ = submit_job(
+        factory, dispatcher, "tests.queue_depth", {"batcher": "probe", "depth": 3}
+    )
+    assert wait_for_job(factory, depth.id).status is JobStatus.SUCCEEDED
+    text = scrape(port)
+    series = [line for line in text.splitlines() if line.startswith("textsuite_batch_queue_depth{")]
+    assert series == ['textsuite_batch_queue_depth{batcher="probe"} 3.0']
+
     folder = Path(psutil.Process(worker.pid).environ()["PROMETHEUS_MULTIPROC_DIR"])
     assert folder.is_dir()
     worker.terminate()  # a warm shutdown: the folder made for this worker goes with it

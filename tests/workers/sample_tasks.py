@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.jobs import JobContext, TransientJobError
+from core.metrics import BATCH_QUEUE_DEPTH
 from workers.registry import job_task
 
 
@@ -26,6 +27,12 @@ def append_line(ctx: JobContext) -> dict[str, Any]:
     time.sleep(float(ctx.params.get("sleep_s", 0)))
     ctx.progress(0.5, "writing")
     return {"lines": _append(ctx.params["path"], str(ctx.job_id))}
+
+
+@job_task("tests.queue_depth")
+def queue_depth(ctx: JobContext) -> None:
+    """Reports a batcher's queue depth from whichever process runs the job."""
+    BATCH_QUEUE_DEPTH.labels(ctx.params["batcher"]).set(ctx.params["depth"])
 
 
 @job_task("tests.fail", max_retries=0)
