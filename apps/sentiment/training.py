@@ -22,7 +22,7 @@ from apps.sentiment.articles import article_text
 from apps.sentiment.models import Article, LabelCorrection
 from apps.sentiment.settings import SentimentSettings
 from core.ml.runs import Progress, PromotionPolicy, RunOutcome, run_classifier_training
-from core.ml.training import LabelledTexts, TrainingArguments, data_fingerprint, stratified_split
+from core.ml.training import LabelledTexts, TrainingArguments, run_fingerprint, stratified_split
 from core.scheduling import Retraining
 from core.settings import Settings
 
@@ -146,10 +146,10 @@ def retraining(
     recipe reads changed (analysts relabelled articles, or a data file changed)."""
 
     def fingerprint(params: Mapping[str, Any]) -> str:
-        _arguments, train, _validation = training_split(
+        _arguments, train, validation = training_split(
             settings, factory, SentimentTrainParams.model_validate(params)
         )
-        return data_fingerprint(train)
+        return run_fingerprint(train, validation)
 
     every_h = sentiment.retrain_every_h
     return Retraining(RETRAIN_WORK, sentiment.model_name, TRAIN_JOB, every_h, factory, fingerprint)

@@ -43,7 +43,7 @@ from core.ml.training import (
     LabelledTexts,
     TrainingArguments,
     TrainingResult,
-    data_fingerprint,
+    run_fingerprint,
     stratified_split,
 )
 from core.ml.training.self_training import PseudoLabeller
@@ -212,17 +212,19 @@ def catalogue_split(
 
 
 def retraining(support: SupportSettings, factory: sessionmaker[Session]) -> Retraining:
-    """Scheduled retraining (`support.retrain_every_h`): due when the catalogue's examples
-    (reviewed messages included) changed since the last run."""
+    """Scheduled retraining (`support.retrain_every_h`): due when what a run reads changed
+    since the last one: the catalogue's examples (reviewed messages included), held-out ones
+    too, and with `support.learn_from_messages` the messages nobody labelled."""
 
     def fingerprint(params: Mapping[str, Any]) -> str | None:
         arguments = TrainingArguments.from_dict(SupportTrainParams.model_validate(params).arguments)
         with factory() as session:
             try:
-                train, _validation = catalogue_split(session, support, arguments)
+                train, validation = catalogue_split(session, support, arguments)
             except CatalogueTooSmall:
                 return None
-        return data_fingerprint(train)
+            messages = _messages_to_learn_from(session, support)
+        return run_fingerprint(train, validation, messages)
 
     return Retraining(
         RETRAIN_WORK, support.model_name, TRAIN_JOB, support.retrain_every_h, factory, fingerprint
@@ -242,11 +244,7 @@ def train_from_catalogue(
     """Train a new version of the intent model on the current catalogue."""
     with factory() as session:
         train, validation = catalogue_split(session, support, arguments)
-        messages = (
-            unlabelled_messages(session, support.learn_from_messages_limit)
-            if support.learn_from_messages
-            else []
-        )
+        messages = _messages_to_learn_from(session, support)
     return run_classifier_training(
         settings,
         factory,
@@ -266,5 +264,12 @@ def train_from_catalogue(
             if messages
             else None
         ),
+        unlabelled=messages,
         self_training_rounds=support.learn_from_messages_rounds,
     )
+
+
+def _messages_to_learn_from(session: Session, support: SupportSettings) -> list[str]:
+    if not support.learn_from_messages:
+        return []
+    return unlabelled_messages(session, support.learn_from_messages_limit)

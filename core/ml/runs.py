@@ -31,6 +31,7 @@ from core.ml.training import (
     TrainingArguments,
     TrainingResult,
     data_fingerprint,
+    run_fingerprint,
     train_classifier,
     train_embeddings,
 )
@@ -128,6 +129,7 @@ def run_classifier_training(
     promotion: PromotionPolicy = PromotionPolicy.IF_NOT_WORSE,
     extra_config: Callable[[TrainingResult], Mapping[str, Any]] | None = None,
     pseudo_labels: PseudoLabeller | None = None,
+    unlabelled: Sequence[str] = (),
     self_training_rounds: int = 1,
 ) -> RunOutcome:
     """Train a classifier version of `model_name` and record it; see the module docstring.
@@ -135,7 +137,8 @@ def run_classifier_training(
     `extra_config(result)` may add app-specific settings derived from the trained model (e.g.
     the support bot's handoff thresholds) to the version's config before it can be promoted.
     With `pseudo_labels`, the run self-trains (`core.ml.training.self_training`): the model
-    trained on `data` labels unlabelled texts, and another one trains on both, as many times
+    trained on `data` labels unlabelled texts (`unlabelled`, which go into the run's data
+    fingerprint with `data` and `validation`), and another one trains on both, as many times
     as `self_training_rounds` says.
     """
 
@@ -173,7 +176,7 @@ def run_classifier_training(
         model_name=model_name,
         base_reference=base_reference,
         params=arguments.to_dict(),
-        fingerprint=data_fingerprint(data),
+        fingerprint=run_fingerprint(data, validation, unlabelled),
         job_id=job_id,
         progress=progress,
         promotion=promotion,

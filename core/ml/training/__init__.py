@@ -15,7 +15,12 @@ from core.ml.training.arguments import (
     TrainingResult,
 )
 from core.ml.training.classification import choose_strategy, train_classifier
-from core.ml.training.data import LabelledTexts, data_fingerprint, stratified_split
+from core.ml.training.data import (
+    LabelledTexts,
+    data_fingerprint,
+    run_fingerprint,
+    stratified_split,
+)
 from core.ml.training.embedding import train_embeddings
 
 __all__ = [
@@ -26,6 +31,7 @@ __all__ = [
     "TrainingResult",
     "choose_strategy",
     "data_fingerprint",
+    "run_fingerprint",
     "stratified_split",
     "train_classifier",
     "train_embeddings",

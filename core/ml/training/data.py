@@ -9,7 +9,7 @@ import random
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,9 +110,25 @@ def data_fingerprint(data: LabelledTexts | Sequence[tuple[str, str]]) -> str:
     duplicates count. Pairs (for embedding training) and labelled texts never collide.
     """
     if isinstance(data, LabelledTexts):
-        kind, rows = "labelled", list(zip(data.texts, data.labels, strict=True))
-    else:
-        kind, rows = "pairs", [(first, second) for first, second in data]
+        return _fingerprint("labelled", zip(data.texts, data.labels, strict=True))
+    return _fingerprint("pairs", data)
+
+
+def run_fingerprint(
+    data: LabelledTexts, validation: LabelledTexts | None = None, unlabelled: Sequence[str] = ()
+) -> str:
+    """The fingerprint of everything a classifier run reads: the examples it trains on, the
+    held-out ones it is measured and calibrated on, and the unlabelled texts it self-trains
+    from. A run with training examples alone has their `data_fingerprint`."""
+    if (validation is None or not validation.texts) and not unlabelled:
+        return data_fingerprint(data)
+    parts = [data_fingerprint(data)]
+    parts.append(data_fingerprint(validation) if validation is not None else "")
+    parts.append(_fingerprint("unlabelled", ((text, "") for text in unlabelled)))
+    return hashlib.sha256("run\n".join(parts).encode()).hexdigest()
+
+
+def _fingerprint(kind: str, rows: Iterable[tuple[str, str]]) -> str:
     lines = sorted(
         json.dumps([_normalise(first), _normalise(second)], ensure_ascii=False)
         for first, second in rows

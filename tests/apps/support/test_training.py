@@ -180,8 +180,9 @@ def test_scheduled_retraining_trains_again_only_when_reviewed_labels_changed_the
     """The fingerprint the schedule compares is the one the run recorded: the demo world's
     model, trained outside any job, is up to date until a reviewer labels a message; then a
     job retrains it with the same recipe (in this process: no broker), and it is up to date
-    again."""
+    again. A new unlabelled message is new data only where the bot learns from messages."""
     from apps.support.catalogue import add_examples, get_intent
+    from apps.support.models import Conversation, Message, MessageRole
     from apps.support.settings import load_support_settings
     from apps.support.training import retraining
     from core.storage.models import Job, JobStatus, TrainingRun
@@ -221,5 +222,26 @@ def test_scheduled_retraining_trains_again_only_when_reviewed_labels_changed_the
         age_runs()
         after = retraining(support, factory).check(dispatcher)
         assert after.reason == "no new training data since the last run"
+
+        # A message nobody labelled is new data only for runs that learn from messages.
+        learning = load_support_settings(
+            _env_file=None, retrain_every_h=1.0, learn_from_messages=True
+        )
+        before = retraining(learning, factory).fingerprint(job.params)
+        with session_scope(factory) as session:
+            conversation = Conversation(channel="api", external_id="retraining")
+            session.add(conversation)
+            session.flush()
+            session.add(
+                Message(
+                    conversation_id=conversation.id,
+                    role=MessageRole.CUSTOMER,
+                    text="can I pay with a gift card",
+                )
+            )
+        assert retraining(learning, factory).fingerprint(job.params) != before
+        unchanged = retraining(support, factory)
+        assert unchanged.fingerprint(job.params) == runs[1].data_fingerprint
+        assert unchanged.check(dispatcher).reason == "no new training data since the last run"
     finally:
         dispatcher.close()

@@ -21,6 +21,7 @@ from core.ml.training import (
     TrainingArguments,
     choose_strategy,
     data_fingerprint,
+    run_fingerprint,
     sentence_head,
     stratified_split,
     train_classifier,
@@ -71,6 +72,33 @@ def test_data_fingerprint_ignores_order_and_spacing_but_not_content() -> None:
     assert data_fingerprint(data) != data_fingerprint(relabelled)
     assert data_fingerprint(data) != data_fingerprint([("hello world", "greet"), ("bye", "leave")])
     assert len(data_fingerprint(data)) == 64
+
+
+def test_a_runs_fingerprint_covers_its_held_out_examples_and_unlabelled_texts() -> None:
+    train = LabelledTexts(["hello world", "bye"], ["greet", "leave"])
+    held_out = LabelledTexts(["hi there"], ["greet"])
+    run = run_fingerprint(train, held_out, ["what time is it"])
+    # Training examples alone: the data's own fingerprint (what runs recorded before).
+    assert (
+        run_fingerprint(train)
+        == run_fingerprint(train, LabelledTexts([], []))
+        == (data_fingerprint(train))
+    )
+    assert run_fingerprint(train, held_out) not in {run, data_fingerprint(train)}
+    assert run != run_fingerprint(
+        train, LabelledTexts(["hi there"], ["leave"]), ["what time is it"]
+    )
+    assert run != run_fingerprint(train, held_out, ["what time is it", "are you open"])
+    assert run == run_fingerprint(
+        LabelledTexts(["bye", "hello  world"], ["leave", "greet"]), held_out, [" what time is it"]
+    )
+    # An example moved from training to held-out is another run's data.
+    moved = run_fingerprint(
+        LabelledTexts(["bye"], ["leave"]), LabelledTexts(["hi there", "hello world"], ["greet"] * 2)
+    )
+    assert moved != run_fingerprint(
+        LabelledTexts(["bye", "hello world"], ["leave", "greet"]), held_out
+    )
 
 
 def test_labelled_texts_join_in_order() -> None:
