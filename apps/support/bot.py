@@ -99,6 +99,7 @@ class SupportBot:
         self.refresh_s = refresh_s
         self._model: IntentModel | None = None
         self._checked_at = -float("inf")
+        self._handoff: tuple[float, frozenset[str]] = (-float("inf"), frozenset())
         self._lock = asyncio.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -191,7 +192,7 @@ class SupportBot:
             reason = HandoffReason.NO_MODEL
         else:
             probabilities, similarity = await model.score(message.text)
-            handoff_intents = await asyncio.to_thread(self._handoff_intents)
+            handoff_intents = await self.handoff_intents()
             decision = decide(
                 probabilities,
                 model.classifier.labels,
@@ -224,7 +225,16 @@ class SupportBot:
                 raise
             return again.duplicate
 
-    def _handoff_intents(self) -> frozenset[str]:
+    async def handoff_intents(self) -> frozenset[str]:
+        """The intents that mean "a person, please", read again every `refresh_s` (as the
+        production model is), not at every message."""
+        checked_at, names = self._handoff
+        if time.monotonic() - checked_at >= self.refresh_s:
+            names = await asyncio.to_thread(self._read_handoff_intents)
+            self._handoff = (time.monotonic(), names)
+        return names
+
+    def _read_handoff_intents(self) -> frozenset[str]:
         with self.factory() as session:
             return frozenset(session.scalars(select(Intent.name).where(Intent.handoff)))
 
@@ -301,33 +311,8 @@ class SupportBot:
             if reason is not None:
                 conversation.status = ConversationStatus.HANDED_OFF
                 conversation.last_intent, conversation.repeated_turns = None, 0
-            stored = Message(
-                conversation_id=conversation.id,
-                external_id=message.message_id,
-                role=MessageRole.CUSTOMER,
-                text=masked,
-                intent=decision.intent if decision else None,
-                confidence=decision.confidence if decision else None,
-                alternatives=[a.__dict__ for a in decision.alternatives] if decision else [],
-                handoff=reason is not None,
-                handoff_reason=reason.value if reason else None,
-                model_version_id=version_id,
-            )
-            session.add(stored)
-            session.flush()
-            if reason is not None and reason is not HandoffReason.ALREADY_HANDED_OFF:
-                session.add(ReviewItem(message_id=stored.id, reason=reason.value))
-            if answer is not None:
-                session.add(
-                    Message(
-                        conversation_id=conversation.id,
-                        role=MessageRole.BOT,
-                        text=mask_personal_data(answer),
-                        intent=decision.intent if decision else None,
-                    )
-                )
             reply = BotReply(
-                message_id=stored.id,
+                message_id=uuid.uuid4(),  # the stored message's id: one INSERT, reply included
                 conversation_id=conversation.id,
                 intent=decision.intent if decision else None,
                 confidence=decision.confidence if decision else None,
@@ -336,7 +321,34 @@ class SupportBot:
                 handoff=reason is not None,
                 handoff_reason=reason,
             )
-            stored.reply = _reply_record(reply)
+            session.add(
+                Message(
+                    id=reply.message_id,
+                    conversation_id=conversation.id,
+                    external_id=message.message_id,
+                    role=MessageRole.CUSTOMER,
+                    text=masked,
+                    intent=reply.intent,
+                    confidence=reply.confidence,
+                    alternatives=[a.__dict__ for a in reply.alternatives],
+                    handoff=reply.handoff,
+                    handoff_reason=reason.value if reason else None,
+                    model_version_id=version_id,
+                    reply=_reply_record(reply),
+                )
+            )
+            session.flush()  # the message before what refers to it
+            if reason is not None and reason is not HandoffReason.ALREADY_HANDED_OFF:
+                session.add(ReviewItem(message_id=reply.message_id, reason=reason.value))
+            if answer is not None:
+                session.add(
+                    Message(
+                        conversation_id=conversation.id,
+                        role=MessageRole.BOT,
+                        text=mask_personal_data(answer),
+                        intent=reply.intent,
+                    )
+                )
             return reply
 
     def _slot_values(
