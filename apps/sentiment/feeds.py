@@ -1,10 +1,17 @@
 """RSS and Atom feeds, polled with conditional GET (ETag / Last-Modified) and parsed by
-`feedparser`; new entries go through the same ingestor as every other article."""
+`feedparser`; new entries go through the same ingestor as every other article.
+
+A feed lists an entry for as long as it likes. Each fetch remembers which entries it listed
+(`Feed.entry_keys`), and the next one hands only the others to the ingestor: an entry is taken
+in once, even after retention deleted its article, and undated entries, which the retention
+filter cannot tell old, are not stored again either.
+"""
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import hashlib
 import html
 import logging
 import uuid
@@ -30,6 +37,7 @@ from core.storage.engine import session_scope
 log = logging.getLogger(__name__)
 
 USER_AGENT = "textsuite-sentiment/1 (+feed poller)"
+MAX_ENTRY_KEYS = 2_000  # remembered per feed; a feed listing more may have the rest again
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,12 @@ def entry_article(entry: Any, source: str) -> ArticleIn | None:
         return None
 
 
+def entry_key(article: ArticleIn) -> str:
+    """A short digest naming a feed entry: its id or link, else its text."""
+    name = article.id or (str(article.url) if article.url else f"{article.title}\n{article.body}")
+    return hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
 def poll_feed(
     factory: sessionmaker[Session],
     feed_id: Any,
@@ -93,13 +107,15 @@ def poll_feed(
     transport: httpx.BaseTransport | None = None,
     timeout_s: float = 20.0,
 ) -> PollResult:
-    """Fetch one feed if it changed, ingest its entries, remember its validators."""
+    """Fetch one feed if it changed, ingest the entries its last fetch did not list, remember
+    its validators and entries."""
     with factory() as session:
         feed = session.get(Feed, feed_id)
         if feed is None:
             raise LookupError(f"no feed {feed_id}")
         url, etag, modified = feed.url, feed.etag, feed.modified
         source = feed.name or httpx.URL(url).host
+        listed_before = set(feed.entry_keys)
     headers = {"User-Agent": USER_AGENT}
     if etag:
         headers["If-None-Match"] = etag
@@ -122,7 +138,9 @@ def poll_feed(
         error = f"not a feed: {parsed.get('bozo_exception')}"
         return _record(factory, feed_id, PollResult(url, response.status_code, error=error))
     articles = [a for a in (entry_article(e, source) for e in parsed.entries) if a is not None]
-    results = ingest(articles) if articles else []
+    keys = [entry_key(article) for article in articles]
+    new = [a for a, key in zip(articles, keys, strict=True) if key not in listed_before]
+    results = ingest(new) if new else []
     ingested = sum(not r.duplicate for r in results)
     outcome = PollResult(url, response.status_code, len(parsed.entries), ingested)
     return _record(
@@ -131,6 +149,7 @@ def poll_feed(
         outcome,
         etag=response.headers.get("ETag"),
         modified=response.headers.get("Last-Modified"),
+        entry_keys=list(dict.fromkeys(keys))[:MAX_ENTRY_KEYS],
     )
 
 
@@ -217,6 +236,7 @@ def _record(
     *,
     etag: str | None = None,
     modified: str | None = None,
+    entry_keys: list[str] | None = None,
 ) -> PollResult:
     with session_scope(factory) as session:
         feed = session.get(Feed, feed_id)
@@ -228,6 +248,8 @@ def _record(
             )
             if result.status is not None and 200 <= result.status < 300:
                 feed.etag, feed.modified = etag, modified
+            if entry_keys is not None:
+                feed.entry_keys = entry_keys
     if result.error:
         log.warning("feed %s: %s", redact_url(result.feed_url), result.error)
     return result

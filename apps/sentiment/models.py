@@ -137,6 +137,9 @@ class Feed(Base):
     last_polled_at: Mapped[dt.datetime | None] = mapped_column()
     last_status: Mapped[int | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Digests of the entries its last fetch listed: a feed lists an entry for days, and one
+    # taken in is not taken in again, even once retention has deleted its article.
+    entry_keys: Mapped[list[str]] = mapped_column(default=list)
     created_at: Mapped[dt.datetime] = created_at()
 
 

@@ -275,7 +275,34 @@ def test_entries_older_than_retention_keeps_are_not_stored_again(
     keep_all = SentimentService.create(
         sentiment_settings, load_sentiment_settings(_env_file=None), factory
     )
-    try:
-        assert poll_feed(factory, feed_id, keep_all.ingest_feed_entries).ingested == 3
+    try:  # the entries listed before are not taken in now; the new one is
+        assert poll_feed(factory, feed_id, keep_all.ingest_feed_entries).ingested == 1
     finally:
         keep_all.close()
+
+
+def test_an_entry_is_taken_in_once_even_after_its_article_was_deleted(
+    sentiment_settings: Settings, feed_server
+) -> None:
+    """A feed goes on listing an entry after retention deleted its article (an undated entry
+    looks new to the retention filter at every fetch): it is not stored again."""
+    factory = get_session_factory(sentiment_settings.database_url)
+    ingest = Ingestor(
+        factory, SentimentScorer(ProductionClassifier(sentiment_settings, factory, "sentiment"))
+    ).ingest
+    feed_id = add_feed(sentiment_settings, f"{feed_server.server.url}/rss")
+    assert poll_feed(factory, feed_id, ingest).ingested == 2
+    with session_scope(factory) as session:  # what retention does, with their company links
+        for article in session.scalars(select(Article)):
+            session.delete(article)
+    feed_server.titles.append("Corvid Bank cuts its dividend")  # changed: fetched in full
+    again = poll_feed(factory, feed_id, ingest)
+    assert (again.status, again.entries, again.ingested) == (200, 3, 1)
+    with factory() as session:
+        stored = session.scalars(select(Article.external_id)).all()
+        remembered = session.get(Feed, feed_id).entry_keys
+    assert stored == ["wire-2"] and len(remembered) == 3
+    feed_server.titles.pop()  # an entry the feed no longer lists is forgotten
+    assert poll_feed(factory, feed_id, ingest).ingested == 0
+    with factory() as session:
+        assert len(session.get(Feed, feed_id).entry_keys) == 2
