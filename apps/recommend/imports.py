@@ -94,9 +94,15 @@ def _csv(data: bytes, convert: Any) -> Iterator[tuple[int, Any]]:
     reader = csv.DictReader(io.StringIO(_text(data), newline=""))
     if not reader.fieldnames:
         raise ImportFileError([(1, "empty file: expected a header row")])
+    columns = len(reader.fieldnames)
     for row in reader:
         if None in row:
-            yield reader.line_num, ValueError("more values than header columns")
+            values = columns + len(row[None])
+            yield reader.line_num, ValueError(f"{values} values but the header has {columns}")
+            continue
+        if None in row.values():
+            values = sum(value is not None for value in row.values())
+            yield reader.line_num, ValueError(f"{values} values but the header has {columns}")
             continue
         try:
             yield reader.line_num, convert({k.strip(): v for k, v in row.items() if k})

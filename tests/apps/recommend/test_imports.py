@@ -39,6 +39,23 @@ def test_bad_lines_are_all_reported_and_nothing_is_returned() -> None:
         read_items(b"\n\n", FileFormat.JSONL)
 
 
+@pytest.mark.parametrize("column", ["tags", "attributes", "category"])
+def test_csv_rows_with_too_few_or_too_many_values_are_named(column: str) -> None:
+    data = (
+        f"external_id,title,{column}\n".encode()
+        + b"F-33,Full row,{}\nF-34,Short row\nF-35\nF-36,Long row,{},y\n"
+    )
+    with pytest.raises(ImportFileError) as caught:
+        read_items(data, FileFormat.CSV)
+    assert caught.value.errors == [
+        (3, "2 values but the header has 3"),
+        (4, "1 values but the header has 3"),
+        (5, "4 values but the header has 3"),
+    ]
+    with pytest.raises(ImportFileError, match="line 2: 2 values but the header has 6"):
+        read_events(b"event_id,user_id,item_id,type,value,timestamp\ne4,u1\n", FileFormat.CSV)
+
+
 def test_events_from_csv_and_format_detection() -> None:
     data = (
         b"event_id,user_id,item_id,type,value,timestamp\n"
