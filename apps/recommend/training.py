@@ -55,11 +55,7 @@ class RecommendTrainParams(BaseModel):
     @field_validator("arguments")
     @classmethod
     def _check_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            EmbeddingTrainingArguments(**value)
-        except TypeError as exc:  # an argument it does not take
-            known = ", ".join(EmbeddingTrainingArguments.__dataclass_fields__)
-            raise ValueError(f"{exc}; known arguments: {known}") from None
+        EmbeddingTrainingArguments.from_dict(value)
         return value
 
 
@@ -151,7 +147,7 @@ def train_recommend_encoder(
         model_name=recommend.model_name,
         base_reference=recommend.base_model,
         pairs=pairs,
-        arguments=EmbeddingTrainingArguments(**params.arguments),
+        arguments=EmbeddingTrainingArguments.from_dict(params.arguments),
         job_id=job_id,
         progress=report,
         promotion=params.promotion,

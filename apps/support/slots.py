@@ -37,7 +37,7 @@ def slot_values(
     if customer_attributes.get("last_order_id"):
         values["order_id"] = customer_attributes["last_order_id"]
     values.update({k: v for k, v in customer_attributes.items() if v not in (None, "")})
-    if customer_name:
+    if customer_name and customer_name.split():
         values["customer_name"] = customer_name.split()[0]
     values.update(conversation)
     values.update(message)

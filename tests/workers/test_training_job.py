@@ -155,8 +155,10 @@ def test_a_run_delivered_again_after_recording_its_version_does_not_train_again(
     [
         ({"model_name": "Tickets!"}, "model_name: String should match pattern"),
         ({"data_path": "/data/tickets.xlsx"}, "expected a .csv or .jsonl file"),
-        ({"arguments": {"epochz": 3}}, "unexpected keyword argument 'epochz'"),
-        ({"arguments": {"strategy": "magic"}}, "unknown strategy 'magic'"),
+        ({"arguments": {"epochz": 3}}, "unknown argument 'epochz'; known arguments: "),
+        ({"arguments": {"epochs": "many"}}, "epochs: Input should be a valid number"),
+        ({"arguments": {"lora": {"rank": 8}}}, "unknown argument 'lora.rank'"),
+        ({"arguments": {"strategy": "magic"}}, "strategy: Input should be 'auto', 'full'"),
         ({"promotion": "always"}, "promotion: Input should be"),
         ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
     ],

@@ -25,6 +25,11 @@ MAX_TEXT = 2000
 SlotValue = str | int | float | bool | None
 
 
+def blank_as_none(name: str | None) -> str | None:
+    """A name with its outer spaces taken off; a blank one is no name."""
+    return (name or "").strip() or None
+
+
 class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +53,11 @@ class MessageIn(BaseModel):
         if not value.strip():
             raise ValueError("text is empty")
         return value
+
+    @field_validator("customer_name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return blank_as_none(value)
 
 
 class AlternativeOut(BaseModel):
@@ -176,6 +186,11 @@ class CustomerIn(BaseModel):
 
     name: str | None = Field(default=None, max_length=200)
     attributes: dict[str, SlotValue] = Field(default_factory=dict, max_length=100)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return blank_as_none(value)
 
 
 class CustomerPublic(CustomerIn):

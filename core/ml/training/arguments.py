@@ -6,9 +6,12 @@ Every field is JSON-serialisable so a run's parameters can be stored with it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 
 Strategy = Literal["auto", "full", "lora", "fewshot", "sentence"]
 STRATEGIES: tuple[str, ...] = ("auto", "full", "lora", "fewshot", "sentence")
@@ -22,6 +25,33 @@ SELECTION_METRICS: tuple[str, ...] = ("macro_f1", "accuracy", "weighted_f1", "nl
 DEFAULT_LEARNING_RATES = {"full": 5e-5, "lora": 2e-4, "fewshot": 2e-5, "sentence": 2e-5}
 
 
+A = TypeVar("A")
+# Read from JSON (job parameters), each field's type checked and no field unknown.
+FROM_JSON = ConfigDict(extra="forbid")
+
+
+def arguments_from_dict(cls: type[A], values: Mapping[str, Any]) -> A:
+    """`cls` (an arguments dataclass) from JSON, such as a job's parameters: every value
+    type-checked and every problem named, so a bad one is refused before a job is queued."""
+    try:
+        return TypeAdapter(cls).validate_python(dict(values))
+    except ValidationError as exc:
+        problems, unknown = [], False
+        for error in exc.errors():
+            place = ".".join(str(part) for part in error["loc"])
+            if error["type"] == "unexpected_keyword_argument":
+                unknown = True
+                problems.append(f"unknown argument {place!r}")
+            else:
+                message = error["msg"].removeprefix("Value error, ")
+                problems.append(f"{place}: {message}" if place else message)
+        if unknown:
+            known = ", ".join(sorted(f.name for f in fields(cls)))
+            problems.append(f"known arguments: {known}")
+        raise ValueError("; ".join(problems)) from None
+
+
+@with_config(FROM_JSON)
 @dataclass
 class LoraArguments:
     """LoRA adapter shape (peft). `target_modules=None` uses peft's defaults for the model type
@@ -33,6 +63,7 @@ class LoraArguments:
     target_modules: list[str] | None = None
 
 
+@with_config(FROM_JSON)
 @dataclass
 class TrainingArguments:
     """A classification run: sentence head, full fine-tuning, LoRA, or few-shot (SetFit-style).
@@ -118,13 +149,9 @@ class TrainingArguments:
             self.lora = LoraArguments(**self.lora)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainingArguments:
-        """Arguments from JSON (a job's parameters), with a readable error for unknown fields."""
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            known = ", ".join(sorted(cls.__dataclass_fields__))
-            raise ValueError(f"{exc}; known arguments: {known}") from None
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainingArguments:
+        """Arguments from JSON (a job's parameters), checked (`arguments_from_dict`)."""
+        return arguments_from_dict(cls, values)
 
     def learning_rate_for(self, strategy: str) -> float:
         return (
@@ -137,6 +164,7 @@ class TrainingArguments:
         return asdict(self)
 
 
+@with_config(FROM_JSON)
 @dataclass
 class EmbeddingTrainingArguments:
     """Contrastive fine-tuning of a sentence encoder on (anchor, positive) pairs, with the
@@ -162,6 +190,11 @@ class EmbeddingTrainingArguments:
             raise ValueError(
                 f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
             )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> EmbeddingTrainingArguments:
+        """Arguments from JSON (a job's parameters), checked (`arguments_from_dict`)."""
+        return arguments_from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,13 +12,22 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from apps.support.models import Conversation, Example, ExampleSource, Intent, Message, ReviewItem
+from apps.support.models import (
+    Conversation,
+    Customer,
+    Example,
+    ExampleSource,
+    Intent,
+    Message,
+    ReviewItem,
+)
 from apps.support.settings import load_support_settings
 from core.ml.novelty import EXAMPLES_FILE, ExampleIndex
 from core.ml.versions import production_version
 from core.security import create_api_key
 from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
+from core.storage.models import Job
 from textsuite.service import create_service
 
 
@@ -51,6 +60,40 @@ def test_a_clear_question_is_answered_with_the_customers_details(support_client)
     assert "Maya" in reply["answer"] and "TH-104233" in reply["answer"]
     assert len(reply["alternatives"]) == 3
     assert reply["confidence"] > max(a["confidence"] for a in reply["alternatives"])
+
+
+def test_a_blank_name_is_no_name(support_client, world_settings: Settings) -> None:
+    """A customer record saved with a blank name (or a message sending one) greets nobody by
+    name; it never breaks the answer."""
+    client, headers = support_client
+    saved = client.put("/v1/support/customers/cust-78", json={"name": "   "}, headers=headers)
+    assert saved.status_code == 200 and saved.json()["name"] is None
+    body = {"customer_id": "cust-78", "conversation_id": "c-78", "customer_name": " "}
+    reply = send(client, headers, "where is my order TH-104233?", **body)
+    assert reply["intent"] == "order_status" and "TH-104233" in (reply["answer"] or "")
+    factory = get_session_factory(world_settings.database_url)
+    with session_scope(factory) as session:  # a blank name stored before names were checked
+        customer = session.scalars(select(Customer).where(Customer.external_id == "cust-78"))
+        customer.one().name = "  "
+    again = send(client, headers, "where is my order TH-104233?", customer_id="cust-78")
+    assert again["intent"] == "order_status" and again["answer"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"epochs": "many"}, "epochs: Input should be a valid number"),
+        ({"epoch": 3}, "unknown argument 'epoch'"),
+        ({"seed": 1.5}, "seed: Input should be a valid integer"),
+    ],
+)
+def test_training_arguments_are_checked_before_a_job_is_queued(
+    support_client, world_settings: Settings, arguments: dict[str, object], message: str
+) -> None:
+    client, headers = support_client
+    response = client.post("/v1/support/train", json={"arguments": arguments}, headers=headers)
+    assert response.status_code == 422 and message in response.text
+    assert count(world_settings, Job) == 0
 
 
 def test_asking_for_a_person_hands_off_and_the_bot_steps_back(
@@ -210,8 +253,15 @@ def test_labelled_review_items_become_training_examples(
 ) -> None:
     client, headers = support_client
     send(client, headers, "who won the football game last night?", conversation_id="c-r")
+    send(client, headers, "what is the capital of peru?", conversation_id="c-r2")
     queue = client.get("/v1/support/review", headers=headers).json()
-    assert len(queue) == 1 and queue[0]["text"] == "who won the football game last night?"
+    assert [i["text"] for i in queue] == [
+        "who won the football game last night?",
+        "what is the capital of peru?",
+    ]
+    second_page = client.get("/v1/support/review?limit=1&offset=1", headers=headers).json()
+    assert [i["id"] for i in second_page] == [queue[1]["id"]]
+    client.post(f"/v1/support/review/{queue[1]['id']}", json={"dismiss": True}, headers=headers)
     item = queue[0]["id"]
     labelled = client.post(
         f"/v1/support/review/{item}", json={"intent": "greeting"}, headers=headers
