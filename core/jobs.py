@@ -170,8 +170,9 @@ def list_jobs(
     status: JobStatus | None = None,
     kind_prefixes: list[str] | None = None,
     limit: int = 50,
+    offset: int = 0,
 ) -> list[Job]:
-    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
     if status is not None:
         query = query.where(Job.status == status)
     if kind_prefixes is not None:

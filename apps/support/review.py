@@ -32,14 +32,19 @@ class AlreadyReviewed(ValueError):
 
 
 def pending_items(
-    session: Session, status: ReviewStatus = ReviewStatus.PENDING, limit: int = 50
+    session: Session,
+    status: ReviewStatus = ReviewStatus.PENDING,
+    limit: int = 50,
+    offset: int = 0,
 ) -> list[ReviewItem]:
+    """Review items in `status`, oldest first."""
     return list(
         session.scalars(
             select(ReviewItem)
             .where(ReviewItem.status == status)
-            .order_by(ReviewItem.created_at)
+            .order_by(ReviewItem.created_at, ReviewItem.id)
             .limit(limit)
+            .offset(offset)
         )
     )
 

@@ -148,6 +148,13 @@ async def _raw_body(request: Request) -> bytes:
 RawBody = Annotated[bytes, Depends(_raw_body)]
 
 
+# Paging through a list: `?limit=` rows after skipping `?offset=` (the next page starts at
+# offset + limit).
+Offset = Annotated[
+    int, Query(ge=0, le=1_000_000_000, description="Skip this many (next page: offset + limit)")
+]
+
+
 def check_time_bounds(*bounds: dt.datetime | None) -> None:
     """`since`/`until` query values: aware, and not before 1970 (a 422 saying which rule)."""
     for bound in bounds:
@@ -163,6 +170,13 @@ def check_time_bounds(*bounds: dt.datetime | None) -> None:
             bound.astimezone(dt.UTC)  # year 9999 with a negative offset is past what UTC holds
         except (ValueError, OverflowError) as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+
+
+def check_period(since: dt.datetime | None, until: dt.datetime | None) -> None:
+    """`check_time_bounds`, and since before until where both are given."""
+    check_time_bounds(since, until)
+    if since is not None and until is not None and not since < until:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must be before until")
 
 
 ReportSince = Annotated[dt.datetime | None, Query(description="Default: 7 days before until")]

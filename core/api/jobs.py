@@ -15,6 +15,7 @@ from core.api.deps import (
     AdminKey,
     CurrentKey,
     DispatcherDep,
+    Offset,
     SessionDep,
     SessionFactoryDep,
     unavailable,
@@ -85,9 +86,12 @@ def list_jobs(
     key: CurrentKey,
     job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Offset = 0,
 ) -> list[Job]:
     prefixes = None if Scope.ADMIN in key.scopes else list(key.scopes)
-    return jobs.list_jobs(session, status=job_status, kind_prefixes=prefixes, limit=limit)
+    return jobs.list_jobs(
+        session, status=job_status, kind_prefixes=prefixes, limit=limit, offset=offset
+    )
 
 
 @router.post(

@@ -82,6 +82,7 @@ def test_broker_down_records_the_job_as_failed(session_factory: sessionmaker[Ses
         jobs.submit_job(session_factory, RecordingDispatcher(fail=True), "core.worker_info")
     with session_factory() as session:
         (job,) = jobs.list_jobs(session)
+        assert jobs.list_jobs(session, offset=1) == []
     assert job.status is JobStatus.FAILED
     assert "Error 111" in job.error
 

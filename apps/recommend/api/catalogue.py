@@ -14,7 +14,14 @@ from apps.recommend.catalogue import MAX_BATCH, ItemIn, upsert_items
 from apps.recommend.imports import read_items
 from apps.recommend.models import Item
 from apps.recommend.training import TRAIN_JOB, RecommendTrainParams
-from core.api.deps import DispatcherDep, RawBody, SessionDep, SessionFactoryDep, require_scope
+from core.api.deps import (
+    DispatcherDep,
+    Offset,
+    RawBody,
+    SessionDep,
+    SessionFactoryDep,
+    require_scope,
+)
 from core.jobs import submit_job
 from core.storage.models import Scope
 from core.validation import one_or_batch
@@ -102,7 +109,7 @@ def list_items(
     category: Annotated[str | None, Query(max_length=200)] = None,
     active: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    offset: Offset = 0,
 ) -> Any:
     query = select(Item)
     if category is not None:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from apps.sentiment.api.articles import WITH_DETAILS, ArticleOut, article_out
 from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.models import OPEN_STATES, Alert, AlertState, Article, ArticleEntity, Entity
-from core.api.deps import CurrentKey, SessionDep, require_scope
+from core.api.deps import CurrentKey, Offset, SessionDep, require_scope
 from core.storage.base import utcnow
 from core.storage.models import Scope
 
@@ -84,6 +84,7 @@ def list_alerts(
     ticker: Annotated[str | None, Query(max_length=16)] = None,
     unacknowledged: Annotated[bool, Query(description="Only alerts nobody acknowledged")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
 ) -> list[AlertOut]:
     """Alerts, most recently changed first."""
     query = select(Alert).options(*_with_relations())
@@ -103,7 +104,7 @@ def list_alerts(
         )
     if unacknowledged:
         query = query.where(Alert.acknowledged_at.is_(None))
-    query = query.order_by(Alert.updated_at.desc(), Alert.id).limit(limit)
+    query = query.order_by(Alert.updated_at.desc(), Alert.id).limit(limit).offset(offset)
     return [alert_out(alert) for alert in session.scalars(query)]
 
 

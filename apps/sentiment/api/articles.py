@@ -20,7 +20,14 @@ from apps.sentiment.models import Article, ArticleEntity, Entity, LabelCorrectio
 from apps.sentiment.scoring import LABELS, NoSentimentModel
 from apps.sentiment.service import NotDurable
 from apps.sentiment.stream import StreamFull
-from core.api.deps import CurrentKey, SessionDep, check_time_bounds, require_scope, unavailable
+from core.api.deps import (
+    CurrentKey,
+    Offset,
+    SessionDep,
+    check_period,
+    require_scope,
+    unavailable,
+)
 from core.storage.models import Scope
 from core.validation import one_or_batch
 
@@ -160,6 +167,7 @@ def list_articles(
         bool | None, Query(description="Only articles an analyst relabelled (or only others)")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
 ) -> list[ArticleOut]:
     """Scored articles, newest first."""
     query = select(Article).options(*WITH_DETAILS)
@@ -172,7 +180,7 @@ def list_articles(
         query = query.join(ArticleEntity, ArticleEntity.article_id == Article.id).where(
             ArticleEntity.entity_id == entity_id
         )
-    check_time_bounds(since, until)
+    check_period(since, until)
     if since is not None:
         query = query.where(Article.published_at >= since)
     if until is not None:
@@ -188,7 +196,7 @@ def list_articles(
         query = query.where(
             Article.id.in_(relabelled) if corrected else Article.id.not_in(relabelled)
         )
-    query = query.order_by(Article.published_at.desc(), Article.id).limit(limit)
+    query = query.order_by(Article.published_at.desc(), Article.id).limit(limit).offset(offset)
     return [article_out(article) for article in session.scalars(query)]
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from apps.support import review
 from apps.support.catalogue import CatalogueError, ExampleConflict, IntentNotFound
 from apps.support.models import ReviewItem, ReviewStatus
-from core.api.deps import CurrentKey, SessionDep, require_scope
+from core.api.deps import CurrentKey, Offset, SessionDep, require_scope
 from core.storage.models import Scope
 
 router = APIRouter(
@@ -70,8 +70,11 @@ def list_review(
     session: SessionDep,
     item_status: Annotated[ReviewStatus, Query(alias="status")] = ReviewStatus.PENDING,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Offset = 0,
 ) -> list[ReviewItemPublic]:
-    return [ReviewItemPublic.of(item) for item in review.pending_items(session, item_status, limit)]
+    """Messages waiting for review (or reviewed ones, by `status`), oldest first."""
+    items = review.pending_items(session, item_status, limit, offset)
+    return [ReviewItemPublic.of(item) for item in items]
 
 
 @router.post(

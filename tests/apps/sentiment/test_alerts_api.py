@@ -115,6 +115,7 @@ def test_an_alert_with_its_articles_and_acknowledgement(api) -> None:
 
     post_burst(client, key)  # the same articles again: duplicates, no second alert
     assert len(client.get("/v1/sentiment/alerts", headers=key).json()) == 1
+    assert client.get("/v1/sentiment/alerts", params={"offset": 1}, headers=key).json() == []
 
     assert (
         client.get("/v1/sentiment/alerts", params={"state": "loud"}, headers=key).status_code == 422

@@ -66,7 +66,17 @@ def test_articles_are_scored_once_and_linked(api: tuple[TestClient, dict[str, st
     assert article["tickers"] == ["NWRB"] and article["external_id"] == "w-9"
     assert set(article["probabilities"]) == {"negative", "neutral", "positive"}
     assert article["model_version_id"] is not None
-    assert len(client.get("/v1/sentiment/articles", headers=key).json()) == 3
+    everything = [a["id"] for a in client.get("/v1/sentiment/articles", headers=key).json()]
+    assert len(everything) == 3
+    pages = [
+        client.get("/v1/sentiment/articles", params={"limit": 2, "offset": o}, headers=key)
+        for o in (0, 2, 4)
+    ]
+    assert [[a["id"] for a in page.json()] for page in pages] == [
+        everything[:2],
+        everything[2:],
+        [],
+    ]
     negative = client.get("/v1/sentiment/articles", params={"label": "negative"}, headers=key)
     assert [a["id"] for a in negative.json()] == [first["id"]]
     since = client.get(
@@ -111,6 +121,14 @@ def test_reading_with_bad_filters_is_refused(api: tuple[TestClient, dict[str, st
     )
     assert (
         client.get("/v1/sentiment/articles", params={"label": "bullish"}, headers=key).status_code
+        == 422
+    )
+    backwards = {"since": "2026-11-26T15:00:00Z", "until": "2026-11-26T14:00:00Z"}
+    for path in ("/v1/sentiment/articles", "/v1/sentiment/entities/NWRB/series"):
+        refused = client.get(path, params=backwards, headers=key)
+        assert refused.status_code == 422 and "since must be before until" in refused.text
+    assert (
+        client.get("/v1/sentiment/articles", params={"offset": -1}, headers=key).status_code
         == 422
     )
     naive = client.get(
