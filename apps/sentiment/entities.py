@@ -105,24 +105,27 @@ class _Target:
 
 
 class EntityMatcher:
-    """Which watchlist entities a text mentions; build once per watchlist, reuse per text."""
+    """Which watchlist entities a text mentions; build once per watchlist, reuse per text.
+
+    A name or alias two entities share (two share classes, a parent and its unit) mentions
+    both: the text is linked to each."""
 
     def __init__(self, entities: Sequence[Entity]) -> None:
         self._targets: dict[str, _Target] = {}
-        sensitive: dict[str, str] = {}  # surface form -> group name
-        insensitive: dict[str, str] = {}
+        sensitive: dict[str, list[str]] = {}  # surface form -> group names
+        insensitive: dict[str, list[str]] = {}
         cashtags: dict[str, str] = {}
         for index, entity in enumerate(e for e in entities if e.active):
             group = f"e{index}"
             self._targets[group] = _Target(entity.id, entity.ticker)
             cashtags[entity.ticker.casefold()] = group
-            if len(entity.ticker) >= 2:  # a bare "A" is a word, not Agilent
-                sensitive.setdefault(entity.ticker, group)
-            for form in (entity.name, *entity.aliases):
-                if form.islower():
-                    insensitive.setdefault(form.casefold(), group)
-                else:
-                    sensitive.setdefault(form, group)
+            forms = {(entity.ticker, False)} if len(entity.ticker) >= 2 else set()  # "A": a word
+            forms |= {(form, form.islower()) for form in (entity.name, *entity.aliases)}
+            for form, fold in forms:
+                table = insensitive if fold else sensitive
+                names = table.setdefault(form.casefold() if fold else form, [])
+                if group not in names:
+                    names.append(group)
         self._cashtags = cashtags
         self._sensitive = _alternation(sensitive)
         self._insensitive = _alternation(insensitive, flags=re.IGNORECASE)
@@ -147,8 +150,7 @@ class EntityMatcher:
                 continue
             for hit in pattern.finditer(text):
                 surface = hit.group("form")
-                group = groups.get(surface.casefold() if fold else surface)
-                if group:
+                for group in groups.get(surface.casefold() if fold else surface, ()):
                     _first(found, self._targets[group].entity_id, hit.start())
         return sorted(found, key=found.__getitem__)
 
@@ -157,7 +159,7 @@ def _first(found: dict[uuid.UUID, int], entity_id: uuid.UUID, position: int) -> 
     found[entity_id] = min(position, found.get(entity_id, position))
 
 
-def _alternation(forms: dict[str, str], flags: int = 0) -> re.Pattern[str] | None:
+def _alternation(forms: dict[str, list[str]], flags: int = 0) -> re.Pattern[str] | None:
     if not forms:
         return None
     # Longest first, so "Apple Inc" wins over "Apple" where both are listed.
@@ -168,7 +170,8 @@ def _alternation(forms: dict[str, str], flags: int = 0) -> re.Pattern[str] | Non
 
 
 def load_matcher(session: Session) -> EntityMatcher:
-    return EntityMatcher(list(session.scalars(select(Entity).where(Entity.active.is_(True)))))
+    active = select(Entity).where(Entity.active.is_(True)).order_by(Entity.ticker)
+    return EntityMatcher(list(session.scalars(active)))
 
 
 def read_watchlist(path: Path) -> list[EntityIn]:

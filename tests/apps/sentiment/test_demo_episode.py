@@ -3,12 +3,12 @@ eleven companies' ordinary news raises none (the default rules' false-alarm chec
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
 from apps.sentiment.demo import EPISODE_TICKER, load_watchlist, news_until_now
 from apps.sentiment.ingest import Ingestor
-from apps.sentiment.models import Alert, AlertState
+from apps.sentiment.models import Alert, AlertState, Entity
 from apps.sentiment.replay import replay
 from apps.sentiment.scoring import SentimentScorer
 from core.ml.serving import ProductionClassifier
@@ -18,7 +18,8 @@ from core.storage.engine import get_session_factory, session_scope
 
 def test_the_demo_episode_raises_its_alert_and_only_it(sentiment_settings: Settings) -> None:
     factory = get_session_factory(sentiment_settings.database_url)
-    with session_scope(factory) as session:
+    with session_scope(factory) as session:  # the demo's own watchlist, as `make demo` has it
+        session.execute(delete(Entity))  # (the test world's Halvorsen Pharma shares "Halvorsen")
         load_watchlist(session)
     ingestor = Ingestor(
         factory, SentimentScorer(ProductionClassifier(sentiment_settings, factory, "sentiment"))

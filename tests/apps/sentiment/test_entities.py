@@ -56,6 +56,18 @@ def test_order_of_first_mention_and_no_repeats() -> None:
     assert MATCHER.match("Meta, then Apple, then Meta again and $META") == [META.id, APPLE.id]
 
 
+def test_a_name_two_entities_share_mentions_both() -> None:
+    """Two share classes, or a parent and its unit: "Halvorsen" is each one's alias, and a
+    headline that says it is linked to both, whichever was added first."""
+    pharma = entity("HLVP", "Halvorsen Pharma", "Halvorsen")
+    bio = entity("HLVB", "Halvorsen Biotherapeutics", "Halvorsen", "travexa")
+    for order in ([pharma, bio], [bio, pharma]):
+        matcher = EntityMatcher(order)
+        assert matcher.match("Halvorsen shares slide") == [o.id for o in order]
+        assert matcher.match("Halvorsen Pharma and TRAVEXA") == [pharma.id, bio.id]
+        assert matcher.match("$HLVB up") == [bio.id]
+
+
 def test_entries_are_normalised_and_checked() -> None:
     entry = EntityIn(ticker=" $aapl ", name=" Apple ", aliases=["Apple Inc.", "Apple Inc."])
     assert (entry.ticker, entry.name, entry.aliases) == ("AAPL", "Apple", ["Apple Inc."])
