@@ -137,6 +137,16 @@ def classification_metrics(
     }
 
 
+def label_metrics(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+    """Accuracy, macro and weighted F1 of predicted label names, averaged as in
+    `classification_metrics` (over the labels that occur): for models with other label sets."""
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(truth, predicted, average="weighted", zero_division=0)),
+    }
+
+
 def label_ids_for(names: Sequence[str], labels: Sequence[str]) -> np.ndarray:
     """Indices of `names` in `labels`; an unknown name is an error that lists the known ones."""
     index = {label: i for i, label in enumerate(labels)}

@@ -1,6 +1,11 @@
 """Training runs end to end: resolve the base model, train, record the run and the version,
 and promote it when it is not worse than production.
 
+"Not worse" is judged like for like where it can be: a classifier run also scores the
+production version on the new version's held-out examples (`production_same_data` in the new
+version's metrics), so a catalogue that gained an intent is not held back by a figure the
+production version earned on other examples (and without the new intent).
+
 Apps call `run_classifier_training` with their own data (the support catalogue, the finance
 sentiment set) and `run_embedding_training` with pairs (the recommender's co-engaged items);
 the generic `core.train_classifier` job calls the first with a file. A run is keyed by
@@ -11,6 +16,7 @@ not train again over the files the version serves from: it only finishes the pro
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -19,12 +25,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.ml import versions
 from core.ml.device import configured_placement
-from core.ml.references import resolve_model
+from core.ml.evaluation import label_metrics
+from core.ml.loading import load_classifier
+from core.ml.references import folder_resolver, resolve_model
 from core.ml.training import (
     EmbeddingTrainingArguments,
     LabelledTexts,
@@ -40,6 +49,8 @@ from core.settings import Settings
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
 from core.storage.models import JobStatus, ModelVersion, TrainingRun
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str | None], None]
 
@@ -181,6 +192,7 @@ def run_classifier_training(
         progress=progress,
         promotion=promotion,
         extra_config=extra_config,
+        held_out=validation,
     )
 
 
@@ -238,6 +250,7 @@ def _run(
     progress: Progress | None,
     promotion: PromotionPolicy,
     extra_config: Callable[[TrainingResult], Mapping[str, Any]] | None = None,
+    held_out: LabelledTexts | None = None,
 ) -> RunOutcome:
     base = resolve_model(
         base_reference, cache_dir=settings.model_cache_dir, session_factory=factory
@@ -256,12 +269,44 @@ def _run(
     try:
         result = train(base.path, output_dir, _run_progress(factory, run_id, progress))
         extra = dict(extra_config(result)) if extra_config is not None else {}
+        if held_out is not None and held_out.texts and promotion is PromotionPolicy.IF_NOT_WORSE:
+            same_data = _production_on(settings, factory, model_name, held_out)
+            if same_data is not None:
+                result.metrics["production_same_data"] = same_data
     except Exception as exc:
         with session_scope(factory) as session:
             run = session.get(TrainingRun, run_id)
             run.status, run.error, run.finished_at = JobStatus.FAILED, str(exc), utcnow()
         raise
     return _record(factory, run_id, model_name, base_reference, result, promotion, extra, task)
+
+
+def _production_on(
+    settings: Settings, factory: sessionmaker[Session], model_name: str, held_out: LabelledTexts
+) -> dict[str, Any] | None:
+    """The production classifier's accuracy and F1 on a new version's held-out examples (a
+    label it does not know counts as a miss); None without one, or when it cannot be loaded."""
+    with factory() as session:
+        current = versions.production_version(session, model_name)
+        if current is None or current.task != "classification":
+            return None
+        folder, version_id, number = Path(current.artifact_path), current.id, current.version
+    try:
+        classifier = load_classifier(
+            folder,
+            configured_placement(settings),
+            folder_resolver(settings.model_cache_dir, factory),
+        )
+        probabilities = classifier.predict_proba(held_out.texts)
+    except Exception as exc:  # the comparison falls back to the stored figures
+        log.warning("cannot score %s v%d on the new held-out examples: %s", model_name, number, exc)
+        return None
+    predicted = [classifier.labels[i] for i in np.asarray(probabilities).argmax(axis=1)]
+    return {
+        "version_id": str(version_id),
+        "version": number,
+        **label_metrics(held_out.labels, predicted),
+    }
 
 
 def _record(

@@ -139,7 +139,10 @@ def promote(
     """Make a version production (the newest when `version` is None).
 
     Refuses, with `PromotionRefused`, a candidate whose primary validation metric is below
-    production's — unless `force`. The replaced version is archived, ready for `rollback`.
+    production's — unless `force`. Production's figure is the one it scored on the candidate's
+    own held-out examples when the candidate's run measured that (`production_same_data`, for
+    this production version), else production's own validation figure. The replaced version
+    is archived, ready for `rollback`.
     """
     candidate = get_version(session, name, version)
     current = production_version(session, name)
@@ -148,10 +151,19 @@ def promote(
     if current is not None and not force:
         metric, new = _metric(candidate)
         _, old = _metric(current)
+        on = ""
+        same_data = candidate.metrics.get("production_same_data")
+        if (
+            isinstance(same_data, dict)
+            and same_data.get("version_id") == str(current.id)
+            and isinstance(same_data.get(metric), int | float)
+        ):
+            old, on = float(same_data[metric]), f" on v{candidate.version}'s held-out examples"
         if old is not None and (new is None or new < old):
             raise PromotionRefused(
                 f"{name} v{candidate.version} has {metric} {_fmt(new)}, worse than production "
-                f"v{current.version} ({_fmt(old)}); pass force to promote it anyway"
+                f"v{current.version} ({_fmt(old)}{on}); force promotes it anyway "
+                "(`--force`, or `force: true`)"
             )
     if current is not None:
         current.stage = ModelStage.ARCHIVED

@@ -153,16 +153,18 @@ def stratified_split(
     each class that has two or more, and classes with one example kept for training.
 
     Per class rather than sklearn's `train_test_split(stratify=...)`, which refuses few-shot
-    sizes (a validation set smaller than the number of classes, classes of one).
+    sizes (a validation set smaller than the number of classes, classes of one). Each class is
+    shuffled by its own generator (seed and label), so a class whose examples did not change
+    keeps its split when others change: a new version's held-out examples of it are ones the
+    version before held out too, and comparing the two on them is fair.
     """
     if fraction <= 0:
         return data, LabelledTexts([], [])
-    rng = random.Random(seed)
     train: list[int] = []
     validation: list[int] = []
-    for indices in _indices_by_label(data.labels).values():
+    for label, indices in _indices_by_label(data.labels).items():
         shuffled = indices[:]
-        rng.shuffle(shuffled)
+        random.Random(f"{seed}:{label}").shuffle(shuffled)
         held = (
             0
             if len(shuffled) < 2

@@ -128,8 +128,7 @@ def test_reading_with_bad_filters_is_refused(api: tuple[TestClient, dict[str, st
         refused = client.get(path, params=backwards, headers=key)
         assert refused.status_code == 422 and "since must be before until" in refused.text
     assert (
-        client.get("/v1/sentiment/articles", params={"offset": -1}, headers=key).status_code
-        == 422
+        client.get("/v1/sentiment/articles", params={"offset": -1}, headers=key).status_code == 422
     )
     naive = client.get(
         "/v1/sentiment/articles", params={"since": "2026-11-26T14:00:00"}, headers=key

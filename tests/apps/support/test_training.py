@@ -245,3 +245,47 @@ def test_scheduled_retraining_trains_again_only_when_reviewed_labels_changed_the
         assert unchanged.check(dispatcher).reason == "no new training data since the last run"
     finally:
         dispatcher.close()
+
+
+def test_a_new_intent_goes_live_when_the_model_is_not_worse_on_todays_examples(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Production is measured on the new version's held-out examples too: the ones of an
+    intent it never learnt are its misses, so adding an intent and retraining brings it live
+    without force; the classes that did not change keep their held-out examples."""
+    from apps.support.catalogue import create_intent
+    from apps.support.settings import load_support_settings
+    from apps.support.training import catalogue_split, train_from_catalogue
+    from core.ml.training import TrainingArguments
+    from core.ml.versions import production_version
+
+    url, factory = scratch_catalogue(tmp_path, sqlite_template)
+    with session_scope(factory) as session:
+        for name, texts in EXAMPLES.items():
+            create_intent(session, name, answer="...", examples=texts)
+    settings = make_settings(database_url=url, artifacts_dir=tmp_path / "artifacts")
+    support = load_support_settings(_env_file=None, learn_intent_text=False)
+    arguments = TrainingArguments.from_dict({**QUICK_TRAINING, "validation_fraction": 0.4})
+    assert train_from_catalogue(settings, support, factory, arguments=arguments).promoted
+    with factory() as session:
+        _, before = catalogue_split(session, support, arguments)
+        first = production_version(session, "support-intents")
+        create_intent(session, "rentals", answer="We rent tents.", examples=[
+            "can I rent a tent", "do you rent kayaks", "tent hire please", "rent a stove",
+            "hire camping gear"])  # fmt: skip
+        session.commit()
+        _, after = catalogue_split(session, support, arguments)
+    assert [
+        t for t, label in zip(after.texts, after.labels, strict=True) if label != "rentals"
+    ] == (before.texts)
+    outcome = train_from_catalogue(settings, support, factory, arguments=arguments)
+    with factory() as session:
+        version = session.get(type(first), first.id)
+        newest = production_version(session, "support-intents")
+    same_data = outcome.metrics["production_same_data"]
+    assert same_data["version_id"] == str(first.id) and same_data["version"] == 1
+    # Production misses the two held-out rentals messages at least.
+    assert same_data["accuracy"] <= 1 - 2 / len(after.texts)
+    expected = outcome.metrics["macro_f1"] >= same_data["macro_f1"]
+    assert outcome.promoted is expected, outcome.promotion_note
+    assert (newest.id != version.id) is expected

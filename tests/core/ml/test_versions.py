@@ -78,6 +78,42 @@ def test_first_version_is_promoted_and_a_worse_one_refused(db_session: Session) 
     assert _stages(db_session) == {1: ModelStage.PRODUCTION, 2: ModelStage.CANDIDATE}
 
 
+def test_production_scored_on_the_candidates_held_out_examples_is_the_bar(
+    db_session: Session,
+) -> None:
+    """A catalogue that gained an intent: production scores 0.80 on its own examples but 0.70
+    on the candidate's (it never learnt the new intent), so a 0.75 candidate goes live; the
+    figure counts only for the production version it was measured on."""
+    production = _record(db_session, 0.80)
+    versions.promote(db_session, "intents")
+    candidate = _record(db_session, 0.75)
+    candidate.metrics = {
+        **candidate.metrics,
+        "production_same_data": {"version_id": str(production.id), "version": 1, "macro_f1": 0.70},
+    }
+    db_session.flush()
+    versions.promote(db_session, "intents")
+    assert _stages(db_session) == {1: ModelStage.ARCHIVED, 2: ModelStage.PRODUCTION}
+
+    stale = _record(db_session, 0.74)  # measured against v1, which no longer serves
+    stale.metrics = {
+        **stale.metrics,
+        "production_same_data": candidate.metrics["production_same_data"],
+    }
+    db_session.flush()
+    with pytest.raises(versions.PromotionRefused, match=r"worse than production v2 \(0\.7500\)"):
+        versions.promote(db_session, "intents")
+    better_here = _record(db_session, 0.74)
+    better_here.metrics = {
+        **better_here.metrics,
+        "production_same_data": {"version_id": str(candidate.id), "version": 2, "macro_f1": 0.76},
+    }
+    db_session.flush()
+    refusal = r"0\.7400, worse than production v2 \(0\.7600 on v4's held-out examples\)"
+    with pytest.raises(versions.PromotionRefused, match=refusal):
+        versions.promote(db_session, "intents", 4)
+
+
 def test_equal_or_better_is_promoted_and_force_overrides(db_session: Session) -> None:
     _record(db_session, 0.80)
     versions.promote(db_session, "intents")
