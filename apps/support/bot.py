@@ -9,6 +9,7 @@ unsure or handed-off message reaches the review queue.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -273,7 +274,10 @@ class SupportBot:
                     )
                 ).first()
                 if earlier is not None and earlier.reply is not None:
-                    return _Turn(conversation.id, conversation.status, _stored_reply(earlier))
+                    reply = _stored_reply(earlier)
+                    if earlier.text != mask_personal_data(message.text):
+                        reply = dataclasses.replace(reply, other_text=True)
+                    return _Turn(conversation.id, conversation.status, reply)
             return _Turn(conversation.id, conversation.status)
 
     def _customer(self, session: Session, message: IncomingMessage) -> Customer:

@@ -72,6 +72,7 @@ class BotReply:
     handoff: bool
     handoff_reason: HandoffReason | None
     duplicate: bool = False  # the same channel message was answered before
+    other_text: bool = False  # ...though its message id came with other text this time
 
 
 class AnswersMessages(Protocol):

@@ -91,7 +91,12 @@ class MessageOut(BaseModel):
         )
 
 
-@router.post("/messages", response_model=MessageOut, summary="Answer a customer's message")
+@router.post(
+    "/messages",
+    response_model=MessageOut,
+    summary="Answer a customer's message",
+    responses={409: {"description": "the message_id was used for another text before"}},
+)
 async def post_message(body: MessageIn, bot: BotDep) -> MessageOut:
     reply = await bot.handle(
         IncomingMessage(
@@ -104,6 +109,12 @@ async def post_message(body: MessageIn, bot: BotDep) -> MessageOut:
             metadata=dict(body.metadata),
         )
     )
+    if reply.other_text:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"message_id {body.message_id!r} was used for another message in conversation "
+            f"{body.conversation_id!r}; a new message needs a new message_id",
+        )
     return MessageOut.of(reply, body.conversation_id)
 
 

@@ -176,6 +176,14 @@ def test_a_redelivered_message_gets_the_same_answer_once(
     assert again["duplicate"] is True and first["duplicate"] is False
     assert again["message_id"] == first["message_id"] and again["answer"] == first["answer"]
     assert count(world_settings, Message, Message.external_id == "m-77") == 1
+    # The same id with another text is a client's mistake, not a redelivery: 409, not the
+    # old answer to a question the customer did not ask (personal data masked alike).
+    body = {"conversation_id": "c-1", "text": "and to Mexico?", "message_id": "m-77"}
+    reused = client.post("/v1/support/messages", json=body, headers=headers)
+    assert reused.status_code == 409 and "new message_id" in reused.json()["detail"]
+    card = "my card 4111 1111 1111 1111 was declined"
+    send(client, headers, card, message_id="m-79")
+    assert send(client, headers, card, message_id="m-79")["duplicate"] is True
 
 
 def test_a_message_delivered_twice_at_once_is_answered_once(
