@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
+from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
@@ -40,10 +42,24 @@ def database(current: Settings) -> Iterator[Session]:
         )
 
 
+# Piped or redirected output has no width; rich would assume 80 columns and cut cells short.
+PIPED_WIDTH = 240
+
+
+def output() -> Console:
+    """Where a command prints tables: as wide as the terminal, or `PIPED_WIDTH` when the
+    output goes to a file or another program."""
+    return Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+
+
 def id_table(*columns: str, whole: Collection[str] = ("id",)) -> Table:
     """A table whose `whole` columns never wrap or shorten: the ids other commands take back
-    (a UUID needs 36 characters, even on an 80-column terminal)."""
+    (a UUID needs 36 characters, even on an 80-column terminal). The other columns wrap,
+    long words included, rather than end in an ellipsis."""
     table = Table()
     for column in columns:
-        table.add_column(column, no_wrap=column in whole, min_width=36 if column == "id" else None)
+        if column in whole:
+            table.add_column(column, no_wrap=True, min_width=36 if column == "id" else None)
+        else:
+            table.add_column(column, overflow="fold")
     return table

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from apps.recommend.evaluation import evaluate, load_movielens
@@ -23,10 +22,10 @@ from core.ml.serving import load_for_serving
 from core.ml.training import LabelledTexts
 from core.ml.versions import VersionNotFound, get_version, production_version
 from core.storage.engine import get_session_factory
-from textsuite.cli.common import fail, settings
+from textsuite.cli.common import fail, output, settings
 
 app = typer.Typer(help="Offline evaluation on public data sets.", no_args_is_help=True)
-console = Console()
+console = output()
 
 VersionOption = Annotated[
     int | None, typer.Option(help="Model version to score (default: the production one)")

@@ -8,17 +8,16 @@ import uuid
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core import jobs
 from core.settings import Settings
 from core.storage import get_session_factory
 from core.storage.models import Job, JobStatus
-from textsuite.cli.common import database, fail, id_table, settings
+from textsuite.cli.common import database, fail, id_table, output, settings
 
 app = typer.Typer(help="List, inspect, follow and submit background jobs.", no_args_is_help=True)
-console = Console()
+console = output()
 
 
 @app.command("list")

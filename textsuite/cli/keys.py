@@ -6,12 +6,11 @@ import uuid
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from sqlalchemy import select
 
 from core.security import create_api_key, parse_scopes, revoke_api_key
 from core.storage.models import ApiKey, Scope
-from textsuite.cli.common import database, fail, id_table, settings
+from textsuite.cli.common import database, fail, id_table, output, settings
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -62,7 +61,7 @@ def list_keys() -> None:
                 f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-",
                 f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-",
             )
-    Console().print(table)
+    output().print(table)
 
 
 @app.command()

@@ -6,7 +6,6 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
@@ -16,12 +15,12 @@ from core.ml.serving import commit_if_loadable
 from core.settings import Settings
 from core.storage.engine import get_session_factory
 from core.storage.models import ModelVersion
-from textsuite.cli.common import database, fail, settings
+from textsuite.cli.common import database, fail, output, settings
 
 app = typer.Typer(
     help="List, inspect, compare, promote and roll back model versions.", no_args_is_help=True
 )
-console = Console()
+console = output()
 
 
 def _headline(metrics: dict[str, object], name: str) -> str:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import select
@@ -30,7 +29,7 @@ from apps.sentiment.service import NotDurable, SentimentService
 from apps.sentiment.settings import get_sentiment_settings
 from core.storage import get_session_factory
 from core.storage.base import utcnow
-from textsuite.cli.common import database, fail, id_table, settings
+from textsuite.cli.common import database, fail, id_table, output, settings
 from textsuite.cli.jobs import submit_and_follow
 from textsuite.cli.train import WaitOption
 from workers.dispatch import create_dispatcher
@@ -40,7 +39,7 @@ watchlist = typer.Typer(help="The companies the monitor tracks.", no_args_is_hel
 feeds = typer.Typer(help="RSS/Atom feeds to poll.", no_args_is_help=True)
 app.add_typer(watchlist, name="watchlist")
 app.add_typer(feeds, name="feeds")
-console = Console()
+console = output()
 REPLAY_BACKOFF_S = 2.0
 
 

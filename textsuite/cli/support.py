@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from apps.support import catalogue
@@ -21,10 +20,10 @@ from apps.support.catalogue_formats import (
     export_catalogue,
     import_catalogue,
 )
-from textsuite.cli.common import database, fail, settings
+from textsuite.cli.common import database, fail, output, settings
 
 app = typer.Typer(help="The support bot's intent catalogue.", no_args_is_help=True)
-console = Console()
+console = output()
 
 
 class FileFormat(StrEnum):
