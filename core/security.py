@@ -93,7 +93,8 @@ def authenticate(session: Session, key: str) -> ApiKey | None:
 
 
 def revoke_api_key(session: Session, key_id: uuid.UUID) -> ApiKey | None:
-    """Revoke a key by id; requests with it get 401 from now on."""
+    """Revoke a key by id; requests with it get 401 from now on. A key revoked before keeps
+    its `revoked_at`."""
     record = session.get(ApiKey, key_id)
     if record is not None and record.revoked_at is None:
         record.revoked_at = utcnow()

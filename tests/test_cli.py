@@ -93,7 +93,9 @@ def test_migrate_keys_and_jobs(local_env: str) -> None:
     assert shown.exit_code == 0 and "succeeded" in shown.output, shown.output
 
     revoked = runner.invoke(app, ["keys", "revoke", str(stored.id)])
-    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    assert revoked.exit_code == 0 and revoked.output.strip() == f"revoked {stored.id}"
+    again = runner.invoke(app, ["keys", "revoke", str(stored.id)])
+    assert again.exit_code == 0 and "was already revoked" in again.output
 
 
 def test_bad_scope_and_unknown_kind_fail_with_a_message(local_env: str) -> None:

@@ -138,6 +138,7 @@ def promote_version(
     response_model=ModelVersionPublic,
     summary="Put the previous production version back",
     responses={
+        404: {"description": "no model of that name"},
         409: {"description": "no earlier production version, or its files cannot be loaded"},
     },
 )
@@ -150,6 +151,8 @@ def rollback_version(
 ) -> ModelVersion:
     try:
         restored = versions.rollback(session, name)
+    except versions.UnknownModel as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except versions.VersionNotFound as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     _commit_if_loadable(session, restored, settings, factory)

@@ -29,6 +29,10 @@ class VersionNotFound(LookupError):
     pass
 
 
+class UnknownModel(VersionNotFound):
+    """No version of any stage has this model name."""
+
+
 def list_versions(session: Session, name: str | None = None) -> list[ModelVersion]:
     query = select(ModelVersion).order_by(ModelVersion.name, ModelVersion.version.desc())
     if name is not None:
@@ -175,7 +179,10 @@ def promote(
 
 
 def rollback(session: Session, name: str) -> ModelVersion:
-    """Put back the version that was in production before the current one."""
+    """Put back the version that was in production before the current one (`UnknownModel`
+    for a name with no versions at all)."""
+    if session.scalar(select(ModelVersion.id).where(ModelVersion.name == name).limit(1)) is None:
+        raise UnknownModel(f"no model named {name!r}")
     current = production_version(session, name)
     previous = session.scalars(
         select(ModelVersion)

@@ -71,6 +71,11 @@ def revoke(
     """Revoke a key: requests using it get 401 (running services trust a key they checked for up
     to TEXTSUITE_API_KEY_CACHE_S)."""
     with database(settings()) as session:
-        if revoke_api_key(session, key_id) is None:
+        already = session.scalar(select(ApiKey.revoked_at).where(ApiKey.id == key_id))
+        record = revoke_api_key(session, key_id)
+        if record is None:
             fail(f"no API key with id {key_id}")
-    typer.echo(f"revoked {key_id}")
+    if already is not None:
+        typer.echo(f"{key_id} was already revoked ({already:%Y-%m-%d %H:%M} UTC)")
+    else:
+        typer.echo(f"revoked {key_id}")

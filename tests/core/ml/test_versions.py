@@ -193,6 +193,8 @@ def test_models_api(client, api_key, service_settings, served_artifact: Path) ->
     back = client.post("/v1/models/intents/rollback", headers=admin)
     assert back.status_code == 200 and back.json()["version"] == 1
     assert client.get("/v1/models/nothing", headers=admin).status_code == 404
+    unknown = client.post("/v1/models/nothing/rollback", headers=admin)
+    assert unknown.status_code == 404 and "no model named 'nothing'" in unknown.text
     assert (
         client.post("/v1/models/intents/promote", json={"version": 0}, headers=admin).status_code
         == 422
