@@ -200,7 +200,8 @@ def _because(
     vectors: dict[str, np.ndarray],
 ) -> list[str]:
     """For each chosen item, the past event that most explains it: the event's weight x
-    (co-interaction + text similarity) between its item and the chosen one."""
+    (co-interaction + text similarity) between its item and the chosen one. An item the user
+    had themselves (lists that keep seen items) is explained by their own heaviest event of it."""
     if not chosen:
         return []
     behaviour = state.behaviour
@@ -217,7 +218,15 @@ def _because(
     if present and dim:
         explained[:, present] += past @ np.stack([ahead[j] for j in present]).T  # (H, K')
     best = np.argmax(weights[:, None] * explained, axis=0)  # (K,)
-    return [f"because you {_VERBS[history[i][1]]} {state.items[history[i][0]].title}" for i in best]
+    for j, key in enumerate(chosen):  # its own events explain a seen item: "it" below
+        own = [i for i, (past_key, _, _) in enumerate(history) if past_key == key]
+        if own:
+            best[j] = own[int(np.argmax(weights[own]))]
+    return [
+        f"because you {_VERBS[history[i][1]]} "
+        + ("it before" if history[i][0] == key else state.items[history[i][0]].title)
+        for i, key in zip(best, chosen, strict=True)
+    ]
 
 
 def _popular(
