@@ -18,7 +18,7 @@ from apps.sentiment.entities import (
     entity_by_ticker,
     link_recent_articles,
 )
-from apps.sentiment.models import Article, ArticleEntity, Entity
+from apps.sentiment.models import Alert, Article, ArticleEntity, Entity
 from core.api.deps import SessionDep, check_time_bounds, require_scope
 from core.storage.base import utcnow
 from core.storage.models import Scope
@@ -101,10 +101,30 @@ def replace_entity(ticker: str, entry: EntityIn, session: SessionDep) -> EntityO
     return entity_out(entity)
 
 
-@router.delete("/entities/{ticker}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_entity(ticker: str, session: SessionDep) -> Response:
-    """Remove a company and its article links (the articles stay)."""
-    session.delete(_found(session, ticker))
+@router.delete(
+    "/entities/{ticker}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"description": "the company has alerts; purge=true deletes them too"}},
+)
+def delete_entity(
+    ticker: str,
+    session: SessionDep,
+    purge: Annotated[
+        bool, Query(description="Delete its alerts and its own rules with it")
+    ] = False,
+) -> Response:
+    """Remove a company and its article links (the articles stay). A company with alerts is
+    refused (409) unless `purge=true`: its alerts are the team's record of what happened;
+    `active: false` stops tracking it and keeps them."""
+    entity = _found(session, ticker)
+    alerts = session.scalar(select(func.count(Alert.id)).where(Alert.entity_id == entity.id))
+    if alerts and not purge:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"{entity.ticker} has {alerts} alert(s), which deleting it would delete too; set "
+            "active: false (PUT) to stop tracking it and keep them, or delete with purge=true",
+        )
+    session.delete(entity)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -131,6 +131,14 @@ def test_an_alert_with_its_articles_and_acknowledgement(api) -> None:
     assert sum(b["volume"] for b in buckets) == 6 and sum(b["negative"] for b in buckets) == 6
     assert len(buckets) >= 168  # a week of hours by default
 
+    # Its alerts are the record: removing the company needs purge=true.
+    kept = client.delete("/v1/sentiment/entities/HLVP", headers=key)
+    assert kept.status_code == 409 and "purge=true" in kept.json()["detail"]
+    assert client.get(f"/v1/sentiment/alerts/{alert['id']}", headers=key).status_code == 200
+    purged = client.delete("/v1/sentiment/entities/HLVP?purge=true", headers=key)
+    assert purged.status_code == 204
+    assert client.get(f"/v1/sentiment/alerts/{alert['id']}", headers=key).status_code == 404
+
 
 def test_rules_are_validated_and_managed(api) -> None:
     client, key = api
