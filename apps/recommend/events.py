@@ -14,16 +14,16 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from apps.recommend.catalogue import ExternalId, items_by_external_id
-from apps.recommend.models import EventType, Interaction, Recommendation
+from apps.recommend.models import EventType, Interaction, Item, Recommendation
 from core.validation import PastDatetime
 
 MAX_BATCH = 10_000
@@ -65,6 +65,11 @@ class EventIn(BaseModel):
         return "sha256:" + hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
 
+def _what(event: EventIn, items: Mapping[str, Item]) -> tuple[Any, ...]:
+    """What an event says happened (its time aside: a retry without one is received later)."""
+    return (event.user_id, items[event.item_id].id, event.type, event.value)
+
+
 class EventRejected(ValueError):
     """Events that cannot be stored; `problems` maps each event's index to why."""
 
@@ -95,10 +100,31 @@ def record_events(session: Session, events: Sequence[EventIn]) -> EventReport:
             problems[i] = f"unknown recommendation id {event.recommendation_id}"
     if problems:
         raise EventRejected(problems)
-    keyed = {event.key(received): event for event in events}
-    stored_already = set(
-        session.scalars(select(Interaction.event_id).where(Interaction.event_id.in_(list(keyed))))
-    )
+    keyed: dict[str, EventIn] = {}
+    for i, event in enumerate(events):
+        earlier = keyed.setdefault(event.key(received), event)
+        if earlier is not event and _what(earlier, items) != _what(event, items):
+            problems[i] = f"event_id {event.event_id!r} names another event earlier in the batch"
+    stored = session.execute(
+        select(
+            Interaction.event_id,
+            Interaction.user_id,
+            Interaction.item_id,
+            Interaction.type,
+            Interaction.value,
+        ).where(Interaction.event_id.in_(list(keyed)))
+    ).all()
+    stored_already = {row.event_id for row in stored}
+    was = {row.event_id: (row.user_id, row.item_id, row.type, row.value) for row in stored}
+    for i, event in enumerate(events):
+        key = event.key(received)
+        if i not in problems and key in was and was[key] != _what(event, items):
+            problems[i] = (
+                f"event_id {event.event_id!r} is stored for another event (user, item, type "
+                "or value differ): a new event needs a new event_id"
+            )
+    if problems:
+        raise EventRejected(problems)
     new = [
         Interaction(
             event_id=key,

@@ -234,6 +234,15 @@ def test_events_are_idempotent_and_unknown_items_store_nothing(
         headers=headers,
     )
     assert rating.status_code == 422 and "needs a value" in rating.text
+    # An event_id names one event: the same id for another one is refused, not dropped.
+    reused = {"events": [event(5, "u2", "T3"), {**event(1, "u1", "T1"), "type": "purchase"}]}
+    refused = client.post("/v1/recommend/events", json=reused, headers=headers)
+    assert refused.status_code == 422
+    [problem] = refused.json()["detail"]["errors"]
+    assert problem["event"] == 1 and "is stored for another event" in problem["error"]
+    twice = {"events": [event(6, "u2", "T3"), {**event(6, "u2", "T3"), "item_id": "S1"}]}
+    refused = client.post("/v1/recommend/events", json=twice, headers=headers)
+    assert "another event earlier in the batch" in refused.text
     with get_session_factory(service_settings.database_url)() as session:
         assert session.scalar(select(func.count(Interaction.id))) == 2  # nothing half-stored
 
