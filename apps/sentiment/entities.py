@@ -180,14 +180,23 @@ def read_watchlist(path: Path) -> list[EntityIn]:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not YAML ({exc})") from None
+    if raw is None:
+        raise ValueError(f"{path}: the file is empty; expected a list of entries")
     if not isinstance(raw, list):
         raise ValueError(f"{path}: expected a list of entries, got {type(raw).__name__}")
     entries, errors = [], []
+    first: dict[str, int] = {}  # ticker -> the entry that named it
     for index, item in enumerate(raw, start=1):
         try:
-            entries.append(EntityIn.model_validate(item))
+            entry = EntityIn.model_validate(item)
         except ValidationError as exc:
             errors.append(f"entry {index}: {problems(exc, 'entry')}")
+            continue
+        if entry.ticker in first:
+            errors.append(f"entry {index}: ticker {entry.ticker} is entry {first[entry.ticker]}'s")
+            continue
+        first[entry.ticker] = index
+        entries.append(entry)
     if errors:
         raise ValueError(f"{path}: " + "\n  ".join(["invalid watchlist:", *errors]))
     return entries

@@ -90,3 +90,12 @@ def test_watchlist_file_errors_name_each_entry(tmp_path: Path) -> None:
     (tmp_path / "map.yaml").write_text("AAPL: Apple\n")
     with pytest.raises(ValueError, match="expected a list"):
         read_watchlist(tmp_path / "map.yaml")
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(ValueError, match="the file is empty"):
+        read_watchlist(tmp_path / "empty.yaml")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(
+        "- {ticker: WLK, name: Walker}\n- {ticker: X, name: X}\n- {ticker: wlk, name: W}\n"
+    )
+    with pytest.raises(ValueError, match="entry 3: ticker WLK is entry 1's"):
+        read_watchlist(twice)
