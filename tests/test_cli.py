@@ -190,7 +190,9 @@ def test_train_then_manage_versions(local_env: str, tmp_path: Path, monkeypatch)
     ]
     first = runner.invoke(app, train)
     assert first.exit_code == 0, first.output
-    assert '"promoted": true' in first.output
+    assert '"promoted": true' in first.output and '"macro_f1"' in first.output
+    assert "confusion_matrix" not in first.output  # after the run: the headline figures
+    assert "textsuite models show tickets --version 1" in first.output
     second = runner.invoke(app, [*train, "--promotion", "never"])
     assert second.exit_code == 0, second.output
 

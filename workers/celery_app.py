@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import uuid
-from typing import Any
 
 from celery import Celery, Task
 from kombu import Queue
@@ -69,11 +68,12 @@ def create_celery_app(settings: Settings, *, periodic: bool = False) -> Celery:
 
 
 def _register(app: Celery, definition: JobTaskDefinition, settings: Settings) -> None:
-    def run(task: Task, job_id: str) -> dict[str, Any] | RetryLater | None:
+    def run(task: Task, job_id: str) -> RetryLater | None:
+        # The job's result goes to the database (`jobs show`), not to Celery, whose "task
+        # succeeded" log line would print all of it (a training run's per-class tables).
         try:
-            return run_job(
-                definition, settings, uuid.UUID(job_id), retries=task.request.retries or 0
-            )
+            run_job(definition, settings, uuid.UUID(job_id), retries=task.request.retries or 0)
+            return None
         except RetryLater as exc:
             if task.request.is_eager:
                 # In-process: Celery's eager retry would re-run at once, ignoring the

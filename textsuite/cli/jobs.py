@@ -76,7 +76,20 @@ def follow(current: Settings, job_id: uuid.UUID, poll_s: float = 0.5) -> Job:
             time.sleep(poll_s)
 
 
-def print_job(job: Job) -> None:
+# Per-class tables a training job's result carries: `models show` prints them.
+BULKY_METRICS = frozenset({"per_class", "confusion_matrix"})
+
+
+def _without_bulky(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_bulky(v) for k, v in value.items() if k not in BULKY_METRICS}
+    return value
+
+
+def print_job(job: Job, *, brief: bool = False) -> None:
+    """The job as JSON; `brief` leaves out a training result's per-class tables (a job that
+    just ran, printed after its progress bar) and says where to find them."""
+    result = _without_bulky(job.result) if brief else job.result
     console.print_json(
         json.dumps(
             {
@@ -88,13 +101,21 @@ def print_job(job: Job) -> None:
                 "progress_message": job.progress_message,
                 "attempts": job.attempts,
                 "params": job.params,
-                "result": job.result,
+                "result": result,
                 "error": job.error,
                 "created_at": job.created_at.isoformat(),
                 "finished_at": job.finished_at.isoformat() if job.finished_at else None,
             }
         )
     )
+    if brief and result != job.result and isinstance(job.result, dict):
+        name, version = job.result.get("model_name"), job.result.get("version")
+        where = (
+            f"textsuite models show {name} --version {version}"
+            if name and version
+            else f"textsuite jobs show {job.id}"
+        )
+        console.print(f"per-class figures and the confusion matrix: {where}")
 
 
 @app.command()
@@ -200,7 +221,7 @@ def submit_and_follow(kind: str, params: dict[str, object], wait: bool = True) -
         typer.echo(f"submitted job {job.id}; follow it with `textsuite jobs show {job.id} --watch`")
         return job
     finished = follow(current, job.id)
-    print_job(finished)
+    print_job(finished, brief=True)
     if finished.status is JobStatus.FAILED:
         raise typer.Exit(1)
     return finished
