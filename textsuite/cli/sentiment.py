@@ -113,7 +113,14 @@ def replay_file(
 
         where = f"stream {service.settings.stream_name}"
     else:
-        send, where = service.ingestor.ingest, "this process (no stream configured)"
+        where = "this process (no stream configured)"
+
+        def send(chunk: list) -> object:
+            results = service.ingestor.ingest(chunk)
+            duplicates.append(sum(result.duplicate for result in results))
+            return results
+
+    duplicates: list[int] = []  # per batch scored here (a stream's consumers count theirs)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"replaying into {where}", total=len(articles))
@@ -125,7 +132,8 @@ def replay_file(
     finally:
         service.close()
         _close(dispatcher)
-    typer.echo(f"replayed {sent} articles from {file} into {where}")
+    seen = f" ({sum(duplicates)} of them stored before)" if duplicates else ""
+    typer.echo(f"replayed {sent} articles from {file} into {where}{seen}")
 
 
 @app.command()
