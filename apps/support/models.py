@@ -175,3 +175,4 @@ class ReviewItem(Base):
     reviewed_at: Mapped[dt.datetime | None]
 
     message: Mapped[Message] = relationship()
+    label_intent: Mapped[Intent | None] = relationship()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from apps.support.catalogue import add_examples, example_hash, example_owners, get_intent
 from apps.support.models import (
@@ -41,6 +41,7 @@ def pending_items(
     return list(
         session.scalars(
             select(ReviewItem)
+            .options(selectinload(ReviewItem.message), selectinload(ReviewItem.label_intent))
             .where(ReviewItem.status == status)
             .order_by(ReviewItem.created_at, ReviewItem.id)
             .limit(limit)

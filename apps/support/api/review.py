@@ -32,6 +32,7 @@ class ReviewItemPublic(BaseModel):
     confidence: float | None
     alternatives: list[dict[str, Any]]
     labelled_intent_id: uuid.UUID | None
+    labelled_intent: str | None = Field(description="The intent a reviewer labelled it with")
     created_at: dt.datetime
     reviewed_at: dt.datetime | None
 
@@ -47,6 +48,7 @@ class ReviewItemPublic(BaseModel):
             confidence=item.message.confidence,
             alternatives=item.message.alternatives,
             labelled_intent_id=item.label_intent_id,
+            labelled_intent=item.label_intent.name if item.label_intent else None,
             created_at=item.created_at,
             reviewed_at=item.reviewed_at,
         )
