@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from apps.support.api.deps import BotDep
@@ -23,6 +23,22 @@ router = APIRouter(tags=["support"], dependencies=[Depends(require_scope(Scope.S
 
 MAX_TEXT = 2000
 SlotValue = str | int | float | bool | None
+
+
+def _flat(values: object) -> object:
+    """Slot values are text, numbers, true/false or null: one clear error for anything else
+    (pydantic would report each of the union's members)."""
+    if isinstance(values, dict):
+        for key, value in values.items():
+            if value is not None and not isinstance(value, str | int | float | bool):
+                kind = "a list" if isinstance(value, list) else "an object"
+                raise ValueError(
+                    f"{key!r} is {kind}; a value must be text, a number, true/false or null"
+                )
+    return values
+
+
+SlotValues = Annotated[dict[str, SlotValue], BeforeValidator(_flat)]
 
 
 def blank_as_none(name: str | None) -> str | None:
@@ -43,7 +59,7 @@ class MessageIn(BaseModel):
         max_length=200,
         description="Your id for this message: sending it again returns the same answer",
     )
-    metadata: dict[str, SlotValue] = Field(
+    metadata: SlotValues = Field(
         default_factory=dict, max_length=50, description="Slot values, e.g. {'order_id': ...}"
     )
 
@@ -196,7 +212,7 @@ class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, max_length=200)
-    attributes: dict[str, SlotValue] = Field(default_factory=dict, max_length=100)
+    attributes: SlotValues = Field(default_factory=dict, max_length=100)
 
     @field_validator("name")
     @classmethod

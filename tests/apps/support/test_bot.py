@@ -298,6 +298,18 @@ def test_bad_messages_are_refused_with_a_reason(support_client, body: dict, stat
     assert response.json()["detail"]
 
 
+def test_a_nested_slot_value_is_one_clear_error(support_client) -> None:
+    client, headers = support_client
+    body = {"conversation_id": "c", "text": "hi", "metadata": {"order": {"id": 7}}}
+    response = client.post("/v1/support/messages", json=body, headers=headers)
+    [problem] = response.json()["detail"]
+    assert response.status_code == 422 and problem["loc"] == ["body", "metadata"]
+    assert "'order' is an object; a value must be text, a number" in problem["msg"]
+    customer = {"attributes": {"tiers": ["gold"]}}
+    refused = client.put("/v1/support/customers/c-9", json=customer, headers=headers)
+    assert refused.status_code == 422 and "'tiers' is a list" in refused.text
+
+
 def test_messages_need_the_support_scope(support_client, world_settings: Settings) -> None:
     client, _ = support_client
     with session_scope(get_session_factory(world_settings.database_url)) as session:
