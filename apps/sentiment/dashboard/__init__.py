@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from core.api.deps import KEY_COOKIE, SessionDep
+from core.api.docs import LOCAL_ONLY
 from core.security import authenticate
 from core.storage.models import Scope
 
@@ -27,6 +28,13 @@ ASSETS = {
 }
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
+# The pages load nothing from elsewhere, and no other site may frame them (the dashboard has
+# buttons that act with the analyst's key).
+PAGE_HEADERS = {"Content-Security-Policy": f"{LOCAL_ONLY}; frame-ancestors 'none'"}
+
+
+def _page(name: str) -> HTMLResponse:
+    return HTMLResponse((STATIC / name).read_text(encoding="utf-8"), headers=PAGE_HEADERS)
 
 
 def _signed_in(request: Request, session: SessionDep) -> bool:
@@ -35,16 +43,16 @@ def _signed_in(request: Request, session: SessionDep) -> bool:
     return record is not None and record.grants(Scope.SENTIMENT)
 
 
-@router.get("", response_class=HTMLResponse)
+@router.api_route("", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def dashboard(request: Request, session: SessionDep) -> Response:
     if not _signed_in(request, session):
         return RedirectResponse("/dashboard/login", status.HTTP_303_SEE_OTHER)
-    return HTMLResponse((STATIC / "dashboard.html").read_text(encoding="utf-8"))
+    return _page("dashboard.html")
 
 
-@router.get("/login", response_class=HTMLResponse)
+@router.api_route("/login", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def login_page() -> HTMLResponse:
-    return HTMLResponse((STATIC / "login.html").read_text(encoding="utf-8"))
+    return _page("login.html")
 
 
 class Login(BaseModel):

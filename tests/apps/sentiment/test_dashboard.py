@@ -134,4 +134,7 @@ def test_the_dashboard_needs_a_sentiment_key(
     page.goto(f"{url}/dashboard")
     assert page.url.endswith("/dashboard/login")
     assert httpx.get(f"{url}/dashboard/static/plotly.min.js").status_code == 200
+    head = httpx.head(f"{url}/dashboard/login")  # what uptime checks send
+    assert head.status_code == 200
+    assert "frame-ancestors 'none'" in head.headers["content-security-policy"]
     assert httpx.get(f"{url}/dashboard/static/../settings.py").status_code == 404
