@@ -58,7 +58,7 @@ def error_details(errors: Iterable[Any], prefix: Sequence[str] = ()) -> list[dic
     return [
         {
             "type": error["type"],
-            "loc": [_printable(part) for part in (*prefix, *error["loc"])],
+            "loc": [_printable(part) for part in _without_tags((*prefix, *error["loc"]))],
             "msg": _printable(error["msg"]),
             **(
                 {"ctx": {k: _printable(v) for k, v in error["ctx"].items()}}
@@ -67,6 +67,19 @@ def error_details(errors: Iterable[Any], prefix: Sequence[str] = ()) -> list[dic
             ),
         }
         for error in errors
+    ]
+
+
+# The tags `one_or_batch` gives its union's members: pydantic puts them in an error's place
+# (`body.one.title`), where the client sent no such field.
+_UNION_TAGS = frozenset({"one", "batch"})
+
+
+def _without_tags(loc: Sequence[Any]) -> list[Any]:
+    return [
+        part
+        for i, part in enumerate(loc)
+        if not (part in _UNION_TAGS and i > 0 and loc[i - 1] == "body")
     ]
 
 
