@@ -45,7 +45,7 @@ def test_embedding_and_behaviour_tuning_on_the_worker(
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     events = [
         EventIn(
-            event_id=f"{user}-{n}",
+            event_id=f"{kind}-{user}-{n}",
             user_id=f"{kind}-fan-{user}",
             item_id=f"{kind}-{(user + n) % 4}",
             type="view",
