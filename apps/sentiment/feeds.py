@@ -1,10 +1,12 @@
 """RSS and Atom feeds, polled with conditional GET (ETag / Last-Modified) and parsed by
 `feedparser`; new entries go through the same ingestor as every other article.
 
-A feed lists an entry for as long as it likes. Each fetch remembers which entries it listed
-(`Feed.entry_keys`), and the next one hands only the others to the ingestor: an entry is taken
-in once, even after retention deleted its article, and undated entries, which the retention
-filter cannot tell old, are not stored again either.
+A feed lists an entry for as long as it likes. Each fetch remembers the entries it took in
+(`Feed.entry_keys`, while the feed lists them), and the next one hands only the others to the
+ingestor: an entry is taken in once, even after retention deleted its article, and undated
+entries, which the retention filter cannot tell old, are not stored again either. The
+ingestor answers None for an entry it left out (older than retention keeps): that one is
+offered again at the next fetch.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def entry_key(article: ArticleIn) -> str:
 def poll_feed(
     factory: sessionmaker[Session],
     feed_id: Any,
-    ingest: Callable[[Sequence[ArticleIn]], Sequence[Any]],
+    ingest: Callable[[Sequence[ArticleIn]], Sequence[Any]],  # one result or None per entry
     *,
     transport: httpx.BaseTransport | None = None,
     timeout_s: float = 20.0,
@@ -141,7 +143,9 @@ def poll_feed(
     keys = [entry_key(article) for article in articles]
     new = [a for a, key in zip(articles, keys, strict=True) if key not in listed_before]
     results = ingest(new) if new else []
-    ingested = sum(not r.duplicate for r in results)
+    ingested = sum(r is not None and not r.duplicate for r in results)
+    taken = {entry_key(a) for a, r in zip(new, results, strict=True) if r is not None}
+    remembered = [key for key in dict.fromkeys(keys) if key in listed_before or key in taken]
     outcome = PollResult(url, response.status_code, len(parsed.entries), ingested)
     return _record(
         factory,
@@ -149,7 +153,7 @@ def poll_feed(
         outcome,
         etag=response.headers.get("ETag"),
         modified=response.headers.get("Last-Modified"),
-        entry_keys=list(dict.fromkeys(keys))[:MAX_ENTRY_KEYS],
+        entry_keys=remembered[:MAX_ENTRY_KEYS],
     )
 
 

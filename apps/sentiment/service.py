@@ -122,13 +122,20 @@ class SentimentService:
         assert self.stream_client is not None
         self.stream_client.ping()
 
-    def ingest_feed_entries(self, items: Sequence[ArticleIn]) -> list[Ingested]:
-        """`ingestor.ingest`, leaving out entries older than retention keeps: a feed goes on
-        listing its old entries, and each would be stored and deleted again every hour."""
+    def ingest_feed_entries(self, items: Sequence[ArticleIn]) -> list[Ingested | None]:
+        """`ingestor.ingest`, leaving out entries older than retention keeps (None in their
+        place): a feed goes on listing its old entries, and each would be stored and deleted
+        again every hour."""
         oldest = oldest_kept(self.ingestor.factory, self.settings.retention_days)
-        if oldest is not None:
-            items = [i for i in items if i.published_at is None or i.published_at >= oldest]
-        return self.ingestor.ingest(items)
+        kept = [
+            i
+            for i, item in enumerate(items)
+            if oldest is None or item.published_at is None or item.published_at >= oldest
+        ]
+        results: list[Ingested | None] = [None] * len(items)
+        for i, result in zip(kept, self.ingestor.ingest([items[i] for i in kept]), strict=True):
+            results[i] = result
+        return results
 
     def poll_feeds(self) -> None:
         """Poll the feeds that are due (each claimed in the database by one process)."""

@@ -2,9 +2,11 @@
 and promote it when it is not worse than production.
 
 "Not worse" is judged like for like where it can be: a classifier run also scores the
-production version on the new version's held-out examples (`production_same_data` in the new
-version's metrics), so a catalogue that gained an intent is not held back by a figure the
-production version earned on other examples (and without the new intent).
+production version on the new version's held-out examples that production did not train on
+(each version keeps digests of its training texts, `TRAINED_ON_FILE`), recorded as
+`production_same_data` in the new version's metrics; so a catalogue that gained an intent is
+not held back by a figure the production version earned on other examples (and without the
+new intent).
 
 Apps call `run_classifier_training` with their own data (the support catalogue, the finance
 sentiment set) and `run_embedding_training` with pairs (the recommender's co-engaged items);
@@ -16,6 +18,7 @@ not train again over the files the version serves from: it only finishes the pro
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -41,6 +44,7 @@ from core.ml.training import (
     TrainingResult,
     data_fingerprint,
     run_fingerprint,
+    text_digest,
     train_classifier,
     train_embeddings,
 )
@@ -51,6 +55,8 @@ from core.storage.engine import session_scope
 from core.storage.models import JobStatus, ModelVersion, TrainingRun
 
 log = logging.getLogger(__name__)
+
+TRAINED_ON_FILE = "trained_on.json"  # digests of the texts a version trained on
 
 Progress = Callable[[float, str | None], None]
 
@@ -193,6 +199,7 @@ def run_classifier_training(
         promotion=promotion,
         extra_config=extra_config,
         held_out=validation,
+        trained_on=data.texts,
     )
 
 
@@ -251,6 +258,7 @@ def _run(
     promotion: PromotionPolicy,
     extra_config: Callable[[TrainingResult], Mapping[str, Any]] | None = None,
     held_out: LabelledTexts | None = None,
+    trained_on: Sequence[str] = (),
 ) -> RunOutcome:
     base = resolve_model(
         base_reference, cache_dir=settings.model_cache_dir, session_factory=factory
@@ -268,6 +276,9 @@ def _run(
     output_dir = settings.artifacts_dir / model_name / str(run_id)
     try:
         result = train(base.path, output_dir, _run_progress(factory, run_id, progress))
+        if trained_on:
+            digests = sorted({text_digest(text) for text in trained_on})
+            (result.output_dir / TRAINED_ON_FILE).write_text(json.dumps(digests))
         extra = dict(extra_config(result)) if extra_config is not None else {}
         if held_out is not None and held_out.texts and promotion is PromotionPolicy.IF_NOT_WORSE:
             same_data = _production_on(settings, factory, model_name, held_out)
@@ -284,13 +295,22 @@ def _run(
 def _production_on(
     settings: Settings, factory: sessionmaker[Session], model_name: str, held_out: LabelledTexts
 ) -> dict[str, Any] | None:
-    """The production classifier's accuracy and F1 on a new version's held-out examples (a
-    label it does not know counts as a miss); None without one, or when it cannot be loaded."""
+    """The production classifier's accuracy and F1 on a new version's held-out examples that
+    it did not train on (a label it does not know counts as a miss); None without one, without
+    a record of what it trained on, with no such examples, or when it cannot be loaded."""
     with factory() as session:
         current = versions.production_version(session, model_name)
         if current is None or current.task != "classification":
             return None
         folder, version_id, number = Path(current.artifact_path), current.id, current.version
+    try:
+        seen = set(json.loads((folder / TRAINED_ON_FILE).read_text()))
+    except (OSError, ValueError):
+        return None  # trained before versions kept it: compared on their own figures
+    unseen = [i for i, text in enumerate(held_out.texts) if text_digest(text) not in seen]
+    if not unseen:
+        return None
+    held_out = held_out.subset(unseen)
     try:
         classifier = load_classifier(
             folder,
@@ -305,6 +325,7 @@ def _production_on(
     return {
         "version_id": str(version_id),
         "version": number,
+        "n_examples": len(unseen),
         **label_metrics(held_out.labels, predicted),
     }
 

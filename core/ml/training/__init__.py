@@ -20,6 +20,7 @@ from core.ml.training.data import (
     data_fingerprint,
     run_fingerprint,
     stratified_split,
+    text_digest,
 )
 from core.ml.training.embedding import train_embeddings
 
@@ -33,6 +34,7 @@ __all__ = [
     "data_fingerprint",
     "run_fingerprint",
     "stratified_split",
+    "text_digest",
     "train_classifier",
     "train_embeddings",
 ]

@@ -40,7 +40,7 @@ def arguments_from_dict(cls: type[A], values: Mapping[str, Any]) -> A:
         for error in exc.errors():
             place = ".".join(str(part) for part in error["loc"])
             if error["type"] == "unexpected_keyword_argument":
-                unknown = True
+                unknown = unknown or len(error["loc"]) == 1  # a nested one names its own
                 problems.append(f"unknown argument {place!r}")
             else:
                 message = error["msg"].removeprefix("Value error, ")
@@ -60,7 +60,8 @@ class LoraArguments:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] | None = None
+    # Module names, or one string as peft takes it: "all-linear", or a regular expression.
+    target_modules: list[str] | str | None = None
 
 
 @with_config(FROM_JSON)

@@ -139,6 +139,15 @@ def _fingerprint(kind: str, rows: Iterable[tuple[str, str]]) -> str:
     return digest.hexdigest()
 
 
+def _place(seed: int, label: str, text: str) -> bytes:
+    return hashlib.sha256(f"{seed}\n{label}\n{_normalise(text)}".encode()).digest()
+
+
+def text_digest(text: str) -> str:
+    """A short digest of a text as training reads it (NFC, whitespace collapsed)."""
+    return hashlib.sha256(_normalise(text).encode()).hexdigest()[:24]
+
+
 def _indices_by_label(labels: Sequence[str]) -> dict[str, list[int]]:
     by_label: dict[str, list[int]] = {}
     for index, label in enumerate(labels):
@@ -153,18 +162,18 @@ def stratified_split(
     each class that has two or more, and classes with one example kept for training.
 
     Per class rather than sklearn's `train_test_split(stratify=...)`, which refuses few-shot
-    sizes (a validation set smaller than the number of classes, classes of one). Each class is
-    shuffled by its own generator (seed and label), so a class whose examples did not change
-    keeps its split when others change: a new version's held-out examples of it are ones the
-    version before held out too, and comparing the two on them is fair.
+    sizes (a validation set smaller than the number of classes, classes of one). Each example
+    has its own place in its class's order (a digest of the seed, its label and its text), so
+    the split moves little as data changes: another class's examples change nothing, and a
+    new example of this class moves at most one other across. What a new version holds out is
+    then mostly what the version before held out too (`core.ml.runs` compares the two on it).
     """
     if fraction <= 0:
         return data, LabelledTexts([], [])
     train: list[int] = []
     validation: list[int] = []
     for label, indices in _indices_by_label(data.labels).items():
-        shuffled = indices[:]
-        random.Random(f"{seed}:{label}").shuffle(shuffled)
+        shuffled = sorted(indices, key=lambda i: _place(seed, label, data.texts[i]))
         held = (
             0
             if len(shuffled) < 2

@@ -65,6 +65,8 @@ def monitor(
 def test_an_alert_appears_live_and_is_acknowledged(browser, monitor) -> None:
     url, key, _ = monitor
     page = browser.new_page(viewport={"width": 1400, "height": 900})
+    refused: list[str] = []  # what the pages' Content-Security-Policy blocked, if anything
+    page.on("console", lambda m: refused.append(m.text) if "Security Policy" in m.text else None)
     page.goto(f"{url}/dashboard")
     assert page.url.endswith("/dashboard/login")  # not signed in: to the login page
 
@@ -99,6 +101,7 @@ def test_an_alert_appears_live_and_is_acknowledged(browser, monitor) -> None:
     assert sum(title in headlines for title in BURST) >= 5
     page.wait_for_selector("#chart .main-svg")
     assert "HLVP" in page.inner_text("#chart-title")
+    assert refused == [], refused
 
     # An analyst relabels an article the model read wrong, from the drill-down.
     first = page.locator("#articles li").first

@@ -275,8 +275,8 @@ def test_entries_older_than_retention_keeps_are_not_stored_again(
     keep_all = SentimentService.create(
         sentiment_settings, load_sentiment_settings(_env_file=None), factory
     )
-    try:  # the entries listed before are not taken in now; the new one is
-        assert poll_feed(factory, feed_id, keep_all.ingest_feed_entries).ingested == 1
+    try:  # the entries retention left out were not taken in: now they are, with the new one
+        assert poll_feed(factory, feed_id, keep_all.ingest_feed_entries).ingested == 3
     finally:
         keep_all.close()
 

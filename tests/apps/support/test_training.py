@@ -250,10 +250,11 @@ def test_scheduled_retraining_trains_again_only_when_reviewed_labels_changed_the
 def test_a_new_intent_goes_live_when_the_model_is_not_worse_on_todays_examples(
     tmp_path: Path, sqlite_template: Path
 ) -> None:
-    """Production is measured on the new version's held-out examples too: the ones of an
-    intent it never learnt are its misses, so adding an intent and retraining brings it live
-    without force; the classes that did not change keep their held-out examples."""
-    from apps.support.catalogue import create_intent
+    """Production is measured on the new version's held-out examples that it did not train
+    on: the ones of an intent it never learnt are its misses, so adding an intent and
+    retraining brings it live without force, whatever figure production earned on its own
+    examples. A class that did not change keeps its held-out examples."""
+    from apps.support.catalogue import add_examples, create_intent, get_intent
     from apps.support.settings import load_support_settings
     from apps.support.training import catalogue_split, train_from_catalogue
     from core.ml.training import TrainingArguments
@@ -267,25 +268,30 @@ def test_a_new_intent_goes_live_when_the_model_is_not_worse_on_todays_examples(
     support = load_support_settings(_env_file=None, learn_intent_text=False)
     arguments = TrainingArguments.from_dict({**QUICK_TRAINING, "validation_fraction": 0.4})
     assert train_from_catalogue(settings, support, factory, arguments=arguments).promoted
-    with factory() as session:
-        _, before = catalogue_split(session, support, arguments)
+    with session_scope(factory) as session:
+        trained, before = catalogue_split(session, support, arguments)
         first = production_version(session, "support-intents")
+        # A figure no model reaches: only the comparison on today's examples can pass it.
+        first.metrics = {**first.metrics, "macro_f1": 2.0}
         create_intent(session, "rentals", answer="We rent tents.", examples=[
             "can I rent a tent", "do you rent kayaks", "tent hire please", "rent a stove",
             "hire camping gear"])  # fmt: skip
-        session.commit()
-        _, after = catalogue_split(session, support, arguments)
-    assert [
-        t for t, label in zip(after.texts, after.labels, strict=True) if label != "rentals"
-    ] == (before.texts)
-    outcome = train_from_catalogue(settings, support, factory, arguments=arguments)
+        add_examples(session, get_intent(session, "order_status"), ["parcel still missing"])
     with factory() as session:
-        version = session.get(type(first), first.id)
-        newest = production_version(session, "support-intents")
+        _, after = catalogue_split(session, support, arguments)
+
+    def held(data, label: str) -> list[str]:
+        return [t for t, name in zip(data.texts, data.labels, strict=True) if name == label]
+
+    assert held(after, "cancel_order") == held(before, "cancel_order")
+    moved = set(held(after, "order_status")) - set(held(before, "order_status"))
+    assert len(moved) <= 1  # the new example, or one other (the class holds out one more)
+    outcome = train_from_catalogue(settings, support, factory, arguments=arguments)
     same_data = outcome.metrics["production_same_data"]
     assert same_data["version_id"] == str(first.id) and same_data["version"] == 1
-    # Production misses the two held-out rentals messages at least.
-    assert same_data["accuracy"] <= 1 - 2 / len(after.texts)
-    expected = outcome.metrics["macro_f1"] >= same_data["macro_f1"]
-    assert outcome.promoted is expected, outcome.promotion_note
-    assert (newest.id != version.id) is expected
+    unseen = [t for t in after.texts if t not in set(trained.texts)]
+    assert same_data["n_examples"] == len(unseen) and len(held(after, "rentals")) == 2
+    assert same_data["macro_f1"] < 1.0  # production cannot answer rentals
+    assert outcome.promoted, outcome.promotion_note
+    with factory() as session:
+        assert production_version(session, "support-intents").version == 2
