@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.ml.training.arguments import LOWER_IS_BETTER
 from core.storage.base import utcnow
 from core.storage.models import ModelStage, ModelVersion, TrainingRun
 
@@ -163,7 +164,8 @@ def promote(
             and isinstance(same_data.get(metric), int | float)
         ):
             old, on = float(same_data[metric]), f" on v{candidate.version}'s held-out examples"
-        if old is not None and (new is None or new < old):
+        lower = metric in LOWER_IS_BETTER  # nll, ece, loss
+        if old is not None and (new is None or (new > old if lower else new < old)):
             raise PromotionRefused(
                 f"{name} v{candidate.version} has {metric} {_fmt(new)}, worse than production "
                 f"v{current.version} ({_fmt(old)}{on}); force promotes it anyway "

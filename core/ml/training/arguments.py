@@ -19,6 +19,7 @@ Augmentation = Literal["none", "word_dropout", "neighbours"]
 AUGMENTATIONS: tuple[str, ...] = ("none", "word_dropout", "neighbours")
 # Validation metrics a run can select its best checkpoint by (and versions be compared on).
 SELECTION_METRICS: tuple[str, ...] = ("macro_f1", "accuracy", "weighted_f1", "nll", "ece", "loss")
+LOWER_IS_BETTER = frozenset({"nll", "ece", "loss"})
 
 # The learning rates each strategy is usually trained with: LoRA adapters need a larger step
 # than full fine-tuning, and the few-shot encoder a smaller one (SetFit's default body rate).

@@ -15,6 +15,7 @@ from transformers import PrinterCallback, Trainer
 from transformers import TrainingArguments as HFTrainingArguments
 
 from core.ml.device import Placement, choose_placement
+from core.ml.training.arguments import LOWER_IS_BETTER
 
 
 def placement_or_default(placement: Placement | None) -> Placement:
@@ -60,7 +61,7 @@ def hf_arguments(
     interval = "no"
     if evaluate:
         interval = "steps" if eval_steps else "epoch"
-    lower_is_better = metric_for_best_model in ("loss", "nll", "ece")
+    lower_is_better = metric_for_best_model in LOWER_IS_BETTER
     return HFTrainingArguments(
         output_dir=str(scratch),
         num_train_epochs=epochs,

@@ -114,6 +114,22 @@ def test_production_scored_on_the_candidates_held_out_examples_is_the_bar(
         versions.promote(db_session, "intents", 4)
 
 
+def test_a_loss_is_better_lower(db_session: Session) -> None:
+    """A version chosen by its validation loss (or nll, ece) is not worse when that is lower."""
+    for loss in (0.40, 0.35):
+        versions.record_version(
+            db_session, name="by-loss", task="classification", base_model="minilm",
+            artifact_path=Path("/tmp/x"), metrics={"nll": loss}, config={"primary_metric": "nll"},
+        )  # fmt: skip
+        versions.promote(db_session, "by-loss")
+    versions.record_version(
+        db_session, name="by-loss", task="classification", base_model="minilm",
+        artifact_path=Path("/tmp/x"), metrics={"nll": 0.50}, config={"primary_metric": "nll"},
+    )  # fmt: skip
+    with pytest.raises(versions.PromotionRefused, match=r"nll 0\.5000, worse than production v2"):
+        versions.promote(db_session, "by-loss")
+
+
 def test_equal_or_better_is_promoted_and_force_overrides(db_session: Session) -> None:
     _record(db_session, 0.80)
     versions.promote(db_session, "intents")
