@@ -281,7 +281,7 @@ def _run(
             (result.output_dir / TRAINED_ON_FILE).write_text(json.dumps(digests))
         extra = dict(extra_config(result)) if extra_config is not None else {}
         if held_out is not None and held_out.texts and promotion is PromotionPolicy.IF_NOT_WORSE:
-            same_data = _production_on(settings, factory, model_name, held_out)
+            same_data = _production_on(settings, factory, model_name, held_out, result)
             if same_data is not None:
                 result.metrics["production_same_data"] = same_data
     except Exception as exc:
@@ -293,11 +293,16 @@ def _run(
 
 
 def _production_on(
-    settings: Settings, factory: sessionmaker[Session], model_name: str, held_out: LabelledTexts
+    settings: Settings,
+    factory: sessionmaker[Session],
+    model_name: str,
+    held_out: LabelledTexts,
+    result: TrainingResult,
 ) -> dict[str, Any] | None:
-    """The production classifier's accuracy and F1 on a new version's held-out examples that
-    it did not train on (a label it does not know counts as a miss); None without one, without
-    a record of what it trained on, with no such examples, or when it cannot be loaded."""
+    """Accuracy and F1 of the production classifier and of the new one (`result`) on the new
+    one's held-out examples that production did not train on (a label production does not
+    know counts as its miss); None without a production classifier, without a record of what
+    it trained on, with no such examples, or when either cannot be loaded."""
     with factory() as session:
         current = versions.production_version(session, model_name)
         if current is None or current.task != "classification":
@@ -311,23 +316,21 @@ def _production_on(
     if not unseen:
         return None
     held_out = held_out.subset(unseen)
-    try:
-        classifier = load_classifier(
-            folder,
-            configured_placement(settings),
-            folder_resolver(settings.model_cache_dir, factory),
-        )
-        probabilities = classifier.predict_proba(held_out.texts)
-    except Exception as exc:  # the comparison falls back to the stored figures
-        log.warning("cannot score %s v%d on the new held-out examples: %s", model_name, number, exc)
-        return None
-    predicted = [classifier.labels[i] for i in np.asarray(probabilities).argmax(axis=1)]
-    return {
-        "version_id": str(version_id),
-        "version": number,
-        "n_examples": len(unseen),
-        **label_metrics(held_out.labels, predicted),
-    }
+    figures = {}
+    for role, where in (("production", folder), ("candidate", result.output_dir)):
+        try:
+            classifier = load_classifier(
+                where,
+                configured_placement(settings),
+                folder_resolver(settings.model_cache_dir, factory),
+            )
+            probabilities = np.asarray(classifier.predict_proba(held_out.texts))
+        except Exception as exc:  # the comparison falls back to the stored figures
+            log.warning("cannot score %s %s on held-out examples: %s", model_name, role, exc)
+            return None
+        predicted = [classifier.labels[i] for i in probabilities.argmax(axis=1)]
+        figures[role] = label_metrics(held_out.labels, predicted)
+    return {"version_id": str(version_id), "version": number, "n_examples": len(unseen), **figures}
 
 
 def _record(

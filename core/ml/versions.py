@@ -143,11 +143,11 @@ def promote(
 ) -> ModelVersion:
     """Make a version production (the newest when `version` is None).
 
-    Refuses, with `PromotionRefused`, a candidate whose primary validation metric is below
-    production's — unless `force`. Production's figure is the one it scored on the candidate's
-    own held-out examples when the candidate's run measured that (`production_same_data`, for
-    this production version), else production's own validation figure. The replaced version
-    is archived, ready for `rollback`.
+    Refuses, with `PromotionRefused`, a candidate whose primary validation metric is worse
+    than production's — unless `force`. Where the candidate's run scored both on its held-out
+    examples that production did not train on (`production_same_data`, for this production
+    version), those two figures are compared; otherwise each version's own validation figure.
+    The replaced version is archived, ready for `rollback`.
     """
     candidate = get_version(session, name, version)
     current = production_version(session, name)
@@ -157,13 +157,13 @@ def promote(
         metric, new = _metric(candidate)
         _, old = _metric(current)
         on = ""
-        same_data = candidate.metrics.get("production_same_data")
-        if (
-            isinstance(same_data, dict)
-            and same_data.get("version_id") == str(current.id)
-            and isinstance(same_data.get(metric), int | float)
-        ):
-            old, on = float(same_data[metric]), f" on v{candidate.version}'s held-out examples"
+        same = candidate.metrics.get("production_same_data")
+        if isinstance(same, dict) and same.get("version_id") == str(current.id):
+            both = [(same.get(role) or {}).get(metric) for role in ("candidate", "production")]
+            if all(isinstance(value, int | float) for value in both):
+                new, old = (float(value) for value in both)
+                count = same.get("n_examples")
+                on = f" on {count} held-out examples v{current.version} did not train on"
         lower = metric in LOWER_IS_BETTER  # nll, ece, loss
         if old is not None and (new is None or (new > old if lower else new < old)):
             raise PromotionRefused(

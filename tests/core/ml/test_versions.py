@@ -89,7 +89,13 @@ def test_production_scored_on_the_candidates_held_out_examples_is_the_bar(
     candidate = _record(db_session, 0.75)
     candidate.metrics = {
         **candidate.metrics,
-        "production_same_data": {"version_id": str(production.id), "version": 1, "macro_f1": 0.70},
+        "production_same_data": {
+            "version_id": str(production.id),
+            "version": 1,
+            "n_examples": 12,
+            "production": {"macro_f1": 0.70},
+            "candidate": {"macro_f1": 0.75},
+        },
     }
     db_session.flush()
     versions.promote(db_session, "intents")
@@ -106,10 +112,16 @@ def test_production_scored_on_the_candidates_held_out_examples_is_the_bar(
     better_here = _record(db_session, 0.74)
     better_here.metrics = {
         **better_here.metrics,
-        "production_same_data": {"version_id": str(candidate.id), "version": 2, "macro_f1": 0.76},
+        "production_same_data": {
+            "version_id": str(candidate.id),
+            "version": 2,
+            "n_examples": 9,
+            "production": {"macro_f1": 0.76},
+            "candidate": {"macro_f1": 0.74},
+        },
     }
     db_session.flush()
-    refusal = r"0\.7400, worse than production v2 \(0\.7600 on v4's held-out examples\)"
+    refusal = r"0\.7400, worse than production v2 \(0\.7600 on 9 held-out examples v2 did not"
     with pytest.raises(versions.PromotionRefused, match=refusal):
         versions.promote(db_session, "intents", 4)
 
