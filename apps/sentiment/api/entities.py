@@ -117,6 +117,9 @@ def delete_entity(
     refused (409) unless `purge=true`: its alerts are the team's record of what happened;
     `active: false` stops tracking it and keeps them."""
     entity = _found(session, ticker)
+    # Locked until the delete commits: an alert being opened for it meanwhile waits (its
+    # foreign key takes a share lock), so none is deleted without having been counted.
+    session.scalar(select(Entity.id).where(Entity.id == entity.id).with_for_update())
     alerts = session.scalar(select(func.count(Alert.id)).where(Alert.entity_id == entity.id))
     if alerts and not purge:
         raise HTTPException(
