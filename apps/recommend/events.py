@@ -100,9 +100,10 @@ def record_events(session: Session, events: Sequence[EventIn]) -> EventReport:
             problems[i] = f"unknown recommendation id {event.recommendation_id}"
     if problems:
         raise EventRejected(problems)
+    keys = [event.key(received) for event in events]
     keyed: dict[str, EventIn] = {}
-    for i, event in enumerate(events):
-        earlier = keyed.setdefault(event.key(received), event)
+    for i, (key, event) in enumerate(zip(keys, events, strict=True)):
+        earlier = keyed.setdefault(key, event)
         if earlier is not event and _what(earlier, items) != _what(event, items):
             problems[i] = f"event_id {event.event_id!r} names another event earlier in the batch"
     stored = session.execute(
@@ -113,11 +114,9 @@ def record_events(session: Session, events: Sequence[EventIn]) -> EventReport:
             Interaction.type,
             Interaction.value,
         ).where(Interaction.event_id.in_(list(keyed)))
-    ).all()
-    stored_already = {row.event_id for row in stored}
+    )
     was = {row.event_id: (row.user_id, row.item_id, row.type, row.value) for row in stored}
-    for i, event in enumerate(events):
-        key = event.key(received)
+    for i, (key, event) in enumerate(zip(keys, events, strict=True)):
         if i not in problems and key in was and was[key] != _what(event, items):
             problems[i] = (
                 f"event_id {event.event_id!r} is stored for another event (user, item, type "
@@ -136,7 +135,7 @@ def record_events(session: Session, events: Sequence[EventIn]) -> EventReport:
             recommendation_id=event.recommendation_id,
         )
         for key, event in keyed.items()
-        if key not in stored_already
+        if key not in was
     ]
     session.add_all(new)
     session.flush()

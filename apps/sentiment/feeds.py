@@ -141,10 +141,10 @@ def poll_feed(
         return _record(factory, feed_id, PollResult(url, response.status_code, error=error))
     articles = [a for a in (entry_article(e, source) for e in parsed.entries) if a is not None]
     keys = [entry_key(article) for article in articles]
-    new = [a for a, key in zip(articles, keys, strict=True) if key not in listed_before]
-    results = ingest(new) if new else []
+    new = [(a, key) for a, key in zip(articles, keys, strict=True) if key not in listed_before]
+    results = ingest([article for article, _ in new]) if new else []
     ingested = sum(r is not None and not r.duplicate for r in results)
-    taken = {entry_key(a) for a, r in zip(new, results, strict=True) if r is not None}
+    taken = {key for (_, key), r in zip(new, results, strict=True) if r is not None}
     remembered = [key for key in dict.fromkeys(keys) if key in listed_before or key in taken]
     outcome = PollResult(url, response.status_code, len(parsed.entries), ingested)
     return _record(

@@ -109,9 +109,7 @@ def replace_entity(ticker: str, entry: EntityIn, session: SessionDep) -> EntityO
 def delete_entity(
     ticker: str,
     session: SessionDep,
-    purge: Annotated[
-        bool, Query(description="Delete its alerts and its own rules with it")
-    ] = False,
+    purge: Annotated[bool, Query(description="Delete its alerts with it")] = False,
 ) -> Response:
     """Remove a company and its article links (the articles stay). A company with alerts is
     refused (409) unless `purge=true`: its alerts are the team's record of what happened;

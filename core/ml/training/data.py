@@ -173,12 +173,10 @@ def stratified_split(
     train: list[int] = []
     validation: list[int] = []
     for label, indices in _indices_by_label(data.labels).items():
-        shuffled = sorted(indices, key=lambda i: _place(seed, label, data.texts[i]))
+        ordered = sorted(indices, key=lambda i: _place(seed, label, data.texts[i]))
         held = (
-            0
-            if len(shuffled) < 2
-            else min(len(shuffled) - 1, max(1, round(fraction * len(shuffled))))
+            0 if len(ordered) < 2 else min(len(ordered) - 1, max(1, round(fraction * len(ordered))))
         )
-        validation.extend(shuffled[:held])
-        train.extend(shuffled[held:])
+        validation.extend(ordered[:held])
+        train.extend(ordered[held:])
     return data.subset(sorted(train)), data.subset(sorted(validation))

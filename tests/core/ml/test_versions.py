@@ -87,43 +87,35 @@ def test_production_scored_on_the_candidates_held_out_examples_is_the_bar(
     production = _record(db_session, 0.80)
     versions.promote(db_session, "intents")
     candidate = _record(db_session, 0.75)
-    candidate.metrics = {
-        **candidate.metrics,
-        "production_same_data": {
-            "version_id": str(production.id),
-            "version": 1,
-            "n_examples": 12,
-            "production": {"macro_f1": 0.70},
-            "candidate": {"macro_f1": 0.75},
-        },
-    }
+    _measured_against(candidate, production, n=12, theirs=0.70)
     db_session.flush()
     versions.promote(db_session, "intents")
     assert _stages(db_session) == {1: ModelStage.ARCHIVED, 2: ModelStage.PRODUCTION}
 
     stale = _record(db_session, 0.74)  # measured against v1, which no longer serves
-    stale.metrics = {
-        **stale.metrics,
-        "production_same_data": candidate.metrics["production_same_data"],
-    }
+    _measured_against(stale, production, n=12, theirs=0.70)
     db_session.flush()
     with pytest.raises(versions.PromotionRefused, match=r"worse than production v2 \(0\.7500\)"):
         versions.promote(db_session, "intents")
     better_here = _record(db_session, 0.74)
-    better_here.metrics = {
-        **better_here.metrics,
-        "production_same_data": {
-            "version_id": str(candidate.id),
-            "version": 2,
-            "n_examples": 9,
-            "production": {"macro_f1": 0.76},
-            "candidate": {"macro_f1": 0.74},
-        },
-    }
+    _measured_against(better_here, candidate, n=9, theirs=0.76)
     db_session.flush()
     refusal = r"0\.7400, worse than production v2 \(0\.7600 on 9 held-out examples v2 did not"
     with pytest.raises(versions.PromotionRefused, match=refusal):
         versions.promote(db_session, "intents", 4)
+
+
+def _measured_against(version, production, *, n: int, theirs: float) -> None:
+    """What a run records when it scored `production` (at `theirs`) and its own version (at
+    its own macro-F1) on `n` held-out examples production did not train on."""
+    same_data = {
+        "version_id": str(production.id),
+        "version": production.version,
+        "n_examples": n,
+        "production": {"macro_f1": theirs},
+        "candidate": {"macro_f1": version.metrics["macro_f1"]},
+    }
+    version.metrics = {**version.metrics, "production_same_data": same_data}
 
 
 def test_a_loss_is_better_lower(db_session: Session) -> None:
