@@ -162,7 +162,12 @@ def list_articles(
     ticker: Annotated[str | None, Query(max_length=16, description="Only this entity")] = None,
     since: Annotated[dt.datetime | None, Query(description="Published at or after")] = None,
     until: Annotated[dt.datetime | None, Query(description="Published before")] = None,
-    label: Annotated[str | None, Query(description="negative, neutral or positive")] = None,
+    label: Annotated[
+        str | None, Query(description="The model's label: negative, neutral or positive")
+    ] = None,
+    analyst_label: Annotated[
+        str | None, Query(description="Only articles an analyst labelled so (corrections)")
+    ] = None,
     corrected: Annotated[
         bool | None, Query(description="Only articles an analyst relabelled (or only others)")
     ] = None,
@@ -185,12 +190,19 @@ def list_articles(
         query = query.where(Article.published_at >= since)
     if until is not None:
         query = query.where(Article.published_at < until)
-    if label is not None:
-        if label not in LABELS:
+    for name, value in (("label", label), ("analyst_label", analyst_label)):
+        if value is not None and value not in LABELS:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, f"label must be one of {', '.join(LABELS)}"
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name} must be one of {', '.join(LABELS)}"
             )
+    if label is not None:
         query = query.where(Article.label == label)
+    if analyst_label is not None:
+        query = query.where(
+            Article.id.in_(
+                select(LabelCorrection.article_id).where(LabelCorrection.label == analyst_label)
+            )
+        )
     if corrected is not None:
         relabelled = select(LabelCorrection.article_id)
         query = query.where(

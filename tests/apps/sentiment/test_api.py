@@ -326,6 +326,11 @@ def test_analysts_correct_a_label_and_the_next_training_learns_it(
     assert [a["id"] for a in relabelled] == [article]
     others = client.get("/v1/sentiment/articles?corrected=false", headers=key).json()
     assert other in [a["id"] for a in others] and article not in [a["id"] for a in others]
+    for analyst_label, expected in [("neutral", [article]), ("positive", [])]:
+        found = client.get(f"/v1/sentiment/articles?analyst_label={analyst_label}", headers=key)
+        assert [a["id"] for a in found.json()] == expected
+    bearish = client.get("/v1/sentiment/articles?analyst_label=bearish", headers=key)
+    assert bearish.status_code == 422 and "analyst_label must be one of" in bearish.text
 
     factory = get_session_factory(sentiment_settings.database_url)
     params = SentimentTrainParams(include_twitter=False, include_demo=False)
