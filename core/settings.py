@@ -252,10 +252,12 @@ class Settings(BaseSettings):
         return self.broker_url is None
 
 
-def _describe(error: dict[str, Any]) -> str:
-    field = ".".join(str(part) for part in error["loc"]) or "settings"
-    variable = f"{ENV_PREFIX}{field.split('.')[0].upper()}"
-    return f"{variable}: {error['msg']}"
+def _describe(error: Any, prefix: str = ENV_PREFIX) -> str:
+    """One configuration error, named by its variable (a rule across several variables, such
+    as a lowest value above a highest, by its own message)."""
+    if not error["loc"]:
+        return str(error["msg"]).removeprefix("Value error, ")
+    return f"{prefix}{str(error['loc'][0]).upper()}: {error['msg']}"
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -275,9 +277,7 @@ def load_app_settings(cls: type[S], prefix: str, **overrides: Any) -> S:
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        lines = "\n  ".join(
-            f"{prefix}{str(error['loc'][0]).upper()}: {error['msg']}" for error in exc.errors()
-        )
+        lines = "\n  ".join(_describe(error, prefix) for error in exc.errors())
         raise SettingsError(f"invalid configuration:\n  {lines}") from None
 
 

@@ -70,6 +70,27 @@ def _what(event: EventIn, items: Mapping[str, Item]) -> tuple[Any, ...]:
     return (event.user_id, items[event.item_id].id, event.type, event.value)
 
 
+@dataclass(frozen=True)
+class RatingScale:
+    """The values a rating may take (settings `rating_min`, `rating_max`)."""
+
+    lowest: float = 1.0
+    highest: float = 5.0
+
+    @property
+    def midpoint(self) -> float:
+        return (self.lowest + self.highest) / 2
+
+    def problem(self, value: float | None) -> str | None:
+        """Why `value` cannot be a rating, or None."""
+        if value is None or self.lowest <= value <= self.highest:
+            return None
+        return (
+            f"rating {value:g} is outside the rating scale {self.lowest:g} to {self.highest:g} "
+            "(settings TEXTSUITE_RECOMMEND_RATING_MIN and _MAX)"
+        )
+
+
 class EventRejected(ValueError):
     """Events that cannot be stored; `problems` maps each event's index to why."""
 
@@ -86,8 +107,11 @@ class EventReport:
     duplicates: int
 
 
-def record_events(session: Session, events: Sequence[EventIn]) -> EventReport:
-    """Store `events` in the caller's transaction; `EventRejected` before any write."""
+def record_events(
+    session: Session, events: Sequence[EventIn], ratings: RatingScale = RatingScale()
+) -> EventReport:
+    """Store `events` in the caller's transaction; `EventRejected` before any write (ratings
+    outside `ratings` included)."""
     received = dt.datetime.now(dt.UTC)
     items = items_by_external_id(session, sorted({e.item_id for e in events}))
     served = {e.recommendation_id for e in events if e.recommendation_id is not None}
@@ -98,6 +122,8 @@ def record_events(session: Session, events: Sequence[EventIn]) -> EventReport:
             problems[i] = f"unknown item {event.item_id!r}: add it to the catalogue first"
         elif event.recommendation_id is not None and event.recommendation_id not in known:
             problems[i] = f"unknown recommendation id {event.recommendation_id}"
+        elif event.type is EventType.RATING and (why := ratings.problem(event.value)):
+            problems[i] = why
     if problems:
         raise EventRejected(problems)
     keys = [event.key(received) for event in events]

@@ -40,6 +40,7 @@ class RankingConfig:
     neighbours: int = 50  # co-interaction neighbours kept per item
     history: int = 50  # a user's most recent events that make the profile
     type_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TYPE_WEIGHTS))
+    rating_midpoint: float = 3.0  # a rating of this value weighs as much as a view
 
     def __post_init__(self) -> None:
         if self.half_life_events <= 0:
@@ -48,6 +49,8 @@ class RankingConfig:
             raise ValueError(f"text_weight must be >= 0, got {self.text_weight}")
         if self.neighbours < 1 or self.history < 1:
             raise ValueError("neighbours and history must be >= 1")
+        if self.rating_midpoint <= 0:
+            raise ValueError(f"rating_midpoint must be > 0, got {self.rating_midpoint}")
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,18 @@ class UserHistory:
 
 
 def event_weights(history: UserHistory, config: RankingConfig) -> np.ndarray:
-    """(H,) weight of each event: its type's weight (a rating's scaled by value / 3, so a 5
-    counts 1.7 and a 1 counts 0.3) times 0.5 ** (events since it / half life)."""
+    """(H,) weight of each event: its type's weight (a rating's scaled by value / the scale's
+    midpoint: on 1-5 a 5 counts 1.7 and a 1 counts 0.3) times 0.5 ** (events since it / half
+    life)."""
     n = len(history)
     by_type = np.array(
         [
             config.type_weights.get(kind, 1.0)
-            * (max(float(value), 0.0) / 3.0 if kind == "rating" and value is not None else 1.0)
+            * (
+                max(float(value), 0.0) / config.rating_midpoint
+                if kind == "rating" and value is not None
+                else 1.0
+            )
             for kind, value in zip(history.types, history.values, strict=True)
         ]
     )

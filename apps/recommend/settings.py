@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from apps.recommend.events import RatingScale
 from apps.recommend.index import ANN_THRESHOLD
 from apps.recommend.ranking import RankingConfig
 from core.settings import load_app_settings
@@ -61,6 +62,14 @@ class RecommendSettings(BaseSettings):
         description="Delete served lists older than this (one row per request; events stay, "
         "and feedback on such a list is refused as unknown); 0: keep them.",
     )
+    rating_min: Annotated[float, Field(ge=0, le=1e6)] = Field(
+        default=RatingScale.lowest, description="The lowest rating a user can give."
+    )
+    rating_max: Annotated[float, Field(gt=0, le=1e6)] = Field(
+        default=RatingScale.highest,
+        description="The highest rating; ratings outside the scale are refused, and a rating "
+        "weighs its value / the scale's midpoint (on 1-5: a 5 counts 1.7, a 1 counts 0.3).",
+    )
     half_life_events: Annotated[float, Field(gt=0)] = RankingConfig.half_life_events
     text_weight: Annotated[float, Field(ge=0)] = RankingConfig.text_weight
     neighbours: Annotated[int, Field(ge=1)] = RankingConfig.neighbours
@@ -72,13 +81,25 @@ class RecommendSettings(BaseSettings):
         default=0.5, description="At most this share of a list from one category."
     )
 
+    @model_validator(mode="after")
+    def _check_scale(self) -> RecommendSettings:
+        if self.rating_min >= self.rating_max:
+            raise ValueError(
+                f"rating_min ({self.rating_min:g}) must be below rating_max ({self.rating_max:g})"
+            )
+        return self
+
     def ranking(self) -> RankingConfig:
         return RankingConfig(
             half_life_events=self.half_life_events,
             text_weight=self.text_weight,
             neighbours=self.neighbours,
             history=self.history,
+            rating_midpoint=self.ratings().midpoint,
         )
+
+    def ratings(self) -> RatingScale:
+        return RatingScale(self.rating_min, self.rating_max)
 
 
 def load_recommend_settings(**overrides: object) -> RecommendSettings:

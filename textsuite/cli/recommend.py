@@ -55,7 +55,7 @@ def import_events(file: FileArgument) -> None:
     upload = _read(file, read_events)
     try:
         with database(settings()) as session:
-            report = record_events(session, upload.events)
+            report = record_events(session, upload.events, get_recommend_settings().ratings())
     except EventRejected as exc:
         fail(f"{file}: {upload.rejected(exc)}")
     except IntegrityError:

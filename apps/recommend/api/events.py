@@ -9,8 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from apps.recommend.api.deps import FILE_BODY, bad_lines, read_upload
-from apps.recommend.events import MAX_BATCH, EventIn, EventRejected, record_events
+from apps.recommend.api.deps import FILE_BODY, ServiceDep, bad_lines, read_upload
+from apps.recommend.events import (
+    MAX_BATCH,
+    EventIn,
+    EventRejected,
+    RatingScale,
+    record_events,
+)
 from apps.recommend.imports import read_events
 from core.api.deps import RawBody, SessionDep, require_scope
 from core.storage.models import Scope
@@ -32,11 +38,11 @@ class EventReply(BaseModel):
     duplicates: int = Field(description="Events already stored (same event id): not counted again.")
 
 
-def _record(session: Session, events: list[EventIn]) -> EventReply:
+def _record(session: Session, events: list[EventIn], ratings: RatingScale) -> EventReply:
     """Store and commit; `EventRejected` (after a rollback) when any event is refused."""
     for attempt in range(2):
         try:
-            report = record_events(session, events)
+            report = record_events(session, events, ratings)
             session.commit()
             return EventReply(stored=report.stored, duplicates=report.duplicates)
         except EventRejected:
@@ -58,11 +64,12 @@ EventBody = one_or_batch(EventIn, EventBatch, "events")
     summary="Record user events",
     responses={422: {"description": "Unknown items or recommendation ids; nothing stored"}},
 )
-def post_events(body: EventBody, session: SessionDep) -> Any:
+def post_events(body: EventBody, session: SessionDep, service: ServiceDep) -> Any:
     """One event, or `{"events": [...]}` (up to 10,000). Idempotent by `event_id`. Send the
     `recommendation_id` of the list an event came from, so feedback can be measured."""
     try:
-        return _record(session, body.events if isinstance(body, EventBatch) else [body])
+        events = body.events if isinstance(body, EventBatch) else [body]
+        return _record(session, events, service.recommend.ratings())
     except EventRejected as exc:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -83,12 +90,13 @@ def post_events(body: EventBody, session: SessionDep) -> Any:
 def import_events(
     body: RawBody,
     session: SessionDep,
+    service: ServiceDep,
     content_type: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Any:
     """CSV: `event_id,user_id,item_id,type,value,timestamp,recommendation_id`. Refused events
     are named by their line in the file."""
     file = read_upload(body, content_type, read_events)
     try:
-        return _record(session, file.events)
+        return _record(session, file.events, service.recommend.ratings())
     except EventRejected as exc:
         raise bad_lines(file.rejected(exc)) from None

@@ -234,6 +234,17 @@ def test_events_are_idempotent_and_unknown_items_store_nothing(
         headers=headers,
     )
     assert rating.status_code == 422 and "needs a value" in rating.text
+    off_scale = client.post(
+        "/v1/recommend/events",
+        json={"events": [event(7, "u1", "T3", "rating", value=4), event(8, "u1", "T4", "rating",
+                                                                       value=99)]},
+        headers=headers,
+    )  # fmt: skip
+    assert off_scale.status_code == 422
+    assert off_scale.json()["detail"]["errors"] == [
+        {"event": 1, "error": "rating 99 is outside the rating scale 1 to 5 (settings "
+                              "TEXTSUITE_RECOMMEND_RATING_MIN and _MAX)"}
+    ]  # fmt: skip
     # An event_id names one event: the same id for another one is refused, not dropped.
     reused = {"events": [event(5, "u2", "T3"), {**event(1, "u1", "T1"), "type": "purchase"}]}
     refused = client.post("/v1/recommend/events", json=reused, headers=headers)

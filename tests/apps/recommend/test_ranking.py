@@ -30,6 +30,9 @@ def test_recent_and_stronger_events_weigh_more() -> None:
     assert weights[0] == pytest.approx(0.5)
     rated = event_weights(history([0, 1], ["rating", "rating"], [1.0, 5.0]), config)
     assert rated[1] / rated[0] == pytest.approx(5.0 / (1.0 * 0.5**0.5))
+    assert rated[1] == pytest.approx(5.0 / 3.0)  # on 1-5, a 3 weighs as much as a view
+    out_of_ten = RankingConfig(half_life_events=2.0, rating_midpoint=5.0)
+    assert event_weights(history([0], ["rating"], [10.0]), out_of_ten)[0] == pytest.approx(2.0)
 
 
 def test_co_interaction_cosine_keeps_the_strongest_neighbours() -> None:
@@ -71,5 +74,12 @@ def test_popularity_decays_and_top_k_excludes() -> None:
 
 
 def test_invalid_settings_are_refused() -> None:
+    from apps.recommend.settings import load_recommend_settings
+    from core.settings import SettingsError
+
     with pytest.raises(ValueError, match="half_life_events"):
         RankingConfig(half_life_events=0)
+    with pytest.raises(SettingsError, match=r"rating_min \(5\) must be below rating_max \(5\)"):
+        load_recommend_settings(_env_file=None, rating_min=5)
+    scale = load_recommend_settings(_env_file=None, rating_min=0, rating_max=10)
+    assert scale.ranking().rating_midpoint == 5.0 and scale.ratings().problem(10.5)
