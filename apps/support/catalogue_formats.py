@@ -135,6 +135,19 @@ def read_catalogue(
     `source` names the file in errors (the CLI passes the path); `domain` is a Rasa domain
     file whose `responses: utter_<intent>` become the answers.
     """
+    records, errors = _read_records(data, format, source, domain, domain_source)
+    errors.raise_if_any()
+    return records
+
+
+def _read_records(
+    data: bytes | str,
+    format: CatalogueFormat,
+    source: str | None,
+    domain: bytes | str | None,
+    domain_source: str | None,
+) -> tuple[list[IntentRecord], ErrorList]:
+    """The intents that could be read, and every problem found in the file."""
     if domain is not None and format is not CatalogueFormat.RASA:
         raise InvalidValue(f"a domain file only goes with format rasa, not {format.value}")
     errors = ErrorList()
@@ -153,8 +166,7 @@ def read_catalogue(
     check_records(records, errors)
     if not records and not errors:
         errors.add(Mark(1, source), "the file has no intents")
-    errors.raise_if_any()
-    return records
+    return records, errors
 
 
 def import_catalogue(
@@ -171,12 +183,11 @@ def import_catalogue(
 
     Flushes but does not commit: the caller's transaction makes the import atomic.
     """
-    records = read_catalogue(
-        data, format, source=source, domain=domain, domain_source=domain_source
-    )
+    records, errors = _read_records(data, format, source, domain, domain_source)
     existing = {intent.name: intent for intent in load_catalogue(session)}
-    if mode is ImportMode.MERGE:
-        _refuse_conflicts(records, existing)
+    if mode is ImportMode.MERGE:  # reported with the file's own problems, in one round
+        _refuse_conflicts(records, existing, errors)
+    errors.raise_if_any()
     report = ImportReport(mode=mode)
     for record in records:
         intent = existing.get(record.name)
@@ -201,7 +212,9 @@ def import_catalogue(
     return report
 
 
-def _refuse_conflicts(records: Sequence[IntentRecord], existing: dict[str, Intent]) -> None:
+def _refuse_conflicts(
+    records: Sequence[IntentRecord], existing: dict[str, Intent], errors: ErrorList
+) -> None:
     """Merge keeps the catalogue's other examples, so a file example may not teach another
     intent there (replace rewrites those intents, so only the file's own conflicts count)."""
     owner_of = {
@@ -209,7 +222,6 @@ def _refuse_conflicts(records: Sequence[IntentRecord], existing: dict[str, Inten
         for intent in existing.values()
         for example in intent.examples
     }
-    errors = ErrorList()
     for record in records:
         for example in record.examples:
             owner = owner_of.get(example.text_hash, record.name)
@@ -220,7 +232,6 @@ def _refuse_conflicts(records: Sequence[IntentRecord], existing: dict[str, Inten
                     f"{owner!r} in the catalogue; remove it there first, or import with mode "
                     "replace",
                 )
-    errors.raise_if_any()
 
 
 def _set_fields(intent: Intent, record: IntentRecord, keys: Sequence[str]) -> bool:

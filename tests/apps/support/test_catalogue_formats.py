@@ -256,6 +256,12 @@ def test_merge_refuses_an_example_that_teaches_another_intent(db_session: Sessio
         "line 5: intent 'tracking': example 'where is my order?' already teaches intent "
         "'order_status' in the catalogue; remove it there first, or import with mode replace"
     ]
+    # A file with problems of its own hears of those and the conflicts in one round.
+    broken = other + "  - name: returns\n    examples: []\n"
+    with pytest.raises(CatalogueFileError) as exc:
+        import_catalogue(db_session, broken, CatalogueFormat.YAML)
+    assert [error.line for error in exc.value.errors] == [5, 7]  # the conflict, no examples
+    assert "already teaches" in str(exc.value.errors[0])
     replaced = import_catalogue(db_session, other, CatalogueFormat.YAML, mode=ImportMode.REPLACE)
     assert replaced.created == ["tracking"]
 
