@@ -108,10 +108,14 @@ class EventReport:
 
 
 def record_events(
-    session: Session, events: Sequence[EventIn], ratings: RatingScale = RatingScale()
+    session: Session,
+    events: Sequence[EventIn],
+    ratings: RatingScale = RatingScale(),
+    *,
+    write: bool = True,
 ) -> EventReport:
     """Store `events` in the caller's transaction; `EventRejected` before any write (ratings
-    outside `ratings` included)."""
+    outside `ratings` included). `write=False` only checks them."""
     received = dt.datetime.now(dt.UTC)
     items = items_by_external_id(session, sorted({e.item_id for e in events}))
     served = {e.recommendation_id for e in events if e.recommendation_id is not None}
@@ -150,6 +154,8 @@ def record_events(
             )
     if problems:
         raise EventRejected(problems)
+    if not write:
+        return EventReport(stored=0, duplicates=0)
     new = [
         Interaction(
             event_id=key,

@@ -17,9 +17,10 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
 
 from apps.recommend.catalogue import ItemIn
-from apps.recommend.events import EventIn, EventRejected
+from apps.recommend.events import EventIn, EventRejected, RatingScale, record_events
 from core.validation import problems
 
 M = TypeVar("M", bound=BaseModel)
@@ -52,14 +53,31 @@ def detect_format(filename: str | None, content_type: str | None, data: bytes) -
 
 @dataclass(frozen=True)
 class EventFile:
-    """The events of a file, each with the line it was read from."""
+    """The events of a file that could be read, each with the line it was read from, and the
+    lines that could not (line number, why)."""
 
     events: list[EventIn]
     lines: list[int]
+    errors: list[tuple[int, str]]
 
-    def rejected(self, exc: EventRejected) -> ImportFileError:
-        """`record_events`' refusal, its events named by their lines in the file."""
-        return ImportFileError([(self.lines[i], why) for i, why in exc.problems.items()])
+    def rejected(self, exc: EventRejected | None = None) -> ImportFileError:
+        """The file's bad lines: those that could not be read, and the events
+        `record_events` refused (`exc`), named by their lines."""
+        refused = [(self.lines[i], why) for i, why in exc.problems.items()] if exc else []
+        return ImportFileError(sorted([*self.errors, *refused]))
+
+    def check(self, session: Session, ratings: RatingScale) -> None:
+        """`ImportFileError` naming every bad line when any line could not be read: the
+        events that were read are checked against the database too (unknown items, reused
+        ids), so one answer lists every problem. A file that reads whole is left to
+        `record_events`."""
+        if not self.errors:
+            return
+        try:
+            record_events(session, self.events, ratings, write=False)
+        except EventRejected as exc:
+            raise self.rejected(exc) from None
+        raise self.rejected()
 
 
 def read_items(data: bytes, file_format: FileFormat) -> list[ItemIn]:
@@ -68,9 +86,13 @@ def read_items(data: bytes, file_format: FileFormat) -> list[ItemIn]:
 
 
 def read_events(data: bytes, file_format: FileFormat) -> EventFile:
+    """The file's events, and its bad lines (`EventFile.check` refuses those); a file that
+    cannot be read at all raises `ImportFileError`."""
     rows = _jsonl(data) if file_format is FileFormat.JSONL else _csv(data, _event_row)
-    numbered = _validated(rows, EventIn)
-    return EventFile([event for _, event in numbered], [line for line, _ in numbered])
+    numbered, errors = _numbered(rows, EventIn)
+    if not numbered and not errors:
+        raise ImportFileError([(1, "the file holds no records")])
+    return EventFile([e for _, e in numbered], [line for line, _ in numbered], errors)
 
 
 def _text(data: bytes) -> str:
@@ -146,6 +168,18 @@ def _event_row(row: dict[str, str]) -> dict[str, Any]:
 
 def _validated(rows: Iterator[tuple[int, Any]], model: type[M]) -> list[tuple[int, M]]:
     """(line number, record) for every row, or `ImportFileError` naming every bad line."""
+    records, errors = _numbered(rows, model)
+    if errors:
+        raise ImportFileError(errors)
+    if not records:
+        raise ImportFileError([(1, "the file holds no records")])
+    return records
+
+
+def _numbered(
+    rows: Iterator[tuple[int, Any]], model: type[M]
+) -> tuple[list[tuple[int, M]], list[tuple[int, str]]]:
+    """(line number, record) for every good row, and (line number, why) for every bad one."""
     records: list[tuple[int, M]] = []
     errors: list[tuple[int, str]] = []
     try:
@@ -159,8 +193,4 @@ def _validated(rows: Iterator[tuple[int, Any]], model: type[M]) -> list[tuple[in
                 errors.append((number, problems(exc, "line")))
     except csv.Error as exc:  # e.g. a quote left open to the end of the file
         errors.append((0, f"unreadable CSV: {exc}"))
-    if errors:
-        raise ImportFileError(errors)
-    if not records:
-        raise ImportFileError([(1, "the file holds no records")])
-    return records
+    return records, errors

@@ -53,9 +53,13 @@ def import_items(
 def import_events(file: FileArgument) -> None:
     """Record user events from a file (idempotent by event_id; unknown items refuse the file)."""
     upload = _read(file, read_events)
+    ratings = get_recommend_settings().ratings()
     try:
         with database(settings()) as session:
-            report = record_events(session, upload.events, get_recommend_settings().ratings())
+            upload.check(session, ratings)
+            report = record_events(session, upload.events, ratings)
+    except ImportFileError as exc:
+        fail(f"{file}: {exc}")
     except EventRejected as exc:
         fail(f"{file}: {upload.rejected(exc)}")
     except IntegrityError:

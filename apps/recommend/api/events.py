@@ -17,7 +17,7 @@ from apps.recommend.events import (
     RatingScale,
     record_events,
 )
-from apps.recommend.imports import read_events
+from apps.recommend.imports import ImportFileError, read_events
 from core.api.deps import RawBody, SessionDep, require_scope
 from core.storage.models import Scope
 from core.validation import one_or_batch
@@ -96,7 +96,11 @@ def import_events(
     """CSV: `event_id,user_id,item_id,type,value,timestamp,recommendation_id`. Refused events
     are named by their line in the file."""
     file = read_upload(body, content_type, read_events)
+    ratings = service.recommend.ratings()
     try:
-        return _record(session, file.events, service.recommend.ratings())
+        file.check(session, ratings)
+        return _record(session, file.events, ratings)
+    except ImportFileError as exc:
+        raise bad_lines(exc) from None
     except EventRejected as exc:
         raise bad_lines(file.rejected(exc)) from None

@@ -359,6 +359,14 @@ def test_bulk_files_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
     assert unknown.json()["detail"]["errors"] == [
         {"line": 4, "error": "unknown item 'ZZ': add it to the catalogue first"}
     ]
+    both = client.post(  # a line that does not read and one that names an unknown item: one answer
+        "/v1/recommend/events/import",
+        content=b"event_id,user_id,item_id,type,timestamp\nx0,u,N1,view,yesterday\nx0c,u,ZZ,view,\n",
+        headers={**headers, "Content-Type": "text/csv"},
+    )
+    assert both.status_code == 422, both.text
+    errors = both.json()["detail"]["errors"]
+    assert [e["line"] for e in errors] == [2, 3] and "unknown item 'ZZ'" in errors[1]["error"]
     good = client.post(
         "/v1/recommend/events/import",
         content=b"event_id,user_id,item_id,type\nx1,u,N1,view\n",
