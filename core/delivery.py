@@ -28,11 +28,19 @@ class DeliveryRejected(RuntimeError):
         self.status_code = status_code
 
 
-def redact_url(url: str | httpx.URL) -> str:
-    """Scheme, host, port and path only: query strings and user info may carry credentials."""
+def redact_url(url: str | httpx.URL, *, whole_path: bool = False) -> str:
+    """A URL fit for logs and error messages: scheme, host, port and the path's first segment
+    (`whole_path`: all of it, for a path this project builds itself, such as Chatwoot's API).
+
+    User info and query strings may carry credentials, and so may the rest of a path a user
+    gave: a Slack incoming webhook's is its token (`/services/T…/B…/<secret>`), as is a
+    Discord webhook's.
+    """
     parsed = httpx.URL(str(url))
     port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
+    first, _, rest = parsed.path.lstrip("/").partition("/")
+    path = parsed.path if whole_path or not rest else f"/{first}/…"
+    return f"{parsed.scheme}://{parsed.host}{port}{path}"
 
 
 def post_json(
@@ -42,9 +50,11 @@ def post_json(
     *,
     target: str,
     headers: dict[str, str] | None = None,
+    whole_path: bool = False,
 ) -> httpx.Response:
-    """POST `body` (JSON bytes, sent exactly as given) and return the 2xx response."""
-    where = redact_url(url)
+    """POST `body` (JSON bytes, sent exactly as given) and return the 2xx response. Errors
+    name the URL as `redact_url(url, whole_path=whole_path)` writes it."""
+    where = redact_url(url, whole_path=whole_path)
     try:
         response = client.post(
             url, content=body, headers={"Content-Type": "application/json", **(headers or {})}

@@ -368,7 +368,7 @@ class ChatwootClient:
 
     def _post(self, url: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         body = json.dumps(dict(payload)).encode("utf-8")
-        response = post_json(self._http, url, body, target="Chatwoot")
+        response = post_json(self._http, url, body, target="Chatwoot", whole_path=True)
         try:
             data = response.json()
         except ValueError:

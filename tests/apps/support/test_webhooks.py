@@ -335,7 +335,7 @@ def test_a_refusing_receiver_fails_the_job_with_the_reason(
 
     assert job.status is JobStatus.FAILED and job.attempts == 1
     assert "the helpdesk callback answered 400 to POST" in job.error
-    assert "/hooks/textsuite" in job.error
+    assert "/hooks/…" in job.error and "textsuite" not in job.error  # a path may be a token
     assert "tenant=shop" not in job.error  # query strings may carry credentials
     logged = job.error + all_logged(caplog)
     assert WEBHOOK_SECRET not in logged and CALLBACK_SECRET not in logged
