@@ -418,11 +418,13 @@ def _retry_on_conflict(step: Callable[[IncomingMessage], _Turn], message: Incomi
 
 
 def _reply_record(reply: BotReply) -> dict[str, Any]:
+    """The reply as stored with its message: the answer masked like every stored text (a slot
+    may bring in an email or a phone number), so a redelivered message gets it masked."""
     return {
         "intent": reply.intent,
         "confidence": reply.confidence,
         "alternatives": [a.__dict__ for a in reply.alternatives],
-        "answer": reply.answer,
+        "answer": mask_personal_data(reply.answer) if reply.answer is not None else None,
         "handoff": reply.handoff,
         "handoff_reason": reply.handoff_reason.value if reply.handoff_reason else None,
     }

@@ -254,6 +254,21 @@ def test_personal_data_is_masked_in_what_is_stored(
     stored = conversation["messages"][0]["text"]
     assert "4111" not in stored and "maya.l@example.com" not in stored
     assert "[CARD]" in stored and "[EMAIL]" in stored
+    # An answer's slot may bring personal data in: the customer reads it, the database doesn't.
+    factory = get_session_factory(world_settings.database_url)
+    with session_scope(factory) as session:
+        order = session.scalars(select(Intent).where(Intent.name == "order_status")).one()
+        order.answer = "Tracking news goes to {email}."
+    fields = {"conversation_id": "c-pii-2", "message_id": "m-7"}
+    email = {"metadata": {"email": "maya.l@example.com"}}
+    reply = send(client, headers, "where is my order?", **fields, **email)
+    assert reply["answer"] == "Tracking news goes to maya.l@example.com."
+    with factory() as session:
+        stored_texts = session.scalars(select(Message.text)).all()
+        replies = [r["answer"] for r in session.scalars(select(Message.reply)) if r]
+    assert replies and not any("maya.l@" in text for text in [*stored_texts, *replies])
+    again = send(client, headers, "where is my order?", **fields, **email)  # redelivered
+    assert again["answer"] == "Tracking news goes to [EMAIL]."
 
 
 def test_labelled_review_items_become_training_examples(
