@@ -9,6 +9,7 @@ the list over series and categories, gives each item a short reason, and stores 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 import uuid
 from collections import Counter
@@ -236,6 +237,8 @@ def _popular(
     filters: Filters,
     recommend: RecommendSettings,
 ) -> list[Recommended]:
+    """The items most engaged with lately; where too few have events (a new shop, a quiet
+    category), the newest items of the catalogue fill the list."""
     behaviour = state.behaviour
     ranked = []
     for p in behaviour.popular_order:  # most popular first; stop once the list can be filled
@@ -243,15 +246,20 @@ def _popular(
             ranked.append(behaviour.keys[p])
             if len(ranked) >= 4 * k:
                 break
+    popular = set(ranked)
+    if len(ranked) < 4 * k:
+        others = (i for i in state.items if i not in popular and _allowed(state, i, filters, seen))
+        ranked += heapq.nlargest(
+            4 * k - len(ranked), others, key=lambda i: state.items[i].created_at
+        )
     chosen = _diversify(state, ranked, k, recommend, cap_categories=True)
     return [
-        Recommended(
-            state.items[key],
-            float(behaviour.popular[behaviour.position[key]]),
-            "popular right now",
-        )
+        Recommended(state.items[key], float(behaviour.popular[behaviour.position[key]]),
+                    "popular right now")
+        if key in popular
+        else Recommended(state.items[key], 0.0, "new in the catalogue")
         for key in chosen
-    ]
+    ]  # fmt: skip
 
 
 def similar_items(

@@ -49,6 +49,7 @@ class ItemFacts:
     category: str | None
     series: str | None
     active: bool
+    created_at: dt.datetime  # new items fill lists that popularity cannot
 
 
 @dataclass
@@ -219,14 +220,20 @@ class CatalogueState:
 
     def _load_items(self, session: Session) -> dict[str, ItemFacts]:
         query = select(Item.id, Item.external_id, Item.title, Item.category, Item.series)
-        query = query.add_columns(Item.active)
+        query = query.add_columns(Item.active, Item.created_at)
         if self._items_settled is not None:
             query = query.where(Item.updated_at >= self._items_settled)
         rows = _chunked(session, query)
         changed = {}
         for row in rows:
             facts = ItemFacts(
-                str(row.id), row.external_id, row.title, row.category, row.series, row.active
+                str(row.id),
+                row.external_id,
+                row.title,
+                row.category,
+                row.series,
+                row.active,
+                row.created_at,
             )
             if self.items.get(facts.key) != facts:
                 changed[facts.key] = facts

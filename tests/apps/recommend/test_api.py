@@ -124,6 +124,10 @@ def test_user_recommendations_blend_behaviour_and_exclude_seen(
     api: tuple[TestClient, dict[str, str]], service_settings: Settings
 ) -> None:
     client, headers = api
+    # Before any event, a user's list is the newest of the catalogue, not empty.
+    opening = client.get("/v1/recommend/users/first-visitor?k=4", headers=headers)
+    assert opening.json()["strategy"] == "popular" and len(titles(opening)) == 4
+    assert {r["reason"] for r in opening.json()["items"]} == {"new in the catalogue"}
     # Winter campers buy the Summit tent with the Glacier bag and the winter mat.
     events = []
     for n, user in enumerate(["w1", "w2", "w3", "w4"]):
@@ -152,6 +156,11 @@ def test_user_recommendations_blend_behaviour_and_exclude_seen(
     assert cold.json()["strategy"] == "popular"
     assert set(titles(cold)) <= {"T1", "B1", "M1"} and titles(cold)
     assert all(r["reason"] == "popular right now" for r in cold.json()["items"])
+    # Three items have events: a list of five takes the newest two others after them.
+    five = client.get("/v1/recommend/users/stranger?k=5", headers=headers).json()["items"]
+    assert [r["reason"] for r in five] == ["popular right now"] * 3 + ["new in the catalogue"] * 2
+    stoves = client.get("/v1/recommend/users/stranger?category=stoves", headers=headers)
+    assert set(titles(stoves)) == {"S1", "S2"}  # no events in the category, not an empty list
     mats = client.get("/v1/recommend/users/newbie?category=mats", headers=headers)
     assert set(titles(mats)) == {"M1", "M2"}
 
