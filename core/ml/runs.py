@@ -48,6 +48,7 @@ from core.ml.training import (
     train_classifier,
     train_embeddings,
 )
+from core.ml.training.data import HELD_OUT_FILE
 from core.ml.training.self_training import PseudoLabeller, train_self_training
 from core.settings import Settings
 from core.storage.base import utcnow
@@ -279,6 +280,8 @@ def _run(
         if trained_on:
             digests = sorted({text_digest(text) for text in trained_on})
             (result.output_dir / TRAINED_ON_FILE).write_text(json.dumps(digests))
+        if held_out is not None and held_out.texts:  # what an int8 export is checked on
+            held_out.to_jsonl(result.output_dir / HELD_OUT_FILE)
         extra = dict(extra_config(result)) if extra_config is not None else {}
         if held_out is not None and held_out.texts and promotion is PromotionPolicy.IF_NOT_WORSE:
             same_data = _production_on(settings, factory, model_name, held_out, result)

@@ -7,11 +7,13 @@ version that fails to load is logged and the previous one keeps serving.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from core.ml.device import configured_placement
 from core.ml.loading import Classifier, ModelLoadError, load_classifier, load_encoder
 from core.ml.novelty import EXAMPLES_FILE, ExampleIndex
 from core.ml.references import folder_resolver
+from core.ml.training.data import HELD_OUT_FILE, LabelledTexts
 from core.ml.versions import production_version
 from core.settings import Settings
 from core.storage.models import ModelVersion
@@ -38,28 +41,74 @@ class ServedVersion:
     config: dict[str, Any] = field(default_factory=dict)
 
 
+INT8_FOLDER = "onnx-int8"
+INT8_CHECK_FILE = "check.json"  # in the export's folder: how it compared with torch
+INT8_CHECK_TEXTS = 1000  # held-out examples the check scores (1 point = 10 of them)
+
+
 def load_for_serving(
     folder: Path, settings: Settings, factory: sessionmaker[Session] | None = None
 ) -> Classifier:
     """A model version's classifier as services run it: torch on the chosen device, or, with
-    `TEXTSUITE_SERVE_INT8` on a CPU, its ONNX Runtime int8 export (made once, in
-    `<folder>/onnx-int8`, written beside and renamed into place so concurrent processes never
-    read half a folder)."""
+    `TEXTSUITE_SERVE_INT8` on a CPU, its ONNX Runtime int8 export, where that export keeps the
+    version's accuracy on its held-out examples within a point of torch fp32 (`int8_verdict`);
+    otherwise torch, with a warning saying why."""
     placement = configured_placement(settings)
     resolve = folder_resolver(settings.model_cache_dir, factory)
     if not settings.serve_int8 or placement.device.type != "cpu":
         return load_classifier(folder, placement, resolve)
-    from core.ml.onnx import OnnxClassifier, export_classifier
+    verdict = int8_verdict(folder, resolve)
+    if not verdict["acceptable"]:
+        log.warning("%s: serving torch, not int8: %s", folder.name, verdict["summary"])
+        return load_classifier(folder, placement, resolve)
+    from core.ml.onnx import OnnxClassifier
 
-    exported = folder / "onnx-int8"
-    if not exported.is_dir():
-        scratch = folder / f".onnx-int8-{uuid.uuid4().hex}"
+    return OnnxClassifier.load(folder / INT8_FOLDER)
+
+
+def int8_verdict(folder: Path, resolve: Callable[[str], Path] | None = None) -> dict[str, Any]:
+    """Whether the version in `folder` may serve from its int8 export: `{"acceptable": bool,
+    "summary": str}`. Made once: the export (`<folder>/onnx-int8`) is scored beside the torch
+    fp32 model on up to `INT8_CHECK_TEXTS` of the version's held-out examples and refused when
+    it loses more than a point of accuracy (`core.ml.onnx.verify_export`); the verdict is kept
+    in the export's folder, which is written beside and renamed into place so concurrent
+    processes never read half of one. A version without held-out examples (trained before
+    versions kept them) is not exported: nothing could check it."""
+    exported = folder / INT8_FOLDER
+    if (exported / INT8_CHECK_FILE).is_file():
+        return dict(json.loads((exported / INT8_CHECK_FILE).read_text()))
+    try:
+        held_out = LabelledTexts.from_jsonl(folder / HELD_OUT_FILE)
+    except OSError:
+        return {
+            "acceptable": False,
+            "summary": "no held-out examples to check an int8 export on (versions keep them "
+            "since this check came); retrain it to serve it in int8",
+        }
+    from core.ml.onnx import export_classifier, verify_export
+
+    checked = held_out.subset(range(min(len(held_out), INT8_CHECK_TEXTS)))
+    scratch = folder / f".{INT8_FOLDER}-{uuid.uuid4().hex}"
+    if exported.is_dir():  # an export from before the check: check it where it is
+        scratch.mkdir()
+        target, source = scratch, exported
+    else:
         export_classifier(folder, scratch, resolve_base=resolve)
-        try:
-            scratch.rename(exported)
-        except OSError:  # another process finished first: use theirs
-            shutil.rmtree(scratch, ignore_errors=True)
-    return OnnxClassifier.load(exported)
+        target, source = scratch, scratch
+    agreement = verify_export(
+        folder, source, checked.texts, gold=checked.labels, resolve_base=resolve
+    )
+    verdict = {"acceptable": agreement.acceptable(), "summary": agreement.summary()}
+    (target / INT8_CHECK_FILE).write_text(json.dumps(verdict))
+    if source is exported:
+        (target / INT8_CHECK_FILE).replace(exported / INT8_CHECK_FILE)
+        shutil.rmtree(scratch, ignore_errors=True)
+        return verdict
+    try:
+        scratch.rename(exported)
+    except OSError:  # another process finished first: use theirs
+        shutil.rmtree(scratch, ignore_errors=True)
+    return verdict
 
 
 def describe(classifier: object) -> str:

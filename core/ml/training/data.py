@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+HELD_OUT_FILE = "held_out.jsonl"  # a classifier version's held-out examples, in its folder
+
 
 @dataclass
 class LabelledTexts:
@@ -45,6 +47,12 @@ class LabelledTexts:
             [text for part in parts for text in part.texts],
             [label for part in parts for label in part.labels],
         )
+
+    def to_jsonl(self, path: Path) -> None:
+        """Write one `{"text", "label"}` object per line (`from_jsonl` reads it back)."""
+        with Path(path).open("w", encoding="utf-8") as handle:
+            for text, label in zip(self.texts, self.labels, strict=True):
+                handle.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
 
     def subset(self, indices: Sequence[int]) -> LabelledTexts:
         return LabelledTexts([self.texts[i] for i in indices], [self.labels[i] for i in indices])

@@ -126,8 +126,14 @@ def test_the_score_is_positive_minus_negative() -> None:
         scores_from_probabilities([[0.5, 0.5]], ["bearish", "bullish"])
 
 
-def test_int8_serving_exports_once_and_agrees_with_torch(sentiment_settings: Settings) -> None:
-    from core.ml.serving import load_for_serving
+def test_int8_serving_exports_once_checked_and_agrees_with_torch(
+    sentiment_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import shutil
+
+    from core.ml.serving import INT8_CHECK_FILE, load_for_serving
+    from core.ml.training.data import HELD_OUT_FILE
     from core.ml.versions import production_version
     from tests.apps.sentiment.conftest import BURST, HEADLINES
 
@@ -144,6 +150,28 @@ def test_int8_serving_exports_once_and_agrees_with_torch(sentiment_settings: Set
     exported_at = (artifact / "onnx-int8").stat().st_mtime
     load_for_serving(artifact, int8_settings)  # the export is reused, not redone
     assert (artifact / "onnx-int8").stat().st_mtime == exported_at
+    # It was checked against torch on the version's held-out examples before serving.
+    verdict = json.loads((artifact / "onnx-int8" / INT8_CHECK_FILE).read_text())
+    held_out = (artifact / HELD_OUT_FILE).read_text().splitlines()
+    assert verdict["acceptable"] and f"on {len(held_out)} texts" in verdict["summary"]
+    assert "accuracy" in verdict["summary"]
+    # An export that lost accuracy is not served, nor a version nothing can check it on.
+    refused = shutil.copytree(artifact, tmp_path / "refused")
+    (refused / "onnx-int8" / INT8_CHECK_FILE).write_text(
+        json.dumps({"acceptable": False, "summary": "accuracy 0.9 -> 0.8 (-10.00 points)"})
+    )
+    unchecked = shutil.copytree(artifact, tmp_path / "unchecked")
+    shutil.rmtree(unchecked / "onnx-int8")
+    (unchecked / HELD_OUT_FILE).unlink()
+    earlier = shutil.copytree(artifact, tmp_path / "earlier")  # exported before the check
+    (earlier / "onnx-int8" / INT8_CHECK_FILE).unlink()
+    assert type(load_for_serving(earlier, int8_settings)).__name__ == "OnnxClassifier"
+    assert json.loads((earlier / "onnx-int8" / INT8_CHECK_FILE).read_text()) == verdict
+    with caplog.at_level("WARNING", logger="core.ml.serving"):
+        for folder in (refused, unchecked):
+            assert type(load_for_serving(folder, int8_settings)).__name__ != "OnnxClassifier"
+    assert "-10.00 points" in caplog.text and "no held-out examples" in caplog.text
+    assert not (unchecked / "onnx-int8").exists()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
