@@ -26,6 +26,7 @@ from apps.recommend.settings import RecommendSettings, get_recommend_settings
 from apps.recommend.state import CatalogueState, compute_behaviour
 from apps.recommend.training import RETRAIN_WORK, retraining
 from core.jobs import JobDispatcher, submit_job
+from core.ml.batching import DynamicBatcher
 from core.ml.references import ModelNotFound
 from core.ml.versions import production_files_check
 from core.runtime import freeze_long_lived
@@ -47,6 +48,10 @@ class RecommendService:
     state: CatalogueState
     dispatcher: JobDispatcher | None = None
     _behaviour_pool: ProcessPoolExecutor | None = field(default=None, repr=False)
+    # The query encoder behind the serving batcher: (encoder key, batcher), swapped when the
+    # catalogue moves to another encoder.
+    _queries: tuple[str, DynamicBatcher[str]] | None = field(default=None, repr=False)
+    _queries_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
     def create(
@@ -63,12 +68,31 @@ class RecommendService:
     def refresh(self) -> bool:
         return self.state.refresh()
 
-    def query_vector(self, text: str) -> np.ndarray:
-        """The query embedded by the encoder that embedded the catalogue."""
-        if self.state.encoder is None:
+    async def query_vector(self, text: str) -> np.ndarray:
+        """The query embedded by the encoder that embedded the catalogue, through the serving
+        batcher (concurrent queries share model calls; a full queue answers 503)."""
+        return await (await self._query_batcher()).submit(text)
+
+    async def _query_batcher(self) -> DynamicBatcher[str]:
+        choice = self.state.encoder
+        if choice is None:
             raise NoEncoder("the catalogue has no embeddings yet: add items and wait for the job")
-        encoder = load_item_encoder(self.settings, self.state.encoder)
-        return encoder.encode([text])[0]
+        async with self._queries_lock:  # one load and one batcher per encoder
+            if self._queries is None or self._queries[0] != choice.key:
+                encoder = await asyncio.to_thread(load_item_encoder, self.settings, choice)
+                batcher = DynamicBatcher.for_predictor(
+                    encoder, self.settings.batching(), name="recommend-query"
+                )
+                await batcher.start()
+                earlier, self._queries = self._queries, (choice.key, batcher)
+                if earlier is not None:
+                    await earlier[1].stop()  # its running batch finishes first
+            return self._queries[1]
+
+    async def stop_queries(self) -> None:
+        if self._queries is not None:
+            await self._queries[1].stop()
+            self._queries = None
 
     def request_embedding(self) -> str | None:
         """Start the embedding job for new or changed items; returns its id."""
@@ -193,6 +217,7 @@ def recommend_lifespan(
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+            await service.stop_queries()
             service.close()
 
     return lifespan

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from apps.sentiment.articles import article_text
 from apps.sentiment.models import Article
-from core.ml.serving import ProductionClassifier, ServedVersion
+from core.ml.serving import ProductionClassifier, ServedVersion, ServingBatcher
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
 from core.storage.models import ModelVersion
@@ -70,8 +70,11 @@ def scores_from_probabilities(probabilities: np.ndarray, labels: Sequence[str]) 
 class SentimentScorer:
     """Scores stored articles with the production sentiment model."""
 
-    def __init__(self, model: ProductionClassifier) -> None:
+    def __init__(self, model: ProductionClassifier, batcher: ServingBatcher | None = None) -> None:
+        """`batcher`: where the API process sends the texts, to share model calls with
+        concurrent requests; without one (workers, jobs), each batch calls the model."""
         self.model = model
+        self.batcher = batcher
 
     def served(self) -> ServedVersion:
         served = self.model.current()
@@ -141,7 +144,10 @@ class SentimentScorer:
             return 0
         served = served or self.served()
         texts = [article_text(a.title, a.body) for a in articles]
-        probabilities = served.classifier.predict_proba(texts)  # (N, C), length-sorted batches
+        if self.batcher is not None:
+            probabilities = self.batcher.predict(served, texts)  # (N, C)
+        else:
+            probabilities = served.classifier.predict_proba(texts)  # length-sorted batches
         results = scores_from_probabilities(probabilities, served.classifier.labels)
         now = utcnow()
         # One UPDATE by primary key, run for every row (executemany); no objects to track.

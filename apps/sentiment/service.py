@@ -26,7 +26,7 @@ from apps.sentiment.settings import SentimentSettings, get_sentiment_settings
 from apps.sentiment.training import RETRAIN_WORK, retraining
 from core.delivery import redact_url
 from core.jobs import JobDispatcher
-from core.ml.serving import ProductionClassifier
+from core.ml.serving import ProductionClassifier, ServingBatcher
 from core.ml.versions import production_files_check
 from core.scheduling import PeriodicWork, periodic
 from core.settings import Settings
@@ -61,6 +61,7 @@ class SentimentService:
     settings: SentimentSettings
     ingestor: Ingestor
     stream_client: redis.Redis | None
+    batcher: ServingBatcher | None = None  # started and stopped by the app's lifespan
     alert_feed: AlertFeed | None = field(default=None)
     _durability: tuple[float, str] | None = field(default=None, repr=False)
 
@@ -79,9 +80,10 @@ class SentimentService:
             if dispatcher is not None:
                 notify_changes(factory, dispatcher, changes)
 
-        ingestor = Ingestor(factory, SentimentScorer(model), on_alerts=announce)
+        batcher = ServingBatcher(settings.batching(), sentiment.model_name)
+        ingestor = Ingestor(factory, SentimentScorer(model, batcher), on_alerts=announce)
         client = stream.connect(sentiment.stream_url) if sentiment.stream_url else None
-        return cls(sentiment, ingestor, client)
+        return cls(sentiment, ingestor, client, batcher)
 
     async def ingest_now(self, items: Sequence[ArticleIn]) -> list[Ingested]:
         return await asyncio.to_thread(self.ingestor.ingest, items)
@@ -226,11 +228,15 @@ def sentiment_lifespan(
             app.state.extra_readiness_checks["sentiment_stream"] = service.check_stream
             await asyncio.to_thread(warn_if_lossy, service)
         await service.alert_feed.start()
+        if service.batcher is not None:
+            await service.batcher.start()
         try:
             work = service.periodic_work(app.state.settings, app.state.dispatcher)
             async with periodic(app.state.settings, work):
                 yield
         finally:
+            if service.batcher is not None:
+                await service.batcher.stop()
             await service.alert_feed.stop()
             service.close()
 

@@ -7,20 +7,23 @@ version that fails to load is logged and the previous one keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.ml.batching import BatchingConfig, DynamicBatcher
 from core.ml.device import configured_placement
 from core.ml.loading import Classifier, ModelLoadError, load_classifier, load_encoder
 from core.ml.novelty import EXAMPLES_FILE, ExampleIndex
@@ -215,3 +218,55 @@ class ProductionClassifier:
         except SQLAlchemyError as exc:  # readiness reports the database; keep serving
             log.warning("cannot look up the production %s model: %s", self.name, exc)
             return None
+
+
+class ServingBatcher:
+    """A served version's classifier behind a `DynamicBatcher`, for code that runs in threads
+    of a process with an event loop (request handlers under `asyncio.to_thread`, periodic
+    work): `predict(served, texts)` queues the texts with every other caller's and blocks
+    until their rows are back, so concurrent requests share model calls, and a full queue
+    raises `Overloaded` (a 503 with Retry-After). Texts that fill a model call by themselves
+    (`max_batch_size` or more) run directly, as does a call from the loop's own thread. One
+    batcher per version: a newly served version gets its own, and the previous one stops once
+    its running batch is done. `start` and `stop` from the app's lifespan."""
+
+    def __init__(self, config: BatchingConfig, name: str) -> None:
+        self.config, self.name = config, name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._current: tuple[uuid.UUID, DynamicBatcher[str]] | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def stop(self) -> None:
+        self._loop = None
+        if self._current is not None:
+            await self._current[1].stop()
+            self._current = None
+
+    def predict(self, served: ServedVersion, texts: Sequence[str]) -> np.ndarray:
+        """(N, C) probabilities of `texts`, as `served.classifier.predict_proba` gives them."""
+        loop = self._loop
+        if loop is None or len(texts) >= self.config.max_batch_size or _on_loop(loop):
+            return np.asarray(served.classifier.predict_proba(list(texts)))
+        rows = asyncio.run_coroutine_threadsafe(self._submit(served, list(texts)), loop)
+        return rows.result()
+
+    async def _submit(self, served: ServedVersion, texts: list[str]) -> np.ndarray:
+        # On the loop: nothing suspends between the check and the swap (`start` does not).
+        if self._current is None or self._current[0] != served.version_id:
+            batcher = DynamicBatcher.for_predictor(
+                served.classifier, self.config, name=f"{self.name}-v{served.version}"
+            )
+            await batcher.start()
+            earlier, self._current = self._current, (served.version_id, batcher)
+            if earlier is not None:
+                await earlier[1].stop()  # after its running batch
+        return await self._current[1].submit_many(texts)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -153,7 +153,7 @@ class QueryIn(BaseModel):
 )
 async def query(body: QueryIn, factory: SessionFactoryDep, service: ServiceDep) -> Any:
     try:
-        vector = await asyncio.to_thread(service.query_vector, body.text)
+        vector = await service.query_vector(body.text)
     except NoEncoder as exc:
         raise unavailable(str(exc), 30) from None
 

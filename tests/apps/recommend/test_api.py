@@ -87,7 +87,16 @@ def titles(reply: Any) -> list[str]:
 
 
 def test_similar_items_by_text_and_query(api: tuple[TestClient, dict[str, str]]) -> None:
+    from prometheus_client import REGISTRY
+
+    def query_batches() -> float:
+        return (
+            REGISTRY.get_sample_value("textsuite_batch_size_count", {"batcher": "recommend-query"})
+            or 0.0
+        )
+
     client, headers = api
+    batches_before = query_batches()
     similar = client.get("/v1/recommend/items/T1/similar?k=3", headers=headers)
     ids = titles(similar)
     assert "T1" not in ids and len(ids) == 3
@@ -105,6 +114,7 @@ def test_similar_items_by_text_and_query(api: tuple[TestClient, dict[str, str]])
         "/v1/recommend/query", json={"text": "cooking", "category": "stoves"}, headers=headers
     )
     assert set(titles(only_stoves)) == {"S1", "S2"}
+    assert query_batches() == batches_before + 2  # queries run through the serving batcher
 
 
 def test_a_query_is_stored_with_personal_data_masked(

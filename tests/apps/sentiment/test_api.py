@@ -27,8 +27,22 @@ def api(sentiment_settings: Settings) -> Iterator[tuple[TestClient, dict[str, st
         yield client, key_for(sentiment_settings, "sentiment")
 
 
+def batched_rows(name: str) -> float:
+    """Rows the serving batchers of model `name`'s versions have run (`/metrics`)."""
+    from prometheus_client import REGISTRY
+
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "textsuite_batch_size"
+        for sample in metric.samples
+        if sample.name.endswith("_sum") and sample.labels["batcher"].startswith(f"{name}-v")
+    )
+
+
 def test_articles_are_scored_once_and_linked(api: tuple[TestClient, dict[str, str]]) -> None:
     client, key = api
+    rows_before = batched_rows("sentiment")
     single = client.post(
         "/v1/sentiment/articles",
         json={"title": "Halvorsen Pharma shares plunge as regulator rejects its drug"},
@@ -37,6 +51,8 @@ def test_articles_are_scored_once_and_linked(api: tuple[TestClient, dict[str, st
     assert single.status_code == 200, single.text
     [first] = single.json()["articles"]
     assert first["label"] == "negative" and first["score"] < -0.3 and not first["duplicate"]
+    # A request's few articles go through the serving batcher, shared with other requests.
+    assert batched_rows("sentiment") == rows_before + 1
 
     batch = client.post(
         "/v1/sentiment/articles",

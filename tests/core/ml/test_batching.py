@@ -353,3 +353,50 @@ def test_a_mixed_batch_runs_as_calls_of_similar_length() -> None:
 
     run_async(scenario)
     assert model.batches[1:] == [["a", "b", "c"], ["z" * 39, "x" * 40, "y" * 41]]
+
+
+class FakeClassifier(FakeModel):
+    """A `FakeModel` that also answers whole batches directly, as `predict_proba` does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.direct: list[list[str]] = []
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.direct.append(list(texts))
+        return np.array([expected_row(text) for text in texts])
+
+
+def test_threads_share_the_serving_batcher_and_each_version_gets_its_own() -> None:
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.ml.serving import ServedVersion, ServingBatcher
+
+    first = ServedVersion(uuid.uuid4(), 1, FakeClassifier())  # type: ignore[arg-type]
+    second = ServedVersion(uuid.uuid4(), 2, FakeClassifier())  # type: ignore[arg-type]
+    model = first.classifier
+    serving = ServingBatcher(BatchingConfig(max_batch_size=4, max_wait_ms=1), "fake")
+
+    async def scenario() -> None:
+        await serving.start()
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(4) as pool:  # request threads, as under asyncio.to_thread
+            gate = loop.run_in_executor(pool, serving.predict, first, [GATE])
+            await until(model.gate_reached.is_set)
+            waiting = [loop.run_in_executor(pool, serving.predict, first, [t]) for t in "abc"]
+            await until(lambda: serving._current is not None and serving._current[1].pending == 3)
+            model.gate.set()
+            rows = await asyncio.gather(gate, *waiting)
+            for text, row in zip([GATE, *"abc"], rows, strict=True):
+                np.testing.assert_array_equal(row, expected_row(text)[None, :])
+            big = await loop.run_in_executor(pool, serving.predict, first, list("wxyz"))
+            assert big.shape == (4, 2) and model.direct == [list("wxyz")]  # a call of its own
+            await loop.run_in_executor(pool, serving.predict, second, ["new"])
+        await serving.stop()
+
+    run_async(scenario)
+    assert [sorted(batch) for batch in model.batches] == [[GATE], ["a", "b", "c"]]  # one call
+    assert second.classifier.batches == [["new"]]  # the promoted version's own batcher
+    assert serving.predict(first, ["after"]).shape == (1, 2)  # stopped: called directly
+    assert model.direct[-1] == ["after"]
