@@ -102,11 +102,22 @@ class SupportBot:
         self._checked_at = -float("inf")
         self._handoff: tuple[float, frozenset[str]] = (-float("inf"), frozenset())
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._load_error: str | None = None  # why the last version tried did not load
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.current_model(force=True)
+
+    def not_serving(self) -> str | None:
+        """For readiness, from another thread: loads the production model if due (as a
+        message would) and says why none is served, or None when one is."""
+        if self._loop is None:
+            return "the bot is not started"
+        model = asyncio.run_coroutine_threadsafe(self.current_model(), self._loop).result()
+        return None if model is not None else self._load_error or "not loaded"
 
     async def stop(self) -> None:
         if self._model is not None:
@@ -126,10 +137,15 @@ class SupportBot:
                 return self._model
             try:
                 loaded = await self._load(*found)
-            except Exception:  # keep serving the version we have; a person must fix the files
-                log.exception("cannot load %s v%s; keeping the current model", *found[1:3])
+            except Exception as exc:  # keep serving the version we have; fix the files
+                log.exception(
+                    "cannot load %s v%d; keeping the current model",
+                    self.support.model_name,
+                    found[1],
+                )
+                self._load_error = f"cannot load v{found[1]}: {type(exc).__name__}: {exc}"
                 return self._model
-            previous, self._model = self._model, loaded
+            previous, self._model, self._load_error = self._model, loaded, None
             if previous is not None:
                 await previous.batcher.stop()
             log.info(

@@ -49,7 +49,7 @@ def support_lifespan(
         app.state.support_settings = settings
         app.state.support_bot = bot
         app.state.extra_readiness_checks["support_model"] = production_files_check(
-            app.state.session_factory, settings.model_name
+            app.state.session_factory, settings.model_name, bot.not_serving
         )
         await bot.start()
         work = periodic_work(settings, app.state.session_factory, app.state.dispatcher)

@@ -186,6 +186,7 @@ class ProductionClassifier:
         self._served: ServedVersion | None = None
         self._checked_at = -float("inf")
         self._lock = threading.Lock()
+        self._load_error: str | None = None  # why the last version tried did not load
 
     def current(self, *, force: bool = False) -> ServedVersion | None:
         if not force and time.monotonic() - self._checked_at < self.refresh_s:
@@ -200,12 +201,25 @@ class ProductionClassifier:
             version_id, number, folder, config = found
             try:
                 classifier = load_for_serving(folder, self.settings, self.factory)
-            except Exception:  # keep serving what we have; a person must fix the files
+            except Exception as exc:  # keep serving what we have; a person must fix the files
                 log.exception("cannot load %s v%d; keeping the current version", self.name, number)
+                self._load_error = f"cannot load v{number}: {type(exc).__name__}: {exc}"
                 return self._served
-            self._served = ServedVersion(version_id, number, classifier, config)
+            self._served, self._load_error = (
+                ServedVersion(version_id, number, classifier, config),
+                None,
+            )
             log.info("serving %s v%d (%s)", self.name, number, describe(classifier))
             return self._served
+
+    def not_serving(self) -> str | None:
+        """For readiness: loads the production version if due (as `current` does) and says why
+        none is served, or None when one is. A load in progress (start-up's) is waited for."""
+        with self._lock:
+            pass
+        if self.current() is not None:
+            return None
+        return self._load_error or "not loaded"
 
     def _lookup(self) -> tuple[uuid.UUID, int, Path, dict[str, Any]] | None:
         try:

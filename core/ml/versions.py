@@ -77,10 +77,18 @@ def production_version(session: Session, name: str) -> ModelVersion | None:
     ).first()
 
 
-def production_files_check(factory: sessionmaker[Session], name: str) -> Callable[[], None]:
+def production_files_check(
+    factory: sessionmaker[Session],
+    name: str,
+    not_serving: Callable[[], str | None] | None = None,
+) -> Callable[[], None]:
     """A readiness check: the production version of `name` has its files where it says on this
     machine. Versions are saved by whichever worker trained them, so on a machine that does not
-    share the artifacts folder they are missing, and the process could not serve them."""
+    share the artifacts folder they are missing, and the process could not serve them.
+
+    `not_serving()`, where the process serves the model itself, loads it if it has not (or
+    tries again) and says why no version is served, or None when one is: a process that cannot
+    load its model is not ready either."""
 
     def check() -> None:
         with factory() as session:
@@ -93,8 +101,15 @@ def production_files_check(factory: sessionmaker[Session], name: str) -> Callabl
                 f"{name} v{number}: no model files at {folder} on this machine "
                 "(TEXTSUITE_ARTIFACTS_DIR must be a folder every machine shares)"
             )
+        reason = not_serving() if not_serving is not None else None
+        if reason is not None:
+            raise ModelNotServed(f"{name} v{number}: {reason}")
 
     return check
+
+
+class ModelNotServed(RuntimeError):
+    """The process has no version of a model loaded (readiness)."""
 
 
 def record_version(

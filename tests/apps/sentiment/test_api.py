@@ -288,7 +288,13 @@ def test_a_production_model_whose_files_are_damaged_is_a_clear_503_until_replace
         refused = client.post("/v1/sentiment/articles", json=article, headers=headers)
         assert refused.status_code == 503, refused.text
         assert refused.headers["Retry-After"] and "nothing was stored" in refused.text
+        # (The service tries to load it at start-up; this waits for that and tries again.)
+        assert client.app.state.sentiment.ingestor.scorer.model.current(force=True) is None
         assert f"cannot load sentiment v{broken_version}" in caplog.text
+        not_ready = client.get("/readyz")  # nor is the process ready: it has no model
+        assert not_ready.status_code == 503
+        reason = not_ready.json()["checks"]["sentiment_model"]
+        assert reason.startswith(f"ModelNotServed: sentiment v{broken_version}: cannot load")
 
         with session_scope(factory) as session:
             fixed = versions.record_version(
@@ -309,6 +315,7 @@ def test_a_production_model_whose_files_are_damaged_is_a_clear_503_until_replace
         service.ingestor.scorer.model.current(force=True)  # what the next refresh would do
         scored = client.post("/v1/sentiment/articles", json=article, headers=headers)
         assert scored.status_code == 200, scored.text
+        assert client.get("/readyz").json()["checks"]["sentiment_model"] == "ok"
     with factory() as session:
         assert session.get(ModelVersion, fixed.id).stage.value == "production"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -350,6 +351,32 @@ def test_readiness_says_when_this_machine_lacks_the_models_files(
 
     assert missing.status_code == 503
     assert "no model files at" in missing.json()["checks"]["support_model"]
+
+
+def test_a_bot_that_cannot_load_its_model_is_not_ready_until_it_can(
+    world_settings: Settings, tmp_path: Path
+) -> None:
+    factory = get_session_factory(world_settings.database_url)
+    with session_scope(factory) as session:
+        version = production_version(session, "support-intents")
+        good, number = Path(version.artifact_path), version.version
+        broken = shutil.copytree(good, tmp_path / "broken")
+        (broken / "model.safetensors").write_bytes(b"not weights")
+        version.artifact_path = str(broken)
+    try:
+        with TestClient(create_service(world_settings)) as client:
+            not_ready = client.get("/readyz")
+            assert not_ready.status_code == 503
+            reason = not_ready.json()["checks"]["support_model"]
+            assert reason.startswith(f"ModelNotServed: support-intents v{number}: cannot load")
+            with session_scope(factory) as session:
+                production_version(session, "support-intents").artifact_path = str(good)
+            bot = client.app.state.support_bot  # what its next refresh would do:
+            client.portal.call(functools.partial(bot.current_model, force=True))
+            assert client.get("/readyz").json()["checks"]["support_model"] == "ok"
+    finally:
+        with session_scope(factory) as session:
+            production_version(session, "support-intents").artifact_path = str(good)
 
 
 def decided(outcome: str) -> float:
