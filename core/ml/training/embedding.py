@@ -12,13 +12,17 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from transformers import set_seed
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 from core.ml.artifacts import ArtifactInfo
 from core.ml.device import Placement
 from core.ml.evaluation import retrieval_metrics
-from core.ml.loading import load_encoder
+from core.ml.loading import is_decoder, load_encoder
 from core.ml.predictors import TextEncoder
 from core.ml.training.arguments import EmbeddingTrainingArguments, TrainingResult
 from core.ml.training.progress import ProgressCallback, ProgressFn, report
@@ -66,7 +70,6 @@ def train_embeddings(
 ) -> TrainingResult:
     """Fine-tune the sentence encoder in `base` on (anchor, positive) pairs; save an `encoder`
     folder to `output_dir`. The primary metric is validation MRR."""
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     if len(pairs) < 2:
@@ -81,7 +84,7 @@ def train_embeddings(
         metrics.update({f"base_{key}": value for key, value in base_scores.items()})
 
     set_seed(args.seed)
-    model = SentenceTransformer(str(base), device=str(placement.device))
+    model = _sentence_model(base, placement)
     model.max_seq_length = min(model.max_seq_length or args.max_length, args.max_length)
     ordered = [train[i] for i in order_without_duplicates(train, args.batch_size, args.seed)]
     with checkpoint_folder(output_dir) as scratch:
@@ -136,3 +139,24 @@ def train_embeddings(
         primary_metric="mrr",
         params={**args.to_dict(), "base_reference": base_reference},
     )
+
+
+def _sentence_model(base: Path, placement: Placement) -> SentenceTransformer:
+    """`base` as a sentence-transformers model that pools as `load_encoder` reads it: a
+    sentence-transformers folder as it says, a plain Hugging Face decoder (Llama and the like)
+    on its last token, any other plain model by the mean. A decoder's tokenizer has no pad
+    token, so its end-of-sequence token pads (the attention mask leaves it out)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    device = str(placement.device)
+    if (base / "modules.json").is_file() or not is_decoder(base):
+        model = SentenceTransformer(str(base), device=device)
+    else:
+        transformer = Transformer(str(base))
+        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
+        model = SentenceTransformer(modules=[transformer, pooling], device=device)
+    tokenizer = model.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model

@@ -56,23 +56,26 @@ def test_split_pairs_holds_out_a_share_or_nothing() -> None:
     assert split_pairs(pairs[:5], 0.25, seed=0) == (pairs[:5], [])
 
 
+@pytest.mark.parametrize("base", ["tiny-bert", "tiny-llama"])
 def test_embedding_training_learns_its_pairs_and_saves_an_encoder(
-    tiny_bert_folder: Path, tmp_path: Path
+    base: str, tiny_bert_folder: Path, tiny_llama_folder: Path, tmp_path: Path
 ) -> None:
+    """A decoder (Llama, no pad token) trains as an encoder does, pooled on its last token."""
+    folder = tiny_bert_folder if base == "tiny-bert" else tiny_llama_folder
     pairs = colour_pairs()
-    before = load_encoder(tiny_bert_folder, CPU)
+    before = load_encoder(folder, CPU)
     anchors, positives = [a for a, _ in pairs], [p for _, p in pairs]
     base_scores = retrieval_metrics(before.encode(anchors), before.encode(positives))
     reported: list[float] = []
 
     result = train_embeddings(
-        tiny_bert_folder,
+        folder,
         pairs,
         EmbeddingTrainingArguments(
             epochs=40, learning_rate=3e-3, batch_size=8, validation_fraction=0.0
         ),
         output_dir=tmp_path / "encoder",
-        base_reference="tiny-bert",
+        base_reference=base,
         placement=CPU,
         progress=lambda fraction, _: reported.append(fraction),
     )
@@ -82,8 +85,9 @@ def test_embedding_training_learns_its_pairs_and_saves_an_encoder(
     assert reported[-1] == 1.0
     json.dumps(result.metrics), json.dumps(result.params)
     info = ArtifactInfo.read(tmp_path / "encoder")
-    assert info is not None and info.architecture == "encoder" and info.base_model == "tiny-bert"
+    assert info is not None and info.architecture == "encoder" and info.base_model == base
     after = load_encoder(tmp_path / "encoder", CPU)
+    assert after.pooling == before.pooling == ("last" if base == "tiny-llama" else "mean")
     scores = retrieval_metrics(after.encode(anchors), after.encode(positives))
     assert scores["accuracy@1"] == 1.0 > base_scores["accuracy@1"]
     with pytest.raises(ModelLoadError, match="encoder"):
