@@ -31,6 +31,15 @@ T = TypeVar("T")
 DECODER_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2"}
 
 
+# transformers builds a model with torch's initialisers and weight tying switched off by
+# patching them process-wide for the duration of `from_pretrained`; two builds at once in
+# threads (a service loading two apps' models, a training job beside a request) can leave them
+# patched for good, and every later model gets uninitialised (meta) weights. So every model
+# this project builds is built under this lock; it is held while the weights load, not while
+# a model runs or trains.
+MODEL_BUILD_LOCK = threading.RLock()
+
+
 class ModelLoadError(RuntimeError):
     """A folder was found but could not be loaded as the model asked for."""
 
@@ -42,7 +51,8 @@ def is_decoder(folder: Path) -> bool:
 def _guard(folder: Path, what: str, load: Callable[[], T]) -> T:
     started = time.perf_counter()
     try:
-        loaded = load()
+        with MODEL_BUILD_LOCK:
+            loaded = load()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
             f"cannot load {what} from {folder}: {type(exc).__name__}: {exc}. Expected a Hugging "

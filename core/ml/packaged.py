@@ -55,12 +55,15 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     folder, filename = gguf.parent, gguf.name
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(loaded.state_dict())
+    from core.ml.loading import MODEL_BUILD_LOCK
+
+    with MODEL_BUILD_LOCK:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(loaded.state_dict())
     partial = target.with_name(target.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(partial)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 from core.ml.artifacts import ArtifactInfo
 from core.ml.device import Placement
 from core.ml.evaluation import retrieval_metrics
-from core.ml.loading import is_decoder, load_encoder
+from core.ml.loading import MODEL_BUILD_LOCK, is_decoder, load_encoder
 from core.ml.predictors import TextEncoder
 from core.ml.training.arguments import EmbeddingTrainingArguments, TrainingResult
 from core.ml.training.progress import ProgressCallback, ProgressFn, report
@@ -150,12 +150,13 @@ def _sentence_model(base: Path, placement: Placement) -> SentenceTransformer:
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
     device = str(placement.device)
-    if (base / "modules.json").is_file() or not is_decoder(base):
-        model = SentenceTransformer(str(base), device=device)
-    else:
-        transformer = Transformer(str(base))
-        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
-        model = SentenceTransformer(modules=[transformer, pooling], device=device)
+    with MODEL_BUILD_LOCK:
+        if (base / "modules.json").is_file() or not is_decoder(base):
+            model = SentenceTransformer(str(base), device=device)
+        else:
+            transformer = Transformer(str(base))
+            pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
+            model = SentenceTransformer(modules=[transformer, pooling], device=device)
     tokenizer = model.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

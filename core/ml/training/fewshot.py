@@ -22,7 +22,7 @@ from transformers import set_seed
 from core.ml.artifacts import HEAD_FILE, ArtifactInfo
 from core.ml.device import Placement
 from core.ml.evaluation import calibrated_metrics, label_ids_for
-from core.ml.loading import load_encoder
+from core.ml.loading import MODEL_BUILD_LOCK, load_encoder
 from core.ml.training.arguments import TrainingArguments, TrainingResult
 from core.ml.training.data import LabelledTexts
 from core.ml.training.progress import ProgressCallback, ProgressFn, report
@@ -109,7 +109,8 @@ def train_fewshot(
 
     labels = train.label_names
     set_seed(args.seed)
-    model = SentenceTransformer(str(base), device=str(placement.device))
+    with MODEL_BUILD_LOCK:
+        model = SentenceTransformer(str(base), device=str(placement.device))
     model.max_seq_length = min(model.max_seq_length or args.max_length, args.max_length)
     pairs, scores = contrastive_pairs(train, args.fewshot_pairs_per_example, args.seed)
     with checkpoint_folder(output_dir) as scratch:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from core.ml.loading import MODEL_BUILD_LOCK
 from core.ml.training.arguments import TrainingArguments
 from core.ml.training.data import LabelledTexts
 
@@ -107,7 +108,8 @@ class WordNeighbours:
     @classmethod
     def of_model(cls, base: Path) -> WordNeighbours:
         tokenizer = AutoTokenizer.from_pretrained(base)
-        model = AutoModel.from_pretrained(base, dtype=torch.float32)
+        with MODEL_BUILD_LOCK:
+            model = AutoModel.from_pretrained(base, dtype=torch.float32)
         weight = model.get_input_embeddings().weight.detach().numpy()  # (V, D)
         return cls(tokenizer, weight)
 

@@ -18,6 +18,7 @@ from transformers import (
     Trainer,
 )
 
+from core.ml.loading import MODEL_BUILD_LOCK
 from core.ml.training.arguments import LoraArguments, TrainingArguments
 from core.ml.training.regularisers import (
     adversarial_delta,
@@ -143,9 +144,10 @@ def load_model(
     if getattr(config, "pad_token_id", None) is None:
         # Decoders pool the last non-pad token, which needs the pad id to find it.
         config.pad_token_id = pad_token_id
-    return AutoModelForSequenceClassification.from_pretrained(
-        base, config=config, dtype=torch.float32
-    )
+    with MODEL_BUILD_LOCK:
+        return AutoModelForSequenceClassification.from_pretrained(
+            base, config=config, dtype=torch.float32
+        )
 
 
 def with_lora(model: PreTrainedModel, args: TrainingArguments) -> torch.nn.Module:
