@@ -189,7 +189,9 @@ class ProductionClassifier:
         self._load_error: str | None = None  # why the last version tried did not load
 
     def current(self, *, force: bool = False) -> ServedVersion | None:
-        if not force and time.monotonic() - self._checked_at < self.refresh_s:
+        # Nothing served yet: wait for a load in progress (start-up's) rather than say none.
+        fresh = time.monotonic() - self._checked_at < self.refresh_s
+        if not force and fresh and self._served is not None:
             return self._served
         with self._lock:
             if not force and time.monotonic() - self._checked_at < self.refresh_s:
