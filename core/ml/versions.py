@@ -162,12 +162,28 @@ def promote(
     than production's — unless `force`. Where the candidate's run scored both on its held-out
     examples that production did not train on (`production_same_data`, for this production
     version), those two figures are compared; otherwise each version's own validation figure.
+    A first version whose run also measured its base model on the same held-out data (an
+    encoder's `base_mrr`) is refused when worse than that base, which serves until then.
     The replaced version is archived, ready for `rollback`.
     """
     candidate = get_version(session, name, version)
     current = production_version(session, name)
     if current is not None and current.id == candidate.id:
         return candidate
+    if current is None and not force:
+        metric, new = _metric(candidate)
+        base = candidate.metrics.get(f"base_{metric}")
+        lower = metric in LOWER_IS_BETTER
+        if (
+            isinstance(base, int | float)
+            and new is not None
+            and (new > base if lower else new < base)
+        ):
+            raise PromotionRefused(
+                f"{name} v{candidate.version} has {metric} {_fmt(new)}, worse than its base model "
+                f"{candidate.base_model} ({_fmt(float(base))}) on the same held-out data; force "
+                "promotes it anyway (`--force`, or `force: true`)"
+            )
     if current is not None and not force:
         metric, new = _metric(candidate)
         _, old = _metric(current)

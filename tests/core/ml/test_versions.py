@@ -134,6 +134,20 @@ def test_a_loss_is_better_lower(db_session: Session) -> None:
         versions.promote(db_session, "by-loss")
 
 
+def test_a_first_encoder_worse_than_its_base_model_is_refused(db_session: Session) -> None:
+    """The base model serves until a tuned version beats it on the run's held-out pairs."""
+    for mrr in (0.40, 0.55):
+        versions.record_version(
+            db_session, name="items", task="embedding", base_model="all-MiniLM-L6-v2",
+            artifact_path=Path("/tmp/x"), metrics={"mrr": mrr, "base_mrr": 0.50},
+            config={"primary_metric": "mrr"},
+        )  # fmt: skip
+    with pytest.raises(versions.PromotionRefused, match=r"worse than its base model all-Mini"):
+        versions.promote(db_session, "items", 1)
+    assert versions.promote(db_session, "items", 2).version == 2
+    assert versions.promote(db_session, "items", 1, force=True).version == 1
+
+
 def test_equal_or_better_is_promoted_and_force_overrides(db_session: Session) -> None:
     _record(db_session, 0.80)
     versions.promote(db_session, "intents")
