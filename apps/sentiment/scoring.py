@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from apps.sentiment.articles import article_text
 from apps.sentiment.models import Article
 from core.ml.serving import ProductionClassifier, ServedVersion, ServingBatcher
+from core.ml.versions import production_version
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
-from core.storage.models import ModelVersion
 from core.validation import PastDatetime
 
 RESCORE_JOB = "sentiment.rescore"
@@ -103,26 +103,27 @@ class SentimentScorer:
         progress: Callable[[float, str | None], None] | None = None,
     ) -> tuple[int, int]:
         """Score again, with the production version, the stored articles (published at or
-        after `since`) that an older version (a lower number, or none recorded) scored; returns
-        (how many, the version used). One pass in id order, each batch committed, so a stopped
-        run keeps what it did. It stops early if another version is promoted meanwhile (a run
-        for that one takes over); articles scored by a newer version are never touched. Alerts
-        already raised stay as they were: they were right about what was known then."""
+        after `since`) that another version scored (an older one, or after a rollback the one
+        rolled back; or none recorded); returns (how many, the version used). One pass in id
+        order, each batch committed, so a stopped run keeps what it did. Each batch is written
+        only while its version is still production, so a run overtaken by a promotion or a
+        rollback stops (a run for that one takes over) rather than write over its scores.
+        Alerts already raised stay as they were: they were right about what was known then."""
         served = self.served()
-        earlier = select(ModelVersion.id).where(
-            ModelVersion.name == self.model.name, ModelVersion.version < served.version
-        )
         older = Article.score.is_not(None) & (
-            Article.model_version_id.is_(None) | Article.model_version_id.in_(earlier)
+            Article.model_version_id.is_(None) | (Article.model_version_id != served.version_id)
         )
         if since is not None:
             older &= Article.published_at >= since
         with factory() as session:
             total = session.scalar(select(func.count(Article.id)).where(older)) or 0
         done, after = 0, None
-        while self.served().version_id == served.version_id:
+        while True:
             page = older if after is None else older & (Article.id > after)
             with session_scope(factory) as session:
+                production = production_version(session, self.model.name)
+                if production is None or production.id != served.version_id:
+                    break  # promoted or rolled back meanwhile
                 articles = session.execute(
                     select(Article.id, Article.title, Article.body)
                     .where(page)
