@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -22,36 +23,55 @@ class ReplayFileError(ValueError):
         self.errors = errors
 
 
-def read_articles(path: Path) -> list[ArticleIn]:
-    """Every article in the file; any bad line fails the whole file, naming each bad line."""
-    articles: list[ArticleIn] = []
+def check_articles(path: Path) -> int:
+    """How many articles the file holds; any bad line fails the whole file (`ReplayFileError`
+    naming each bad line). Reads one line at a time: memory stays flat however long the file."""
+    count = 0
     errors: list[str] = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                articles.append(ArticleIn.model_validate(json.loads(line)))
-            except json.JSONDecodeError as exc:
-                errors.append(f"line {number}: not JSON ({exc.msg})")
-            except ValidationError as exc:
-                errors.append(f"line {number}: {problems(exc, 'article')}")
+    for number, line in _lines(path):
+        try:
+            ArticleIn.model_validate(json.loads(line))
+            count += 1
+        except json.JSONDecodeError as exc:
+            errors.append(f"line {number}: not JSON ({exc.msg})")
+        except ValidationError as exc:
+            errors.append(f"line {number}: {problems(exc, 'article')}")
     if errors:
         raise ReplayFileError(path, errors)
-    return articles
+    return count
+
+
+def iter_articles(path: Path) -> Iterator[ArticleIn]:
+    """The file's articles one at a time (check it with `check_articles` first)."""
+    for _, line in _lines(path):
+        yield ArticleIn.model_validate(json.loads(line))
+
+
+def read_articles(path: Path) -> list[ArticleIn]:
+    """Every article in the file, checked first (a small file: `iter_articles` streams)."""
+    check_articles(path)
+    return list(iter_articles(path))
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield number, line
 
 
 def replay(
-    articles: Sequence[ArticleIn],
+    articles: Iterable[ArticleIn],
     send: Callable[[Sequence[ArticleIn]], object],
     *,
     batch_size: int = 64,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
-    """Send the articles in batches (to the stream, or straight to the ingestor)."""
+    """Send the articles in batches (to the stream, or straight to the ingestor), holding one
+    batch at a time."""
     sent = 0
-    for start in range(0, len(articles), batch_size):
-        chunk = articles[start : start + batch_size]
+    iterator = iter(articles)
+    while chunk := list(itertools.islice(iterator, batch_size)):
         send(chunk)
         sent += len(chunk)
         if on_batch is not None:

@@ -23,7 +23,7 @@ from apps.sentiment.entities import (
 )
 from apps.sentiment.feeds import poll_due_feeds, poll_feed
 from apps.sentiment.models import Entity, Feed
-from apps.sentiment.replay import ReplayFileError, read_articles, replay
+from apps.sentiment.replay import ReplayFileError, check_articles, iter_articles, replay
 from apps.sentiment.scoring import RESCORE_JOB, NoSentimentModel
 from apps.sentiment.service import NotDurable, SentimentService
 from apps.sentiment.settings import get_sentiment_settings
@@ -92,7 +92,7 @@ def replay_file(
     """
     current = settings()
     try:
-        articles = read_articles(file)
+        count = check_articles(file)  # a bad line refuses the file before anything is sent
     except ReplayFileError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -123,9 +123,12 @@ def replay_file(
     duplicates: list[int] = []  # per batch scored here (a stream's consumers count theirs)
     try:
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"replaying into {where}", total=len(articles))
+            task = progress.add_task(f"replaying into {where}", total=count)
             sent = replay(
-                articles, send, batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)
+                iter_articles(file),
+                send,
+                batch_size=batch_size,
+                on_batch=lambda n: progress.advance(task, n),
             )
     except (NoSentimentModel, NotDurable) as exc:
         fail(str(exc))
