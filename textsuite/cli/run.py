@@ -245,21 +245,38 @@ def _demo_sentiment(current: Settings) -> None:
 
 
 def _demo_recommend(current: Settings) -> None:
-    """Load the demo shop's catalogue and events, and embed the items not embedded yet."""
+    """Load the demo shop's catalogue and events, tune the item encoder on the shoppers'
+    behaviour unless a tuned one is in production (it serves only if its held-out retrieval
+    is not worse than the base model's), and embed the items not embedded yet."""
     from apps.recommend.demo import load_demo
     from apps.recommend.embeddings import embed_pending
     from apps.recommend.settings import get_recommend_settings
+    from core.ml.versions import production_version
     from core.storage import get_session_factory
+    from textsuite.cli.jobs import submit_and_follow
 
+    recommend = get_recommend_settings()
     with database(current) as session:
         loaded = load_demo(session)
+        tuned = production_version(session, recommend.model_name) is not None
     typer.echo(
         f"recommender: {loaded.items.created + loaded.items.updated + loaded.items.unchanged} "
         f"items, {loaded.events.stored} new events ({loaded.events.duplicates} already stored)"
     )
+    if tuned:
+        typer.echo("recommender item encoder: already tuned")
+    else:
+        typer.echo("tuning the recommender's item encoder on the shoppers' behaviour...")
+        try:  # one epoch on the commonest pairs keeps the demo quick
+            submit_and_follow("recommend.train", DEMO_RECOMMEND_TRAINING)
+        except typer.Exit:  # the base encoder serves: the demo goes on without it
+            typer.echo("recommender: tuning failed (above); the base encoder serves", err=True)
     factory = get_session_factory(current.database_url)
-    result = embed_pending(current, get_recommend_settings(), factory, show_progress=True)
+    result = embed_pending(current, recommend, factory, show_progress=True)
     typer.echo(f"recommender: embedded {result['embedded']} items with {result['encoder']}")
+
+
+DEMO_RECOMMEND_TRAINING = {"arguments": {"epochs": 1, "max_length": 64}, "max_pairs": 800}
 
 
 def _support_curl(base: str, key: str, text: str) -> str:
