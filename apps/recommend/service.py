@@ -26,7 +26,7 @@ from apps.recommend.settings import RecommendSettings, get_recommend_settings
 from apps.recommend.state import CatalogueState, compute_behaviour
 from apps.recommend.training import RETRAIN_WORK, retraining
 from core.jobs import JobDispatcher, submit_job
-from core.ml.batching import DynamicBatcher
+from core.ml.batching import DynamicBatcher, retire_later
 from core.ml.references import ModelNotFound
 from core.ml.versions import production_files_check
 from core.runtime import freeze_long_lived
@@ -52,6 +52,7 @@ class RecommendService:
     # catalogue moves to another encoder.
     _queries: tuple[str, DynamicBatcher[str]] | None = field(default=None, repr=False)
     _queries_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _retiring: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     @classmethod
     def create(
@@ -71,28 +72,31 @@ class RecommendService:
     async def query_vector(self, text: str) -> np.ndarray:
         """The query embedded by the encoder that embedded the catalogue, through the serving
         batcher (concurrent queries share model calls; a full queue answers 503)."""
-        return await (await self._query_batcher()).submit(text)
-
-    async def _query_batcher(self) -> DynamicBatcher[str]:
         choice = self.state.encoder
         if choice is None:
             raise NoEncoder("the catalogue has no embeddings yet: add items and wait for the job")
-        async with self._queries_lock:  # one load and one batcher per encoder
-            if self._queries is None or self._queries[0] != choice.key:
-                encoder = await asyncio.to_thread(load_item_encoder, self.settings, choice)
-                batcher = DynamicBatcher.for_predictor(
-                    encoder, self.settings.batching(), name="recommend-query"
-                )
-                await batcher.start()
-                earlier, self._queries = self._queries, (choice.key, batcher)
-                if earlier is not None:
-                    await earlier[1].stop()  # its running batch finishes first
-            return self._queries[1]
+        queries = self._queries
+        if queries is None or queries[0] != choice.key:
+            async with self._queries_lock:  # one load and one batcher per encoder
+                queries = self._queries
+                if queries is None or queries[0] != choice.key:
+                    encoder = await asyncio.to_thread(load_item_encoder, self.settings, choice)
+                    batcher = DynamicBatcher.for_predictor(
+                        encoder, self.settings.batching(), name="recommend-query"
+                    )
+                    await batcher.start()
+                    earlier, self._queries = self._queries, (choice.key, batcher)
+                    queries = self._queries
+                    if earlier is not None:  # answers what it holds, then stops
+                        retire_later(earlier[1], self._retiring)
+        return await queries[1].submit(text)  # queued before anything can replace it
 
     async def stop_queries(self) -> None:
         if self._queries is not None:
             await self._queries[1].stop()
             self._queries = None
+        if self._retiring:
+            await asyncio.wait(self._retiring)
 
     def request_embedding(self) -> str | None:
         """Start the embedding job for new or changed items; returns its id."""

@@ -225,8 +225,7 @@ def sentiment_lifespan(
         app.state.extra_readiness_checks["sentiment_model"] = production_files_check(
             factory, service.settings.model_name, model.not_serving
         )
-        # Loaded now rather than by the first article (readiness waits for it meanwhile).
-        warm_up = asyncio.create_task(asyncio.to_thread(model.current), name="sentiment-load")
+        await asyncio.to_thread(model.current)  # loaded now, not by the first article
         if service.stream_client is not None:
             app.state.extra_readiness_checks["sentiment_stream"] = service.check_stream
             await asyncio.to_thread(warn_if_lossy, service)
@@ -238,7 +237,6 @@ def sentiment_lifespan(
             async with periodic(app.state.settings, work):
                 yield
         finally:
-            await asyncio.wait([warm_up])
             if service.batcher is not None:
                 await service.batcher.stop()
             await service.alert_feed.stop()

@@ -39,7 +39,7 @@ from apps.support.settings import SupportSettings
 from apps.support.slots import slot_values, slots_from_text
 from apps.support.templates import render
 from core.metrics import SUPPORT_MESSAGES
-from core.ml.batching import BatchingConfig, DynamicBatcher, packs_rows
+from core.ml.batching import BatchingConfig, DynamicBatcher, packs_rows, retire_later
 from core.ml.loading import Classifier
 from core.ml.novelty import ExampleIndex, with_similarity
 from core.ml.serving import describe, load_for_serving
@@ -103,6 +103,7 @@ class SupportBot:
         self._handoff: tuple[float, frozenset[str]] = (-float("inf"), frozenset())
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._retiring: set[asyncio.Task[None]] = set()  # replaced models' batchers
         self._load_error: str | None = None  # why the last version tried did not load
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -112,17 +113,22 @@ class SupportBot:
         await self.current_model(force=True)
 
     def not_serving(self) -> str | None:
-        """For readiness, from another thread: loads the production model if due (as a
-        message would) and says why none is served, or None when one is."""
+        """For readiness, from another thread and without waiting: None while a model is
+        served; otherwise why not (the last load's error), trying the load again in the
+        background when it is due (as a message would)."""
+        if self._model is not None:
+            return None
         if self._loop is None:
             return "the bot is not started"
-        model = asyncio.run_coroutine_threadsafe(self.current_model(), self._loop).result()
-        return None if model is not None else self._load_error or "not loaded"
+        asyncio.run_coroutine_threadsafe(self.current_model(), self._loop)
+        return self._load_error or "not loaded yet"
 
     async def stop(self) -> None:
         if self._model is not None:
             await self._model.batcher.stop()
             self._model = None
+        if self._retiring:
+            await asyncio.wait(self._retiring)
 
     async def current_model(self, *, force: bool = False) -> IntentModel | None:
         """The production model, reloaded when another version has been promoted."""
@@ -146,8 +152,8 @@ class SupportBot:
                 self._load_error = f"cannot load v{found[1]}: {type(exc).__name__}: {exc}"
                 return self._model
             previous, self._model, self._load_error = self._model, loaded, None
-            if previous is not None:
-                await previous.batcher.stop()
+            if previous is not None:  # answers the messages it holds, then stops
+                retire_later(previous.batcher, self._retiring)
             log.info(
                 "serving %s v%d (%s)",
                 self.support.model_name, loaded.version, describe(loaded.classifier),

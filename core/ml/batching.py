@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -409,6 +409,26 @@ class DynamicBatcher(Generic[T]):
         else:
             return
         self._fail_queued(BatcherStopped(f"batcher {self.name!r} failed: {self._failure!r}"))
+
+
+RETIRE_WAIT_S = 60.0  # how long a replaced batcher may take to answer what it holds
+
+
+async def retire(batcher: DynamicBatcher[Any]) -> None:
+    """Stop a batcher that has been replaced (a newer model version serves), once it has
+    answered every request it holds: callers that queued on it get their rows, not a
+    `BatcherStopped`. The caller must already send new requests elsewhere."""
+    deadline = asyncio.get_running_loop().time() + RETIRE_WAIT_S
+    while batcher.pending and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    await batcher.stop()
+
+
+def retire_later(batcher: DynamicBatcher[Any], tasks: set[asyncio.Task[None]]) -> None:
+    """`retire` in a task of its own, kept in `tasks` until done (await them at shutdown)."""
+    task = asyncio.create_task(retire(batcher), name=f"retire-{batcher.name}")
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 def packs_rows(predictor: object) -> bool:

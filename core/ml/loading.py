@@ -49,16 +49,17 @@ def is_decoder(folder: Path) -> bool:
 
 
 def _guard(folder: Path, what: str, load: Callable[[], T]) -> T:
-    started = time.perf_counter()
     try:
         with MODEL_BUILD_LOCK:
+            started = time.perf_counter()  # the load's own time, not the wait for the lock
             loaded = load()
+            seconds = time.perf_counter() - started
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
             f"cannot load {what} from {folder}: {type(exc).__name__}: {exc}. Expected a Hugging "
             "Face folder (config.json, weights, tokenizer); re-export or retrain the model."
         ) from exc
-    MODEL_LOAD_SECONDS.labels(what).observe(time.perf_counter() - started)
+    MODEL_LOAD_SECONDS.labels(what).observe(seconds)
     return loaded
 
 

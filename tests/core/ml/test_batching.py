@@ -381,22 +381,27 @@ def test_threads_share_the_serving_batcher_and_each_version_gets_its_own() -> No
     async def scenario() -> None:
         await serving.start()
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(4) as pool:  # request threads, as under asyncio.to_thread
+        with ThreadPoolExecutor(5) as pool:  # request threads, as under asyncio.to_thread
             gate = loop.run_in_executor(pool, serving.predict, first, [GATE])
             await until(model.gate_reached.is_set)
             waiting = [loop.run_in_executor(pool, serving.predict, first, [t]) for t in "abc"]
             await until(lambda: serving._current is not None and serving._current[1].pending == 3)
+            # A new version arrives while three requests wait on the old one's batcher: they
+            # are still answered by the old version, and the new one gets a batcher of its own.
+            promoted = await loop.run_in_executor(pool, serving.predict, second, ["new"])
             model.gate.set()
             rows = await asyncio.gather(gate, *waiting)
             for text, row in zip([GATE, *"abc"], rows, strict=True):
                 np.testing.assert_array_equal(row, expected_row(text)[None, :])
-            big = await loop.run_in_executor(pool, serving.predict, first, list("wxyz"))
-            assert big.shape == (4, 2) and model.direct == [list("wxyz")]  # a call of its own
-            await loop.run_in_executor(pool, serving.predict, second, ["new"])
+            np.testing.assert_array_equal(promoted, expected_row("new")[None, :])
+            late = await loop.run_in_executor(pool, serving.predict, first, ["late"])
+            assert late.shape == (1, 2) and model.direct == [["late"]]  # replaced: directly
+            big = await loop.run_in_executor(pool, serving.predict, second, list("wxyz"))
+            assert big.shape == (4, 2) and second.classifier.direct == [list("wxyz")]
         await serving.stop()
 
     run_async(scenario)
     assert [sorted(batch) for batch in model.batches] == [[GATE], ["a", "b", "c"]]  # one call
-    assert second.classifier.batches == [["new"]]  # the promoted version's own batcher
-    assert serving.predict(first, ["after"]).shape == (1, 2)  # stopped: called directly
-    assert model.direct[-1] == ["after"]
+    assert second.classifier.batches == [["new"]]
+    assert serving.predict(second, ["after"]).shape == (1, 2)  # stopped: called directly
+    assert second.classifier.direct[-1] == ["after"]
