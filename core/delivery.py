@@ -37,10 +37,11 @@ def redact_url(url: str | httpx.URL, *, whole_path: bool = False) -> str:
     Discord webhook's.
     """
     parsed = httpx.URL(str(url))
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host  # IPv6
     port = f":{parsed.port}" if parsed.port else ""
     first, _, rest = parsed.path.lstrip("/").partition("/")
     path = parsed.path if whole_path or not rest else f"/{first}/…"
-    return f"{parsed.scheme}://{parsed.host}{port}{path}"
+    return f"{parsed.scheme}://{host}{port}{path}"
 
 
 def post_json(

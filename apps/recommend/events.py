@@ -128,11 +128,11 @@ def record_events(
             problems[i] = f"unknown recommendation id {event.recommendation_id}"
         elif event.type is EventType.RATING and (why := ratings.problem(event.value)):
             problems[i] = why
-    if problems:
-        raise EventRejected(problems)
     keys = [event.key(received) for event in events]
     keyed: dict[str, EventIn] = {}
     for i, (key, event) in enumerate(zip(keys, events, strict=True)):
+        if i in problems:  # refused already: every problem is reported in one answer
+            continue
         earlier = keyed.setdefault(key, event)
         if earlier is not event and _what(earlier, items) != _what(event, items):
             problems[i] = f"event_id {event.event_id!r} names another event earlier in the batch"

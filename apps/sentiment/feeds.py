@@ -255,5 +255,5 @@ def _record(
             if entry_keys is not None:
                 feed.entry_keys = entry_keys
     if result.error:
-        log.warning("feed %s: %s", redact_url(result.feed_url), result.error)
+        log.warning("feed %s (%s): %s", feed_id, redact_url(result.feed_url), result.error)
     return result

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -51,6 +54,21 @@ def read_articles(path: Path) -> list[ArticleIn]:
     """Every article in the file, checked first (a small file: `iter_articles` streams)."""
     check_articles(path)
     return list(iter_articles(path))
+
+
+@contextlib.contextmanager
+def readable_twice(path: Path) -> Iterator[Path]:
+    """`path` itself when it is a regular file; a pipe or `/dev/stdin`, which reads once, is
+    copied to a temporary file first (removed afterwards) for `check_articles` and then
+    `iter_articles` to read."""
+    if Path(path).is_file():
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="textsuite-replay-") as folder:
+        copy = Path(folder) / "articles.jsonl"
+        with Path(path).open("rb") as source, copy.open("wb") as target:
+            shutil.copyfileobj(source, target)
+        yield copy
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

@@ -94,7 +94,7 @@ class SentimentScorer:
         ).all()
         return self._score(session, articles)
 
-    def rescore_older(
+    def rescore_others(
         self,
         factory: sessionmaker[Session],
         *,

@@ -9,7 +9,10 @@
   MiniLM embeddings fitted in the same run;
 - stream: articles/s from a Redis stream through one consumer (scored, stored, alerts
   evaluated), and the lag from publishing an article to its alert being visible in the
-  dashboard's feed (p50/p99) at a fixed publishing rate.
+  dashboard's feed (p50/p99) at a fixed publishing rate;
+- http: articles posted one per request by concurrent clients to `textsuite serve` on
+  PostgreSQL, with the serving batcher and with the model called once per request
+  (`bench/sentiment/http.py`).
 """
 
 from __future__ import annotations
@@ -130,6 +133,12 @@ def main() -> None:
         help="stream part: scored articles a day, over the last 8 days, already stored about "
         "each company before the clock starts (the alert windows read a week of them)",
     )
+    parser.add_argument(
+        "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    parser.add_argument("--clients", type=int, default=32, help="http part: concurrent clients")
+    parser.add_argument("--seconds", type=float, default=20.0, help="http part: per run")
+    parser.add_argument("--rounds", type=int, default=2, help="http part: runs of each mode")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench" / "results")
     options = parser.parse_args()
     parts = {part.strip() for part in options.parts.split(",")}
@@ -140,6 +149,10 @@ def main() -> None:
         from bench.sentiment.stream import stream_part
 
         report["stream"] = stream_part(options)
+    if "http" in parts:
+        from bench.sentiment.http import http_part
+
+        report["http"] = http_part(options)
     options.output.mkdir(parents=True, exist_ok=True)
     name = f"sentiment-{'quick' if options.quick else 'full'}-{time.strftime('%Y%m%d-%H%M%S')}"
     path = options.output / f"{name}.json"

@@ -40,7 +40,15 @@ def serving_backends(settings: Any) -> list[tuple[str, dict[str, Any]]]:
     return backends
 
 
-def _world(workdir: Path, redis_url: str, stream_name: str, stream_batch: int | None):
+def _world(
+    workdir: Path,
+    redis_url: str | None,
+    stream_name: str,
+    stream_batch: int | None,
+    database_url: str | None = None,
+):
+    """A database (SQLite in `workdir` unless `database_url`) with a quickly trained sentiment
+    model (speed, not quality, is measured), 40 companies and an alert rule."""
     import migrations
     from apps.sentiment.entities import EntityIn, upsert_entities
     from apps.sentiment.models import AlertRule, RuleKind
@@ -49,7 +57,7 @@ def _world(workdir: Path, redis_url: str, stream_name: str, stream_batch: int | 
     from core.settings import load_settings
     from core.storage.engine import get_session_factory, session_scope
 
-    url = f"sqlite:///{workdir / 'bench.db'}"
+    url = database_url or f"sqlite:///{workdir / 'bench.db'}"
     migrations.upgrade(url)
     settings = load_settings(
         _env_file=None,

@@ -23,7 +23,13 @@ from apps.sentiment.entities import (
 )
 from apps.sentiment.feeds import poll_due_feeds, poll_feed
 from apps.sentiment.models import Entity, Feed
-from apps.sentiment.replay import ReplayFileError, check_articles, iter_articles, replay
+from apps.sentiment.replay import (
+    ReplayFileError,
+    check_articles,
+    iter_articles,
+    readable_twice,
+    replay,
+)
 from apps.sentiment.scoring import RESCORE_JOB, NoSentimentModel
 from apps.sentiment.service import NotDurable, SentimentService
 from apps.sentiment.settings import get_sentiment_settings
@@ -90,13 +96,19 @@ def replay_file(
     With TEXTSUITE_SENTIMENT_STREAM_URL set they go onto the stream (`textsuite sentiment
     consume` scores them); otherwise they are stored and scored in this process.
     """
-    current = settings()
     try:
-        count = check_articles(file)  # a bad line refuses the file before anything is sent
-    except ReplayFileError as exc:
-        fail(str(exc))
+        with readable_twice(file) as source:
+            _replay(file, source, batch_size)
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror or exc}")
+
+
+def _replay(file: Path, source: Path, batch_size: int) -> None:
+    current = settings()
+    try:
+        count = check_articles(source)  # a bad line refuses the file before anything is sent
+    except ReplayFileError as exc:
+        fail(str(exc).replace(str(source), str(file)))
     dispatcher = create_dispatcher(current)  # notifications of alerts the replay raises
     service = SentimentService.create(
         current, get_sentiment_settings(), get_session_factory(current.database_url), dispatcher
@@ -125,7 +137,7 @@ def replay_file(
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"replaying into {where}", total=count)
             sent = replay(
-                iter_articles(file),
+                iter_articles(source),
                 send,
                 batch_size=batch_size,
                 on_batch=lambda n: progress.advance(task, n),
@@ -135,6 +147,8 @@ def replay_file(
     finally:
         service.close()
         _close(dispatcher)
+    if sent != count:
+        fail(f"{file} changed while it was replayed: {count} articles checked, {sent} sent")
     seen = f" ({sum(duplicates)} of them stored before)" if duplicates else ""
     typer.echo(f"replayed {sent} articles from {file} into {where}{seen}")
 

@@ -30,12 +30,12 @@ def train_sentiment_model(ctx: JobContext) -> dict[str, Any]:
 
 @job_task(RESCORE_JOB, queue="gpu", max_retries=0, params=RescoreParams)
 def rescore_articles(ctx: JobContext) -> dict[str, Any]:
-    """Score the stored articles again with the production version (those an older one scored)."""
+    """Score the stored articles again with the production version (those another scored)."""
     params = RescoreParams.model_validate(ctx.params)
     model = ProductionClassifier(
         ctx.settings, ctx.session_factory, get_sentiment_settings().model_name
     )
-    rescored, version = SentimentScorer(model).rescore_older(
+    rescored, version = SentimentScorer(model).rescore_others(
         ctx.session_factory, since=params.since, progress=ctx.progress
     )
     return {"rescored": rescored, "model_version": version}

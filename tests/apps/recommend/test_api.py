@@ -270,6 +270,9 @@ def test_events_are_idempotent_and_unknown_items_store_nothing(
     assert refused.status_code == 422
     [problem] = refused.json()["detail"]["errors"]
     assert problem["event"] == 1 and "is stored for another event" in problem["error"]
+    both = {"events": [event(9, "u2", "NOPE"), {**event(1, "u1", "T1"), "type": "purchase"}]}
+    refused = client.post("/v1/recommend/events", json=both, headers=headers)
+    assert [e["event"] for e in refused.json()["detail"]["errors"]] == [0, 1]  # one answer
     twice = {"events": [event(6, "u2", "T3"), {**event(6, "u2", "T3"), "item_id": "S1"}]}
     refused = client.post("/v1/recommend/events", json=twice, headers=headers)
     assert "another event earlier in the batch" in refused.text

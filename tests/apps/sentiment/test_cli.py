@@ -76,6 +76,26 @@ def test_replaying_the_demo_news_in_process(cli_env: Settings, tmp_path: Path) -
     assert "(312 of them stored before)" in again.output
 
 
+def test_a_replay_reads_a_pipe(cli_env: Settings, tmp_path: Path) -> None:
+    """A pipe reads once: the replay keeps a copy to check, then send."""
+    import os
+
+    pipe = tmp_path / "articles.pipe"
+    os.mkfifo(pipe)
+    lines = NEWS.read_text().splitlines()[:3]
+
+    def write() -> None:
+        with pipe.open("w") as writer:
+            writer.write("\n".join(lines) + "\n")
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    result = runner.invoke(app, ["replay", str(pipe)])
+    writer.join(timeout=10)
+    assert result.exit_code == 0, result.output
+    assert "replayed 3 articles" in result.output and count(cli_env, Article) == 3
+
+
 @pytest.mark.redis
 def test_a_replay_onto_a_full_stream_waits_for_the_consumers(
     cli_env: Settings, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
