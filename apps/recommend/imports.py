@@ -86,12 +86,10 @@ def read_items(data: bytes, file_format: FileFormat) -> list[ItemIn]:
 
 
 def read_events(data: bytes, file_format: FileFormat) -> EventFile:
-    """The file's events, and its bad lines (`EventFile.check` refuses those); a file that
-    cannot be read at all raises `ImportFileError`."""
+    """The file's events, and its bad lines (`EventFile.check` refuses those, an empty file's
+    too); a file that cannot be decoded raises `ImportFileError`."""
     rows = _jsonl(data) if file_format is FileFormat.JSONL else _csv(data, _event_row)
     numbered, errors = _numbered(rows, EventIn)
-    if not numbered and not errors:
-        raise ImportFileError([(1, "the file holds no records")])
     return EventFile([e for _, e in numbered], [line for line, _ in numbered], errors)
 
 
@@ -171,15 +169,14 @@ def _validated(rows: Iterator[tuple[int, Any]], model: type[M]) -> list[tuple[in
     records, errors = _numbered(rows, model)
     if errors:
         raise ImportFileError(errors)
-    if not records:
-        raise ImportFileError([(1, "the file holds no records")])
     return records
 
 
 def _numbered(
     rows: Iterator[tuple[int, Any]], model: type[M]
 ) -> tuple[list[tuple[int, M]], list[tuple[int, str]]]:
-    """(line number, record) for every good row, and (line number, why) for every bad one."""
+    """(line number, record) for every good row, and (line number, why) for every bad one (a
+    file of no records at all is one)."""
     records: list[tuple[int, M]] = []
     errors: list[tuple[int, str]] = []
     try:
@@ -193,4 +190,6 @@ def _numbered(
                 errors.append((number, problems(exc, "line")))
     except csv.Error as exc:  # e.g. a quote left open to the end of the file
         errors.append((0, f"unreadable CSV: {exc}"))
+    if not records and not errors:
+        errors.append((1, "the file holds no records"))
     return records, errors
