@@ -32,7 +32,12 @@ log = logging.getLogger(__name__)
 # How a job that never reached the broker fails (`submit_job`).
 NOT_QUEUED = "could not enqueue job"
 
-QUEUES = ("default", "gpu")
+# default: deliveries, notifications and periodic ticks (no model); gpu: training and bulk
+# model work, one job at a time per accelerator; inference: short model work that must not
+# wait behind a training job (embedding new catalogue items).
+QUEUES = ("default", "gpu", "inference")
+# The queues whose jobs run models: their workers never fork after loading one (CUDA).
+MODEL_QUEUES = frozenset({"gpu", "inference"})
 
 
 class UnknownJobKind(LookupError):

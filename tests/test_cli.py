@@ -112,11 +112,16 @@ def test_worker_needs_a_broker(local_env: str) -> None:
     assert "no broker configured: set TEXTSUITE_BROKER_URL" in result.output
 
 
-def test_gpu_worker_refuses_the_forking_pool(local_env: str, monkeypatch) -> None:
+def test_model_workers_refuse_the_forking_pool(local_env: str, monkeypatch) -> None:
     monkeypatch.setenv("TEXTSUITE_BROKER_URL", "redis://127.0.0.1:6379/15")
     get_settings.cache_clear()
     result = runner.invoke(app, ["worker", "--queues", "gpu", "--pool", "prefork"])
-    assert result.exit_code == 1 and "solo or threads" in result.output
+    assert result.exit_code == 1 and "the gpu queue(s) need the solo or threads" in result.output
+    result = runner.invoke(app, ["worker", "--queues", "default,inference", "--pool", "prefork"])
+    assert result.exit_code == 1 and "the inference queue(s) need" in result.output
+    result = runner.invoke(app, ["worker", "--queues", "default,cpu"])
+    assert result.exit_code == 1
+    assert "unknown queue(s) ['cpu']; expected some of default, gpu, inference" in result.output
 
 
 def test_beat_needs_a_broker_and_the_beat_scheduler(local_env: str, monkeypatch) -> None:

@@ -41,17 +41,19 @@ class CeleryDispatcher:
 class InProcessDispatcher:
     """Runs the same Celery tasks on threads of this process (no broker configured).
 
-    GPU work runs on a single thread, as one GPU worker would; the default queue gets
-    `threads` threads. A retry waits out its backoff on a timer, not on a job thread, so a
-    target that keeps failing does not hold up other jobs. `close` waits for the job bodies
-    running now; queued jobs and pending retries stay queued or retrying in the database, and
-    the next process sends them again (`core.jobs.redispatch_stalled`).
+    GPU work runs on a single thread, as one GPU worker would, and short model work (the
+    `inference` queue) on one of its own, so it never waits behind a training job; the
+    default queue gets `threads` threads. A retry waits out its backoff on a timer, not on a
+    job thread, so a target that keeps failing does not hold up other jobs. `close` waits for
+    the job bodies running now; queued jobs and pending retries stay queued or retrying in the
+    database, and the next process sends them again (`core.jobs.redispatch_stalled`).
     """
 
     def __init__(self, celery: Celery, threads: int) -> None:
         self.celery = celery
         self._executors = {
             "gpu": ThreadPoolExecutor(1, thread_name_prefix="job-gpu"),
+            "inference": ThreadPoolExecutor(1, thread_name_prefix="job-inference"),
             "default": ThreadPoolExecutor(threads, thread_name_prefix="job-default"),
         }
         self._timers: set[threading.Timer] = set()

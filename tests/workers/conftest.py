@@ -105,9 +105,10 @@ def textsuite_process(
 def celery_worker(
     worker_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`textsuite worker` in its own process, consuming both queues like a GPU box would."""
+    """`textsuite worker` in its own process, consuming every queue as on one machine."""
     log = tmp_path_factory.mktemp("worker") / "worker.log"
-    with textsuite_process(worker_settings, log, "worker", "--queues", "default,gpu") as process:
+    queues = ("--queues", "default,gpu,inference")
+    with textsuite_process(worker_settings, log, "worker", *queues) as process:
         yield process
 
 

@@ -54,6 +54,20 @@ def gpu_echo(ctx: JobContext) -> dict[str, Any]:
     return {"echo": ctx.params.get("value")}
 
 
+@job_task("tests.gpu_hold", queue="gpu")
+def gpu_hold(ctx: JobContext) -> dict[str, Any]:
+    """Holds the gpu queue, as a training job would, until the file `until` exists."""
+    release, deadline = Path(ctx.params["until"]), time.monotonic() + 20
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"released": release.exists()}
+
+
+@job_task("tests.inference_echo", queue="inference")
+def inference_echo(ctx: JobContext) -> dict[str, Any]:
+    return {"echo": ctx.params.get("value")}
+
+
 @job_task("tests.unreachable", max_retries=5, retry_backoff_s=30.0)
 def unreachable(ctx: JobContext) -> None:
     """A target that is down: every attempt fails transiently, with a long backoff."""

@@ -117,9 +117,30 @@ def test_same_idempotency_key_runs_once(settings, tmp_path: Path) -> None:
     assert len(out.read_text().splitlines()) == 1
 
 
+def test_short_model_work_does_not_wait_behind_a_training_job(settings, tmp_path: Path) -> None:
+    factory = get_session_factory(settings.database_url)
+    dispatcher = create_dispatcher(settings)
+    release = tmp_path / "release"
+    try:
+        training, _ = submit_job(factory, dispatcher, "tests.gpu_hold", {"until": str(release)})
+        wait_for_job(factory, training.id, until=lambda job: job.status is JobStatus.RUNNING)
+        short, _ = submit_job(factory, dispatcher, "tests.inference_echo", {"value": 7})
+        done = wait_for_job(factory, short.id, timeout_s=10)
+        assert done.status is JobStatus.SUCCEEDED and done.result == {"echo": 7}
+        with factory() as session:
+            assert session.get(Job, training.id).status is JobStatus.RUNNING  # still holding
+        release.touch()
+        assert wait_for_job(factory, training.id).result == {"released": True}
+    finally:
+        release.touch()
+        dispatcher.close()
+
+
 def test_every_declared_task_is_registered_with_its_queue(settings) -> None:
     celery = create_celery_app(settings)
     assert celery.tasks["tests.gpu_echo"].queue == "gpu"
+    assert celery.tasks["recommend.embed"].queue == "inference"
+    assert celery.tasks["recommend.train"].queue == "gpu"
     assert celery.tasks["core.worker_info"].queue == "default"
     assert celery.conf.task_acks_late and celery.conf.task_reject_on_worker_lost
     assert celery.conf.worker_prefetch_multiplier == 1

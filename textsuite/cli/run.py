@@ -16,6 +16,7 @@ import typer
 import uvicorn
 
 import migrations
+from core.jobs import MODEL_QUEUES, QUEUES
 from core.security import authenticate, create_api_key
 from core.settings import Scheduler, Settings
 from core.storage.models import Scope
@@ -43,11 +44,13 @@ def serve(
 
 def worker(
     queues: Annotated[
-        str, typer.Option(help="Comma-separated queues to consume: default, gpu")
+        str, typer.Option(help="Comma-separated queues to consume: default, gpu, inference")
     ] = "default",
     pool: Annotated[
         str | None,
-        typer.Option(help="Celery pool [default: solo for gpu (CUDA-safe), prefork otherwise]"),
+        typer.Option(
+            help="Celery pool [default: solo for gpu and inference (CUDA-safe), prefork otherwise]"
+        ),
     ] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Processes or threads")] = None,
     metrics_port: Annotated[
@@ -57,7 +60,9 @@ def worker(
     """Run a Celery worker against TEXTSUITE_BROKER_URL.
 
     A `gpu` worker uses the `solo` pool: one process, one job at a time, models loaded lazily,
-    and CUDA never initialised before a fork. Run one per GPU.
+    and CUDA never initialised before a fork. Run one per GPU. An `inference` worker (solo too)
+    embeds new catalogue items; beside a `gpu` worker it keeps them from waiting behind a
+    training job.
     """
     current = settings()
     if current.broker_url is None:
@@ -66,15 +71,19 @@ def worker(
             "(without a broker, `textsuite serve` runs jobs in its own process)"
         )
     names = [name.strip() for name in queues.split(",") if name.strip()]
-    unknown = sorted(set(names) - {"default", "gpu"})
+    unknown = sorted(set(names) - set(QUEUES))
     if unknown or not names:
-        fail(f"unknown queue(s) {unknown or names}; expected default and/or gpu")
+        fail(f"unknown queue(s) {unknown or names}; expected some of {', '.join(QUEUES)}")
+    model_queues = sorted(MODEL_QUEUES & set(names))
     if pool is None:
-        pool = "solo" if "gpu" in names else "prefork"
+        pool = "solo" if model_queues else "prefork"
     if pool not in {"solo", "threads", "prefork"}:
         fail(f"unknown pool {pool!r}; expected solo, threads or prefork")
-    if "gpu" in names and pool == "prefork":
-        fail("the gpu queue needs the solo or threads pool: prefork forks after CUDA starts")
+    if model_queues and pool == "prefork":
+        fail(
+            f"the {' and '.join(model_queues)} queue(s) need the solo or threads pool: "
+            "prefork forks after CUDA starts"
+        )
     if metrics_port is not None:
         _serve_worker_metrics(metrics_port, pool)
 

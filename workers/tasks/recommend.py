@@ -11,7 +11,7 @@ from core.jobs import JobContext
 from workers.registry import job_task
 
 
-@job_task(EMBED_JOB, queue="gpu", max_retries=2)
+@job_task(EMBED_JOB, queue="inference", max_retries=2)
 def embed_items(ctx: JobContext) -> dict[str, Any]:
     """Embed every item without a vector from the current encoder (resumes where it stopped)."""
     return embed_pending(
