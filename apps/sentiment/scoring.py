@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from apps.sentiment.articles import article_text
 from apps.sentiment.models import Article
 from core.ml.serving import ProductionClassifier, ServedVersion, ServingBatcher
-from core.ml.versions import production_version
+from core.ml.versions import still_production
 from core.storage.base import utcnow
 from core.storage.engine import session_scope
 from core.validation import PastDatetime
@@ -106,8 +106,10 @@ class SentimentScorer:
         after `since`) that another version scored (an older one, or after a rollback the one
         rolled back; or none recorded); returns (how many, the version used). One pass in id
         order, each batch committed, so a stopped run keeps what it did. Each batch is written
-        only while its version is still production, so a run overtaken by a promotion or a
-        rollback stops (a run for that one takes over) rather than write over its scores.
+        only while its version is still production, holding a shared lock on the version's row
+        until the batch commits (PostgreSQL), so a promotion or a rollback waits for the batch
+        in flight and the run stops after it (a run for the new one takes over) rather than
+        write over its scores.
         Alerts already raised stay as they were: they were right about what was known then."""
         served = self.served()
         older = Article.score.is_not(None) & (
@@ -121,8 +123,7 @@ class SentimentScorer:
         while True:
             page = older if after is None else older & (Article.id > after)
             with session_scope(factory) as session:
-                production = production_version(session, self.model.name)
-                if production is None or production.id != served.version_id:
+                if not still_production(session, served.version_id):
                     break  # promoted or rolled back meanwhile
                 articles = session.execute(
                     select(Article.id, Article.title, Article.body)

@@ -77,6 +77,18 @@ def production_version(session: Session, name: str) -> ModelVersion | None:
     ).first()
 
 
+def still_production(session: Session, version_id: uuid.UUID) -> bool:
+    """Whether the version is production; where the database locks rows (PostgreSQL), its
+    row stays share-locked until the transaction ends, so a promotion or rollback (which
+    updates it) waits for what the caller writes under it."""
+    locked = (
+        select(ModelVersion.id)
+        .where(ModelVersion.id == version_id, ModelVersion.stage == ModelStage.PRODUCTION)
+        .with_for_update(read=True)
+    )
+    return session.scalar(locked) is not None
+
+
 def production_files_check(
     factory: sessionmaker[Session],
     name: str,
