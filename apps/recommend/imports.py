@@ -4,6 +4,9 @@ JSONL: one object per line with the fields of the API (`ItemIn`, `EventIn`). CSV
 row naming those fields; for items, `tags` is `|`-separated, `active` is true/false, and any
 column that is not an item field becomes an attribute. Every bad line is reported with its
 number and what is wrong; a file with any bad line stores nothing.
+
+An event file may be a behaviour log of any length: `import_event_file` reads it in chunks,
+twice (check everything, then store a chunk per transaction).
 """
 
 from __future__ import annotations
@@ -11,16 +14,25 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.catalogue import ItemIn
-from apps.recommend.events import EventIn, EventRejected, RatingScale, record_events
+from apps.recommend.events import (
+    EventIn,
+    EventRejected,
+    EventReport,
+    RatingScale,
+    record_events,
+)
+from core.storage.engine import session_scope
 from core.validation import problems
 
 M = TypeVar("M", bound=BaseModel)
@@ -33,13 +45,22 @@ class FileFormat(StrEnum):
 
 
 class ImportFileError(ValueError):
-    """Lines of an import file that are wrong: `errors` is [(line number, message)]."""
+    """Lines of an import file that are wrong: `errors` is [(line number, message)];
+    `stored` events of the file before them are stored (new or already there) when they were
+    found (`import_event_file`)."""
 
-    def __init__(self, errors: list[tuple[int, str]]) -> None:
+    def __init__(self, errors: list[tuple[int, str]], *, stored: int = 0) -> None:
         self.errors = errors[:MAX_ERRORS]
+        self.stored = stored
         listed = "; ".join(f"line {line}: {message}" for line, message in self.errors[:10])
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
-        super().__init__(f"{len(errors)} bad line(s), nothing imported: {listed}{more}")
+        done = (
+            f"the {stored} event(s) before them are stored (importing the fixed file again "
+            "stores the rest; stored events count as duplicates)"
+            if stored
+            else "nothing imported"
+        )
+        super().__init__(f"{len(errors)} bad line(s), {done}: {listed}{more}")
 
 
 def detect_format(filename: str | None, content_type: str | None, data: bytes) -> FileFormat:
@@ -53,55 +74,132 @@ def detect_format(filename: str | None, content_type: str | None, data: bytes) -
 
 @dataclass(frozen=True)
 class EventFile:
-    """The events of a file that could be read, each with the line it was read from, and the
-    lines that could not (line number, why)."""
+    """The events of (a chunk of) a file that could be read, each with the line it was read
+    from, and the lines that could not (line number, why)."""
 
     events: list[EventIn]
     lines: list[int]
     errors: list[tuple[int, str]]
 
-    def rejected(self, exc: EventRejected | None = None) -> ImportFileError:
-        """The file's bad lines: those that could not be read, and the events
-        `record_events` refused (`exc`), named by their lines."""
+    def rejected(self, exc: EventRejected | None = None) -> list[tuple[int, str]]:
+        """The bad lines: those that could not be read, and the events `record_events`
+        refused (`exc`), named by their lines."""
         refused = [(self.lines[i], why) for i, why in exc.problems.items()] if exc else []
-        return ImportFileError(sorted([*self.errors, *refused]))
-
-    def check(self, session: Session, ratings: RatingScale) -> None:
-        """`ImportFileError` naming every bad line when any line could not be read: the
-        events that were read are checked against the database too (unknown items, reused
-        ids), so one answer lists every problem. A file that reads whole is left to
-        `record_events`."""
-        if not self.errors:
-            return
-        try:
-            record_events(session, self.events, ratings, write=False)
-        except EventRejected as exc:
-            raise self.rejected(exc) from None
-        raise self.rejected()
+        return sorted([*self.errors, *refused])
 
 
 def read_items(data: bytes, file_format: FileFormat) -> list[ItemIn]:
-    rows = _jsonl(data) if file_format is FileFormat.JSONL else _csv(data, _item_row)
+    rows = _rows(io.BytesIO(data), file_format, _item_row)
     return [item for _, item in _validated(rows, ItemIn)]
 
 
-def read_events(data: bytes, file_format: FileFormat) -> EventFile:
-    """The file's events, and its bad lines (`EventFile.check` refuses those, an empty file's
-    too); a file that cannot be decoded raises `ImportFileError`."""
-    rows = _jsonl(data) if file_format is FileFormat.JSONL else _csv(data, _event_row)
-    numbered, errors = _numbered(rows, EventIn)
-    return EventFile([e for _, e in numbered], [line for line, _ in numbered], errors)
+def event_chunks(
+    handle: BinaryIO, file_format: FileFormat, size: int | None
+) -> Iterator[EventFile]:
+    """The file's events and bad lines, `size` events at a time (None: all in one), read as
+    they are needed; one `EventFile` (with an error) for a file that holds no records. A line
+    that is not UTF-8 raises `ImportFileError` when it is reached."""
+    events: list[EventIn] = []
+    lines: list[int] = []
+    errors: list[tuple[int, str]] = []
+    empty = True
+    for number, record in _each(_rows(handle, file_format, _event_row), EventIn):
+        empty = False
+        if isinstance(record, str):
+            errors.append((number, record))
+            continue
+        events.append(record)
+        lines.append(number)
+        if size is not None and len(events) >= size:
+            yield EventFile(events, lines, errors)
+            events, lines, errors = [], [], []
+    if empty:
+        errors.append((1, "the file holds no records"))
+    if events or errors or empty:
+        yield EventFile(events, lines, errors)
 
 
-def _text(data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ImportFileError([(data[: exc.start].count(b"\n") + 1, "not valid UTF-8")]) from None
+def import_event_file(
+    factory: sessionmaker[Session],
+    source: Path | bytes,
+    ratings: RatingScale,
+    *,
+    size: int,
+    file_format: FileFormat | None = None,
+) -> EventReport:
+    """Store a file of events (a path, or an upload's bytes) of any length, `size` at a time;
+    its format is detected where not given.
+
+    A first pass reads the whole file and checks each chunk against the database (bad lines,
+    unknown items, off-scale ratings, ids stored or reused for other events); any problem
+    raises `ImportFileError` naming every bad line found (up to `MAX_ERRORS`), and nothing is
+    stored. The second pass stores the file a chunk per transaction. What the first pass
+    cannot see is an id given to two different events in different chunks: the second raises
+    `ImportFileError` naming its line, with the chunks before it stored; the file, fixed, can
+    be imported again (events already stored count as duplicates, not twice)."""
+
+    def opened() -> BinaryIO:
+        return io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
+
+    if file_format is None:
+        with opened() as handle:
+            name = source.name if isinstance(source, Path) else None
+            file_format = detect_format(name, None, handle.read(4096))
+    found: list[tuple[int, str]] = []
+    with opened() as handle:
+        for chunk in event_chunks(handle, file_format, size):
+            with factory() as session:
+                try:
+                    record_events(session, chunk.events, ratings, write=False)
+                    found += chunk.errors
+                except EventRejected as exc:
+                    found += chunk.rejected(exc)
+            if len(found) >= MAX_ERRORS:
+                break
+    if found:
+        raise ImportFileError(sorted(found))
+    stored = duplicates = 0
+    with opened() as handle:
+        for chunk in event_chunks(handle, file_format, size):
+            if chunk.errors:  # the file changed since the first pass
+                raise ImportFileError(chunk.errors, stored=stored + duplicates)
+            try:
+                report = _store_chunk(factory, chunk.events, ratings)
+            except EventRejected as exc:
+                raise ImportFileError(chunk.rejected(exc), stored=stored + duplicates) from None
+            stored, duplicates = stored + report.stored, duplicates + report.duplicates
+    return EventReport(stored=stored, duplicates=duplicates)
 
 
-def _jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
-    for number, line in enumerate(_text(data).splitlines(), start=1):
+def _store_chunk(
+    factory: sessionmaker[Session], events: list[EventIn], ratings: RatingScale
+) -> EventReport:
+    for attempt in range(2):
+        try:
+            with session_scope(factory) as session:
+                return record_events(session, events, ratings)
+        except IntegrityError:  # another process stored some of them meanwhile: count once
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _rows(handle: BinaryIO, file_format: FileFormat, convert: Any) -> Iterator[tuple[int, Any]]:
+    lines = _lines(handle)
+    return _jsonl(lines) if file_format is FileFormat.JSONL else _csv(lines, convert)
+
+
+def _lines(handle: BinaryIO) -> Iterator[str]:
+    """The file's lines decoded one at a time, their endings kept."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise ImportFileError([(number, "not valid UTF-8")]) from None
+
+
+def _jsonl(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -110,8 +208,8 @@ def _jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
             yield number, ValueError(f"not JSON: {exc.msg} at column {exc.colno}")
 
 
-def _csv(data: bytes, convert: Any) -> Iterator[tuple[int, Any]]:
-    reader = csv.DictReader(io.StringIO(_text(data), newline=""))
+def _csv(lines: Iterable[str], convert: Any) -> Iterator[tuple[int, Any]]:
+    reader = csv.DictReader(lines)
     if not reader.fieldnames:
         raise ImportFileError([(1, "empty file: expected a header row")])
     columns = len(reader.fieldnames)
@@ -179,17 +277,26 @@ def _numbered(
     file of no records at all is one)."""
     records: list[tuple[int, M]] = []
     errors: list[tuple[int, str]] = []
-    try:
-        for number, row in rows:
-            if isinstance(row, Exception):
-                errors.append((number, str(row)))
-                continue
-            try:
-                records.append((number, model.model_validate(row)))
-            except ValidationError as exc:
-                errors.append((number, problems(exc, "line")))
-    except csv.Error as exc:  # e.g. a quote left open to the end of the file
-        errors.append((0, f"unreadable CSV: {exc}"))
+    for number, record in _each(rows, model):
+        if isinstance(record, str):
+            errors.append((number, record))
+        else:
+            records.append((number, record))
     if not records and not errors:
         errors.append((1, "the file holds no records"))
     return records, errors
+
+
+def _each(rows: Iterator[tuple[int, Any]], model: type[M]) -> Iterator[tuple[int, M | str]]:
+    """(line number, the row's record or why it is not one), row by row."""
+    try:
+        for number, row in rows:
+            if isinstance(row, Exception):
+                yield number, str(row)
+                continue
+            try:
+                yield number, model.model_validate(row)
+            except ValidationError as exc:
+                yield number, problems(exc, "line")
+    except csv.Error as exc:  # e.g. a quote left open to the end of the file
+        yield 0, f"unreadable CSV: {exc}"

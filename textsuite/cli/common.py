@@ -32,9 +32,16 @@ def fail(message: str, code: int = 1) -> NoReturn:
 @contextmanager
 def database(current: Settings) -> Iterator[Session]:
     """A committing session; a database that is down or not migrated fails with advice."""
+    factory = get_session_factory(current.database_url)
+    with database_errors(current), session_scope(factory) as session:
+        yield session
+
+
+@contextmanager
+def database_errors(current: Settings) -> Iterator[None]:
+    """Fail with advice where the database is down or not migrated."""
     try:
-        with session_scope(get_session_factory(current.database_url)) as session:
-            yield session
+        yield
     except (OperationalError, ProgrammingError) as exc:
         fail(
             f"database {current.database_url!r} is unreachable or not migrated ({exc.orig}); "

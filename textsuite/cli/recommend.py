@@ -10,11 +10,10 @@ from sqlalchemy.exc import IntegrityError
 
 from apps.recommend.catalogue import upsert_items
 from apps.recommend.embeddings import embed_pending
-from apps.recommend.events import EventRejected, record_events
-from apps.recommend.imports import ImportFileError, detect_format, read_events, read_items
+from apps.recommend.imports import ImportFileError, detect_format, import_event_file, read_items
 from apps.recommend.settings import get_recommend_settings
 from core.storage import get_session_factory
-from textsuite.cli.common import database, fail, settings
+from textsuite.cli.common import database, database_errors, fail, settings
 
 app = typer.Typer(help="The recommender.", no_args_is_help=True)
 
@@ -51,17 +50,19 @@ def import_items(
 
 @app.command("import-events")
 def import_events(file: FileArgument) -> None:
-    """Record user events from a file (idempotent by event_id; unknown items refuse the file)."""
-    upload = _read(file, read_events)
-    ratings = get_recommend_settings().ratings()
+    """Record user events from a file of any length (idempotent by event_id): the whole file
+    is checked before anything is stored, then stored a chunk at a time."""
+    current, recommend = settings(), get_recommend_settings()
+    factory = get_session_factory(current.database_url)
     try:
-        with database(settings()) as session:
-            upload.check(session, ratings)
-            report = record_events(session, upload.events, ratings)
+        with database_errors(current):
+            report = import_event_file(
+                factory, file, recommend.ratings(), size=recommend.import_chunk
+            )
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc}")
     except ImportFileError as exc:
         fail(f"{file}: {exc}")
-    except EventRejected as exc:
-        fail(f"{file}: {upload.rejected(exc)}")
     except IntegrityError:
         fail(f"{file}: another process stored some of these events meanwhile; run it again")
     typer.echo(f"events: {report.stored} stored, {report.duplicates} already there")

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from apps.recommend.api.deps import FILE_BODY, ServiceDep, bad_lines, read_upload
+from apps.recommend.api.deps import FILE_BODY, ServiceDep, bad_lines
 from apps.recommend.events import (
     MAX_BATCH,
     EventIn,
@@ -17,7 +17,7 @@ from apps.recommend.events import (
     RatingScale,
     record_events,
 )
-from apps.recommend.imports import ImportFileError, read_events
+from apps.recommend.imports import ImportFileError, detect_format, import_event_file
 from core.api.deps import RawBody, SessionDep, require_scope
 from core.storage.models import Scope
 from core.validation import one_or_batch
@@ -85,22 +85,31 @@ def post_events(body: EventBody, session: SessionDep, service: ServiceDep) -> An
     response_model=EventReply,
     summary="Import events from a JSONL or CSV file",
     openapi_extra=FILE_BODY,
-    responses={422: {"description": "Bad lines or unknown items; nothing imported"}},
+    responses={
+        422: {
+            "description": "Bad lines or unknown items; nothing imported (an event_id reused "
+            "for another event further on is found only when its chunk is stored: the message "
+            "says how many events before it were stored)"
+        }
+    },
 )
 def import_events(
     body: RawBody,
-    session: SessionDep,
     service: ServiceDep,
     content_type: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Any:
     """CSV: `event_id,user_id,item_id,type,value,timestamp,recommendation_id`. Refused events
-    are named by their line in the file."""
-    file = read_upload(body, content_type, read_events)
-    ratings = service.recommend.ratings()
+    are named by their line in the file. The whole file is checked before anything is stored,
+    then stored a chunk per transaction (`import_event_file`)."""
+    file_format = detect_format(None, content_type, body)
     try:
-        file.check(session, ratings)
-        return _record(session, file.events, ratings)
+        report = import_event_file(
+            service.factory,
+            body,
+            service.recommend.ratings(),
+            size=service.recommend.import_chunk,
+            file_format=file_format,
+        )
     except ImportFileError as exc:
         raise bad_lines(exc) from None
-    except EventRejected as exc:
-        raise bad_lines(file.rejected(exc)) from None
+    return EventReply(stored=report.stored, duplicates=report.duplicates)

@@ -4,6 +4,7 @@ real MiniLM encoder, events, the three lists, feedback, filters and a restart.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -395,6 +396,36 @@ def test_bulk_files_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
         headers={**headers, "Content-Type": "text/csv"},
     )
     assert good.json() == {"stored": 1, "duplicates": 0}
+
+
+def test_an_event_file_is_checked_whole_then_stored_a_chunk_at_a_time(
+    service_settings: Settings,
+) -> None:
+    from apps.recommend.settings import load_recommend_settings
+
+    recommend = load_recommend_settings(_env_file=None, import_chunk=2)
+    with TestClient(create_service(service_settings, recommend=recommend)) as client:
+        headers = key_for(service_settings, "recommend")
+        items = {"items": [item(*row) for row in ITEMS[:2]]}
+        assert client.post("/v1/recommend/items", json=items, headers=headers).status_code == 200
+        ndjson = {**headers, "Content-Type": "application/x-ndjson"}
+
+        def lines(*events: dict) -> bytes:
+            return "".join(json.dumps(e) + "\n" for e in events).encode()
+
+        five = [event(n, "u1", "T1" if n % 2 else "T2") for n in range(5)]
+        stored = client.post("/v1/recommend/events/import", content=lines(*five), headers=ndjson)
+        assert stored.json() == {"stored": 5, "duplicates": 0}
+        # An id reused for another event two chunks on: the chunks before it are stored.
+        reused = {**event(9, "u2", "T1"), "event_id": "again"}
+        file = lines(*five, reused, event(10, "u2", "T2"), {**reused, "user_id": "u3"})
+        refused = client.post("/v1/recommend/events/import", content=file, headers=ndjson)
+        assert refused.status_code == 422
+        assert [e["line"] for e in refused.json()["detail"]["errors"]] == [8]
+        assert "the 6 event(s) before them are stored" in refused.json()["detail"]["message"]
+        with get_session_factory(service_settings.database_url)() as session:
+            # The five, and line 6; line 7 shares line 8's chunk, which stored nothing.
+            assert session.scalar(select(func.count()).select_from(Interaction)) == 6
 
 
 def test_the_behaviour_process_does_not_outlive_a_killed_service(

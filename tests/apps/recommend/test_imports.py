@@ -1,17 +1,28 @@
-"""Bulk item and event files: JSONL and CSV, bad lines reported with their numbers."""
+"""Bulk item and event files: JSONL and CSV, bad lines reported with their numbers; long event
+files read and stored a chunk at a time."""
 
 from __future__ import annotations
 
-import pytest
+import io
+from pathlib import Path
 
-from apps.recommend.events import EventRejected
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from apps.recommend.catalogue import ItemIn, upsert_items
+from apps.recommend.events import EventRejected, RatingScale
 from apps.recommend.imports import (
+    EventFile,
     FileFormat,
     ImportFileError,
     detect_format,
-    read_events,
+    event_chunks,
+    import_event_file,
     read_items,
 )
+from apps.recommend.models import Interaction
+from core.storage.engine import get_session_factory, session_scope
 
 
 def test_items_from_csv_with_tags_and_extra_columns_as_attributes() -> None:
@@ -37,6 +48,11 @@ def test_bad_lines_are_all_reported_and_nothing_is_returned() -> None:
         read_items(b'{"external_id": "A1", "title": "\xff"}', FileFormat.JSONL)
     with pytest.raises(ImportFileError, match="no records"):
         read_items(b"\n\n", FileFormat.JSONL)
+
+
+def read_events(data: bytes, file_format: FileFormat) -> EventFile:
+    (whole,) = event_chunks(io.BytesIO(data), file_format, size=None)
+    return whole
 
 
 @pytest.mark.parametrize("column", ["tags", "attributes", "category"])
@@ -66,13 +82,83 @@ def test_events_from_csv_and_format_detection() -> None:
     assert rating.value == 4.0 and view.value is None
     assert view.timestamp is not None and view.timestamp.utcoffset().total_seconds() == 3600
     undated = read_events(b"user_id,item_id,type,timestamp\nu1,A1,view,yesterday\n", FileFormat.CSV)
-    assert [line for line, _ in undated.errors] == [2] and "line 2" in str(undated.rejected())
+    assert [line for line, _ in undated.errors] == [2] and undated.rejected() == undated.errors
     assert detect_format(None, "application/x-ndjson", b"") is FileFormat.JSONL
     row = '{"user_id": "u", "item_id": "%s", "type": "view"}'
     jsonl = f"\n{row % 'A'}\n\n{row % 'B'}\n".encode()
     upload = read_events(jsonl, FileFormat.JSONL)
     assert [e.item_id for e in upload.events] == ["A", "B"] and upload.lines == [2, 4]
-    refused = upload.rejected(EventRejected({1: "unknown item 'B'"}))
-    assert refused.errors == [(4, "unknown item 'B'")] and "line 4: unknown item" in str(refused)
+    assert upload.rejected(EventRejected({1: "unknown item 'B'"})) == [(4, "unknown item 'B'")]
     assert detect_format(None, None, b'  {"a": 1}') is FileFormat.JSONL
     assert detect_format(None, None, b"external_id,title") is FileFormat.CSV
+
+
+def test_event_chunks_read_a_file_as_it_is_needed() -> None:
+    rows = [f'{{"user_id": "u{i}", "item_id": "A", "type": "view"}}\n' for i in range(7)]
+    rows.insert(3, "not json\n")
+    read: list[bytes] = []
+
+    class Handle(io.BytesIO):
+        def __next__(self) -> bytes:
+            read.append(super().__next__())
+            return read[-1]
+
+    chunks = event_chunks(Handle("".join(rows).encode()), FileFormat.JSONL, size=3)
+    first = next(chunks)
+    assert [e.user_id for e in first.events] == ["u0", "u1", "u2"] and len(read) == 3
+    rest = list(chunks)
+    assert [c.lines for c in rest] == [[5, 6, 7], [8]]
+    assert rest[0].errors == [(4, "not JSON: Expecting value at column 1")]
+    (empty,) = event_chunks(io.BytesIO(b"\n"), FileFormat.JSONL, size=3)
+    assert empty.errors == [(1, "the file holds no records")]
+
+
+def _event_lines(*events: tuple[str, str, str]) -> str:
+    return "".join(
+        f'{{"event_id": "{event_id}", "user_id": "{user}", "item_id": "{item}", "type": "view"}}\n'
+        for event_id, user, item in events
+    )
+
+
+def test_a_long_event_file_is_checked_whole_then_stored_a_chunk_at_a_time(
+    database_url: str, tmp_path: Path
+) -> None:
+    factory = get_session_factory(database_url)
+    with session_scope(factory) as session:
+        upsert_items(session, [ItemIn(external_id=name, title=name) for name in ("A", "B")])
+    path = tmp_path / "events.jsonl"
+    good = [(f"e{i}", f"u{i}", "AB"[i % 2]) for i in range(10)]
+    # Problems in the first and the third chunk of 4: all are named, and nothing is stored.
+    path.write_text(
+        _event_lines(*good[:2], ("e-x", "u", "ZZ"), *good[2:7])
+        + '{"user_id": "u"}\n'
+        + _event_lines(*good[7:])
+        + '{"event_id": "e-y", "user_id": "u", "item_id": "A", "type": "rating", "value": 9}\n'
+    )
+    with pytest.raises(ImportFileError) as caught:
+        import_event_file(factory, path, RatingScale(), size=4)
+    assert [line for line, _ in caught.value.errors] == [3, 9, 13]
+    assert "unknown item 'ZZ'" in caught.value.errors[0][1]
+    assert "outside the rating scale" in caught.value.errors[2][1]
+    assert "nothing imported" in str(caught.value) and _stored(factory) == 0
+
+    path.write_text(_event_lines(*good))
+    report = import_event_file(factory, path, RatingScale(), size=4)
+    assert (report.stored, report.duplicates) == (10, 0) and _stored(factory) == 10
+    again = import_event_file(factory, path, RatingScale(), size=4)
+    assert (again.stored, again.duplicates) == (0, 10)
+
+    # An id reused for another event in a later chunk: caught when that chunk is stored.
+    path.write_text(_event_lines(*[(f"n{i}", "v", "A") for i in range(5)], ("n1", "w", "B")))
+    with pytest.raises(ImportFileError) as caught:
+        import_event_file(factory, path, RatingScale(), size=4)
+    assert caught.value.stored == 4 and caught.value.errors[0][0] == 6
+    assert "the 4 event(s) before them are stored" in str(caught.value)
+    path.write_text(_event_lines(*[(f"n{i}", "v", "A") for i in range(5)], ("n5", "w", "B")))
+    fixed = import_event_file(factory, path, RatingScale(), size=4)
+    assert (fixed.stored, fixed.duplicates) == (2, 4) and _stored(factory) == 16
+
+
+def _stored(factory: sessionmaker[Session]) -> int:
+    with factory() as session:
+        return session.scalar(select(func.count()).select_from(Interaction))
