@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from apps.recommend.models import Item
+from core.storage.engine import in_slices
 
 MAX_BATCH = 5_000
 ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -81,10 +82,7 @@ class UpsertReport:
 def upsert_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
     """Create or update `items` in the caller's transaction (the last of a repeated id wins)."""
     latest = {item.external_id: item for item in items}
-    existing = {
-        item.external_id: item
-        for item in session.scalars(select(Item).where(Item.external_id.in_(list(latest))))
-    }
+    existing = items_by_external_id(session, list(latest))
     created = updated = unchanged = 0
     to_embed: list[uuid.UUID] = []
     for external_id, incoming in latest.items():
@@ -113,7 +111,9 @@ def upsert_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
 
 
 def items_by_external_id(session: Session, external_ids: Sequence[str]) -> dict[str, Item]:
+    """The stored items among `external_ids` (any number of them)."""
     return {
         item.external_id: item
-        for item in session.scalars(select(Item).where(Item.external_id.in_(list(external_ids))))
+        for chunk in in_slices(external_ids)
+        for item in session.scalars(select(Item).where(Item.external_id.in_(chunk)))
     }

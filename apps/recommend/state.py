@@ -32,6 +32,7 @@ from apps.recommend.ranking import co_interaction_similarity, popularity
 from apps.recommend.settings import RecommendSettings
 from core.settings import Settings
 from core.storage.base import utcnow
+from core.storage.engine import in_slices
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +266,10 @@ class CatalogueState:
         )
         wanted = [item_id for item_id, digest in recent if self._hashes.get(str(item_id)) != digest]
         fresh: dict[str, tuple[np.ndarray, str]] = {}
-        for start in range(0, len(wanted), 1000):
+        for chunk in in_slices(wanted, 1000):
             rows = session.execute(
                 select(ItemEmbedding.item_id, ItemEmbedding.vector, ItemEmbedding.text_hash).where(
-                    ours, ItemEmbedding.item_id.in_(wanted[start : start + 1000])
+                    ours, ItemEmbedding.item_id.in_(chunk)
                 )
             )
             fresh.update({str(i): (as_vector(blob), digest) for i, blob, digest in rows})

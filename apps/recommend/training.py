@@ -29,6 +29,7 @@ from core.ml.training import EmbeddingTrainingArguments, data_fingerprint
 from core.scheduling import Retraining
 from core.settings import Settings
 from core.storage.base import utcnow
+from core.storage.engine import in_slices
 
 TRAIN_JOB = "recommend.train"
 RETRAIN_WORK = "recommender retraining"
@@ -85,7 +86,9 @@ def behaviour_pairs(
     chosen = [pair for pair, _ in counts.most_common(max_pairs)]
     ids = {item_id for pair in chosen for item_id in pair}
     texts = {
-        item.id: text_of(item) for item in session.scalars(select(Item).where(Item.id.in_(ids)))
+        item.id: text_of(item)
+        for chunk in in_slices(ids)
+        for item in session.scalars(select(Item).where(Item.id.in_(chunk)))
     }
     return [(texts[a], texts[b]) for a, b in chosen]
 

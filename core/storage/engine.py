@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, Table, create_engine, delete, event
 from sqlalchemy.engine import make_url
@@ -59,6 +60,20 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+T = TypeVar("T")
+
+# Values bound in one `IN (...)` list at most: SQLite takes 32,766 variables a statement (some
+# builds more, older ones 999), PostgreSQL's protocol 65,535.
+IN_LIST_MAX = 5_000
+
+
+def in_slices(values: Iterable[T], size: int = IN_LIST_MAX) -> Iterator[tuple[T, ...]]:
+    """`values` in slices short enough for one `IN (...)` on every database."""
+    remaining = iter(values)
+    while chunk := tuple(islice(remaining, size)):
+        yield chunk
 
 
 def delete_in_batches(

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from apps.recommend.catalogue import ItemIn, upsert_items
+from apps.recommend.catalogue import ItemIn, items_by_external_id, upsert_items
 from apps.recommend.events import EventIn, EventRejected, record_events
 from apps.recommend.models import Interaction, Item
 
@@ -32,6 +32,12 @@ def test_items_upsert_by_external_id(db_session: Session) -> None:
     assert retitled.updated == 1 and len(retitled.to_embed) == 1
     mat = db_session.scalar(select(Item).where(Item.external_id == "C"))
     assert mat.tags == ["camp"]
+
+
+def test_lookups_take_more_ids_than_one_statement_binds(db_session: Session) -> None:
+    upsert_items(db_session, [ItemIn(external_id="A", title="Tent")])
+    asked = [f"X{i}" for i in range(300_000)] + ["A"]  # beyond SQLite's and PostgreSQL's limits
+    assert list(items_by_external_id(db_session, asked)) == ["A"]
 
 
 def test_events_are_stored_once_and_bad_batches_store_nothing(db_session: Session) -> None:
