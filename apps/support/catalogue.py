@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from apps.support.models import Example, ExampleSource, Intent
 from apps.support.templates import TemplateError, parse_template
+from core.storage.engine import in_slices
 
 if TYPE_CHECKING:
     from core.ml.training.data import LabelledTexts
@@ -39,7 +40,6 @@ _NAME = re.compile(NAME_PATTERN)
 # Control characters and lone surrogates: PostgreSQL refuses NUL, and neither belongs in text.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROL_EXCEPT_LINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-_CHUNK = 500  # values per IN (...) query, well under every backend's parameter limit
 
 
 class CatalogueError(ValueError):
@@ -253,13 +253,12 @@ def get_intent(session: Session, name: str) -> Intent:
 
 def example_owners(session: Session, hashes: Iterable[str]) -> dict[str, str]:
     """For each text hash already in the catalogue, the name of the intent it teaches."""
-    wanted = sorted(set(hashes))
     owners: dict[str, str] = {}
-    for start in range(0, len(wanted), _CHUNK):
+    for chunk in in_slices(sorted(set(hashes))):
         rows = session.execute(
             select(Example.text_hash, Intent.name)
             .join(Intent, Example.intent_id == Intent.id)
-            .where(Example.text_hash.in_(wanted[start : start + _CHUNK]))
+            .where(Example.text_hash.in_(chunk))
         )
         owners.update({text_hash: name for text_hash, name in rows})
     return owners
