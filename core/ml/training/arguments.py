@@ -174,7 +174,8 @@ class EmbeddingTrainingArguments:
     more negatives per step."""
 
     epochs: float = 1.0
-    learning_rate: float = 2e-5
+    # None: 2e-5 for the whole model, 2e-4 with LoRA (`learning_rate_used`).
+    learning_rate: float | None = None
     batch_size: int = 32
     gradient_accumulation_steps: int = 1
     weight_decay: float = 0.01
@@ -186,12 +187,23 @@ class EmbeddingTrainingArguments:
     max_steps: int | None = None
     # Similarity scale of MultipleNegativesRankingLoss (sentence-transformers' default).
     scale: float = 20.0
+    # LoRA adapters instead of tuning every weight (large decoder encoders on a GPU); they are
+    # merged into the saved model, which serves as any other encoder.
+    lora: LoraArguments | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(
                 f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
             )
+        if isinstance(self.lora, dict):  # arguments read back from stored JSON
+            self.lora = LoraArguments(**self.lora)
+
+    @property
+    def learning_rate_used(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return DEFAULT_LEARNING_RATES["lora" if self.lora else "sentence"]
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EmbeddingTrainingArguments:

@@ -235,7 +235,7 @@ def fit_sequence_classifier(
     tokenizer = load_tokenizer(base)
     model: torch.nn.Module = load_model(base, labels, args, tokenizer.pad_token_id)
     if lora:
-        model = with_lora(model, args)
+        model = with_lora(model, args.lora)
 
     def encode(data: LabelledTexts) -> EncodedTexts:
         encodings = tokenizer(data.texts, truncation=True, max_length=args.max_length)

@@ -32,6 +32,7 @@ from core.ml.training.sentence_pairs import (
     TextPairs,
     order_without_duplicates,
 )
+from core.ml.training.sequence_models import with_lora
 from core.ml.training.trainer_setup import (
     checkpoint_folder,
     hf_arguments,
@@ -86,6 +87,9 @@ def train_embeddings(
     set_seed(args.seed)
     model = _sentence_model(base, placement)
     model.max_seq_length = min(model.max_seq_length or args.max_length, args.max_length)
+    transformer = model[0]  # sentence-transformers' Transformer module: the model in `.model`
+    if args.lora is not None:
+        transformer.model = with_lora(transformer.model, args.lora, "FEATURE_EXTRACTION")
     ordered = [train[i] for i in order_without_duplicates(train, args.batch_size, args.seed)]
     with checkpoint_folder(output_dir) as scratch:
         trainer = SentenceLossTrainer(
@@ -94,7 +98,7 @@ def train_embeddings(
                 scratch,
                 placement,
                 epochs=args.epochs,
-                learning_rate=args.learning_rate,
+                learning_rate=args.learning_rate_used,
                 batch_size=args.batch_size,
                 gradient_accumulation_steps=args.gradient_accumulation_steps,
                 weight_decay=args.weight_decay,
@@ -110,6 +114,8 @@ def train_embeddings(
             loss=MultipleNegativesRankingLoss(model, scale=args.scale),
         )
         outcome = quiet(trainer).train()
+    if args.lora is not None:  # saved as a plain encoder: the adapters merged into its weights
+        transformer.model = transformer.model.merge_and_unload()
     model.save(str(output_dir), create_model_card=False)
 
     encoder = load_encoder(output_dir, placement)

@@ -150,14 +150,17 @@ def load_model(
         )
 
 
-def with_lora(model: PreTrainedModel, args: TrainingArguments) -> torch.nn.Module:
-    """LoRA adapters on the attention projections; `SEQ_CLS` makes peft train and save the
-    new classification head in full (`modules_to_save`)."""
+def with_lora(
+    model: PreTrainedModel, lora: LoraArguments | None, task: str = "SEQ_CLS"
+) -> torch.nn.Module:
+    """LoRA adapters (peft) on the attention projections. `SEQ_CLS` makes peft train and save
+    the new classification head in full (`modules_to_save`); `FEATURE_EXTRACTION` adapts an
+    encoder whose output is its hidden states."""
     from peft import LoraConfig, TaskType, get_peft_model
 
-    lora = args.lora or LoraArguments()
+    lora = lora or LoraArguments()
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType(task),
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,

@@ -226,7 +226,7 @@ def test_fgm_step_adds_the_gradient_at_embeddings_moved_uphill(
 def test_fgm_works_when_lora_freezes_the_embeddings(tiny_bert_folder: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     base = load_model(tiny_bert_folder, ["a", "b"], quick(), pad_token_id=0)
-    model = with_lora(base, quick(strategy="lora"))
+    model = with_lora(base, quick(strategy="lora").lora)
     assert not input_embeddings(model).weight.requires_grad
     inputs = batch(tiny_bert_folder)
 
