@@ -33,7 +33,7 @@ from tests.workers.conftest import wait_for_job
 from workers.dispatch import CeleryDispatcher, create_dispatcher
 
 RUNS = 3
-TRAINING_RUNS = 2  # each waits out a visibility timeout
+TRAINING_RUNS = 1  # waits out a visibility timeout (about a minute)
 JOB_SECONDS = 3.0  # long enough to be killed in the middle
 
 
@@ -86,7 +86,7 @@ def test_a_training_job_killed_mid_training_records_one_version(
 ) -> None:
     # A gpu worker runs jobs in its own process (solo pool), so its death is the whole worker's
     # and the message comes back after the visibility timeout: kept short here.
-    limits = {"job_time_limit_s": 20, "broker_visibility_timeout_s": 25}
+    limits = {"job_time_limit_s": 15, "broker_visibility_timeout_s": 18}
     settings = kill_settings.model_copy(update=limits)
     factory = get_session_factory(settings.database_url)
     base = make_tiny_bert(tmp_path / "base")
