@@ -5,8 +5,9 @@ row naming those fields; for items, `tags` is `|`-separated, `active` is true/fa
 column that is not an item field becomes an attribute. Every bad line is reported with its
 number and what is wrong; a file with any bad line stores nothing.
 
-An event file may be a behaviour log of any length: `import_event_file` reads it in chunks,
-twice (check everything, then store a chunk per transaction).
+A file may be of any length (a catalogue of millions of items, a behaviour log):
+`import_item_file` and `import_event_file` read it in chunks, twice (check everything, then
+store a chunk per transaction), so an import holds one chunk in memory, not the file.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from apps.recommend.catalogue import ItemIn
+from apps.recommend.catalogue import ItemIn, UpsertReport, upsert_items
 from apps.recommend.events import (
     EventIn,
     EventRejected,
@@ -73,11 +75,11 @@ def detect_format(filename: str | None, content_type: str | None, data: bytes) -
 
 
 @dataclass(frozen=True)
-class EventFile:
-    """The events of (a chunk of) a file that could be read, each with the line it was read
+class FileChunk(Generic[M]):
+    """The records of (a chunk of) a file that could be read, each with the line it was read
     from, and the lines that could not (line number, why)."""
 
-    events: list[EventIn]
+    records: list[M]
     lines: list[int]
     errors: list[tuple[int, str]]
 
@@ -88,35 +90,78 @@ class EventFile:
         return sorted([*self.errors, *refused])
 
 
-def read_items(data: bytes, file_format: FileFormat) -> list[ItemIn]:
-    rows = _rows(io.BytesIO(data), file_format, _item_row)
-    return [item for _, item in _validated(rows, ItemIn)]
-
-
 def event_chunks(
     handle: BinaryIO, file_format: FileFormat, size: int | None
-) -> Iterator[EventFile]:
-    """The file's events and bad lines, `size` events at a time (None: all in one), read as
-    they are needed; one `EventFile` (with an error) for a file that holds no records. A line
-    that is not UTF-8 raises `ImportFileError` when it is reached."""
-    events: list[EventIn] = []
+) -> Iterator[FileChunk[EventIn]]:
+    """The file's events and bad lines, `size` events at a time (None: all in one)."""
+    return _chunks(_rows(handle, file_format, _event_row), EventIn, size)
+
+
+def item_chunks(
+    handle: BinaryIO, file_format: FileFormat, size: int | None
+) -> Iterator[FileChunk[ItemIn]]:
+    """The file's items and bad lines, `size` items at a time (None: all in one)."""
+    return _chunks(_rows(handle, file_format, _item_row), ItemIn, size)
+
+
+def _chunks(
+    rows: Iterator[tuple[int, Any]], model: type[M], size: int | None
+) -> Iterator[FileChunk[M]]:
+    """Records and bad lines, `size` records at a time, read as they are needed; one chunk
+    (with an error) for a file that holds no records. A line that is not UTF-8 raises
+    `ImportFileError` when it is reached."""
+    records: list[M] = []
     lines: list[int] = []
     errors: list[tuple[int, str]] = []
     empty = True
-    for number, record in _each(_rows(handle, file_format, _event_row), EventIn):
+    for number, record in _each(rows, model):
         empty = False
         if isinstance(record, str):
             errors.append((number, record))
             continue
-        events.append(record)
+        records.append(record)
         lines.append(number)
-        if size is not None and len(events) >= size:
-            yield EventFile(events, lines, errors)
-            events, lines, errors = [], [], []
+        if size is not None and len(records) >= size:
+            yield FileChunk(records, lines, errors)
+            records, lines, errors = [], [], []
     if empty:
         errors.append((1, "the file holds no records"))
-    if events or errors or empty:
-        yield EventFile(events, lines, errors)
+    if records or errors or empty:
+        yield FileChunk(records, lines, errors)
+
+
+def import_item_file(
+    factory: sessionmaker[Session],
+    source: Path | bytes,
+    *,
+    size: int,
+    file_format: FileFormat | None = None,
+) -> UpsertReport:
+    """Add or update the items of a file (a path, or an upload's bytes) of any length, `size`
+    at a time: a first pass reads the whole file, and any bad line raises `ImportFileError`
+    naming every one (up to `MAX_ERRORS`) with nothing stored; the second upserts it a chunk
+    per transaction (an item repeated further on updates the earlier one: the last wins)."""
+    opened, file_format = _source(source, file_format)
+    found: list[tuple[int, str]] = []
+    with opened() as handle:
+        for chunk in item_chunks(handle, file_format, size):
+            found += chunk.errors
+            if len(found) >= MAX_ERRORS:
+                break
+    if found:
+        raise ImportFileError(found)
+    created = updated = unchanged = 0
+    to_embed: dict[uuid.UUID, None] = {}  # each item once, however often the file changed it
+    with opened() as handle:
+        for chunk in item_chunks(handle, file_format, size):
+            if chunk.errors:  # the file changed since the first pass
+                raise ImportFileError(chunk.errors)
+            with session_scope(factory) as session:
+                report = upsert_items(session, chunk.records)
+            created, updated = created + report.created, updated + report.updated
+            unchanged += report.unchanged
+            to_embed.update(dict.fromkeys(report.to_embed))
+    return UpsertReport(created, updated, unchanged, list(to_embed))
 
 
 def import_event_file(
@@ -137,20 +182,13 @@ def import_event_file(
     cannot see is an id given to two different events in different chunks: the second raises
     `ImportFileError` naming its line, with the chunks before it stored; the file, fixed, can
     be imported again (events already stored count as duplicates, not twice)."""
-
-    def opened() -> BinaryIO:
-        return io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
-
-    if file_format is None:
-        with opened() as handle:
-            name = source.name if isinstance(source, Path) else None
-            file_format = detect_format(name, None, handle.read(4096))
+    opened, file_format = _source(source, file_format)
     found: list[tuple[int, str]] = []
     with opened() as handle:
         for chunk in event_chunks(handle, file_format, size):
             with factory() as session:
                 try:
-                    record_events(session, chunk.events, ratings, write=False)
+                    record_events(session, chunk.records, ratings, write=False)
                     found += chunk.errors
                 except EventRejected as exc:
                     found += chunk.rejected(exc)
@@ -164,11 +202,26 @@ def import_event_file(
             if chunk.errors:  # the file changed since the first pass
                 raise ImportFileError(chunk.errors, stored=stored + duplicates)
             try:
-                report = _store_chunk(factory, chunk.events, ratings)
+                report = _store_chunk(factory, chunk.records, ratings)
             except EventRejected as exc:
                 raise ImportFileError(chunk.rejected(exc), stored=stored + duplicates) from None
             stored, duplicates = stored + report.stored, duplicates + report.duplicates
     return EventReport(stored=stored, duplicates=duplicates)
+
+
+def _source(
+    source: Path | bytes, file_format: FileFormat | None
+) -> tuple[Callable[[], BinaryIO], FileFormat]:
+    """How to open the file (again), and its format: as given, or detected."""
+
+    def opened() -> BinaryIO:
+        return io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
+
+    if file_format is None:
+        with opened() as handle:
+            name = source.name if isinstance(source, Path) else None
+            file_format = detect_format(name, None, handle.read(4096))
+    return opened, file_format
 
 
 def _store_chunk(
@@ -260,31 +313,6 @@ def _scalar(value: str) -> Any:
 
 def _event_row(row: dict[str, str]) -> dict[str, Any]:
     return {key: value for key, value in row.items() if value != ""}
-
-
-def _validated(rows: Iterator[tuple[int, Any]], model: type[M]) -> list[tuple[int, M]]:
-    """(line number, record) for every row, or `ImportFileError` naming every bad line."""
-    records, errors = _numbered(rows, model)
-    if errors:
-        raise ImportFileError(errors)
-    return records
-
-
-def _numbered(
-    rows: Iterator[tuple[int, Any]], model: type[M]
-) -> tuple[list[tuple[int, M]], list[tuple[int, str]]]:
-    """(line number, record) for every good row, and (line number, why) for every bad one (a
-    file of no records at all is one)."""
-    records: list[tuple[int, M]] = []
-    errors: list[tuple[int, str]] = []
-    for number, record in _each(rows, model):
-        if isinstance(record, str):
-            errors.append((number, record))
-        else:
-            records.append((number, record))
-    if not records and not errors:
-        errors.append((1, "the file holds no records"))
-    return records, errors
 
 
 def _each(rows: Iterator[tuple[int, Any]], model: type[M]) -> Iterator[tuple[int, M | str]]:

@@ -31,8 +31,9 @@ class RecommendSettings(BaseSettings):
     )
     import_chunk: Annotated[int, Field(ge=1, le=20_000)] = Field(
         default=5_000,
-        description="Events of an imported file checked and stored together (one transaction "
-        "each): an import's memory is this many events' worth, whatever the file's length.",
+        description="Items or events of an imported file checked and stored together (one "
+        "transaction each): an import's memory is this many records' worth, whatever the "
+        "file's length.",
     )
     ann_threshold: Annotated[int, Field(ge=1)] = Field(
         default=ANN_THRESHOLD, description="From this many items, search an HNSW index."

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from sqlalchemy.exc import IntegrityError
 
-from apps.recommend.catalogue import upsert_items
 from apps.recommend.embeddings import embed_pending
-from apps.recommend.imports import ImportFileError, detect_format, import_event_file, read_items
+from apps.recommend.imports import ImportFileError, import_event_file, import_item_file
 from apps.recommend.settings import get_recommend_settings
+from core.settings import Settings
 from core.storage import get_session_factory
-from textsuite.cli.common import database, database_errors, fail, settings
+from textsuite.cli.common import database_errors, fail, settings
 
 app = typer.Typer(help="The recommender.", no_args_is_help=True)
 
 FileArgument = Annotated[Path, typer.Argument(help="JSON Lines or CSV (with a header row)")]
 
 
-def _read(file: Path, reader):  # type: ignore[no-untyped-def]
+@contextmanager
+def _importing(file: Path, current: Settings) -> Iterator[None]:
+    """Fail with a message where the file cannot be read, has bad lines, or the database is
+    down or not migrated."""
     try:
-        data = file.read_bytes()
-        return reader(data, detect_format(file.name, None, data))
+        with database_errors(current):
+            yield
     except OSError as exc:
         fail(f"cannot read {file}: {exc}")
     except ImportFileError as exc:
@@ -35,11 +40,12 @@ def import_items(
     file: FileArgument,
     embed: Annotated[bool, typer.Option(help="Embed new and changed items afterwards")] = True,
 ) -> None:
-    """Add or update catalogue items from a file (keyed by external_id)."""
-    items = _read(file, read_items)
-    current = settings()
-    with database(current) as session:
-        report = upsert_items(session, items)
+    """Add or update catalogue items from a file of any length (keyed by external_id): the
+    whole file is read before anything is stored, then stored a chunk at a time."""
+    current, recommend = settings(), get_recommend_settings()
+    factory = get_session_factory(current.database_url)
+    with _importing(file, current):
+        report = import_item_file(factory, file, size=recommend.import_chunk)
     typer.echo(
         f"items: {report.created} created, {report.updated} updated, "
         f"{report.unchanged} unchanged from {file}"
@@ -55,14 +61,10 @@ def import_events(file: FileArgument) -> None:
     current, recommend = settings(), get_recommend_settings()
     factory = get_session_factory(current.database_url)
     try:
-        with database_errors(current):
+        with _importing(file, current):
             report = import_event_file(
                 factory, file, recommend.ratings(), size=recommend.import_chunk
             )
-    except OSError as exc:
-        fail(f"cannot read {file}: {exc}")
-    except ImportFileError as exc:
-        fail(f"{file}: {exc}")
     except IntegrityError:
         fail(f"{file}: another process stored some of these events meanwhile; run it again")
     typer.echo(f"events: {report.stored} stored, {report.duplicates} already there")

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from apps.recommend.api.deps import FILE_BODY, ServiceDep, read_upload
-from apps.recommend.catalogue import MAX_BATCH, ItemIn, upsert_items
-from apps.recommend.imports import read_items
+from apps.recommend.api.deps import FILE_BODY, ServiceDep, bad_lines
+from apps.recommend.catalogue import MAX_BATCH, ItemIn, UpsertReport, upsert_items
+from apps.recommend.imports import ImportFileError, detect_format, import_item_file
 from apps.recommend.models import Item
 from apps.recommend.training import TRAIN_JOB, RecommendTrainParams
 from core.api.deps import (
@@ -64,6 +64,11 @@ def _public(item: Item) -> ItemPublic:
 def _upsert(session: Any, service: Any, items: list[ItemIn]) -> UpsertReply:
     report = upsert_items(session, items)
     session.commit()
+    return _reply(service, report)
+
+
+def _reply(service: Any, report: UpsertReport) -> UpsertReply:
+    """The counts, and the job embedding new and changed text (started here)."""
     job = service.request_embedding() if report.to_embed else None
     return UpsertReply(
         created=report.created,
@@ -94,13 +99,22 @@ def post_items(body: ItemBody, session: SessionDep, service: ServiceDep) -> Any:
 )
 def import_items(
     body: RawBody,
-    session: SessionDep,
     service: ServiceDep,
     content_type: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Any:
     """The body is the file. CSV: `external_id,title,description,tags,category,series,active`
-    with `|` between tags; other columns become attributes."""
-    return _upsert(session, service, read_upload(body, content_type, read_items))
+    with `|` between tags; other columns become attributes. The whole file is read before
+    anything is stored, then stored a chunk per transaction (`import_item_file`)."""
+    try:
+        report = import_item_file(
+            service.factory,
+            body,
+            size=service.recommend.import_chunk,
+            file_format=detect_format(None, content_type, body),
+        )
+    except ImportFileError as exc:
+        raise bad_lines(exc) from None
+    return _reply(service, report)
 
 
 @router.get("/items", response_model=list[ItemPublic], summary="List items")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
-from apps.recommend.imports import FileFormat, ImportFileError, detect_format
+from apps.recommend.imports import ImportFileError
 from apps.recommend.service import RecommendService
-
-T = TypeVar("T")
 
 
 async def get_service(request: Request) -> RecommendService:
@@ -30,16 +27,6 @@ FILE_BODY = {
         },
     }
 }
-
-
-def read_upload(
-    data: bytes, content_type: str | None, reader: Callable[[bytes, FileFormat], T]
-) -> T:
-    """The request body read as an import file; bad lines answer 422 with their numbers."""
-    try:
-        return reader(data, detect_format(None, content_type, data))
-    except ImportFileError as exc:
-        raise bad_lines(exc) from None
 
 
 def bad_lines(exc: ImportFileError) -> HTTPException:

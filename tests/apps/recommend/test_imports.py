@@ -11,17 +11,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.catalogue import ItemIn, upsert_items
-from apps.recommend.events import EventRejected, RatingScale
+from apps.recommend.events import EventIn, EventRejected, RatingScale
 from apps.recommend.imports import (
-    EventFile,
+    FileChunk,
     FileFormat,
     ImportFileError,
     detect_format,
     event_chunks,
     import_event_file,
-    read_items,
+    import_item_file,
+    item_chunks,
 )
-from apps.recommend.models import Interaction
+from apps.recommend.models import Interaction, Item
 from core.storage.engine import get_session_factory, session_scope
 
 
@@ -50,9 +51,16 @@ def test_bad_lines_are_all_reported_and_nothing_is_returned() -> None:
         read_items(b"\n\n", FileFormat.JSONL)
 
 
-def read_events(data: bytes, file_format: FileFormat) -> EventFile:
+def read_events(data: bytes, file_format: FileFormat) -> FileChunk[EventIn]:
     (whole,) = event_chunks(io.BytesIO(data), file_format, size=None)
     return whole
+
+
+def read_items(data: bytes, file_format: FileFormat) -> list[ItemIn]:
+    (whole,) = item_chunks(io.BytesIO(data), file_format, size=None)
+    if whole.errors:
+        raise ImportFileError(whole.errors)
+    return whole.records
 
 
 @pytest.mark.parametrize("column", ["tags", "attributes", "category"])
@@ -69,7 +77,7 @@ def test_csv_rows_with_too_few_or_too_many_values_are_named(column: str) -> None
         (5, "4 values but the header has 3"),
     ]
     short = read_events(b"event_id,user_id,item_id,type,value,timestamp\ne4,u1\n", FileFormat.CSV)
-    assert short.events == [] and short.errors == [(2, "2 values but the header has 6")]
+    assert short.records == [] and short.errors == [(2, "2 values but the header has 6")]
 
 
 def test_events_from_csv_and_format_detection() -> None:
@@ -78,7 +86,7 @@ def test_events_from_csv_and_format_detection() -> None:
         b"e1,u1,A1,rating,4,2026-11-01T10:00:00Z\n"
         b"e2,u1,A2,view,,2026-11-01T10:01:00+01:00\n"
     )
-    rating, view = read_events(data, detect_format("events.csv", None, data)).events
+    rating, view = read_events(data, detect_format("events.csv", None, data)).records
     assert rating.value == 4.0 and view.value is None
     assert view.timestamp is not None and view.timestamp.utcoffset().total_seconds() == 3600
     undated = read_events(b"user_id,item_id,type,timestamp\nu1,A1,view,yesterday\n", FileFormat.CSV)
@@ -87,7 +95,7 @@ def test_events_from_csv_and_format_detection() -> None:
     row = '{"user_id": "u", "item_id": "%s", "type": "view"}'
     jsonl = f"\n{row % 'A'}\n\n{row % 'B'}\n".encode()
     upload = read_events(jsonl, FileFormat.JSONL)
-    assert [e.item_id for e in upload.events] == ["A", "B"] and upload.lines == [2, 4]
+    assert [e.item_id for e in upload.records] == ["A", "B"] and upload.lines == [2, 4]
     assert upload.rejected(EventRejected({1: "unknown item 'B'"})) == [(4, "unknown item 'B'")]
     assert detect_format(None, None, b'  {"a": 1}') is FileFormat.JSONL
     assert detect_format(None, None, b"external_id,title") is FileFormat.CSV
@@ -105,7 +113,7 @@ def test_event_chunks_read_a_file_as_it_is_needed() -> None:
 
     chunks = event_chunks(Handle("".join(rows).encode()), FileFormat.JSONL, size=3)
     first = next(chunks)
-    assert [e.user_id for e in first.events] == ["u0", "u1", "u2"] and len(read) == 3
+    assert [e.user_id for e in first.records] == ["u0", "u1", "u2"] and len(read) == 3
     rest = list(chunks)
     assert [c.lines for c in rest] == [[5, 6, 7], [8]]
     assert rest[0].errors == [(4, "not JSON: Expecting value at column 1")]
@@ -162,3 +170,26 @@ def test_a_long_event_file_is_checked_whole_then_stored_a_chunk_at_a_time(
 def _stored(factory: sessionmaker[Session]) -> int:
     with factory() as session:
         return session.scalar(select(func.count()).select_from(Interaction))
+
+
+def test_a_long_item_file_is_read_whole_then_stored_a_chunk_at_a_time(
+    database_url: str, tmp_path: Path
+) -> None:
+    factory = get_session_factory(database_url)
+    path = tmp_path / "items.csv"
+    rows = [f"I{i},Item {i},tents\n" for i in range(9)]
+    path.write_text("external_id,title,category\n" + "".join(rows[:5]) + "I9\n" + "".join(rows[5:]))
+    with pytest.raises(ImportFileError) as caught:  # line 7, in the second chunk of 4
+        import_item_file(factory, path, size=4)
+    assert caught.value.errors == [(7, "1 values but the header has 3")]
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(Item)) == 0
+
+    path.write_text("external_id,title,category\n" + "".join(rows) + "I0,Item 0 renamed,tents\n")
+    report = import_item_file(factory, path, size=4)
+    # I0 is created in the first chunk and renamed in the third: the last one wins.
+    assert (report.created, report.updated, len(report.to_embed)) == (9, 1, 9)
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(Item)) == 9
+        renamed = session.scalar(select(Item.title).where(Item.external_id == "I0"))
+    assert renamed == "Item 0 renamed"
