@@ -18,6 +18,7 @@ from core.settings import get_settings
 from core.storage.engine import get_session_factory
 from core.storage.models import ApiKey, Job
 from textsuite.cli import app
+from textsuite.cli.run import worker_queues
 
 runner = CliRunner()
 
@@ -116,9 +117,14 @@ def test_model_workers_refuse_the_forking_pool(local_env: str, monkeypatch) -> N
     monkeypatch.setenv("TEXTSUITE_BROKER_URL", "redis://127.0.0.1:6379/15")
     get_settings.cache_clear()
     result = runner.invoke(app, ["worker", "--queues", "gpu", "--pool", "prefork"])
-    assert result.exit_code == 1 and "the gpu queue(s) need the solo or threads" in result.output
+    assert (
+        result.exit_code == 1
+        and "the gpu and inference queue(s) need the solo or threads" in result.output
+    )
     result = runner.invoke(app, ["worker", "--queues", "default,inference", "--pool", "prefork"])
     assert result.exit_code == 1 and "the inference queue(s) need" in result.output
+    assert worker_queues("gpu") == ["gpu", "inference"]  # never left unconsumed
+    assert worker_queues(" default ,inference") == ["default", "inference"]
     result = runner.invoke(app, ["worker", "--queues", "default,cpu"])
     assert result.exit_code == 1
     assert "unknown queue(s) ['cpu']; expected some of default, gpu, inference" in result.output

@@ -52,7 +52,8 @@ def job_task(
     `params`, a pydantic model, is checked when the job is submitted; the body receives the
     validated parameters as `ctx.params`.
 
-    `queue` is `gpu` for training and bulk inference, `default` for everything else. A body
+    `queue` is `gpu` for training and bulk inference, `inference` for short model work that
+    must not wait behind training, `default` for everything else. A body
     raising `core.jobs.TransientJobError` is retried `max_retries` times with backoff; any other
     exception fails the job with its reason.
     """

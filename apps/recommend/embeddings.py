@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.catalogue import text_of
@@ -28,6 +28,8 @@ from core.ml.predictors import TextEncoder
 from core.ml.references import resolve_model
 from core.ml.versions import production_version
 from core.settings import Settings
+from core.storage.base import utcnow
+from core.storage.engine import in_slices, upsert_statement
 
 EMBED_JOB = "recommend.embed"
 
@@ -112,22 +114,30 @@ def store_vectors(
     vectors: np.ndarray,
     text_hashes: list[str],
 ) -> None:
+    """Insert or replace the items' vectors in one statement per slice, so two runs storing
+    the same items at once (a training job's and an embedding job's) both succeed."""
+    now = utcnow()
     rows = [
-        ItemEmbedding(
-            item_id=item_id,
-            encoder=encoder_key,
-            text_hash=digest,
-            vector=np.asarray(vector, dtype="<f4").tobytes(),
-        )
+        {
+            "item_id": item_id,
+            "encoder": encoder_key,
+            "text_hash": digest,
+            "vector": np.asarray(vector, dtype="<f4").tobytes(),
+            "created_at": now,  # the service reads the vectors stored since its last look
+        }
         for item_id, vector, digest in zip(item_ids, vectors, text_hashes, strict=True)
     ]
     with factory.begin() as session:
-        session.execute(
-            delete(ItemEmbedding).where(
-                ItemEmbedding.encoder == encoder_key, ItemEmbedding.item_id.in_(item_ids)
+        for chunk in in_slices(rows, 1000):
+            insert = upsert_statement(session, ItemEmbedding).values(list(chunk))
+            replaced = {
+                name: insert.excluded[name] for name in ("text_hash", "vector", "created_at")
+            }
+            session.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[ItemEmbedding.item_id, ItemEmbedding.encoder], set_=replaced
+                )
             )
-        )
-        session.add_all(rows)
 
 
 def as_vector(blob: bytes) -> np.ndarray:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from apps.recommend.catalogue import ExternalId, items_by_external_id
 from apps.recommend.models import EventType, Interaction, Item, Recommendation
+from core.storage.engine import in_slices
 from core.validation import PastDatetime
 
 MAX_BATCH = 10_000
@@ -113,13 +114,19 @@ def record_events(
     ratings: RatingScale = RatingScale(),
     *,
     write: bool = True,
+    received: dt.datetime | None = None,
 ) -> EventReport:
     """Store `events` in the caller's transaction; `EventRejected` before any write (ratings
-    outside `ratings` included). `write=False` only checks them."""
-    received = dt.datetime.now(dt.UTC)
+    outside `ratings` included). `write=False` only checks them. `received` (default: now)
+    stamps the events that carry no time of their own."""
+    received = received or dt.datetime.now(dt.UTC)
     items = items_by_external_id(session, sorted({e.item_id for e in events}))
     served = {e.recommendation_id for e in events if e.recommendation_id is not None}
-    known = set(session.scalars(select(Recommendation.id).where(Recommendation.id.in_(served))))
+    known = {
+        found
+        for chunk in in_slices(served)
+        for found in session.scalars(select(Recommendation.id).where(Recommendation.id.in_(chunk)))
+    }
     problems: dict[int, str] = {}
     for i, event in enumerate(events):
         if event.item_id not in items:
@@ -136,16 +143,18 @@ def record_events(
         earlier = keyed.setdefault(key, event)
         if earlier is not event and _what(earlier, items) != _what(event, items):
             problems[i] = f"event_id {event.event_id!r} names another event earlier in the batch"
-    stored = session.execute(
-        select(
-            Interaction.event_id,
-            Interaction.user_id,
-            Interaction.item_id,
-            Interaction.type,
-            Interaction.value,
-        ).where(Interaction.event_id.in_(list(keyed)))
+    columns = (
+        Interaction.event_id,
+        Interaction.user_id,
+        Interaction.item_id,
+        Interaction.type,
+        Interaction.value,
     )
-    was = {row.event_id: (row.user_id, row.item_id, row.type, row.value) for row in stored}
+    was = {
+        row.event_id: (row.user_id, row.item_id, row.type, row.value)
+        for chunk in in_slices(keyed)
+        for row in session.execute(select(*columns).where(Interaction.event_id.in_(chunk)))
+    }
     for i, (key, event) in enumerate(zip(keys, events, strict=True)):
         if i not in problems and key in was and was[key] != _what(event, items):
             problems[i] = (

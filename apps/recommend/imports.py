@@ -7,18 +7,22 @@ number and what is wrong; a file with any bad line stores nothing.
 
 A file may be of any length (a catalogue of millions of items, a behaviour log):
 `import_item_file` and `import_event_file` read it in chunks, twice (check everything, then
-store a chunk per transaction), so an import holds one chunk in memory, not the file.
+store a chunk per transaction), so an import holds one chunk in memory, not the file. What
+the check cannot see (an event id reused across chunks, a file changed between the passes)
+stops the second pass with the chunks before it stored, and the error says how many.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
 
@@ -38,6 +42,7 @@ from core.storage.engine import session_scope
 from core.validation import problems
 
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
 MAX_ERRORS = 50
 
 
@@ -47,22 +52,25 @@ class FileFormat(StrEnum):
 
 
 class ImportFileError(ValueError):
-    """Lines of an import file that are wrong: `errors` is [(line number, message)];
-    `stored` events of the file before them are stored (new or already there) when they were
-    found (`import_event_file`)."""
+    """Lines of an import file that are wrong: `errors` is [(line number, message)], the
+    first `MAX_ERRORS` of `count` (default: all of them); the file's first `stored` records
+    were stored before they were found (`import_item_file`, `import_event_file`)."""
 
-    def __init__(self, errors: list[tuple[int, str]], *, stored: int = 0) -> None:
+    def __init__(
+        self, errors: list[tuple[int, str]], *, count: int | None = None, stored: int = 0
+    ) -> None:
         self.errors = errors[:MAX_ERRORS]
         self.stored = stored
+        count = len(errors) if count is None else count
         listed = "; ".join(f"line {line}: {message}" for line, message in self.errors[:10])
-        more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+        more = f" (and {count - 10} more)" if count > 10 else ""
         done = (
-            f"the {stored} event(s) before them are stored (importing the fixed file again "
-            "stores the rest; stored events count as duplicates)"
+            f"the file's first {stored} record(s) are stored (importing the fixed file again "
+            "stores the rest; what is stored already counts as unchanged or duplicate)"
             if stored
             else "nothing imported"
         )
-        super().__init__(f"{len(errors)} bad line(s), {done}: {listed}{more}")
+        super().__init__(f"{count} bad line(s), {done}: {listed}{more}")
 
 
 def detect_format(filename: str | None, content_type: str | None, data: bytes) -> FileFormat:
@@ -118,10 +126,10 @@ def _chunks(
         empty = False
         if isinstance(record, str):
             errors.append((number, record))
-            continue
-        records.append(record)
-        lines.append(number)
-        if size is not None and len(records) >= size:
+        else:
+            records.append(record)
+            lines.append(number)
+        if size is not None and len(records) + len(errors) >= size:
             yield FileChunk(records, lines, errors)
             records, lines, errors = [], [], []
     if empty:
@@ -139,25 +147,22 @@ def import_item_file(
 ) -> UpsertReport:
     """Add or update the items of a file (a path, or an upload's bytes) of any length, `size`
     at a time: a first pass reads the whole file, and any bad line raises `ImportFileError`
-    naming every one (up to `MAX_ERRORS`) with nothing stored; the second upserts it a chunk
-    per transaction (an item repeated further on updates the earlier one: the last wins)."""
+    naming them with nothing stored; the second upserts it a chunk per transaction. An item
+    repeated further on updates the earlier one (the last wins; the counts say created, then
+    updated or unchanged)."""
     opened, file_format = _source(source, file_format)
-    found: list[tuple[int, str]] = []
+    found = _Found()
     with opened() as handle:
         for chunk in item_chunks(handle, file_format, size):
-            found += chunk.errors
-            if len(found) >= MAX_ERRORS:
-                break
-    if found:
-        raise ImportFileError(found)
+            found.add(chunk.errors)
+    found.check()
     created = updated = unchanged = 0
     to_embed: dict[uuid.UUID, None] = {}  # each item once, however often the file changed it
     with opened() as handle:
         for chunk in item_chunks(handle, file_format, size):
             if chunk.errors:  # the file changed since the first pass
-                raise ImportFileError(chunk.errors)
-            with session_scope(factory) as session:
-                report = upsert_items(session, chunk.records)
+                raise ImportFileError(chunk.errors, stored=created + updated + unchanged)
+            report = _stored_once(factory, partial(upsert_items, items=chunk.records))
             created, updated = created + report.created, updated + report.updated
             unchanged += report.unchanged
             to_embed.update(dict.fromkeys(report.to_embed))
@@ -177,32 +182,32 @@ def import_event_file(
 
     A first pass reads the whole file and checks each chunk against the database (bad lines,
     unknown items, off-scale ratings, ids stored or reused for other events); any problem
-    raises `ImportFileError` naming every bad line found (up to `MAX_ERRORS`), and nothing is
-    stored. The second pass stores the file a chunk per transaction. What the first pass
-    cannot see is an id given to two different events in different chunks: the second raises
-    `ImportFileError` naming its line, with the chunks before it stored; the file, fixed, can
-    be imported again (events already stored count as duplicates, not twice)."""
+    raises `ImportFileError` naming the bad lines, and nothing is stored. The second pass
+    stores the file a chunk per transaction. What the first pass cannot see is an id given to
+    two different events in different chunks: the second raises `ImportFileError` naming its
+    line, with the chunks before it stored; the file, fixed, can be imported again (events
+    already stored count as duplicates, not twice). Events with neither an id nor a time are
+    stamped with one time for the whole file, as if it had come in one batch."""
     opened, file_format = _source(source, file_format)
-    found: list[tuple[int, str]] = []
+    received = dt.datetime.now(dt.UTC)
+    found = _Found()
     with opened() as handle:
         for chunk in event_chunks(handle, file_format, size):
             with factory() as session:
                 try:
-                    record_events(session, chunk.records, ratings, write=False)
-                    found += chunk.errors
+                    record_events(session, chunk.records, ratings, write=False, received=received)
+                    found.add(chunk.errors)
                 except EventRejected as exc:
-                    found += chunk.rejected(exc)
-            if len(found) >= MAX_ERRORS:
-                break
-    if found:
-        raise ImportFileError(sorted(found))
+                    found.add(chunk.rejected(exc))
+    found.check()
     stored = duplicates = 0
     with opened() as handle:
         for chunk in event_chunks(handle, file_format, size):
             if chunk.errors:  # the file changed since the first pass
                 raise ImportFileError(chunk.errors, stored=stored + duplicates)
             try:
-                report = _store_chunk(factory, chunk.records, ratings)
+                store = partial(record_events, events=chunk.records, ratings=ratings)
+                report = _stored_once(factory, partial(store, received=received))
             except EventRejected as exc:
                 raise ImportFileError(chunk.rejected(exc), stored=stored + duplicates) from None
             stored, duplicates = stored + report.stored, duplicates + report.duplicates
@@ -224,14 +229,30 @@ def _source(
     return opened, file_format
 
 
-def _store_chunk(
-    factory: sessionmaker[Session], events: list[EventIn], ratings: RatingScale
-) -> EventReport:
+class _Found:
+    """The bad lines a first pass found: the first `MAX_ERRORS` kept, all of them counted."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[int, str]] = []
+        self.count = 0
+
+    def add(self, errors: list[tuple[int, str]]) -> None:
+        self.errors += errors[: max(MAX_ERRORS - len(self.errors), 0)]
+        self.count += len(errors)
+
+    def check(self) -> None:
+        if self.count:
+            raise ImportFileError(self.errors, count=self.count)
+
+
+def _stored_once(factory: sessionmaker[Session], store: Callable[[Session], R]) -> R:
+    """`store` in a transaction, again if another process stored some of the same records
+    meanwhile (the unique constraint that stops it makes the second try find them)."""
     for attempt in range(2):
         try:
             with session_scope(factory) as session:
-                return record_events(session, events, ratings)
-        except IntegrityError:  # another process stored some of them meanwhile: count once
+                return store(session)
+        except IntegrityError:
             if attempt:
                 raise
     raise AssertionError("unreachable")
@@ -243,12 +264,16 @@ def _rows(handle: BinaryIO, file_format: FileFormat, convert: Any) -> Iterator[t
 
 
 def _lines(handle: BinaryIO) -> Iterator[str]:
-    """The file's lines decoded one at a time, their endings kept."""
-    for number, raw in enumerate(handle, start=1):
-        try:
-            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError:
-            raise ImportFileError([(number, "not valid UTF-8")]) from None
+    """The file's lines decoded one at a time, their endings kept: LF, CRLF, or a lone CR
+    (old spreadsheet exports)."""
+    number = 0
+    for block in handle:  # up to each LF
+        for raw in block.splitlines(keepends=True):  # bytes: splits at LF, CRLF and CR only
+            number += 1
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise ImportFileError([(number, "not valid UTF-8")]) from None
 
 
 def _jsonl(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:

@@ -18,13 +18,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from sqlalchemy import insert, or_, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from apps.sentiment.entities import EntityMatcher
 from apps.sentiment.models import Article, ArticleEntity, LabelCorrection
 from core.privacy import mask_personal_data
 from core.storage.base import utcnow
+from core.storage.engine import upsert_statement
 from core.validation import PastDatetime
 
 MAX_TEXT_CHARS = 20_000
@@ -224,12 +224,10 @@ def _lookup(known: _Known, key: _Keys) -> uuid.UUID | None:
 def set_correction(session: Session, article_id: uuid.UUID, label: str, analyst: str) -> None:
     """Insert or replace an analyst's label for an article, in one statement: two analysts at
     once leave one correction (the later), never a unique-constraint error."""
-    dialects = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-    upsert = dialects[session.get_bind().dialect.name]
     now = utcnow()
     changes = {"label": label, "analyst": analyst, "updated_at": now}
     session.execute(
-        upsert(LabelCorrection)
+        upsert_statement(session, LabelCorrection)
         .values(id=uuid.uuid4(), article_id=article_id, created_at=now, **changes)
         .on_conflict_do_update(index_elements=[LabelCorrection.article_id], set_=changes)
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, Table, create_engine, delete, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,8 +65,8 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 T = TypeVar("T")
 
-# Values bound in one `IN (...)` list at most: SQLite takes 32,766 variables a statement (some
-# builds more, older ones 999), PostgreSQL's protocol 65,535.
+# Values bound in one `IN (...)` list at most: SQLite (3.32 and later) takes 32,766 variables
+# a statement, PostgreSQL's protocol 65,535.
 IN_LIST_MAX = 5_000
 
 
@@ -74,6 +75,14 @@ def in_slices(values: Iterable[T], size: int = IN_LIST_MAX) -> Iterator[tuple[T,
     remaining = iter(values)
     while chunk := tuple(islice(remaining, size)):
         yield chunk
+
+
+def upsert_statement(session: Session, table: Any) -> Any:
+    """`INSERT` for the session's database that takes `.on_conflict_do_update(...)` and
+    `.excluded` (PostgreSQL and SQLite): an insert-or-replace in one statement, safe when
+    another transaction writes the same key at the same time."""
+    dialects = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    return dialects[session.get_bind().dialect.name](table)
 
 
 def delete_in_batches(

@@ -45,7 +45,12 @@ def import_items(
     current, recommend = settings(), get_recommend_settings()
     factory = get_session_factory(current.database_url)
     with _importing(file, current):
-        report = import_item_file(factory, file, size=recommend.import_chunk)
+        try:
+            report = import_item_file(factory, file, size=recommend.import_chunk)
+        except ImportFileError as exc:
+            if embed and exc.stored:  # what was stored before the bad line, embedded still
+                embed_catalogue()
+            raise
     typer.echo(
         f"items: {report.created} created, {report.updated} updated, "
         f"{report.unchanged} unchanged from {file}"

@@ -60,9 +60,9 @@ def worker(
     """Run a Celery worker against TEXTSUITE_BROKER_URL.
 
     A `gpu` worker uses the `solo` pool: one process, one job at a time, models loaded lazily,
-    and CUDA never initialised before a fork. Run one per GPU. An `inference` worker (solo too)
-    embeds new catalogue items; beside a `gpu` worker it keeps them from waiting behind a
-    training job.
+    and CUDA never initialised before a fork. Run one per GPU. It takes `inference` jobs too,
+    between training jobs; an `inference` worker of its own (solo too) takes them at once, so
+    new catalogue items never wait behind training.
     """
     current = settings()
     if current.broker_url is None:
@@ -70,10 +70,7 @@ def worker(
             "no broker configured: set TEXTSUITE_BROKER_URL=redis://host:6379/0 "
             "(without a broker, `textsuite serve` runs jobs in its own process)"
         )
-    names = [name.strip() for name in queues.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(QUEUES))
-    if unknown or not names:
-        fail(f"unknown queue(s) {unknown or names}; expected some of {', '.join(QUEUES)}")
+    names = worker_queues(queues)
     model_queues = sorted(MODEL_QUEUES & set(names))
     if pool is None:
         pool = "solo" if model_queues else "prefork"
@@ -95,6 +92,19 @@ def worker(
     elif concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
     create_celery_app(current, periodic=True).worker_main(argv)
+
+
+def worker_queues(option: str) -> list[str]:
+    """The queues a worker consumes: those named, and `inference` wherever `gpu` is (its jobs
+    then run between training jobs, so nothing sits unconsumed where no `inference` worker
+    runs; one that does takes them at once)."""
+    names = [name.strip() for name in option.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(QUEUES))
+    if unknown or not names:
+        fail(f"unknown queue(s) {unknown or names}; expected some of {', '.join(QUEUES)}")
+    if "gpu" in names and "inference" not in names:
+        names.append("inference")
+    return names
 
 
 def beat() -> None:

@@ -112,7 +112,7 @@ def import_items(
             size=service.recommend.import_chunk,
             file_format=detect_format(None, content_type, body),
         )
-    except ImportFileError as exc:
+    except ImportFileError as exc:  # an upload cannot change between the passes: none stored
         raise bad_lines(exc) from None
     return _reply(service, report)
 

@@ -143,7 +143,11 @@ def train_embeddings(
         labels=[],
         metrics=metrics,
         primary_metric="mrr",
-        params={**args.to_dict(), "base_reference": base_reference},
+        params={
+            **args.to_dict(),
+            "learning_rate": args.learning_rate_used,
+            "base_reference": base_reference,
+        },
     )
 
 

@@ -422,7 +422,7 @@ def test_an_event_file_is_checked_whole_then_stored_a_chunk_at_a_time(
         refused = client.post("/v1/recommend/events/import", content=file, headers=ndjson)
         assert refused.status_code == 422
         assert [e["line"] for e in refused.json()["detail"]["errors"]] == [8]
-        assert "the 6 event(s) before them are stored" in refused.json()["detail"]["message"]
+        assert "the file's first 6 record(s) are stored" in refused.json()["detail"]["message"]
         with get_session_factory(service_settings.database_url)() as session:
             # The five, and line 6; line 7 shares line 8's chunk, which stored nothing.
             assert session.scalar(select(func.count()).select_from(Interaction)) == 6

@@ -115,7 +115,7 @@ def test_event_chunks_read_a_file_as_it_is_needed() -> None:
     first = next(chunks)
     assert [e.user_id for e in first.records] == ["u0", "u1", "u2"] and len(read) == 3
     rest = list(chunks)
-    assert [c.lines for c in rest] == [[5, 6, 7], [8]]
+    assert [c.lines for c in rest] == [[5, 6], [7, 8]]  # a bad line counts in a chunk's size
     assert rest[0].errors == [(4, "not JSON: Expecting value at column 1")]
     (empty,) = event_chunks(io.BytesIO(b"\n"), FileFormat.JSONL, size=3)
     assert empty.errors == [(1, "the file holds no records")]
@@ -161,7 +161,7 @@ def test_a_long_event_file_is_checked_whole_then_stored_a_chunk_at_a_time(
     with pytest.raises(ImportFileError) as caught:
         import_event_file(factory, path, RatingScale(), size=4)
     assert caught.value.stored == 4 and caught.value.errors[0][0] == 6
-    assert "the 4 event(s) before them are stored" in str(caught.value)
+    assert "the file's first 4 record(s) are stored" in str(caught.value)
     path.write_text(_event_lines(*[(f"n{i}", "v", "A") for i in range(5)], ("n5", "w", "B")))
     fixed = import_event_file(factory, path, RatingScale(), size=4)
     assert (fixed.stored, fixed.duplicates) == (2, 4) and _stored(factory) == 16
@@ -193,3 +193,36 @@ def test_a_long_item_file_is_read_whole_then_stored_a_chunk_at_a_time(
         assert session.scalar(select(func.count()).select_from(Item)) == 9
         renamed = session.scalar(select(Item.title).where(Item.external_id == "I0"))
     assert renamed == "Item 0 renamed"
+
+
+def test_lone_carriage_returns_end_lines_as_old_spreadsheet_exports_write_them() -> None:
+    first, second = read_items(b"external_id,title\rA1,Tent\rA2,Stove\r", FileFormat.CSV)
+    assert (first.external_id, second.title) == ("A1", "Stove")
+    row = b'{"user_id": "u", "item_id": "%s", "type": "view"}'
+    upload = read_events(row % b"A" + b"\r" + row % b"B" + b"\r\n\r" + b"nope", FileFormat.JSONL)
+    assert upload.lines == [1, 2] and upload.errors == [
+        (4, "not JSON: Expecting value at column 1")
+    ]
+
+
+def test_every_bad_line_is_counted_and_the_first_fifty_named(
+    database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(f"bad line {i}\n" for i in range(60)))
+    with pytest.raises(ImportFileError) as caught:
+        import_event_file(get_session_factory(database_url), path, RatingScale(), size=7)
+    assert len(caught.value.errors) == 50 and caught.value.errors[-1][0] == 50
+    assert str(caught.value).startswith("60 bad line(s), nothing imported")
+
+
+def test_events_without_id_or_time_are_stamped_once_for_the_whole_file(
+    database_url: str, tmp_path: Path
+) -> None:
+    factory = get_session_factory(database_url)
+    with session_scope(factory) as session:
+        upsert_items(session, [ItemIn(external_id="A", title="Tent")])
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"user_id": "u", "item_id": "A", "type": "view"}\n' * 6)
+    report = import_event_file(factory, path, RatingScale(), size=2)
+    assert (report.stored, report.duplicates) == (1, 5)  # one batch's worth, as a whole file

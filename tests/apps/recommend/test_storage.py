@@ -122,3 +122,41 @@ def test_stats_name_a_tuned_encoder_by_its_version(db_session: Session) -> None:
     assert lists == {"model:all-MiniLM-L6-v2": 1, "recommend-encoder v1": 2,
                      "version:not-a-uuid": 1, "none": 1}  # fmt: skip
     assert stats.by_kind["user"].lists == 5 and stats.by_kind["user"].feedback_rate == 0.0
+
+
+def test_two_runs_storing_the_same_vectors_at_once_both_succeed(
+    database_url: str, session_factory
+) -> None:
+    """A training job embeds the catalogue while an embedding job does the same items."""
+    import threading
+
+    import numpy as np
+
+    from apps.recommend.embeddings import store_vectors
+    from apps.recommend.models import ItemEmbedding
+    from core.storage.engine import session_scope
+
+    with session_scope(session_factory) as session:
+        ids = upsert_items(
+            session, [ItemIn(external_id=f"I{i}", title=f"Item {i}") for i in range(200)]
+        ).to_embed
+    start, failures = threading.Barrier(2), []
+
+    def run(seed: int) -> None:
+        vectors = np.random.default_rng(seed).random((len(ids), 8), dtype=np.float32)
+        for _ in range(5):
+            start.wait()
+            try:
+                store_vectors(session_factory, "model:x", ids, vectors, [f"h{seed}"] * len(ids))
+            except Exception as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    with session_factory() as session:
+        rows = session.execute(select(ItemEmbedding.text_hash)).scalars().all()
+    assert len(rows) == 200 and set(rows) <= {"h1", "h2"}

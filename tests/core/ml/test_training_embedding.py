@@ -114,41 +114,48 @@ def test_embedding_training_measures_validation_retrieval_before_and_after(
     assert np.isfinite(metrics["train_loss"])
 
 
+@pytest.mark.parametrize(
+    ("base", "adapted"), [("tiny-llama", {"q_proj", "v_proj"}), ("tiny-bert", {"query", "value"})]
+)
 def test_lora_embedding_training_tunes_adapters_and_saves_them_merged(
-    tiny_llama_folder: Path, tmp_path: Path
+    base: str, adapted: set[str], tiny_bert_folder: Path, tiny_llama_folder: Path, tmp_path: Path
 ) -> None:
-    """Only the attention projections LoRA adapts change; the saved folder is a plain encoder."""
+    """Only the attention projections LoRA adapts (peft's defaults for the architecture)
+    change; the saved folder is a plain encoder."""
     from safetensors.torch import load_file
+
+    folder = tiny_llama_folder if base == "tiny-llama" else tiny_bert_folder
 
     pairs = colour_pairs()
     anchors, positives = [a for a, _ in pairs], [p for _, p in pairs]
-    before = load_encoder(tiny_llama_folder, CPU)
+    before = load_encoder(folder, CPU)
     base_scores = retrieval_metrics(before.encode(anchors), before.encode(positives))
     arguments = EmbeddingTrainingArguments.from_dict(
         {"epochs": 40, "batch_size": 8, "validation_fraction": 0.0, "lora": {"r": 8}}
     )
     assert arguments.learning_rate_used == 2e-4  # LoRA's usual rate
-    arguments.learning_rate = 3e-3
+    arguments.learning_rate = 1e-2
     result = train_embeddings(
-        tiny_llama_folder,
+        folder,
         pairs,
         arguments,
         output_dir=tmp_path / "encoder",
-        base_reference="tiny-llama",
+        base_reference=base,
         placement=CPU,
     )
-    assert result.params["lora"]["r"] == 8
+    assert result.params["lora"]["r"] == 8 and result.params["learning_rate"] == 1e-2
     saved = tmp_path / "encoder"
     assert not (saved / "adapter_config.json").exists()
     after = load_encoder(saved, CPU)
     scores = retrieval_metrics(after.encode(anchors), after.encode(positives))
     assert scores["accuracy@1"] > base_scores["accuracy@1"]
     old, new = (
-        load_file(tiny_llama_folder / "model.safetensors"),
+        load_file(folder / "model.safetensors"),
         load_file(saved / "model.safetensors"),
     )
     changed = set()
-    for key, weight in new.items():  # the base folder is a causal LM: its keys say `model.`
-        if not np.array_equal(weight.numpy(), old[key if key in old else f"model.{key}"].numpy()):
+    for key, weight in new.items():  # a causal LM's keys say `model.`, a BERT's may say `bert.`
+        stored = next(k for k in (key, f"model.{key}", f"bert.{key}") if k in old)
+        if not np.array_equal(weight.numpy(), old[stored].numpy()):
             changed.add(key.split(".")[-2])
-    assert changed == {"q_proj", "v_proj"}  # peft's LoRA targets for Llama, merged
+    assert changed == adapted  # merged into the weights
