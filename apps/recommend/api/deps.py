@@ -33,5 +33,9 @@ def bad_lines(exc: ImportFileError) -> HTTPException:
     """422 naming each refused line of an import file and why."""
     return HTTPException(
         status.HTTP_422_UNPROCESSABLE_CONTENT,
-        {"message": str(exc), "errors": [{"line": n, "error": e} for n, e in exc.errors]},
+        {
+            "message": str(exc),
+            "errors": [{"line": n, "error": e} for n, e in exc.errors],
+            "stored": exc.stored,  # the file's first records stored before a late refusal
+        },
     )

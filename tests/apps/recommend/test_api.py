@@ -423,6 +423,7 @@ def test_an_event_file_is_checked_whole_then_stored_a_chunk_at_a_time(
         assert refused.status_code == 422
         assert [e["line"] for e in refused.json()["detail"]["errors"]] == [8]
         assert "the file's first 6 record(s) are stored" in refused.json()["detail"]["message"]
+        assert refused.json()["detail"]["stored"] == 6
         with get_session_factory(service_settings.database_url)() as session:
             # The five, and line 6; line 7 shares line 8's chunk, which stored nothing.
             assert session.scalar(select(func.count()).select_from(Interaction)) == 6
