@@ -43,6 +43,8 @@ from core.validation import problems
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
+# Told after each chunk which pass runs ("checking", "storing") and the share of the file read.
+ImportProgress = Callable[[str, float], None]
 MAX_ERRORS = 50
 
 
@@ -144,6 +146,7 @@ def import_item_file(
     *,
     size: int,
     file_format: FileFormat | None = None,
+    progress: ImportProgress | None = None,
 ) -> UpsertReport:
     """Add or update the items of a file (a path, or an upload's bytes) of any length, `size`
     at a time: a first pass reads the whole file, and any bad line raises `ImportFileError`
@@ -155,6 +158,7 @@ def import_item_file(
     with opened() as handle:
         for chunk in item_chunks(handle, file_format, size):
             found.add(chunk.errors)
+            _told(progress, "checking", handle, source)
     found.check()
     created = updated = unchanged = 0
     to_embed: dict[uuid.UUID, None] = {}  # each item once, however often the file changed it
@@ -166,6 +170,7 @@ def import_item_file(
             created, updated = created + report.created, updated + report.updated
             unchanged += report.unchanged
             to_embed.update(dict.fromkeys(report.to_embed))
+            _told(progress, "storing", handle, source)
     return UpsertReport(created, updated, unchanged, list(to_embed))
 
 
@@ -176,6 +181,7 @@ def import_event_file(
     *,
     size: int,
     file_format: FileFormat | None = None,
+    progress: ImportProgress | None = None,
 ) -> EventReport:
     """Store a file of events (a path, or an upload's bytes) of any length, `size` at a time;
     its format is detected where not given.
@@ -199,6 +205,7 @@ def import_event_file(
                     found.add(chunk.errors)
                 except EventRejected as exc:
                     found.add(chunk.rejected(exc))
+            _told(progress, "checking", handle, source)
     found.check()
     stored = duplicates = 0
     with opened() as handle:
@@ -206,11 +213,14 @@ def import_event_file(
             if chunk.errors:  # the file changed since the first pass
                 raise ImportFileError(chunk.errors, stored=stored + duplicates)
             try:
-                store = partial(record_events, events=chunk.records, ratings=ratings)
-                report = _stored_once(factory, partial(store, received=received))
+                store = partial(
+                    record_events, events=chunk.records, ratings=ratings, received=received
+                )
+                report = _stored_once(factory, store)
             except EventRejected as exc:
                 raise ImportFileError(chunk.rejected(exc), stored=stored + duplicates) from None
             stored, duplicates = stored + report.stored, duplicates + report.duplicates
+            _told(progress, "storing", handle, source)
     return EventReport(stored=stored, duplicates=duplicates)
 
 
@@ -227,6 +237,14 @@ def _source(
             name = source.name if isinstance(source, Path) else None
             file_format = detect_format(name, None, handle.read(4096))
     return opened, file_format
+
+
+def _told(
+    progress: ImportProgress | None, phase: str, handle: BinaryIO, source: Path | bytes
+) -> None:
+    if progress is not None:
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        progress(phase, min(handle.tell() / max(size, 1), 1.0))
 
 
 class _Found:

@@ -8,14 +8,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import Progress
 from sqlalchemy.exc import IntegrityError
 
 from apps.recommend.embeddings import embed_pending
-from apps.recommend.imports import ImportFileError, import_event_file, import_item_file
+from apps.recommend.imports import (
+    ImportFileError,
+    ImportProgress,
+    import_event_file,
+    import_item_file,
+)
 from apps.recommend.settings import get_recommend_settings
 from core.settings import Settings
 from core.storage import get_session_factory
-from textsuite.cli.common import database_errors, fail, settings
+from textsuite.cli.common import database_errors, fail, output, settings
 
 app = typer.Typer(help="The recommender.", no_args_is_help=True)
 
@@ -23,12 +29,18 @@ FileArgument = Annotated[Path, typer.Argument(help="JSON Lines or CSV (with a he
 
 
 @contextmanager
-def _importing(file: Path, current: Settings) -> Iterator[None]:
-    """Fail with a message where the file cannot be read, has bad lines, or the database is
-    down or not migrated."""
+def _importing(file: Path, current: Settings) -> Iterator[ImportProgress]:
+    """A progress bar over the import's two passes; fails with a message where the file cannot
+    be read, has bad lines, or the database is down or not migrated."""
     try:
-        with database_errors(current):
-            yield
+        with database_errors(current), Progress(console=output(), transient=True) as bar:
+            task = bar.add_task(f"checking {file.name}", total=2.0)
+
+            def told(phase: str, share: float) -> None:
+                done = share if phase == "checking" else 1.0 + share
+                bar.update(task, description=f"{phase} {file.name}", completed=done)
+
+            yield told
     except OSError as exc:
         fail(f"cannot read {file}: {exc}")
     except ImportFileError as exc:
@@ -44,9 +56,9 @@ def import_items(
     whole file is read before anything is stored, then stored a chunk at a time."""
     current, recommend = settings(), get_recommend_settings()
     factory = get_session_factory(current.database_url)
-    with _importing(file, current):
+    with _importing(file, current) as progress:
         try:
-            report = import_item_file(factory, file, size=recommend.import_chunk)
+            report = import_item_file(factory, file, size=recommend.import_chunk, progress=progress)
         except ImportFileError as exc:
             if embed and exc.stored:  # what was stored before the bad line, embedded still
                 embed_catalogue()
@@ -66,9 +78,9 @@ def import_events(file: FileArgument) -> None:
     current, recommend = settings(), get_recommend_settings()
     factory = get_session_factory(current.database_url)
     try:
-        with _importing(file, current):
+        with _importing(file, current) as progress:
             report = import_event_file(
-                factory, file, recommend.ratings(), size=recommend.import_chunk
+                factory, file, recommend.ratings(), size=recommend.import_chunk, progress=progress
             )
     except IntegrityError:
         fail(f"{file}: another process stored some of these events meanwhile; run it again")

@@ -186,7 +186,11 @@ def test_a_long_item_file_is_read_whole_then_stored_a_chunk_at_a_time(
         assert session.scalar(select(func.count()).select_from(Item)) == 0
 
     path.write_text("external_id,title,category\n" + "".join(rows) + "I0,Item 0 renamed,tents\n")
-    report = import_item_file(factory, path, size=4)
+    told: list[tuple[str, float]] = []
+    report = import_item_file(factory, path, size=4, progress=lambda *step: told.append(step))
+    # Three chunks a pass, each reporting how much of the file has been read.
+    assert [phase for phase, _ in told] == ["checking"] * 3 + ["storing"] * 3
+    assert told[2][1] == told[-1][1] == 1.0 and 0 < told[0][1] < told[1][1] < 1
     # I0 is created in the first chunk and renamed in the third: the last one wins.
     assert (report.created, report.updated, len(report.to_embed)) == (9, 1, 9)
     with factory() as session:
