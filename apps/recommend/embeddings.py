@@ -9,18 +9,21 @@ vectors keep serving.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.catalogue import text_of
 from apps.recommend.models import Item, ItemEmbedding
 from apps.recommend.settings import RecommendSettings
+from core.jobs import JobDispatcher, submit_job
 from core.ml.device import configured_placement
 from core.ml.loading import load_encoder, model_cache
 from core.ml.offline import stream_keyed_predictions
@@ -30,14 +33,22 @@ from core.ml.versions import production_version
 from core.settings import Settings
 from core.storage.base import utcnow
 from core.storage.engine import in_slices, upsert_statement
+from core.storage.models import Job, JobStatus
+
+log = logging.getLogger(__name__)
 
 EMBED_JOB = "recommend.embed"
+SWEEP_WORK = "recommender embedding sweep"  # as periodic work (`embed_if_pending`)
 
 
 @dataclass(frozen=True)
 class EncoderChoice:
     key: str  # how the embeddings table names this encoder
     folder: Path
+
+
+# Embedding jobs that are still to finish.
+OPEN_JOBS = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
 
 
 def choose_encoder(
@@ -63,14 +74,53 @@ def load_item_encoder(settings: Settings, choice: EncoderChoice) -> TextEncoder:
 
 def pending_items(session: Session, encoder_key: str) -> list[tuple[uuid.UUID, str, str]]:
     """(item id, text, text hash) of items with no vector from this encoder for their text."""
+    rows = session.execute(_pending(encoder_key).order_by(Item.created_at, Item.id)).scalars()
+    return [(item.id, text_of(item), item.text_hash) for item in rows]
+
+
+def _pending(encoder_key: str) -> Select[tuple[Item]]:
     stored = and_(ItemEmbedding.item_id == Item.id, ItemEmbedding.encoder == encoder_key)
-    rows = session.execute(
+    return (
         select(Item)
         .outerjoin(ItemEmbedding, stored)
         .where(or_(ItemEmbedding.item_id.is_(None), ItemEmbedding.text_hash != Item.text_hash))
-        .order_by(Item.created_at, Item.id)
-    ).scalars()
-    return [(item.id, text_of(item), item.text_hash) for item in rows]
+    )
+
+
+def embed_if_pending(
+    recommend: RecommendSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
+) -> uuid.UUID | None:
+    """Start the embedding job where items wait for a vector from the current encoder and no
+    embedding job is queued or running or was started within `embed_sweep_s`: so items are
+    embedded after a job that gave up or an import cut short, without waiting for the next
+    change. Returns the job's id, or None where none was started."""
+    since = utcnow() - dt.timedelta(seconds=recommend.embed_sweep_s)
+    with factory() as session:
+        version = production_version(session, recommend.model_name)
+        key = f"version:{version.id}" if version else f"model:{recommend.base_model}"
+        if session.scalar(_pending(key).limit(1)) is None:
+            return None
+        recent = select(Job.id).where(
+            Job.kind == EMBED_JOB, or_(Job.created_at >= since, Job.status.in_(OPEN_JOBS))
+        )
+        if session.scalar(recent.limit(1)) is not None:
+            return None
+        newest = session.scalar(
+            select(Job.id).where(Job.kind == EMBED_JOB).order_by(Job.created_at.desc()).limit(1)
+        )
+    job, created = submit_job(
+        factory,
+        dispatcher,
+        EMBED_JOB,
+        {},
+        # Named after the newest embedding job: processes sweeping at once start one between them.
+        idempotency_key=f"embed-sweep:after:{newest}",
+        dispatch_later_if_down=True,
+    )
+    if not created:
+        return None
+    log.info("items wait for vectors and no embedding job is under way: job %s started", job.id)
+    return job.id
 
 
 def embed_pending(

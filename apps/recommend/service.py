@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -20,7 +21,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from apps.recommend.embeddings import EMBED_JOB, load_item_encoder
+from apps.recommend.embeddings import EMBED_JOB, SWEEP_WORK, embed_if_pending, load_item_encoder
 from apps.recommend.retention import RETENTION_WORK, retention
 from apps.recommend.settings import RecommendSettings, get_recommend_settings
 from apps.recommend.state import CatalogueState, compute_behaviour
@@ -172,17 +173,23 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-PERIODIC_WORK = (RETRAIN_WORK, RETENTION_WORK)  # every piece there is, on or off
+PERIODIC_WORK = (RETRAIN_WORK, RETENTION_WORK, SWEEP_WORK)  # every piece there is, on or off
 
 
 def periodic_work(
     recommend: RecommendSettings, factory: sessionmaker[Session], dispatcher: JobDispatcher
 ) -> dict[str, PeriodicWork]:
     """The recommender's periodic work that its settings turn on: scheduled retraining of the
-    encoder, retention of served lists. (Its index refresh is per process, not in here.)"""
+    encoder, retention of served lists, the sweep for items left without a vector. (Its index
+    refresh is per process, not in here.)"""
+    sweep: dict[str, PeriodicWork] = {}
+    if recommend.embed_sweep_s > 0:
+        check = functools.partial(embed_if_pending, recommend, factory, dispatcher)
+        sweep[SWEEP_WORK] = (recommend.embed_sweep_s, check)
     return {
         **retraining(recommend, factory).work(dispatcher),
         **retention(recommend.list_retention_days, factory).work(),
+        **sweep,
     }
 
 

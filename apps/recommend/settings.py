@@ -29,6 +29,12 @@ class RecommendSettings(BaseSettings):
     embed_chunk: Annotated[int, Field(ge=1)] = Field(
         default=1024, description="Items embedded and stored per step of the embedding job."
     )
+    embed_sweep_s: Annotated[float, Field(ge=0)] = Field(
+        default=900.0,
+        description="How often to look for items still without a vector when no embedding job "
+        "has been started for that long (one that gave up, an import cut short), and start "
+        "one; 0: never.",
+    )
     import_chunk: Annotated[int, Field(ge=1, le=20_000)] = Field(
         default=5_000,
         description="Items or events of an imported file checked and stored together (one "

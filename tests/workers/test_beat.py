@@ -129,6 +129,11 @@ def test_a_worker_declares_every_periodic_task_and_beat_schedules_what_its_setti
     settings = make_settings(broker_url="redis://127.0.0.1:6379/15", scheduler="beat")
     app = create_celery_app(settings, periodic=True)
     assert {task_name(name) for name in ALL_WORK} <= set(app.tasks)
-    assert set(app.conf.beat_schedule) == {"job redispatch", "alert sweep", "feed polling"}
+    assert set(app.conf.beat_schedule) == {
+        "job redispatch",
+        "alert sweep",
+        "feed polling",
+        "recommender embedding sweep",
+    }
     app.tasks[task_name("support retraining")]()
     assert "beat sent 'support retraining', which this worker's settings turn off" in caplog.text
