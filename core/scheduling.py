@@ -201,7 +201,7 @@ def retrain_if_due(
             select(Job.id)
             .where(
                 Job.kind == kind,
-                Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)),
+                Job.status.in_(JobStatus.unfinished()),
             )
             .limit(1)
         )

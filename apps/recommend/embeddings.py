@@ -33,7 +33,7 @@ from core.ml.versions import production_version
 from core.settings import Settings
 from core.storage.base import utcnow
 from core.storage.engine import in_slices, upsert_statement
-from core.storage.models import Job, JobStatus
+from core.storage.models import Job, JobStatus, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +47,22 @@ class EncoderChoice:
     folder: Path
 
 
-# Embedding jobs that are still to finish.
-OPEN_JOBS = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRYING)
-
-
 def choose_encoder(
     settings: Settings, recommend: RecommendSettings, factory: sessionmaker[Session]
 ) -> EncoderChoice:
     with factory() as session:
         version = production_version(session, recommend.model_name)
         if version is not None:
-            return EncoderChoice(f"version:{version.id}", Path(version.artifact_path))
+            return EncoderChoice(encoder_key(version, recommend), Path(version.artifact_path))
     resolved = resolve_model(
         recommend.base_model, cache_dir=settings.model_cache_dir, session_factory=factory
     )
-    return EncoderChoice(f"model:{recommend.base_model}", resolved.path)
+    return EncoderChoice(encoder_key(None, recommend), resolved.path)
+
+
+def encoder_key(version: ModelVersion | None, recommend: RecommendSettings) -> str:
+    """How the embeddings table names the encoder: the production version, else the base."""
+    return f"version:{version.id}" if version is not None else f"model:{recommend.base_model}"
 
 
 def load_item_encoder(settings: Settings, choice: EncoderChoice) -> TextEncoder:
@@ -96,12 +97,12 @@ def embed_if_pending(
     change. Returns the job's id, or None where none was started."""
     since = utcnow() - dt.timedelta(seconds=recommend.embed_sweep_s)
     with factory() as session:
-        version = production_version(session, recommend.model_name)
-        key = f"version:{version.id}" if version else f"model:{recommend.base_model}"
+        key = encoder_key(production_version(session, recommend.model_name), recommend)
         if session.scalar(_pending(key).limit(1)) is None:
             return None
         recent = select(Job.id).where(
-            Job.kind == EMBED_JOB, or_(Job.created_at >= since, Job.status.in_(OPEN_JOBS))
+            Job.kind == EMBED_JOB,
+            or_(Job.created_at >= since, Job.status.in_(JobStatus.unfinished())),
         )
         if session.scalar(recent.limit(1)) is not None:
             return None

@@ -153,12 +153,12 @@ def import_item_file(
     naming them with nothing stored; the second upserts it a chunk per transaction. An item
     repeated further on updates the earlier one (the last wins; the counts say created, then
     updated or unchanged)."""
-    opened, file_format = _source(source, file_format)
+    opened, file_format, length = _source(source, file_format)
     found = _Found()
     with opened() as handle:
         for chunk in item_chunks(handle, file_format, size):
             found.add(chunk.errors)
-            _told(progress, "checking", handle, source)
+            _told(progress, "checking", handle, length)
     found.check()
     created = updated = unchanged = 0
     to_embed: dict[uuid.UUID, None] = {}  # each item once, however often the file changed it
@@ -170,7 +170,7 @@ def import_item_file(
             created, updated = created + report.created, updated + report.updated
             unchanged += report.unchanged
             to_embed.update(dict.fromkeys(report.to_embed))
-            _told(progress, "storing", handle, source)
+            _told(progress, "storing", handle, length)
     return UpsertReport(created, updated, unchanged, list(to_embed))
 
 
@@ -194,7 +194,7 @@ def import_event_file(
     line, with the chunks before it stored; the file, fixed, can be imported again (events
     already stored count as duplicates, not twice). Events with neither an id nor a time are
     stamped with one time for the whole file, as if it had come in one batch."""
-    opened, file_format = _source(source, file_format)
+    opened, file_format, length = _source(source, file_format)
     received = dt.datetime.now(dt.UTC)
     found = _Found()
     with opened() as handle:
@@ -205,7 +205,7 @@ def import_event_file(
                     found.add(chunk.errors)
                 except EventRejected as exc:
                     found.add(chunk.rejected(exc))
-            _told(progress, "checking", handle, source)
+            _told(progress, "checking", handle, length)
     found.check()
     stored = duplicates = 0
     with opened() as handle:
@@ -220,30 +220,28 @@ def import_event_file(
             except EventRejected as exc:
                 raise ImportFileError(chunk.rejected(exc), stored=stored + duplicates) from None
             stored, duplicates = stored + report.stored, duplicates + report.duplicates
-            _told(progress, "storing", handle, source)
+            _told(progress, "storing", handle, length)
     return EventReport(stored=stored, duplicates=duplicates)
 
 
 def _source(
     source: Path | bytes, file_format: FileFormat | None
-) -> tuple[Callable[[], BinaryIO], FileFormat]:
-    """How to open the file (again), and its format: as given, or detected."""
+) -> tuple[Callable[[], BinaryIO], FileFormat, int]:
+    """How to open the file (again), its format (as given, or detected) and its size."""
 
     def opened() -> BinaryIO:
         return io.BytesIO(source) if isinstance(source, bytes) else source.open("rb")
 
+    size = len(source) if isinstance(source, bytes) else source.stat().st_size
     if file_format is None:
         with opened() as handle:
             name = source.name if isinstance(source, Path) else None
             file_format = detect_format(name, None, handle.read(4096))
-    return opened, file_format
+    return opened, file_format, size
 
 
-def _told(
-    progress: ImportProgress | None, phase: str, handle: BinaryIO, source: Path | bytes
-) -> None:
+def _told(progress: ImportProgress | None, phase: str, handle: BinaryIO, size: int) -> None:
     if progress is not None:
-        size = len(source) if isinstance(source, bytes) else source.stat().st_size
         progress(phase, min(handle.tell() / max(size, 1), 1.0))
 
 

@@ -51,6 +51,11 @@ class JobStatus(StrEnum):
     def finished(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
 
+    @classmethod
+    def unfinished(cls) -> tuple[JobStatus, ...]:
+        """The statuses of a job still to finish (queued, running, or waiting to retry)."""
+        return tuple(status for status in cls if not status.finished)
+
 
 class Job(Base):
     """One unit of background work; its status and result live here, not in Celery."""
