@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,11 +28,15 @@ Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 
 
 class ItemIn(BaseModel):
-    """An item as the backend describes it."""
+    """An item as the backend describes it: `id` and `metadata` on the wire (the names
+    `external_id` and `attributes`, which the tables use, are accepted too)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    external_id: ExternalId = Field(description="The backend's own id for the item.")
+    external_id: ExternalId = Field(
+        validation_alias=AliasChoices("id", "external_id"),
+        description="The backend's own id for the item.",
+    )
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
     description: ItemText | None = None
     tags: list[Label] = Field(default_factory=list, max_length=100)
@@ -40,7 +44,11 @@ class ItemIn(BaseModel):
     series: Label | None = Field(
         default=None, description="A product line; lists show few items of one series."
     )
-    attributes: dict[str, Any] = Field(default_factory=dict, description="Any other fields.")
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("metadata", "attributes"),
+        description="Any other fields (price, brand, ...), returned as they were sent.",
+    )
     active: bool = Field(default=True, description="Inactive items are never recommended.")
 
     @field_validator("tags")

@@ -318,17 +318,19 @@ def _csv(lines: Iterable[str], convert: Any) -> Iterator[tuple[int, Any]]:
             continue
         try:
             yield reader.line_num, convert({k.strip(): v for k, v in row.items() if k})
-        except ValueError as exc:  # an attributes cell that is not JSON
-            yield reader.line_num, ValueError(f"attributes: not a JSON object ({exc})")
+        except ValueError as exc:  # a metadata cell that is not JSON
+            yield reader.line_num, ValueError(f"metadata: not a JSON object ({exc})")
 
 
 _ITEM_FIELDS = set(ItemIn.model_fields)
+_COLUMN_FIELDS = {"id": "external_id", "metadata": "attributes"}  # the API's names for them
 
 
 def _item_row(row: dict[str, str]) -> dict[str, Any]:
     record: dict[str, Any] = {}
     attributes: dict[str, Any] = {}
-    for key, value in row.items():
+    for column, value in row.items():
+        key = _COLUMN_FIELDS.get(column, column)
         if key not in _ITEM_FIELDS:
             if value != "":
                 attributes[key] = _scalar(value)

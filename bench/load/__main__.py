@@ -73,7 +73,7 @@ class Traffic:
         news = (REPO_ROOT / "apps/sentiment/demo/news.jsonl").read_text().splitlines()
         self.headlines = [json.loads(line)["title"] for line in news]
         self.items = [
-            json.loads(line)["external_id"]
+            json.loads(line)["id"]
             for line in (REPO_ROOT / "apps/recommend/demo/catalogue.jsonl").read_text().split("\n")
             if line.strip()
         ]

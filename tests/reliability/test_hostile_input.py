@@ -35,7 +35,7 @@ CASES: list[tuple[str, str, Any, int, str]] = [
         "ahead",
     ),
     ("empty query", QUERY, {"text": " "}, 422, "text"),
-    ("item without id", ITEMS, {"items": [{"title": "a tent"}]}, 422, "external_id"),
+    ("item without id", ITEMS, {"items": [{"title": "a tent"}]}, 422, "id"),
     ("no events", EVENTS, {"events": []}, 422, "events"),
     (
         "event on an unknown item",
@@ -90,8 +90,8 @@ def test_oversized_bodies_get_413_before_they_are_read(
 def test_a_refused_batch_stores_nothing(target: tuple[TestClient, str]) -> None:
     client, key = target
     headers = {"X-API-Key": key}
-    good = {"external_id": "ok-1", "title": "A good tent"}
-    bad = {"external_id": "", "title": "no id"}
+    good = {"id": "ok-1", "title": "A good tent"}
+    bad = {"id": "", "title": "no id"}
     refused = client.post(ITEMS, json={"items": [good, bad]}, headers=headers)
     assert refused.status_code == 422
     assert client.get(f"{ITEMS}/ok-1", headers=headers).status_code == 404
@@ -117,7 +117,7 @@ UNUSUAL: list[tuple[str, str, str]] = [
         MESSAGE,
         '{"conversation_id": "c\\u0000", "text": "hi\\u0000", "metadata": {"o\\u0000": "\\u0000"}}',
     ),
-    ("NUL in an item", ITEMS, '{"external_id": "n\\u0000", "title": "a tent\\u0000"}'),
+    ("NUL in an item", ITEMS, '{"id": "n\\u0000", "title": "a tent\\u0000"}'),
 ]
 
 
@@ -140,7 +140,7 @@ def test_values_json_allows_but_nothing_else_does_never_give_a_500(
     ("path", "body", "field", "batch_key"),
     [
         (ARTICLES, {"title": 5}, "title", "articles"),
-        (ITEMS, {"title": "a tent"}, "external_id", "items"),
+        (ITEMS, {"title": "a tent"}, "id", "items"),
         (EVENTS, {"user_id": "u1", "item_id": "i1"}, "type", "events"),
     ],
 )
@@ -182,7 +182,7 @@ def test_a_value_postgresql_cannot_store_gets_a_422_and_stores_nothing(
 ) -> None:
     client, key = postgres_target
     headers = {"X-API-Key": key}
-    item = {"external_id": "nul-item", "title": "a tent\x00"}
+    item = {"id": "nul-item", "title": "a tent\x00"}
     refused = client.post(ITEMS, json=item, headers=headers)
     assert refused.status_code == 422 and "NUL" in refused.json()["detail"], refused.text
     assert client.get(f"{ITEMS}/nul-item", headers=headers).status_code == 404

@@ -119,7 +119,7 @@ def test_the_broker_going_away_keeps_what_follows_stored_data_and_refuses_new_jo
         factory = get_session_factory(sqlite_url)
         with session_scope(factory) as session:
             headers = {"X-API-Key": create_api_key(session, "outage", ["recommend"])[1]}
-        item = {"external_id": "sku-1", "title": "Trail running shoes"}
+        item = {"id": "sku-1", "title": "Trail running shoes"}
         with TestClient(create_service(settings)) as client:
             proxy.cut()
             stored = client.post("/v1/recommend/items", json=item, headers=headers)

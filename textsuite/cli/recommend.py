@@ -52,7 +52,7 @@ def import_items(
     file: FileArgument,
     embed: Annotated[bool, typer.Option(help="Embed new and changed items afterwards")] = True,
 ) -> None:
-    """Add or update catalogue items from a file of any length (keyed by external_id): the
+    """Add or update catalogue items from a file of any length (keyed by id): the
     whole file is read before anything is stored, then stored a chunk at a time."""
     current, recommend = settings(), get_recommend_settings()
     factory = get_session_factory(current.database_url)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
@@ -46,19 +45,27 @@ class UpsertReply(BaseModel):
 
 
 class ItemPublic(BaseModel):
-    id: uuid.UUID
-    external_id: str
+    id: str = Field(description="The backend's own id for the item.")
     title: str
     description: str | None
     tags: list[str]
     category: str | None
     series: str | None
-    attributes: dict[str, Any]
+    metadata: dict[str, Any]
     active: bool
 
 
 def _public(item: Item) -> ItemPublic:
-    return ItemPublic.model_validate(item, from_attributes=True)
+    return ItemPublic(
+        id=item.external_id,
+        title=item.title,
+        description=item.description,
+        tags=item.tags,
+        category=item.category,
+        series=item.series,
+        metadata=item.attributes,
+        active=item.active,
+    )
 
 
 def _upsert(session: Any, service: Any, items: list[ItemIn]) -> UpsertReply:
@@ -84,7 +91,7 @@ ItemBody = one_or_batch(ItemIn, ItemBatch, "items")
 
 @router.post("/items", response_model=UpsertReply, summary="Add or update items")
 def post_items(body: ItemBody, session: SessionDep, service: ServiceDep) -> Any:
-    """One item, or `{"items": [...]}` (up to 5,000). Items are keyed by `external_id`:
+    """One item, or `{"items": [...]}` (up to 5,000). Items are keyed by `id`:
     sending one again updates it. New or changed text is embedded by a background job, after
     which the item is recommendable."""
     return _upsert(session, service, body.items if isinstance(body, ItemBatch) else [body])
@@ -102,8 +109,8 @@ def import_items(
     service: ServiceDep,
     content_type: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Any:
-    """The body is the file. CSV: `external_id,title,description,tags,category,series,active`
-    with `|` between tags; other columns become attributes. The whole file is read before
+    """The body is the file. CSV: `id,title,description,tags,category,series,active` with `|`
+    between tags; other columns become metadata. The whole file is read before
     anything is stored, then stored a chunk per transaction (`import_item_file`)."""
     try:
         report = import_item_file(

@@ -151,7 +151,7 @@ class _Shop:
         for members in by_category.values():
             ranked = rng.sample(members, len(members))
             for rank, item in enumerate(ranked):  # Zipf: a few bestsellers per category
-                popularity[item["external_id"]] = 1.0 / (rank + 1) ** 1.1
+                popularity[item["id"]] = 1.0 / (rank + 1) ** 1.1
         series: dict[str, list[Item]] = defaultdict(list)
         for item in items:
             if item.get("series"):
@@ -160,7 +160,7 @@ class _Shop:
             p.name: [i for i in items if i["category"] in p.categories and p.tags & set(i["tags"])]
             for p in PERSONAS
         }
-        quality = {i["external_id"]: rng.uniform(3.0, 4.7) for i in items}
+        quality = {i["id"]: rng.uniform(3.0, 4.7) for i in items}
         return cls(list(items), popularity, quality, pools, dict(series))
 
     def pick(
@@ -171,7 +171,7 @@ class _Shop:
         boost: Callable[[Item, Item], float] | None = None,
     ) -> Item:
         """A popularity-weighted choice, times `boost(base, item)` when given."""
-        weights = [self.popularity[i["external_id"]] for i in candidates]
+        weights = [self.popularity[i["id"]] for i in candidates]
         if base is not None and boost is not None:
             weights = [w * boost(base, i) for w, i in zip(weights, candidates, strict=True)]
         return rng.choices(candidates, weights=weights)[0]
@@ -206,7 +206,7 @@ def _complement_weight(base: Item, item: Item) -> float:
     """Complements share tags (canister stove and canister gas) and, for the sleep system, a
     season: a 4-season tent goes with a winter mat, not a summer one."""
     fit = 1.0
-    season, other = base["attributes"].get("season"), item["attributes"].get("season")
+    season, other = base["metadata"].get("season"), item["metadata"].get("season")
     if season is not None and other is not None:
         fit = 3.0 if season == other else 0.3
     return (1 + _shared_tags(base, item)) * fit
@@ -227,7 +227,7 @@ def _browse(
     weights = [persona.categories[c] * (4.0 if c == mission else 1.0) for c in categories]
     category = rng.choices(categories, weights=weights)[0]
     seen = [shop.pick(rng, [i for i in pool if i["category"] == category])]
-    seen_ids = {seen[0]["external_id"]}
+    seen_ids = {seen[0]["id"]}
     for _ in range(views * 3):  # a few tries per view: related items may all be seen already
         if len(seen) >= views:
             break
@@ -248,15 +248,15 @@ def _browse(
         else:
             candidates = [i for i in pool if i["category"] == base["category"]] or pool
             boost = _similar_weight
-        candidates = [i for i in candidates if i["external_id"] not in seen_ids]
+        candidates = [i for i in candidates if i["id"] not in seen_ids]
         if candidates:
             seen.append(shop.pick(rng, candidates, base, boost))
-            seen_ids.add(seen[-1]["external_id"])
+            seen_ids.add(seen[-1]["id"])
     return seen
 
 
 def _rating(shop: _Shop, item: Item, rng: random.Random) -> float:
-    return float(min(5, max(1, round(rng.gauss(shop.quality[item["external_id"]], 0.9)))))
+    return float(min(5, max(1, round(rng.gauss(shop.quality[item["id"]], 0.9)))))
 
 
 def _session_events(
@@ -275,11 +275,11 @@ def _session_events(
                     steps.append("purchase")
         for kind in steps:
             clock -= rng.uniform(10, 240)
-            events.append((clock, item["external_id"], kind, None))
+            events.append((clock, item["id"], kind, None))
         if "purchase" in steps and rng.random() < RATING_RATE:
             rated = clock - rng.uniform(2, 14) * 86400  # after delivery and a trip or two
             if rated > 0:
-                events.append((rated, item["external_id"], "rating", _rating(shop, item, rng)))
+                events.append((rated, item["id"], "rating", _rating(shop, item, rng)))
     return events[:cap] if cap is not None else events
 
 
@@ -288,7 +288,7 @@ def generate_events(
 ) -> list[Event]:
     """Interaction events for `users` synthetic shoppers over the 60 days before `now`.
 
-    Events are dicts with `event_id`, `user_id`, `item_id` (an item's external_id), `type`
+    Events are dicts with `event_id`, `user_id`, `item_id` (an item's id), `type`
     (view, click, cart, purchase, rating), `value` (1-5 for ratings, else None) and
     `timestamp` (ISO 8601, UTC), sorted by time. See the module docstring for the structure.
     """

@@ -38,13 +38,13 @@ ITEMS = [
 
 def item(external_id: str, title: str, category: str, series: str | None, text: str) -> dict:
     return {
-        "external_id": external_id,
+        "id": external_id,
         "title": title,
         "description": text,
         "category": category,
         "series": series,
         "tags": [category],
-        "attributes": {"price_eur": 100},
+        "metadata": {"price_eur": 100},
     }
 
 
@@ -323,11 +323,49 @@ def test_bad_requests_get_clear_errors(api: tuple[TestClient, dict[str, str]]) -
     assert (
         client.post("/v1/recommend/query", json={"text": " "}, headers=headers).status_code == 422
     )
-    no_title = client.post("/v1/recommend/items", json={"external_id": "X"}, headers=headers)
+    no_title = client.post("/v1/recommend/items", json={"id": "X"}, headers=headers)
     assert no_title.status_code == 422 and "title" in no_title.text
     assert client.get("/v1/recommend/users/u1").status_code == 401
     other = key_for(client.app.state.settings, "support")
     assert client.get("/v1/recommend/users/u1", headers=other).status_code == 403
+
+
+def test_items_are_id_and_metadata_on_the_wire_and_the_tables_names_are_accepted_too(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, headers = api
+    shown = client.get(f"/v1/recommend/items/{ITEMS[0][0]}", headers=headers).json()
+    assert shown == {
+        "id": ITEMS[0][0],
+        "title": ITEMS[0][1],
+        "description": ITEMS[0][4],
+        "tags": [ITEMS[0][2]],
+        "category": ITEMS[0][2],
+        "series": ITEMS[0][3],
+        "metadata": {"price_eur": 100},
+        "active": True,
+    }
+    older = {"external_id": "OLD-1", "title": "Bivvy bag", "attributes": {"weight_g": 300}}
+    stored = client.post("/v1/recommend/items", json=older, headers=headers)
+    assert stored.status_code == 200 and stored.json()["created"] == 1, stored.text
+    assert client.get("/v1/recommend/items/OLD-1", headers=headers).json()["metadata"] == {
+        "weight_g": 300
+    }
+    both = client.post(
+        "/v1/recommend/items", json={**older, "id": "OLD-2"}, headers=headers
+    )  # one item, two ids: refused, not guessed
+    assert both.status_code == 422 and "external_id" in both.text
+    csv_items = b'id,title,metadata,colour\nC1,Tarp,"{""weight_g"": 410}",olive\n'
+    imported = client.post(
+        "/v1/recommend/items/import",
+        content=csv_items,
+        headers={**headers, "Content-Type": "text/csv"},
+    )
+    assert imported.status_code == 200, imported.text
+    assert client.get("/v1/recommend/items/C1", headers=headers).json()["metadata"] == {
+        "weight_g": 410,
+        "colour": "olive",
+    }
 
 
 def test_changed_text_is_embedded_again_and_a_restart_reuses_the_index(
@@ -356,7 +394,7 @@ def test_changed_text_is_embedded_again_and_a_restart_reuses_the_index(
 
 def test_bulk_files_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
     client, headers = api
-    csv_items = b"external_id,title,category,price_eur\nN1,Trekking poles,accessories,59\n"
+    csv_items = b"id,title,category,price_eur\nN1,Trekking poles,accessories,59\n"
     imported = client.post(
         "/v1/recommend/items/import",
         content=csv_items,
@@ -364,7 +402,7 @@ def test_bulk_files_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
     )
     assert imported.status_code == 200, imported.text
     assert imported.json()["created"] == 1 and imported.json()["embedding_job_id"]
-    assert client.get("/v1/recommend/items/N1", headers=headers).json()["attributes"] == {
+    assert client.get("/v1/recommend/items/N1", headers=headers).json()["metadata"] == {
         "price_eur": 59
     }
     bad = client.post(

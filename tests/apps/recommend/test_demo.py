@@ -28,7 +28,7 @@ def test_demo_shop_lists(service_settings: Settings) -> None:
     recommend = load_recommend_settings(_env_file=None)
     assert embed_pending(service_settings, recommend, factory)["embedded"] == first.items.created
 
-    catalogue = {item["external_id"]: item for item in load_catalogue()}
+    catalogue = {item["id"]: item for item in load_catalogue()}
     with TestClient(create_service(service_settings)) as client:
         client.app.state.recommend.state.refresh()
         client.app.state.recommend.state.refresh_behaviour()

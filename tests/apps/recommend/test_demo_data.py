@@ -27,7 +27,7 @@ CATEGORIES = {
     "cycling",
     "paddling",
 }
-KEYS = {"external_id", "title", "description", "category", "tags", "series", "attributes", "active"}
+KEYS = {"id", "title", "description", "category", "tags", "series", "metadata", "active"}
 EVENT_KEYS = {"event_id", "user_id", "item_id", "type", "value", "timestamp"}
 EVENT_TYPES = {"view", "click", "cart", "purchase", "rating"}
 # Real outdoor brands and trademarked materials: the demo shop invents its own.
@@ -59,7 +59,7 @@ def events(catalogue: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_catalogue_has_300_items_with_unique_ids_and_titles(catalogue: list[dict]) -> None:
     assert len(catalogue) >= 300
-    ids = [i["external_id"] for i in catalogue]
+    ids = [i["id"] for i in catalogue]
     assert len(set(ids)) == len(ids)
     assert all(re.fullmatch(r"OG-\d{4}", i) for i in ids), ids
     titles = [i["title"] for i in catalogue]
@@ -68,7 +68,7 @@ def test_catalogue_has_300_items_with_unique_ids_and_titles(catalogue: list[dict
 
 def test_every_item_has_exactly_the_keys_with_the_right_types(catalogue: list[dict]) -> None:
     for item in catalogue:
-        assert set(item) == KEYS, item["external_id"]
+        assert set(item) == KEYS, item["id"]
         assert isinstance(item["title"], str) and item["title"].strip()
         assert isinstance(item["description"], str)
         assert item["category"] in CATEGORIES, item["category"]
@@ -77,8 +77,8 @@ def test_every_item_has_exactly_the_keys_with_the_right_types(catalogue: list[di
         assert all(isinstance(t, str) and t == t.lower() and t.strip() == t for t in tags)
         assert len(set(tags)) == len(tags), (item["title"], tags)
         assert item["series"] is None or isinstance(item["series"], str)
-        assert isinstance(item["attributes"], dict)
-        price = item["attributes"].get("price_eur")
+        assert isinstance(item["metadata"], dict)
+        price = item["metadata"].get("price_eur")
         assert isinstance(price, float) and price > 0, (item["title"], price)
         assert isinstance(item["active"], bool)
 
@@ -124,9 +124,9 @@ def test_no_two_descriptions_share_a_sentence_of_more_than_8_words(catalogue: li
             if len(words) <= 8:
                 continue
             key = " ".join(words)
-            if key in first_seen and first_seen[key] != item["external_id"]:
-                shared.append((first_seen[key], item["external_id"], sentence))
-            first_seen.setdefault(key, item["external_id"])
+            if key in first_seen and first_seen[key] != item["id"]:
+                shared.append((first_seen[key], item["id"], sentence))
+            first_seen.setdefault(key, item["id"])
     assert not shared, shared
 
 
@@ -148,7 +148,7 @@ def test_events_are_deterministic_for_a_seed_and_now(catalogue: list[dict]) -> N
 
 
 def test_events_are_well_formed(catalogue: list[dict], events: list[dict]) -> None:
-    ids = {i["external_id"] for i in catalogue}
+    ids = {i["id"] for i in catalogue}
     assert len({e["event_id"] for e in events}) == len(events)
     for event in events:
         assert set(event) == EVENT_KEYS
@@ -193,7 +193,7 @@ def test_the_funnel_narrows_and_follows_views(events: list[dict]) -> None:
 
 
 def test_users_concentrate_on_their_personas(catalogue: list[dict], events: list[dict]) -> None:
-    category = {i["external_id"]: i["category"] for i in catalogue}
+    category = {i["id"]: i["category"] for i in catalogue}
     per_user: dict[str, list[str]] = defaultdict(list)
     for event in events:
         per_user[event["user_id"]].append(category[event["item_id"]])
@@ -214,7 +214,7 @@ def test_popularity_is_skewed(events: list[dict]) -> None:
 def test_discontinued_items_appear_only_in_old_sessions(
     catalogue: list[dict], events: list[dict]
 ) -> None:
-    discontinued = {i["external_id"] for i in catalogue if not i["active"]}
+    discontinued = {i["id"] for i in catalogue if not i["active"]}
     cutoff = NOW - timedelta(days=30)
     old = [e for e in events if e["item_id"] in discontinued and e["type"] != "rating"]
     assert all(datetime.fromisoformat(e["timestamp"]) < cutoff for e in old), old
