@@ -3,6 +3,7 @@ dropout, LoRA), the encoded data set, and a `Trainer` with class-weighted cross-
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ DROPOUT_ATTRIBUTES = (
     "dropout",
     "seq_classif_dropout",
 )
+
+log = logging.getLogger(__name__)
 
 
 class EncodedTexts(Dataset):
@@ -155,15 +158,26 @@ def with_lora(
 ) -> torch.nn.Module:
     """LoRA adapters (peft) on the attention projections. `SEQ_CLS` makes peft train and save
     the new classification head in full (`modules_to_save`); `FEATURE_EXTRACTION` adapts an
-    encoder whose output is its hidden states."""
+    encoder whose output is its hidden states.
+
+    Where peft has no default projections for the architecture (MPNet, ModernBERT, ...) and
+    the arguments name none, every linear layer gets an adapter (`all-linear`) rather than
+    the run failing."""
     from peft import LoraConfig, TaskType, get_peft_model
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
 
     lora = lora or LoraArguments()
+    targets = lora.target_modules
+    model_type = getattr(model.config, "model_type", None)
+    if targets is None and model_type not in PEFT_DEFAULTS:
+        targets = "all-linear"
+        log.info("lora: peft names no projections for %s models; adapting every linear layer",
+                 model_type)  # fmt: skip
     config = LoraConfig(
         task_type=TaskType(task),
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
+        target_modules=targets,
     )
     return get_peft_model(model, config)

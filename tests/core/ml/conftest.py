@@ -1,7 +1,7 @@
 """Models for the core.ml tests, built once per session.
 
-- `tiny_bert_folder`, `tiny_llama_folder`: randomly initialised BERT / Llama models of a few
-  thousand parameters per layer, with the packaged MiniLM tokenizer (their vocabularies match
+- `tiny_bert_folder`, `tiny_llama_folder`, `tiny_mpnet_folder`: randomly initialised BERT /
+  Llama / MPNet models of a few thousand parameters per layer, with the packaged MiniLM tokenizer (their vocabularies match
   it). They exercise the real code paths in milliseconds; they know nothing.
 - `minilm_folder_path`: the real all-MiniLM-L6-v2 from its package, for tests about quality.
 - `smollm2_folder_path`: SmolLM2-135M-Instruct (a real Llama) converted once into the
@@ -52,6 +52,26 @@ def make_tiny_bert(folder: Path, *, hidden: int = TINY_HIDDEN, layers: int = 2) 
     return folder
 
 
+def make_tiny_mpnet(folder: Path, *, hidden: int = TINY_HIDDEN, layers: int = 2) -> Path:
+    """A random MPNet encoder (an architecture peft names no LoRA projections for) with the
+    MiniLM tokenizer, saved to `folder`."""
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_minilm())
+    config = MPNetConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=130,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    MPNetModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def make_tiny_llama(folder: Path, *, hidden: int = TINY_HIDDEN, layers: int = 2) -> Path:
     """A random Llama decoder with the MiniLM vocabulary, saved to `folder`.
 
@@ -92,6 +112,11 @@ def tiny_bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_mpnet(tmp_path_factory.mktemp("tiny-mpnet"))
 
 
 @pytest.fixture(scope="session")

@@ -296,7 +296,7 @@ def test_dropout_setting_reaches_the_model_config(tiny_bert_folder: Path) -> Non
 # --- LoRA -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("base", ["tiny_bert_folder", "tiny_llama_folder"])
+@pytest.mark.parametrize("base", ["tiny_bert_folder", "tiny_llama_folder", "tiny_mpnet_folder"])
 def test_lora_adapter_reloads_to_identical_logits_head_included(
     base: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

@@ -115,16 +115,21 @@ def test_embedding_training_measures_validation_retrieval_before_and_after(
 
 
 @pytest.mark.parametrize(
-    ("base", "adapted"), [("tiny-llama", {"q_proj", "v_proj"}), ("tiny-bert", {"query", "value"})]
+    ("base", "adapted"),
+    [
+        ("tiny_llama_folder", {"q_proj", "v_proj"}),
+        ("tiny_bert_folder", {"query", "value"}),
+        ("tiny_mpnet_folder", {"q", "k", "v", "o", "dense"}),  # no peft defaults: every linear
+    ],
 )
 def test_lora_embedding_training_tunes_adapters_and_saves_them_merged(
-    base: str, adapted: set[str], tiny_bert_folder: Path, tiny_llama_folder: Path, tmp_path: Path
+    base: str, adapted: set[str], request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """Only the attention projections LoRA adapts (peft's defaults for the architecture)
-    change; the saved folder is a plain encoder."""
+    """Only the projections LoRA adapts (peft's defaults for the architecture, every linear
+    layer where it has none) change; the saved folder is a plain encoder."""
     from safetensors.torch import load_file
 
-    folder = tiny_llama_folder if base == "tiny-llama" else tiny_bert_folder
+    folder: Path = request.getfixturevalue(base)
 
     pairs = colour_pairs()
     anchors, positives = [a for a, _ in pairs], [p for _, p in pairs]
@@ -155,7 +160,7 @@ def test_lora_embedding_training_tunes_adapters_and_saves_them_merged(
     )
     changed = set()
     for key, weight in new.items():  # a causal LM's keys say `model.`, a BERT's may say `bert.`
-        stored = next(k for k in (key, f"model.{key}", f"bert.{key}") if k in old)
+        stored = next(k for k in (key, f"model.{key}", f"bert.{key}", f"mpnet.{key}") if k in old)
         if not np.array_equal(weight.numpy(), old[stored].numpy()):
             changed.add(key.split(".")[-2])
     assert changed == adapted  # merged into the weights
