@@ -1,8 +1,9 @@
 """Models for the core.ml tests, built once per session.
 
 - `tiny_bert_folder`, `tiny_llama_folder`, `tiny_mpnet_folder`: randomly initialised BERT /
-  Llama / MPNet models of a few thousand parameters per layer, with the packaged MiniLM tokenizer (their vocabularies match
-  it). They exercise the real code paths in milliseconds; they know nothing.
+  Llama / MPNet models of a few thousand parameters per layer, with the packaged MiniLM
+  tokenizer (their vocabularies match it). They exercise the real code paths in
+  milliseconds; they know nothing.
 - `minilm_folder_path`: the real all-MiniLM-L6-v2 from its package, for tests about quality.
 - `smollm2_folder_path`: SmolLM2-135M-Instruct (a real Llama) converted once into the
   project's model cache (`var/models`, ignored by git; about 30 s the first time).
