@@ -27,11 +27,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from bench.common import REPO_ROOT, load_banking77, product_placement
 
 if TYPE_CHECKING:
     from core.ml.device import Placement
     from core.ml.training import LabelledTexts, TrainingArguments
+
+DESCRIPTIONS = Path(__file__).with_name("banking77_descriptions.yaml")
 
 PUBLISHED = {
     "full": "published: BERT-large 93.66, USE+ConveRT 93.36 (Casanueva et al. 2020)",
@@ -249,8 +253,14 @@ def main() -> None:
     parser.add_argument(
         "--intent-names",
         action="store_true",
-        help="also train on each intent's name in words, as the support app does "
-        "(Banking77 has no intent descriptions)",
+        help="also train on each intent's name in words, as the support app does",
+    )
+    parser.add_argument(
+        "--intent-descriptions",
+        action="store_true",
+        help="with --intent-names: also on a one-line description of each intent, as the "
+        "support app trains on a catalogue's (bench/finetune/banking77_descriptions.yaml, "
+        "written for this benchmark from the intent names)",
     )
     parser.add_argument(
         "--unlabelled-rest",
@@ -298,7 +308,14 @@ def main() -> None:
     if options.intent_names:
         from apps.support.training import with_intent_text
 
-        settings = {name: with_intent_text(data) for name, data in settings.items()}
+        descriptions = (
+            yaml.safe_load(DESCRIPTIONS.read_text(encoding="utf-8"))
+            if options.intent_descriptions
+            else None
+        )
+        settings = {name: with_intent_text(data, descriptions) for name, data in settings.items()}
+    elif options.intent_descriptions:
+        raise SystemExit("--intent-descriptions goes with --intent-names")
     chosen = [name.strip() for name in options.settings.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in settings]
     if unknown:

@@ -141,25 +141,25 @@ def list_items(
     return [_public(item) for item in session.scalars(query)]
 
 
-def _get(session: Any, external_id: str) -> Item:
-    item = session.scalar(select(Item).where(Item.external_id == external_id))
+def _get(session: Any, item_id: str) -> Item:
+    item = session.scalar(select(Item).where(Item.external_id == item_id))
     if item is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no item {external_id!r}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no item {item_id!r}")
     return item
 
 
-@router.get("/items/{external_id}", response_model=ItemPublic, summary="One item")
-def get_item(external_id: str, session: SessionDep) -> Any:
-    return _public(_get(session, external_id))
+@router.get("/items/{item_id}", response_model=ItemPublic, summary="One item")
+def get_item(item_id: str, session: SessionDep) -> Any:
+    return _public(_get(session, item_id))
 
 
 @router.delete(
-    "/items/{external_id}",
+    "/items/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Retire an item (it stays for past events, and is never recommended again)",
 )
-def retire_item(external_id: str, session: SessionDep) -> Response:
-    item = _get(session, external_id)
+def retire_item(item_id: str, session: SessionDep) -> Response:
+    item = _get(session, item_id)
     item.active = False
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -107,13 +107,13 @@ def for_user(
 
 
 @router.get(
-    "/items/{external_id}/similar",
+    "/items/{item_id}/similar",
     response_model=RecommendationReply,
     summary="Items similar to an item",
     responses={404: {"description": "Unknown item"}, 409: {"description": "Not embedded yet"}},
 )
 def similar(
-    external_id: str,
+    item_id: str,
     factory: SessionFactoryDep,
     service: ServiceDep,
     k: K = 10,
@@ -123,9 +123,7 @@ def similar(
     filters = Filters(category, exclude=frozenset(exclude or ()))
     try:
         with factory() as session:
-            found = similar_items(
-                service.state, session, external_id, k, filters, service.recommend
-            )
+            found = similar_items(service.state, session, item_id, k, filters, service.recommend)
     except UnknownItem as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except ItemNotEmbedded as exc:
