@@ -171,6 +171,9 @@ def list_articles(
     corrected: Annotated[
         bool | None, Query(description="Only articles an analyst relabelled (or only others)")
     ] = None,
+    external_id: Annotated[
+        str | None, Query(max_length=300, description="The source's own id (`id` when posted)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> list[ArticleOut]:
@@ -186,6 +189,8 @@ def list_articles(
             ArticleEntity.entity_id == entity_id
         )
     check_period(since, until)
+    if external_id is not None:
+        query = query.where(Article.external_id == external_id)
     if since is not None:
         query = query.where(Article.published_at >= since)
     if until is not None:

@@ -101,6 +101,8 @@ def test_articles_are_scored_once_and_linked(api: tuple[TestClient, dict[str, st
         headers=key,
     )
     assert [a["id"] for a in since.json()] == [northwind["id"]]
+    by_source_id = client.get("/v1/sentiment/articles", params={"external_id": "w-9"}, headers=key)
+    assert [a["id"] for a in by_source_id.json()] == [northwind["id"]]
     shown = client.get(f"/v1/sentiment/articles/{corvid['id']}", headers=key).json()
     assert shown["tickers"] == ["CRBK"]
 
