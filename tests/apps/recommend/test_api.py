@@ -355,17 +355,6 @@ def test_items_are_id_and_metadata_on_the_wire_and_the_tables_names_are_accepted
         "/v1/recommend/items", json={**older, "id": "OLD-2"}, headers=headers
     )  # one item, two ids: refused, not guessed
     assert both.status_code == 422 and "external_id" in both.text
-    csv_items = b'id,title,metadata,colour\nC1,Tarp,"{""weight_g"": 410}",olive\n'
-    imported = client.post(
-        "/v1/recommend/items/import",
-        content=csv_items,
-        headers={**headers, "Content-Type": "text/csv"},
-    )
-    assert imported.status_code == 200, imported.text
-    assert client.get("/v1/recommend/items/C1", headers=headers).json()["metadata"] == {
-        "weight_g": 410,
-        "colour": "olive",
-    }
 
 
 def test_changed_text_is_embedded_again_and_a_restart_reuses_the_index(
@@ -394,7 +383,10 @@ def test_changed_text_is_embedded_again_and_a_restart_reuses_the_index(
 
 def test_bulk_files_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
     client, headers = api
-    csv_items = b"id,title,category,price_eur\nN1,Trekking poles,accessories,59\n"
+    csv_items = (
+        b"id,title,category,price_eur,metadata\n"
+        b'N1,Trekking poles,accessories,59,"{""pair"": true}"\n'
+    )
     imported = client.post(
         "/v1/recommend/items/import",
         content=csv_items,
@@ -403,7 +395,8 @@ def test_bulk_files_over_http(api: tuple[TestClient, dict[str, str]]) -> None:
     assert imported.status_code == 200, imported.text
     assert imported.json()["created"] == 1 and imported.json()["embedding_job_id"]
     assert client.get("/v1/recommend/items/N1", headers=headers).json()["metadata"] == {
-        "price_eur": 59
+        "pair": True,  # the metadata column's JSON, and any other column
+        "price_eur": 59,
     }
     bad = client.post(
         "/v1/recommend/events/import",

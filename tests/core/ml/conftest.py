@@ -34,43 +34,37 @@ def packaged_minilm() -> Path:
     return minilm_folder(REPO_ROOT / "var" / "models")
 
 
-def make_tiny_bert(folder: Path, *, hidden: int = TINY_HIDDEN, layers: int = 2) -> Path:
-    """A random BERT encoder (no head) with the MiniLM tokenizer, saved to `folder`."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+def _make_tiny_encoder(
+    folder: Path, architecture: str, hidden: int, layers: int, positions: int = 128
+) -> Path:
+    """A random `architecture` ("Bert", "MPNet") encoder, no head, with the MiniLM tokenizer."""
+    import transformers
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(packaged_minilm())
-    config = BertConfig(
+    config = getattr(transformers, f"{architecture}Config")(
         vocab_size=tokenizer.vocab_size,
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=2 * hidden,
-        max_position_embeddings=128,
+        max_position_embeddings=positions,
         pad_token_id=tokenizer.pad_token_id,
     )
-    BertModel(config).save_pretrained(folder)
+    getattr(transformers, f"{architecture}Model")(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_tiny_bert(folder: Path, *, hidden: int = TINY_HIDDEN, layers: int = 2) -> Path:
+    """A random BERT encoder (no head) with the MiniLM tokenizer, saved to `folder`."""
+    return _make_tiny_encoder(folder, "Bert", hidden, layers)
 
 
 def make_tiny_mpnet(folder: Path, *, hidden: int = TINY_HIDDEN, layers: int = 2) -> Path:
     """A random MPNet encoder (an architecture peft names no LoRA projections for) with the
     MiniLM tokenizer, saved to `folder`."""
-    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
-
-    tokenizer = AutoTokenizer.from_pretrained(packaged_minilm())
-    config = MPNetConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=130,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    MPNetModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return _make_tiny_encoder(folder, "MPNet", hidden, layers, positions=130)  # from pad id + 1
 
 
 def make_tiny_llama(folder: Path, *, hidden: int = TINY_HIDDEN, layers: int = 2) -> Path:
