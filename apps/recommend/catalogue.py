@@ -8,6 +8,7 @@ all-or-nothing: every item is checked before any is written.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -79,19 +80,41 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+class ItemChange(enum.IntEnum):
+    """What an upsert did to an item; of two changes to one item, the larger is what the
+    item went through (created, then changed again, is created)."""
+
+    UNCHANGED = 0
+    UPDATED = 1
+    CREATED = 2
+
+
 @dataclass(frozen=True)
 class UpsertReport:
-    created: int
-    updated: int
-    unchanged: int
+    changes: dict[str, ItemChange]  # by external id, each item once
     to_embed: list[uuid.UUID]  # items whose text is new or changed
+
+    @property
+    def created(self) -> int:
+        return self._count(ItemChange.CREATED)
+
+    @property
+    def updated(self) -> int:
+        return self._count(ItemChange.UPDATED)
+
+    @property
+    def unchanged(self) -> int:
+        return self._count(ItemChange.UNCHANGED)
+
+    def _count(self, change: ItemChange) -> int:
+        return sum(1 for done in self.changes.values() if done is change)
 
 
 def upsert_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
     """Create or update `items` in the caller's transaction (the last of a repeated id wins)."""
     latest = {item.external_id: item for item in items}
     existing = items_by_external_id(session, list(latest))
-    created = updated = unchanged = 0
+    changes: dict[str, ItemChange] = {}
     to_embed: list[uuid.UUID] = []
     for external_id, incoming in latest.items():
         digest = text_hash(text_of(incoming))
@@ -100,12 +123,12 @@ def upsert_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
         if record is None:
             record = Item(id=uuid.uuid4(), external_id=external_id, text_hash=digest, **fields)
             session.add(record)
-            created += 1
+            changes[external_id] = ItemChange.CREATED
             to_embed.append(record.id)
             continue
         changed = {k: v for k, v in fields.items() if getattr(record, k) != v}
         if not changed:
-            unchanged += 1
+            changes[external_id] = ItemChange.UNCHANGED
             continue
         for key, value in changed.items():
             setattr(record, key, value)
@@ -113,9 +136,9 @@ def upsert_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
         if record.text_hash != digest:
             record.text_hash = digest
             to_embed.append(record.id)
-        updated += 1
+        changes[external_id] = ItemChange.UPDATED
     session.flush()
-    return UpsertReport(created, updated, unchanged, to_embed)
+    return UpsertReport(changes, to_embed)
 
 
 def items_by_external_id(session: Session, external_ids: Sequence[str]) -> dict[str, Item]:

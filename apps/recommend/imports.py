@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from apps.recommend.catalogue import ItemIn, UpsertReport, upsert_items
+from apps.recommend.catalogue import ItemChange, ItemIn, UpsertReport, upsert_items
 from apps.recommend.events import (
     EventIn,
     EventRejected,
@@ -151,8 +151,8 @@ def import_item_file(
     """Add or update the items of a file (a path, or an upload's bytes) of any length, `size`
     at a time: a first pass reads the whole file, and any bad line raises `ImportFileError`
     naming them with nothing stored; the second upserts it a chunk per transaction. An item
-    repeated further on updates the earlier one (the last wins; the counts say created, then
-    updated or unchanged)."""
+    repeated further on updates the earlier one (the last wins) and counts once, as what it
+    went through: created, updated or unchanged."""
     opened, file_format, length = _source(source, file_format)
     found = _Found()
     with opened() as handle:
@@ -160,18 +160,20 @@ def import_item_file(
             found.add(chunk.errors)
             _told(progress, "checking", handle, length)
     found.check()
-    created = updated = unchanged = 0
-    to_embed: dict[uuid.UUID, None] = {}  # each item once, however often the file changed it
+    changes: dict[str, ItemChange] = {}  # each item once, however often the file repeats it
+    to_embed: dict[uuid.UUID, None] = {}
+    stored = 0  # records (lines) of the file
     with opened() as handle:
         for chunk in item_chunks(handle, file_format, size):
             if chunk.errors:  # the file changed since the first pass
-                raise ImportFileError(chunk.errors, stored=created + updated + unchanged)
+                raise ImportFileError(chunk.errors, stored=stored)
             report = _stored_once(factory, partial(upsert_items, items=chunk.records))
-            created, updated = created + report.created, updated + report.updated
-            unchanged += report.unchanged
+            stored += len(chunk.records)
+            for external_id, change in report.changes.items():
+                changes[external_id] = max(change, changes.get(external_id, change))
             to_embed.update(dict.fromkeys(report.to_embed))
             _told(progress, "storing", handle, length)
-    return UpsertReport(created, updated, unchanged, list(to_embed))
+    return UpsertReport(changes, list(to_embed))
 
 
 def import_event_file(

@@ -191,12 +191,17 @@ def test_a_long_item_file_is_read_whole_then_stored_a_chunk_at_a_time(
     # Three chunks a pass, each reporting how much of the file has been read.
     assert [phase for phase, _ in told] == ["checking"] * 3 + ["storing"] * 3
     assert told[2][1] == told[-1][1] == 1.0 and 0 < told[0][1] < told[1][1] < 1
-    # I0 is created in the first chunk and renamed in the third: the last one wins.
-    assert (report.created, report.updated, len(report.to_embed)) == (9, 1, 9)
+    # I0 is created in the first chunk and renamed in the third: the last one wins, and it
+    # counts once, as created (nine items are new, none was there to update).
+    assert (report.created, report.updated, report.unchanged, len(report.to_embed)) == (9, 0, 0, 9)
     with factory() as session:
         assert session.scalar(select(func.count()).select_from(Item)) == 9
         renamed = session.scalar(select(Item.title).where(Item.external_id == "I0"))
     assert renamed == "Item 0 renamed"
+    # Again: I0 goes back to its first title in the first chunk and is renamed in the third,
+    # one item updated (its text changed twice, embedded once), the other eight unchanged.
+    again = import_item_file(factory, path, size=4)
+    assert (again.created, again.updated, again.unchanged, len(again.to_embed)) == (0, 1, 8, 1)
 
 
 def test_lone_carriage_returns_end_lines_as_old_spreadsheet_exports_write_them() -> None:
