@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 
 Strategy = Literal["auto", "full", "lora", "fewshot", "sentence"]
 STRATEGIES: tuple[str, ...] = ("auto", "full", "lora", "fewshot", "sentence")
@@ -29,6 +29,14 @@ DEFAULT_LEARNING_RATES = {"full": 5e-5, "lora": 2e-4, "fewshot": 2e-5, "sentence
 A = TypeVar("A")
 # Read from JSON (job parameters), each field's type checked and no field unknown.
 FROM_JSON = ConfigDict(extra="forbid")
+
+# Bounds of the numbers a run takes (checked when arguments are read from JSON): a run of
+# -1 epochs trained nothing and could still be promoted.
+Positive = Annotated[float, Field(gt=0)]
+AtLeastOne = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+Share = Annotated[float, Field(ge=0, lt=1)]  # a probability or a fraction of a whole
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what numpy and torch take
 
 
 def arguments_from_dict(cls: type[A], values: Mapping[str, Any]) -> A:
@@ -58,9 +66,9 @@ class LoraArguments:
     """LoRA adapter shape (peft). `target_modules=None` uses peft's defaults for the model type
     (e.g. `q_proj`/`v_proj` for Llama, `query`/`value` for BERT)."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: AtLeastOne = 16
+    alpha: AtLeastOne = 32
+    dropout: Share = 0.05
     # Module names, or one string as peft takes it: "all-linear", or a regular expression.
     target_modules: list[str] | str | None = None
 
@@ -76,37 +84,37 @@ class TrainingArguments:
     """
 
     strategy: Strategy = "auto"
-    epochs: float = 10.0
-    learning_rate: float | None = None
-    batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    epochs: Positive = 10.0
+    learning_rate: Positive | None = None
+    batch_size: AtLeastOne = 16
+    gradient_accumulation_steps: AtLeastOne = 1
+    weight_decay: NonNegative = 0.01
+    warmup_ratio: Share = 0.1
     # Overrides the model's dropout probabilities (hidden, attention, classifier) when set.
-    dropout: float | None = None
-    seed: int = 42
+    dropout: Share | None = None
+    seed: Seed = 42
     # Share of each class held out for early stopping, calibration and metrics (stratified).
     # 0 trains on everything: no early stopping, temperature 1, no validation metrics.
     validation_fraction: float = 0.2
-    early_stopping_patience: int | None = 3
+    early_stopping_patience: AtLeastOne | None = 3
     metric_for_best_model: str = "macro_f1"
     # Weight the loss by inverse class frequency ("balanced"), for imbalanced data.
     class_weights: bool = False
-    max_length: int = 128
+    max_length: AtLeastOne = 128
     lora: LoraArguments | None = None
-    max_steps: int | None = None
+    max_steps: AtLeastOne | None = None
     # Evaluate (and maybe stop) every this many steps; None = once per epoch.
-    eval_steps: int | None = None
+    eval_steps: AtLeastOne | None = None
     # Few-shot: each training example takes part in this many positive and as many negative
     # pairs (SetFit's `num_iterations`); the encoder is trained for `fewshot_epochs` over them.
-    fewshot_pairs_per_example: int = 20
-    fewshot_epochs: float = 1.0
+    fewshot_pairs_per_example: AtLeastOne = 20
+    fewshot_epochs: Positive = 1.0
     # Inverse regularisation strength of the few-shot logistic-regression head (sklearn `C`).
-    fewshot_head_c: float = 1.0
+    fewshot_head_c: Positive = 1.0
     # `sentence`: `C` of the logistic regression that initialises the head, and how much
     # faster than the encoder the head learns afterwards.
-    head_c: float = 10.0
-    head_lr_multiplier: float = 20.0
+    head_c: Positive = 10.0
+    head_lr_multiplier: Positive = 20.0
     # Regularisers, off by default (see `core.ml.training.regularisers` for what each did on
     # the benchmarks). Adversarial training (FGM) on the input embeddings, for the strategies
     # trained with cross-entropy (sentence, full, lora): each step also trains on the texts'
@@ -173,20 +181,20 @@ class EmbeddingTrainingArguments:
     other positives in a batch as negatives (MultipleNegativesRankingLoss): larger batches give
     more negatives per step."""
 
-    epochs: float = 1.0
+    epochs: Positive = 1.0
     # None: 2e-5 for the whole model, 2e-4 with LoRA (`learning_rate_used`).
-    learning_rate: float | None = None
-    batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    seed: int = 42
+    learning_rate: Positive | None = None
+    batch_size: AtLeastOne = 32
+    gradient_accumulation_steps: AtLeastOne = 1
+    weight_decay: NonNegative = 0.01
+    warmup_ratio: Share = 0.1
+    seed: Seed = 42
     # Share of pairs held out to measure retrieval (accuracy@1, MRR) before and after.
     validation_fraction: float = 0.1
-    max_length: int = 128
-    max_steps: int | None = None
+    max_length: AtLeastOne = 128
+    max_steps: AtLeastOne | None = None
     # Similarity scale of MultipleNegativesRankingLoss (sentence-transformers' default).
-    scale: float = 20.0
+    scale: Positive = 20.0
     # LoRA adapters instead of tuning every weight (large decoder encoders on a GPU); they are
     # merged into the saved model, which serves as any other encoder.
     lora: LoraArguments | None = None

@@ -325,6 +325,9 @@ def test_bad_requests_get_clear_errors(api: tuple[TestClient, dict[str, str]]) -
     )
     no_title = client.post("/v1/recommend/items", json={"id": "X"}, headers=headers)
     assert no_title.status_code == 422 and "title" in no_title.text
+    backwards = {"arguments": {"epochs": -3}}  # it trained nothing (and queued a job) before
+    trained = client.post("/v1/recommend/train", json=backwards, headers=headers)
+    assert trained.status_code == 422 and "epochs: Input should be greater than 0" in trained.text
     assert client.get("/v1/recommend/users/u1").status_code == 401
     other = key_for(client.app.state.settings, "support")
     assert client.get("/v1/recommend/users/u1", headers=other).status_code == 403

@@ -86,6 +86,7 @@ def test_a_blank_name_is_no_name(support_client, world_settings: Settings) -> No
         ({"epochs": "many"}, "epochs: Input should be a valid number"),
         ({"epoch": 3}, "unknown argument 'epoch'"),
         ({"seed": 1.5}, "seed: Input should be a valid integer"),
+        ({"epochs": -1}, "epochs: Input should be greater than 0"),  # it trained nothing
     ],
 )
 def test_training_arguments_are_checked_before_a_job_is_queued(
