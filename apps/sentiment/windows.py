@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import and_, case, or_, select
+from sqlalchemy import ColumnElement, and_, case, or_, select
 from sqlalchemy.orm import Session
 
 from apps.sentiment.models import Article, ArticleEntity, RuleKind
@@ -194,6 +194,10 @@ def read_histories(
     }
 
 
+def _until(until: dt.datetime | None) -> list[ColumnElement[bool]]:
+    return [] if until is None else [ArticleEntity.published_at <= until]
+
+
 @dataclass(frozen=True)
 class _Row:
     article: ScoredArticle
@@ -205,9 +209,10 @@ def _history_of(found: Mapping[uuid.UUID, _Row]) -> EntityHistory:
 
 
 def _read_scored(
-    session: Session, spans: Mapping[uuid.UUID, Span]
+    session: Session, spans: Mapping[uuid.UUID, tuple[dt.datetime, dt.datetime | None]]
 ) -> dict[uuid.UUID, dict[uuid.UUID, _Row]]:
-    """Entity -> article id -> its scored article and when it was scored."""
+    """Entity -> article id -> its scored article and when it was scored; published in
+    (after, until], or after `after` where `until` is None."""
     found: dict[uuid.UUID, dict[uuid.UUID, _Row]] = {entity_id: {} for entity_id in spans}
     entities = list(spans)
     for first in range(0, len(entities), ENTITIES_PER_QUERY):
@@ -233,7 +238,7 @@ def _read_scored(
                         and_(
                             ArticleEntity.entity_id == entity_id,
                             ArticleEntity.published_at > spans[entity_id][0],
-                            ArticleEntity.published_at <= spans[entity_id][1],
+                            *_until(spans[entity_id][1]),
                         )
                         for entity_id in chunk
                     )
@@ -314,7 +319,15 @@ class HistoryCache:
                 for entity_id, (after, _) in spans.items()
                 if entity_id in self._kept and self._usable(self._kept[entity_id], after, now)
             }
-        whole = {entity_id: span for entity_id, span in spans.items() if entity_id not in kept}
+        # Read whole with no end: what is kept must hold everything published after `after`,
+        # and the catch-up reads bring only what is scored later. A span ending hours back
+        # (a replayed article's batch) would otherwise leave out, for every later batch,
+        # the articles published since then and scored before.
+        whole = {
+            entity_id: (after, None)
+            for entity_id, (after, _) in spans.items()
+            if entity_id not in kept
+        }
         histories: dict[uuid.UUID, EntityHistory] = {}
         loaded: dict[uuid.UUID, _Kept] = {}
         for entity_id, found in _read_scored(session, whole).items():

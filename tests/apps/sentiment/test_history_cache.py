@@ -142,6 +142,19 @@ def test_a_moving_span_drops_old_articles_and_an_earlier_one_reads_again(
         same_as_database(cache, session, earlier)
 
 
+def test_a_back_dated_batch_read_first_leaves_nothing_out_of_the_next(
+    session_factory: sessionmaker[Session], entities: list[uuid.UUID]
+) -> None:
+    """A replayed article evaluates its company hours back; the batch after it, at the
+    present, must still see the articles published since then (scored long before)."""
+    clock = Clock()
+    cache = HistoryCache(clock=clock)
+    with session_factory() as session:
+        same_as_database(cache, session, {entities[0]: week_to(T0 - dt.timedelta(hours=2.5))})
+        clock.now += SECOND
+        same_as_database(cache, session, {entities[0]: week_to(T0)})
+
+
 @pytest.mark.parametrize(
     ("refresh_s", "gap_s"),
     [(300, 3000), (3000, 300)],
