@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.metrics import HTTP_REQUEST_DURATION
+
+try:  # FastAPI that includes routers lazily: a route's own path lacks its routers' prefixes
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # earlier FastAPI copies each included route with its whole path
+    iter_route_contexts = None
 
 log = logging.getLogger("textsuite.http")
 
@@ -83,11 +89,24 @@ class BodySizeLimit:
                 await _send_json(send, 413, {"detail": message})
 
 
+def route_templates(app: Any) -> dict[int, str]:
+    """id(route) -> its whole path template ("/v1/sentiment/stats", where the route itself
+    says "/stats"), for the routes of a FastAPI `app`."""
+    if iter_route_contexts is None:
+        return {}
+    return {
+        id(context.original_route): context.path
+        for context in iter_route_contexts(app.routes)
+        if context.path
+    }
+
+
 class RequestMetrics:
     """Observes latency per route template (not per URL, to keep label cardinality bounded)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._templates: dict[int, str] | None = None  # read at the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,7 +125,9 @@ class RequestMetrics:
             await self.app(scope, receive, recording_send)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            if self._templates is None and "app" in scope:
+                self._templates = route_templates(scope["app"])
+            template = (self._templates or {}).get(id(route)) or getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - started
             HTTP_REQUEST_DURATION.labels(scope["method"], template, str(status)).observe(elapsed)
             log.debug("%s %s -> %s in %.1f ms", scope["method"], template, status, elapsed * 1e3)

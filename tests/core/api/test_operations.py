@@ -132,3 +132,15 @@ def test_model_back_pressure_is_503_with_retry_after(service_settings: Settings)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "3"
     assert "overloaded: 1024 requests already queued" in response.json()["detail"]
+
+
+def test_latency_is_labelled_with_the_whole_route(service_settings: Settings) -> None:
+    """Each app's routes sit under its own prefix: their latencies must not merge (three
+    apps' `/stats` were one series)."""
+    client = TestClient(create_service(service_settings))  # not started: routing is enough
+    for app in ("support", "sentiment", "recommend"):
+        assert client.get(f"/v1/{app}/stats").status_code == 401  # matched, then refused
+    text = client.get("/metrics").text
+    for app in ("support", "sentiment", "recommend"):
+        assert f'method="GET",route="/v1/{app}/stats",status="401"' in text
+    assert 'route="/stats"' not in text
