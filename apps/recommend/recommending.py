@@ -403,7 +403,10 @@ def _diversify(
     of the anchor item, for "similar") and, for personal lists, at most `max_category_share`
     of `k` per category (a query or an item asks for one kind of thing; a user's profile should
     not be read as one); the caps are relaxed when the candidates cannot fill the list."""
-    per_category = max(1, math.ceil(recommend.max_category_share * k)) if cap_categories else k
+    # "At most half" of five is two: rounded down (the small term keeps 0.3 * 10 at 3).
+    per_category = (
+        max(1, math.floor(recommend.max_category_share * k + 1e-9)) if cap_categories else k
+    )
     chosen: list[str] = []
     series: Counter[str] = Counter()
     categories: Counter[str] = Counter()

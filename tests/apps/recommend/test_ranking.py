@@ -83,3 +83,31 @@ def test_invalid_settings_are_refused() -> None:
         load_recommend_settings(_env_file=None, rating_min=5)
     scale = load_recommend_settings(_env_file=None, rating_min=0, rating_max=10)
     assert scale.ranking().rating_midpoint == 5.0 and scale.ratings().problem(10.5)
+
+
+@pytest.mark.parametrize(
+    ("k", "share", "jackets"), [(5, 0.5, 2), (4, 0.5, 2), (10, 0.3, 3), (1, 0.5, 1), (3, 0.2, 1)]
+)
+def test_a_personal_list_holds_at_most_its_share_of_one_category(
+    k: int, share: float, jackets: int
+) -> None:
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from apps.recommend.recommending import _diversify
+    from apps.recommend.settings import RecommendSettings
+    from apps.recommend.state import ItemFacts
+
+    def facts(key: str, category: str) -> ItemFacts:
+        created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        return ItemFacts(key, key, key, category, None, True, created)
+
+    ranked = [f"jacket{n}" for n in range(k)] + [f"other{n}" for n in range(k)]
+    category = {key: "jackets" if key.startswith("jacket") else key for key in ranked}
+    state = SimpleNamespace(items={key: facts(key, category[key]) for key in ranked})
+    recommend = RecommendSettings(_env_file=None, max_category_share=share)
+    chosen = _diversify(state, ranked, k, recommend, cap_categories=True)
+    assert len(chosen) == k and sum(key.startswith("jacket") for key in chosen) == jackets
+    # With nothing else to offer, the cap gives way rather than leave the list short.
+    only = _diversify(state, ranked[:k], k, recommend, cap_categories=True)
+    assert only == ranked[:k]
