@@ -9,10 +9,12 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from importlib import metadata
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.api import docs, health, jobs, models
 from core.api.health import ReadinessCheck
@@ -89,6 +91,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DataError, _unstorable_value)
     app.add_exception_handler(OperationalError, _database_unreachable)
     app.add_exception_handler(InterfaceError, _database_unreachable)
@@ -118,12 +121,50 @@ async def _overloaded(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     """422 naming each problem's place, message and kind. Unlike FastAPI's default it does not
     echo the rejected input: that can be megabytes, or hold what JSON cannot carry back (a
-    lone surrogate, NaN), which turned a client's mistake into a 500."""
+    lone surrogate, NaN), which turned a client's mistake into a 500.
+
+    A JSON body sent as something else (curl's default form encoding, text/plain) reaches
+    validation as bytes, and "Input should be a valid dictionary" would not say why: that is
+    a 415 naming the content type to send."""
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": error_details(exc.errors())}, status_code=422)
+    errors = exc.errors()
+    if any(tuple(e["loc"]) == ("body",) and isinstance(e.get("input"), bytes) for e in errors):
+        sent = request.headers.get("content-type") or "none"
+        return JSONResponse(
+            {
+                "detail": "send the body as JSON with 'Content-Type: application/json' "
+                f"(this request's Content-Type: {sent})"
+            },
+            status_code=415,
+        )
+    return JSONResponse({"detail": error_details(errors)}, status_code=422)
+
+
+# What FastAPI answers when reading a JSON body fails other than by its syntax.
+_UNREADABLE_BODY = "There was an error parsing the body"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer to an HTTP error, except a JSON body it could not read: a 422 saying
+    why (not UTF-8, a number too long for Python, nesting too deep), as a syntax error
+    in it gets, instead of a 400 that does not."""
+    assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__
+    if exc.status_code != 400 or exc.detail != _UNREADABLE_BODY or cause is None:
+        return await http_exception_handler(request, exc)
+    if isinstance(cause, UnicodeDecodeError):
+        why = f"the body is not valid UTF-8 ({cause.reason} at byte {cause.start})"
+    elif isinstance(cause, RecursionError):
+        why = "the body's JSON is nested too deeply"
+    elif "digits" in str(cause):
+        why = "a number in the body is too long (more than 4,300 digits)"
+    else:
+        why = f"the body cannot be read as JSON ({type(cause).__name__})"
+    error = {"type": "json_invalid", "loc": ["body"], "msg": why}
+    return JSONResponse({"detail": [error]}, status_code=422)
 
 
 # Text the database cannot hold: untranslatable_character (a \u0000 in JSON), and

@@ -97,6 +97,40 @@ def test_a_refused_batch_stores_nothing(target: tuple[TestClient, str]) -> None:
     assert client.get(f"{ITEMS}/ok-1", headers=headers).status_code == 404
 
 
+UNREADABLE: list[tuple[str, bytes, str]] = [
+    ("Latin-1 byte", b'{"conversation_id": "c1", "text": "caf\xe9"}', "not valid UTF-8"),
+    ("a 5,000-digit number", b'{"conversation_id": "c1", "text": "hi", "k": ' + b"9" * 5000 + b"}",
+     "number in the body is too long"),
+    ("nesting 100,000 deep", b'{"metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "nested too deeply"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", [MESSAGE, ARTICLES, QUERY])
+@pytest.mark.parametrize(("what", "raw", "why"), UNREADABLE, ids=[c[0] for c in UNREADABLE])
+def test_a_body_json_cannot_read_is_told_why(
+    target: tuple[TestClient, str], path: str, what: str, raw: bytes, why: str
+) -> None:
+    """Not "There was an error parsing the body": what is wrong with it."""
+    client, key = target
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    response = client.post(path, content=raw, headers=headers)
+    assert response.status_code == 422 and why in detail_text(response), response.text
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_json_sent_as_another_content_type_is_told_which_to_send(
+    target: tuple[TestClient, str], content_type: str | None
+) -> None:
+    client, key = target
+    headers = {"X-API-Key": key, **({"Content-Type": content_type} if content_type else {})}
+    body = json.dumps({"conversation_id": "c1", "text": "where is my order?"})
+    response = client.post(MESSAGE, content=body, headers=headers)
+    assert response.status_code == 415, response.text
+    assert "Content-Type: application/json" in response.json()["detail"]
+    assert str(content_type or "none") in response.json()["detail"]
+
+
 RULES = "/v1/sentiment/rules"
 # JSON that parses, with values a JSON reply cannot echo (a lone surrogate, NaN) or a database
 # cannot store (NUL): each must get a 4xx, or be stored as sent, never a 500.

@@ -95,7 +95,10 @@ def test_malformed_job_requests_are_4xx_with_reasons(client, api_key) -> None:
     unknown = client.post("/v1/jobs", json={"kind": "core.nope"}, headers=headers)
     assert unknown.status_code == 422
     assert "known kinds:" in unknown.json()["detail"]
-    assert client.post("/v1/jobs", content=b"{not json", headers=headers).status_code == 422
+    as_json = {**headers, "Content-Type": "application/json"}
+    assert client.post("/v1/jobs", content=b"{not json", headers=as_json).status_code == 422
+    # No Content-Type: the body is not read as JSON at all, and the client is told to say so.
+    assert client.post("/v1/jobs", content=b"{not json", headers=headers).status_code == 415
     extra = client.post("/v1/jobs", json={"kind": "core.worker_info", "x": 1}, headers=headers)
     assert extra.status_code == 422
     bad_queue = client.post(
