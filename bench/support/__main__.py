@@ -10,7 +10,8 @@
 - handoff: 10 intents held out of training as out-of-scope; out-of-scope recall (handed off)
   and in-scope accuracy at the thresholds calibrated by training; `--handoff-shots N
   --unlabelled-rest` labels N examples per in-scope intent and stores every other training
-  sentence, out-of-scope ones included, as unlabelled messages, self-training on;
+  sentence, out-of-scope ones included, as unlabelled messages, self-training on; `--int8`
+  scores the version's ONNX int8 export beside it, at the thresholds fitted on torch;
 - catalogue: the demo catalogue with 3 examples per intent trained on and the rest as test:
   the examples alone, with the intents' names, with names and descriptions (`--parts
   catalogue`; not in the default parts);
@@ -123,7 +124,9 @@ def handoff_part(train, test, options) -> dict:
     # The rest of the training sentences, out-of-scope ones included, as messages nobody
     # labelled: what self-training would meet in a real helpdesk.
     messages = [text for text in train.texts if text not in kept] if options.unlabelled_rest else []
-    outcome = train_support(labelled, test, {"seed": options.seed, **options.arguments}, messages)
+    outcome = train_support(
+        labelled, test, {"seed": options.seed, **options.arguments}, messages, int8=options.int8
+    )
     print(
         f"trained on {len(labelled)} labelled examples; {outcome.pseudo_labelled} of "
         f"{len(messages)} unlabelled messages pseudo-labelled"
@@ -131,6 +134,10 @@ def handoff_part(train, test, options) -> dict:
     quality = handoff_quality(outcome, test, out_of_scope)
     # The same model and thresholds without the nearest-example check: what it adds.
     without = handoff_quality(dataclasses.replace(outcome, similarity=None), test, out_of_scope)
+    rows = [("confidence, margin", without), ("... and unfamiliar", quality)]
+    if outcome.int8 is not None:  # the int8 export with the thresholds fitted on torch
+        int8_quality = handoff_quality(outcome.int8, test, out_of_scope)
+        rows.append(("... served int8 (same thresholds)", int8_quality))
     print(f"\n## Handoff: {len(out_of_scope)} Banking77 intents unseen in training\n")
     table(
         [
@@ -148,9 +155,11 @@ def handoff_part(train, test, options) -> dict:
                 f"{q['in_scope_coverage']:.3f}",
                 f"{q['in_scope_accuracy_counting_handoffs_as_wrong']:.3f}",
             ]
-            for name, q in (("confidence, margin", without), ("... and unfamiliar", quality))
+            for name, q in rows
         ],
     )
+    if options.int8:
+        print(f"int8 export: {outcome.int8_check}")
     print(
         "thresholds: "
         + ", ".join(f"{name} {value:.3f}" for name, value in outcome.thresholds.items())
@@ -162,6 +171,12 @@ def handoff_part(train, test, options) -> dict:
         "unlabelled_messages": len(messages),
         "pseudo_labelled": outcome.pseudo_labelled,
         "without_unfamiliar": without,
+        **(
+            {"int8": int8_quality, "int8_accuracy": outcome.int8.accuracy}
+            if outcome.int8 is not None
+            else {}
+        ),
+        "int8_check": outcome.int8_check,
         "out_of_scope": sorted(out_of_scope),
         "thresholds": outcome.thresholds,
     }
@@ -243,6 +258,12 @@ def main() -> None:
         type=int,
         default=0,
         help="handoff part: label only this many examples per in-scope intent (0: all)",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="handoff part: also serve the version from its ONNX int8 export "
+        "(TEXTSUITE_SERVE_INT8) with the thresholds fitted on torch",
     )
     parser.add_argument("--catalogue-shots", type=int, default=3, help="catalogue part")
     parser.add_argument("--catalogue-seeds", type=int, default=5, help="catalogue part")

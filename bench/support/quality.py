@@ -8,6 +8,7 @@ frozen MiniLM embeddings — is fitted in the same run.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import tempfile
 import time
@@ -32,6 +33,8 @@ class Outcome:
     thresholds: dict[str, float]
     similarity: np.ndarray | None  # (N,) to the nearest training example, where kept
     pseudo_labelled: int = 0  # stored messages self-training added to the training split
+    int8: Outcome | None = None  # the same version served from its ONNX int8 export
+    int8_check: str = ""  # the export's check against torch, or why it does not serve
 
 
 def _catalogue_session(
@@ -78,15 +81,23 @@ def _catalogue_session(
 
 
 def train_support(
-    train: Any, test: Any, arguments: dict[str, Any], messages: Sequence[str] = ()
+    train: Any,
+    test: Any,
+    arguments: dict[str, Any],
+    messages: Sequence[str] = (),
+    *,
+    int8: bool = False,
 ) -> Outcome:
     """Train the support intent model on `train`, with `messages` stored as unlabelled
-    customer messages (self-training learns from them); score it on `test`."""
+    customer messages (self-training learns from them); score it on `test`. With `int8`,
+    score the version's ONNX int8 export too, as `TEXTSUITE_SERVE_INT8` serves it, with the
+    thresholds training fitted on the torch model (`Outcome.int8`)."""
     from apps.support.settings import load_support_settings
     from apps.support.training import train_from_catalogue
-    from core.ml.evaluation import classification_metrics, label_ids_for
     from core.ml.loading import load_classifier
-    from core.ml.novelty import ExampleIndex, reads_embeddings, score_texts
+    from core.ml.onnx import OnnxClassifier
+    from core.ml.references import folder_resolver
+    from core.ml.serving import INT8_FOLDER, int8_verdict
     from core.ml.training import TrainingArguments
     from core.ml.versions import production_version
 
@@ -104,13 +115,39 @@ def train_support(
             version = production_version(session, "support-intents")
             folder, thresholds = Path(version.artifact_path), version.config["thresholds"]
             added = version.metrics.get("self_training", {}).get("pseudo_labelled", 0)
-        classifier = load_classifier(folder, product_placement())
-        index = ExampleIndex.load(folder)
-        similarity: np.ndarray | None = None
-        if index is not None and reads_embeddings(classifier):
-            probabilities, similarity = score_texts(classifier, index, test.texts)
-        else:
-            probabilities = classifier.predict_proba(test.texts)
+        torch_outcome = _scored(
+            load_classifier(folder, product_placement()), folder, test, seconds, thresholds
+        )
+        if not int8:
+            return dataclasses.replace(torch_outcome, pseudo_labelled=added)
+        # What `load_for_serving` does with TEXTSUITE_SERVE_INT8 on a CPU: export, check
+        # against torch on the held-out examples, serve the export only if it passed.
+        verdict = int8_verdict(folder, folder_resolver(settings.model_cache_dir, factory))
+        int8_outcome = (
+            _scored(OnnxClassifier.load(folder / INT8_FOLDER), folder, test, seconds, thresholds)
+            if verdict["acceptable"]
+            else None
+        )
+    check = verdict["summary"]
+    return dataclasses.replace(
+        torch_outcome, pseudo_labelled=added, int8=int8_outcome, int8_check=check
+    )
+
+
+def _scored(
+    classifier: Any, folder: Path, test: Any, seconds: float, thresholds: dict[str, float]
+) -> Outcome:
+    """`classifier` (a version's torch model or int8 export) scored on `test`, with the
+    similarity to the nearest training example where the version keeps its examples."""
+    from core.ml.evaluation import classification_metrics, label_ids_for
+    from core.ml.novelty import ExampleIndex, reads_embeddings, score_texts
+
+    index = ExampleIndex.load(folder)
+    similarity: np.ndarray | None = None
+    if index is not None and reads_embeddings(classifier):
+        probabilities, similarity = score_texts(classifier, index, test.texts)
+    else:
+        probabilities = classifier.predict_proba(test.texts)
     known = [i for i, label in enumerate(test.labels) if label in classifier.labels]
     metrics = classification_metrics(
         label_ids_for([test.labels[i] for i in known], classifier.labels),
@@ -122,10 +159,9 @@ def train_support(
         metrics["macro_f1"],
         seconds,
         probabilities,
-        classifier.labels,
+        list(classifier.labels),
         thresholds,
         similarity,
-        added,
     )
 
 
