@@ -11,11 +11,19 @@ import datetime as dt
 import enum
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -51,6 +59,16 @@ class ItemIn(BaseModel):
         description="Any other fields (price, brand, ...), returned as they were sent.",
     )
     active: bool = Field(default=True, description="Inactive items are never recommended.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_each(cls, data: Any) -> Any:
+        """`id` or `external_id`, `metadata` or `attributes`: both would leave one unread."""
+        if isinstance(data, Mapping):
+            for name, other in (("id", "external_id"), ("metadata", "attributes")):
+                if name in data and other in data:
+                    raise ValueError(f"send {name!r} or {other!r} (the same field), not both")
+        return data
 
     @field_validator("tags")
     @classmethod

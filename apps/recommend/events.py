@@ -16,7 +16,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
@@ -28,7 +28,9 @@ from core.storage.engine import in_slices
 from core.validation import PastDatetime
 
 MAX_BATCH = 10_000
-UserId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
+# Like item ids, trimmed: " u1 " is u1 (it was refused in events and served as a stranger in
+# a list's path).
+UserId = ExternalId
 
 
 class EventIn(BaseModel):

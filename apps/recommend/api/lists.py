@@ -81,7 +81,7 @@ def _reply(found: RecommendationList) -> RecommendationReply:
     summary="Recommended for a user",
 )
 def for_user(
-    user_id: Annotated[str, Path(min_length=1, max_length=200)],
+    user_id: Annotated[UserId, Path()],
     factory: SessionFactoryDep,
     service: ServiceDep,
     k: K = 10,

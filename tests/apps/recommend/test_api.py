@@ -281,6 +281,21 @@ def test_events_are_idempotent_and_unknown_items_store_nothing(
         assert session.scalar(select(func.count(Interaction.id))) == 2  # nothing half-stored
 
 
+def test_a_user_id_is_trimmed_like_an_item_id_everywhere(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    """" u9 " is u9 in an event and in a list's path (events refused it with a bare regular
+    expression, lists served it as a stranger)."""
+    client, headers = api
+    stored = client.post("/v1/recommend/events", json=event(1, " u9 ", "T1"), headers=headers)
+    assert stored.status_code == 200 and stored.json()["stored"] == 1, stored.text
+    padded = client.get("/v1/recommend/users/%20u9%20?k=3", headers=headers)
+    assert padded.json()["strategy"] != "popular"  # it knows u9's history
+    assert "T1" not in titles(padded)  # and leaves out what u9 saw
+    blank = client.get("/v1/recommend/users/%20%20", headers=headers)
+    assert blank.status_code == 422 and "at least 1 character" in blank.text
+
+
 def test_feedback_refers_to_a_served_list(api: tuple[TestClient, dict[str, str]]) -> None:
     client, headers = api
     served = client.get("/v1/recommend/items/S1/similar?k=2", headers=headers).json()
@@ -357,7 +372,7 @@ def test_items_are_id_and_metadata_on_the_wire_and_the_tables_names_are_accepted
     both = client.post(
         "/v1/recommend/items", json={**older, "id": "OLD-2"}, headers=headers
     )  # one item, two ids: refused, not guessed
-    assert both.status_code == 422 and "external_id" in both.text
+    assert both.status_code == 422 and "send 'id' or 'external_id'" in both.text, both.text
 
 
 def test_changed_text_is_embedded_again_and_a_restart_reuses_the_index(
