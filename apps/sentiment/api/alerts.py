@@ -98,10 +98,13 @@ def list_alerts(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 "state must be pending, firing, resolved or open",
             ) from None
-    if ticker is not None:
-        query = query.join(Entity, Entity.id == Alert.entity_id).where(
-            Entity.ticker == ticker.upper().removeprefix("$")
+    if ticker is not None:  # as the articles' filter: an unknown ticker is a 404, not []
+        entity_id = session.scalar(
+            select(Entity.id).where(Entity.ticker == ticker.upper().removeprefix("$"))
         )
+        if entity_id is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{ticker} is not on the watchlist")
+        query = query.where(Alert.entity_id == entity_id)
     if unacknowledged:
         query = query.where(Alert.acknowledged_at.is_(None))
     query = query.order_by(Alert.updated_at.desc(), Alert.id).limit(limit).offset(offset)

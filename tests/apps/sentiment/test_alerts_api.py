@@ -112,6 +112,8 @@ def test_an_alert_with_its_articles_and_acknowledgement(api) -> None:
         len(client.get("/v1/sentiment/alerts", params={"ticker": "HLVP"}, headers=key).json()) == 1
     )
     assert client.get("/v1/sentiment/alerts", params={"ticker": "NWRB"}, headers=key).json() == []
+    unknown = client.get("/v1/sentiment/alerts", params={"ticker": "NOPE"}, headers=key)
+    assert unknown.status_code == 404 and "NOPE is not on the watchlist" in unknown.text
 
     post_burst(client, key)  # the same articles again: duplicates, no second alert
     assert len(client.get("/v1/sentiment/alerts", headers=key).json()) == 1
