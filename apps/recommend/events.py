@@ -28,8 +28,8 @@ from core.storage.engine import in_slices
 from core.validation import PastDatetime
 
 MAX_BATCH = 10_000
-# Like item ids, trimmed: " u1 " is u1 (it was refused in events and served as a stranger in
-# a list's path).
+# Trimmed, like item ids: " u1 " is the user u1 wherever it comes in (an event, a query, a
+# list's path).
 UserId = ExternalId
 
 

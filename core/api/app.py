@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from importlib import metadata
@@ -160,7 +161,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     elif isinstance(cause, RecursionError):
         why = "the body's JSON is nested too deeply"
     elif "digits" in str(cause):
-        why = "a number in the body is too long (more than 4,300 digits)"
+        why = (
+            f"a number in the body is too long (more than {sys.get_int_max_str_digits():,} digits)"
+        )
     else:
         why = f"the body cannot be read as JSON ({type(cause).__name__})"
     error = {"type": "json_invalid", "loc": ["body"], "msg": why}

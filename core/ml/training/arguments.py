@@ -96,7 +96,8 @@ class TrainingArguments:
     # Share of each class held out for early stopping, calibration and metrics (stratified).
     # 0 trains on everything: no early stopping, temperature 1, no validation metrics.
     validation_fraction: float = 0.2
-    early_stopping_patience: AtLeastOne | None = 3
+    # Evaluations without improvement before stopping; None or 0: never stop early.
+    early_stopping_patience: Annotated[int, Field(ge=0)] | None = 3
     metric_for_best_model: str = "macro_f1"
     # Weight the loss by inverse class frequency ("balanced"), for imbalanced data.
     class_weights: bool = False

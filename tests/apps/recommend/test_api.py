@@ -284,7 +284,7 @@ def test_events_are_idempotent_and_unknown_items_store_nothing(
 def test_a_user_id_is_trimmed_like_an_item_id_everywhere(
     api: tuple[TestClient, dict[str, str]],
 ) -> None:
-    """" u9 " is u9 in an event and in a list's path (events refused it with a bare regular
+    """ " u9 " is u9 in an event and in a list's path (events refused it with a bare regular
     expression, lists served it as a stranger)."""
     client, headers = api
     stored = client.post("/v1/recommend/events", json=event(1, " u9 ", "T1"), headers=headers)
