@@ -18,7 +18,7 @@ from core.settings import get_settings
 from core.storage.engine import get_session_factory
 from core.storage.models import ApiKey, Job
 from textsuite.cli import app
-from textsuite.cli.run import worker_queues
+from textsuite.cli.run import node_name, worker_queues
 
 runner = CliRunner()
 
@@ -124,6 +124,11 @@ def test_model_workers_refuse_the_forking_pool(local_env: str, monkeypatch) -> N
     result = runner.invoke(app, ["worker", "--queues", "default,inference", "--pool", "prefork"])
     assert result.exit_code == 1 and "the inference queue(s) need" in result.output
     assert worker_queues("gpu") == ["gpu", "inference"]  # never left unconsumed
+    # Workers on one host are told apart by name (Celery's default is celery@host for all).
+    assert node_name("gpu", None) == "gpu@%h"
+    assert node_name(" default ,gpu", None) == "default-gpu@%h"
+    assert node_name("gpu", "gpu1") == "gpu1@%h"
+    assert node_name("gpu", "gpu1@box7") == "gpu1@box7"
     assert worker_queues(" default ,inference") == ["default", "inference"]
     result = runner.invoke(app, ["worker", "--queues", "default,cpu"])
     assert result.exit_code == 1

@@ -217,7 +217,9 @@ def recommend_lifespan(
         )
         app.state.recommend = service
         app.state.extra_readiness_checks["recommend_model"] = production_files_check(
-            app.state.session_factory, service.recommend.model_name
+            app.state.session_factory,
+            service.recommend.model_name,
+            untrained="none tuned yet: items are embedded with the base encoder",
         )
         refresher = asyncio.create_task(service.refresh_forever(), name="recommend-refresh")
         work = periodic_work(service.recommend, app.state.session_factory, app.state.dispatcher)

@@ -81,7 +81,8 @@ class SentimentScorer:
         if served is None:
             raise NoSentimentModel(
                 f"no production version of {self.model.name!r}: train one with "
-                "`textsuite train sentiment`"
+                "`textsuite train sentiment`, or over HTTP `POST /v1/jobs` with the kind "
+                "`sentiment.train`"
             )
         return served
 

@@ -119,10 +119,16 @@ class SentimentService:
             self._durability = (now, stream.durability(self.stream_client))
         return self._durability[1]
 
-    def check_stream(self) -> None:
-        """Readiness: the stream's Redis answers."""
-        assert self.stream_client is not None
+    def check_stream(self) -> str | None:
+        """Readiness: the stream's Redis answers; without one, say where articles are scored
+        (a deployment with workers may have meant to queue them for consumers)."""
+        if self.stream_client is None:
+            return (
+                "none configured: posted articles are scored in this process "
+                "(TEXTSUITE_SENTIMENT_STREAM_URL queues them for `textsuite sentiment consume`)"
+            )
         self.stream_client.ping()
+        return None
 
     def ingest_feed_entries(self, items: Sequence[ArticleIn]) -> list[Ingested | None]:
         """`ingestor.ingest`, leaving out entries older than retention keeps (None in their
@@ -223,11 +229,15 @@ def sentiment_lifespan(
         app.state.sentiment = service
         model = service.ingestor.scorer.model
         app.state.extra_readiness_checks["sentiment_model"] = production_files_check(
-            factory, service.settings.model_name, model.not_serving
+            factory,
+            service.settings.model_name,
+            model.not_serving,
+            untrained="none trained yet: articles are refused (503) until one is "
+            "(`textsuite train sentiment`, or the job `sentiment.train`)",
         )
         await asyncio.to_thread(model.current)  # loaded now, not by the first article
+        app.state.extra_readiness_checks["sentiment_stream"] = service.check_stream
         if service.stream_client is not None:
-            app.state.extra_readiness_checks["sentiment_stream"] = service.check_stream
             await asyncio.to_thread(warn_if_lossy, service)
         await service.alert_feed.start()
         if service.batcher is not None:

@@ -49,7 +49,11 @@ def support_lifespan(
         app.state.support_settings = settings
         app.state.support_bot = bot
         app.state.extra_readiness_checks["support_model"] = production_files_check(
-            app.state.session_factory, settings.model_name, bot.not_serving
+            app.state.session_factory,
+            settings.model_name,
+            bot.not_serving,
+            untrained="none trained yet: every message is handed off (`textsuite train "
+            "support`, or `POST /v1/support/train`)",
         )
         await bot.start()
         work = periodic_work(settings, app.state.session_factory, app.state.dispatcher)

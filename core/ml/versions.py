@@ -93,20 +93,22 @@ def production_files_check(
     factory: sessionmaker[Session],
     name: str,
     not_serving: Callable[[], str | None] | None = None,
-) -> Callable[[], None]:
+    untrained: str = "none trained yet",
+) -> Callable[[], str | None]:
     """A readiness check: the production version of `name` has its files where it says on this
     machine. Versions are saved by whichever worker trained them, so on a machine that does not
     share the artifacts folder they are missing, and the process could not serve them.
 
     `not_serving()`, where the process serves the model itself, loads it if it has not (or
     tries again) and says why no version is served, or None when one is: a process that cannot
-    load its model is not ready either."""
+    load its model is not ready either. With no version trained yet the process is ready (it
+    serves everything else) and the check says so, with `untrained`: what that means here."""
 
-    def check() -> None:
+    def check() -> str | None:
         with factory() as session:
             version = production_version(session, name)
             if version is None:
-                return  # nothing trained yet: nothing to load
+                return untrained
             number, folder = version.version, Path(version.artifact_path)
         if not folder.is_dir():
             raise FileNotFoundError(
@@ -116,6 +118,7 @@ def production_files_check(
         reason = not_serving() if not_serving is not None else None
         if reason is not None:
             raise ModelNotServed(f"{name} v{number}: {reason}")
+        return None
 
     return check
 

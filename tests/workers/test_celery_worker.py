@@ -52,6 +52,13 @@ def test_gpu_queue_jobs_reach_the_gpu_worker(worker_settings: Settings, dispatch
     assert (done.status, done.result) == (JobStatus.SUCCEEDED, {"echo": [1, 2]})
 
 
+def test_the_worker_is_named_after_its_queues(dispatcher) -> None:
+    """Not Celery's `celery@host`, which every worker on a host would share."""
+    [reply] = dispatcher.celery.control.ping(timeout=2)
+    [node] = reply
+    assert node.split("@")[0] == "default-gpu-inference", node
+
+
 def test_a_raising_task_records_failed_with_the_reason(
     worker_settings: Settings, dispatcher
 ) -> None:

@@ -56,6 +56,13 @@ def worker(
     metrics_port: Annotated[
         int | None, typer.Option(help="Expose this worker's Prometheus metrics on this port")
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Celery node name, NAME@host [default: the queues, as gpu@host]; give "
+            "workers of the same queues on one host their own (gpu0, gpu1)"
+        ),
+    ] = None,
 ) -> None:
     """Run a Celery worker against TEXTSUITE_BROKER_URL.
 
@@ -87,11 +94,22 @@ def worker(
     from workers.celery_app import create_celery_app
 
     argv = ["worker", "--queues", ",".join(names), "--pool", pool, "--loglevel", current.log_level]
+    argv += ["--hostname", node_name(queues, name)]
     if pool == "solo":
         argv += ["--concurrency", "1"]
     elif concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
     create_celery_app(current, periodic=True).worker_main(argv)
+
+
+def node_name(queues: str, name: str | None) -> str:
+    """The worker's Celery node name: `name`, or the queues asked for ("gpu", "default-gpu"),
+    at this host (Celery's `%h`) unless `name` names a host itself. Celery's own default,
+    `celery@host`, is the same for every worker on a host."""
+    if name is not None and not name.strip():
+        fail("--name is blank")
+    base = name.strip() if name else "-".join(q.strip() for q in queues.split(",") if q.strip())
+    return base if "@" in base else f"{base}@%h"
 
 
 def worker_queues(option: str) -> list[str]:

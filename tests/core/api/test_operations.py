@@ -18,14 +18,24 @@ def test_readyz_checks_database_and_migrations(client) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
     # Embedded mode has no broker to check: jobs run in this process. Each app checks that
-    # its production model's files are here (none trained yet: nothing to check).
-    assert response.json()["checks"] == {
-        "database": "ok",
-        "migrations": "ok",
-        "support_model": "ok",
-        "sentiment_model": "ok",
-        "recommend_model": "ok",
+    # its production model's files are here; with none trained yet the process is ready, and
+    # says what that means for each app, and where posted articles are scored.
+    checks = response.json()["checks"]
+    assert checks.keys() == {
+        "database",
+        "migrations",
+        "support_model",
+        "sentiment_model",
+        "sentiment_stream",
+        "recommend_model",
     }
+    assert checks["database"] == checks["migrations"] == "ok"
+    assert checks["support_model"].startswith("ok: none trained yet: every message is handed")
+    assert checks["sentiment_model"].startswith("ok: none trained yet: articles are refused")
+    assert (
+        checks["recommend_model"] == "ok: none tuned yet: items are embedded with the base encoder"
+    )
+    assert checks["sentiment_stream"].startswith("ok: none configured: posted articles are scored")
 
 
 def test_readyz_is_503_on_an_unmigrated_database(tmp_path) -> None:
