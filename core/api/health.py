@@ -28,13 +28,14 @@ def healthz() -> dict[str, str]:
 )
 def readyz(request: Request) -> JSONResponse:
     results: dict[str, str] = {}
+    ready = True
     for name, check in readiness_checks(request).items():
         try:
             note = check()
             results[name] = "ok" if note is None else f"ok: {note}"
         except Exception as exc:
             results[name] = f"{type(exc).__name__}: {exc}"
-    ready = all(result == "ok" or result.startswith("ok: ") for result in results.values())
+            ready = False
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": results},
         status_code=200 if ready else 503,
