@@ -3,9 +3,9 @@
 Delivery is idempotent: an event is stored once per `event_id` (the backend's, or, when it
 sends none, a hash of the event's content and timestamp; with no timestamp either, the time it
 was received stands in, so only an `event_id` or a timestamp makes a retry safe). Events
-naming an item the catalogue does not hold, or a recommendation that was never served, are
-rejected with the offending ids, and a batch with any such event stores nothing, so a retry
-after fixing it cannot double-count.
+naming an item the catalogue does not hold, a recommendation that was never served, or an item
+that recommendation did not list, are rejected with the offending ids, and a batch with any
+such event stores nothing, so a retry after fixing it cannot double-count.
 """
 
 from __future__ import annotations
@@ -124,17 +124,28 @@ def record_events(
     received = received or dt.datetime.now(dt.UTC)
     items = items_by_external_id(session, sorted({e.item_id for e in events}))
     served = {e.recommendation_id for e in events if e.recommendation_id is not None}
-    known = {
-        found
+    # Each served list's items: feedback names one of them.
+    listed = {
+        list_id: {entry[0] for entry in entries}
         for chunk in in_slices(served)
-        for found in session.scalars(select(Recommendation.id).where(Recommendation.id.in_(chunk)))
+        for list_id, entries in session.execute(
+            select(Recommendation.id, Recommendation.items).where(Recommendation.id.in_(chunk))
+        )
     }
     problems: dict[int, str] = {}
     for i, event in enumerate(events):
         if event.item_id not in items:
             problems[i] = f"unknown item {event.item_id!r}: add it to the catalogue first"
-        elif event.recommendation_id is not None and event.recommendation_id not in known:
+        elif event.recommendation_id is not None and event.recommendation_id not in listed:
             problems[i] = f"unknown recommendation id {event.recommendation_id}"
+        elif (
+            event.recommendation_id is not None
+            and event.item_id not in listed[event.recommendation_id]
+        ):
+            problems[i] = (
+                f"item {event.item_id!r} was not in recommendation {event.recommendation_id}: "
+                "feedback names one of the list's items"
+            )
         elif event.type is EventType.RATING and (why := ratings.problem(event.value)):
             problems[i] = why
     keys = [event.key(received) for event in events]

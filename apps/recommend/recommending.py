@@ -22,7 +22,13 @@ from sqlalchemy import select
 from sqlalchemy import text as sql
 from sqlalchemy.orm import Session
 
-from apps.recommend.models import EventType, Interaction, Recommendation, RecommendationKind
+from apps.recommend.models import (
+    EventType,
+    Interaction,
+    Item,
+    Recommendation,
+    RecommendationKind,
+)
 from apps.recommend.ranking import (
     RankingConfig,
     UserHistory,
@@ -35,12 +41,13 @@ from apps.recommend.state import CatalogueState, ItemFacts
 from core.privacy import mask_personal_data
 
 CANDIDATES = 200  # candidates fetched from each source before filtering and diversity
-_VERBS = {
-    EventType.VIEW: "viewed",
-    EventType.CLICK: "looked at",
-    EventType.CART: "added to your cart",
-    EventType.PURCHASE: "bought",
-    EventType.RATING: "rated",
+# A reason's words for each kind of event, around the item's title (or "it").
+_REASONS = {
+    EventType.VIEW: "because you viewed {}",
+    EventType.CLICK: "because you looked at {}",
+    EventType.CART: "because you added {} to your cart",
+    EventType.PURCHASE: "because you bought {}",
+    EventType.RATING: "because you rated {}",
 }
 
 
@@ -224,8 +231,9 @@ def _because(
         if own:
             best[j] = own[int(np.argmax(weights[own]))]
     return [
-        f"because you {_VERBS[history[i][1]]} "
-        + ("it before" if history[i][0] == key else state.items[history[i][0]].title)
+        _REASONS[history[i][1]].format("it") + " before"
+        if history[i][0] == key
+        else _REASONS[history[i][1]].format(state.items[history[i][0]].title)
         for i, key in zip(best, chosen, strict=True)
     ]
 
@@ -262,6 +270,18 @@ def _popular(
     ]  # fmt: skip
 
 
+def _not_served(session: Session, external_id: str, recommend: RecommendSettings) -> None:
+    """Why an item is not among the served ones: stored moments ago, not yet read into the
+    lists (`ItemNotEmbedded`, to try again), or no such active item (`UnknownItem`)."""
+    active = session.scalar(select(Item.active).where(Item.external_id == external_id))
+    if active:
+        raise ItemNotEmbedded(
+            f"item {external_id!r} was stored moments ago and is not in the lists yet: they "
+            f"take new items up every {recommend.refresh_s:g} s; try again then"
+        )
+    raise UnknownItem(external_id)
+
+
 def similar_items(
     state: CatalogueState,
     session: Session,
@@ -276,7 +296,11 @@ def similar_items(
     config = dataclasses.replace(recommend.ranking(), text_weight=recommend.similar_text_weight)
     with state.lock:
         key = state.by_external.get(external_id)
-        if key is None:
+    if key is None:
+        _not_served(session, external_id, recommend)
+    with state.lock:
+        key = state.by_external.get(external_id)
+        if key is None:  # retired in between
             raise UnknownItem(external_id)
         anchor = state.items[key]
         vector = state.index.vector(key) if state.index is not None else None

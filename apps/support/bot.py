@@ -329,7 +329,7 @@ class SupportBot:
             said = slots_from_text(message.text)
             values = self._slot_values(session, conversation, message, said)
             if decision is not None and reason is None:
-                reason, answer = self._answer(session, conversation, decision, values)
+                reason, answer = self._answer(session, conversation, decision, values, said)
             elif reason is HandoffReason.ASKED_FOR_HUMAN:
                 answer = self._handoff_message(session, decision, values)
             conversation.slots = {**conversation.slots, **said}
@@ -401,15 +401,19 @@ class SupportBot:
         conversation: Conversation,
         decision: Decision,
         values: dict[str, Any],
+        said: dict[str, str],
     ) -> tuple[HandoffReason | None, str | None]:
         """The rendered answer, or why there is none (repeated question, missing value...)."""
-        if conversation.last_intent == decision.intent:
+        intent = session.scalars(select(Intent).where(Intent.name == decision.intent)).first()
+        if intent is not None and set(intent.tags) & set(self.support.repeat_exempt_tags):
+            # "thanks", then "bye": said again, these are not a question the answer failed.
+            conversation.last_intent, conversation.repeated_turns = None, 0
+        elif conversation.last_intent == decision.intent and not _new_values(conversation, said):
             conversation.repeated_turns += 1
-        else:
+        else:  # another intent, or the same about something else (another order number)
             conversation.last_intent, conversation.repeated_turns = decision.intent, 1
         if conversation.repeated_turns >= self.support.max_repeated_turns:
             return HandoffReason.REPEATED_FAILURE, None
-        intent = session.scalars(select(Intent).where(Intent.name == decision.intent)).first()
         if intent is None or not intent.answer.strip():
             return HandoffReason.NO_ANSWER, None
         rendered = render(intent.answer, values)
@@ -429,6 +433,11 @@ class SupportBot:
             return None
         rendered = render(chosen.answer, values)
         return None if rendered.missing else rendered.text
+
+
+def _new_values(conversation: Conversation, said: dict[str, str]) -> bool:
+    """Whether the message names a value the conversation had not, or had otherwise."""
+    return any(conversation.slots.get(name) != value for name, value in said.items())
 
 
 def _retry_on_conflict(step: Callable[[IncomingMessage], _Turn], message: IncomingMessage) -> _Turn:

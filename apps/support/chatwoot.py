@@ -240,7 +240,7 @@ _HANDOFF_EXPLANATIONS = {
     HandoffReason.AMBIGUOUS: "two intents were too close to call",
     HandoffReason.UNFAMILIAR: "the message is unlike anything the bot was trained on",
     HandoffReason.ASKED_FOR_HUMAN: "the customer asked for a person",
-    HandoffReason.REPEATED_FAILURE: "the bot failed to answer several messages in a row",
+    HandoffReason.REPEATED_FAILURE: "the customer asked the same question again after its answer",
     HandoffReason.MISSING_INFORMATION: "the answer needs information the customer has not given",
     HandoffReason.NO_ANSWER: "the intent has no answer template yet",
     HandoffReason.NO_MODEL: "no intent model is trained yet",

@@ -62,7 +62,13 @@ class SupportSettings(BaseSettings):
     )
     max_repeated_turns: Annotated[int, Field(ge=1)] = Field(
         default=2,
-        description="Hand off when the same intent comes back this many times in a row.",
+        description="Hand off when the same question comes back this many times in a row: "
+        "the same intent, with no new value (such as another order number) in the message.",
+    )
+    repeat_exempt_tags: list[str] = Field(
+        default=["smalltalk"],
+        description="Intents with one of these tags (greetings, thanks, goodbyes) are answered "
+        "however often they come, never handed off as the same question again (a JSON list).",
     )
     chatwoot_url: AnyHttpUrl | None = Field(
         default=None, description="Chatwoot base URL, e.g. https://chat.example.com"

@@ -148,13 +148,13 @@ def _get(session: Any, item_id: str) -> Item:
     return item
 
 
-@router.get("/items/{item_id}", response_model=ItemPublic, summary="One item")
+@router.get("/items/{item_id:path}", response_model=ItemPublic, summary="One item")
 def get_item(item_id: str, session: SessionDep) -> Any:
     return _public(_get(session, item_id))
 
 
 @router.delete(
-    "/items/{item_id}",
+    "/items/{item_id:path}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Retire an item (it stays for past events, and is never recommended again)",
 )

@@ -76,7 +76,7 @@ def _reply(found: RecommendationList) -> RecommendationReply:
 
 
 @router.get(
-    "/users/{user_id}",
+    "/users/{user_id:path}",
     response_model=RecommendationReply,
     summary="Recommended for a user",
 )
@@ -107,7 +107,7 @@ def for_user(
 
 
 @router.get(
-    "/items/{item_id}/similar",
+    "/items/{item_id:path}/similar",
     response_model=RecommendationReply,
     summary="Items similar to an item",
     responses={404: {"description": "Unknown item"}, 409: {"description": "Not embedded yet"}},

@@ -173,7 +173,7 @@ def _conversation(session: SessionDep, conversation_id: str, channel: Channel) -
 
 
 @router.get(
-    "/conversations/{conversation_id}",
+    "/conversations/{conversation_id:path}",
     response_model=ConversationPublic,
     summary="A conversation with its messages (personal data masked)",
 )
@@ -195,7 +195,7 @@ def _with_messages(session: SessionDep, conversation: Conversation) -> Conversat
 
 
 @router.post(
-    "/conversations/{conversation_id}/release",
+    "/conversations/{conversation_id:path}/release",
     response_model=ConversationPublic,
     summary="Give a handed-off conversation back to the bot",
 )
@@ -227,7 +227,7 @@ class CustomerPublic(CustomerIn):
 
 
 @router.put(
-    "/customers/{external_id}",
+    "/customers/{external_id:path}",
     response_model=CustomerPublic,
     summary="Create or update a customer record (used for answer slots)",
 )

@@ -305,6 +305,12 @@ def test_feedback_refers_to_a_served_list(api: tuple[TestClient, dict[str, str]]
     clicked.update(event_id="other", recommendation_id="00000000-0000-4000-8000-000000000000")
     refused = client.post("/v1/recommend/events", json=clicked, headers=headers)
     assert refused.status_code == 422 and "unknown recommendation id" in refused.text
+    listed = {entry["item_id"] for entry in served["items"]}
+    elsewhere = next(row[0] for row in ITEMS if row[0] not in listed | {"S1"})
+    stray = event(7, "u9", elsewhere, "click", recommendation_id=served["recommendation_id"])
+    refused = client.post("/v1/recommend/events", json=stray, headers=headers)
+    assert refused.status_code == 422, refused.text  # and not counted below
+    assert f"item {elsewhere!r} was not in recommendation" in refused.text
 
     # The stats count the served lists and the feedback sent with their ids.
     bought = event(6, "u9", served["items"][1]["item_id"], "purchase")
@@ -329,6 +335,29 @@ def test_feedback_refers_to_a_served_list(api: tuple[TestClient, dict[str, str]]
     refused = client.get("/v1/recommend/stats", params={"since": "2999-01-01T00:00:00Z"},
                          headers=headers)  # fmt: skip
     assert refused.status_code == 422 and "since must be before until" in refused.text
+
+
+def test_ids_with_slashes_and_an_item_not_served_yet(
+    api: tuple[TestClient, dict[str, str]], service_settings: Settings
+) -> None:
+    client, headers = api
+    shelter = item("SKU/12", "Storm shelter for two", "tents", None, "A light bivouac shelter.")
+    created = client.post("/v1/recommend/items", json=shelter, headers=headers)
+    assert created.status_code == 200, created.text
+    # Stored but not yet read into the lists: "try again", not "unknown item".
+    early = client.get("/v1/recommend/items/SKU%2F12/similar", headers=headers)
+    assert early.status_code == 409 and "not in the lists yet" in early.text, early.text
+    assert client.get("/v1/recommend/items/SKU%2F12", headers=headers).json()["id"] == "SKU/12"
+    embed_and_refresh(client, service_settings, created.json()["embedding_job_id"])
+    similar = client.get("/v1/recommend/items/SKU/12/similar?k=2", headers=headers)
+    assert len(titles(similar)) == 2
+    viewed = event(1, "shop/u1", "SKU/12")
+    assert client.post("/v1/recommend/events", json=viewed, headers=headers).status_code == 200
+    client.app.state.recommend.state.refresh_behaviour()
+    mine = client.get("/v1/recommend/users/shop%2Fu1?k=3", headers=headers)
+    assert mine.status_code == 200 and mine.json()["strategy"] == "personal", mine.text
+    assert client.delete("/v1/recommend/items/SKU%2F12", headers=headers).status_code == 204
+    assert client.get("/v1/recommend/items/SKU/12", headers=headers).json()["active"] is False
 
 
 def test_bad_requests_get_clear_errors(api: tuple[TestClient, dict[str, str]]) -> None:

@@ -20,7 +20,11 @@ def test_served_lists_past_the_retention_go_and_their_feedback_stays(
     now = dt.datetime.now(dt.UTC)
     with session_scope(session_factory) as session:
         upsert_items(session, [ItemIn(external_id="T1", title="Storm tent")])
-        old = Recommendation(kind=RecommendationKind.USER, created_at=now - dt.timedelta(days=100))
+        old = Recommendation(
+            kind=RecommendationKind.USER,
+            items=[["T1", 0.9]],
+            created_at=now - dt.timedelta(days=100),
+        )
         recent = Recommendation(kind=RecommendationKind.QUERY, created_at=now)
         session.add_all([old, recent])
         session.flush()

@@ -221,6 +221,23 @@ def test_the_same_question_again_and_again_reaches_a_person(support_client) -> N
     assert second["handoff"] is True and second["handoff_reason"] == "repeated_failure"
 
 
+def test_thanks_twice_or_another_order_is_not_the_same_question(support_client) -> None:
+    client, headers = support_client
+    first = send(client, headers, "where is my order TH-111111?")
+    other = send(client, headers, "where is my order TH-222222?")
+    assert first["intent"] == other["intent"] == "order_status"
+    assert other["handoff"] is False and "TH-222222" in other["answer"], other
+    thanks = send(client, headers, "great, thanks a lot")
+    bye = send(client, headers, "ok thank you, bye")
+    assert thanks["intent"] == bye["intent"] == "thanks_goodbye"  # tagged smalltalk
+    assert bye["handoff"] is False and bye["answer"], bye
+    again = send(client, headers, "where is my order TH-222222??")  # the same order again
+    assert again["handoff"] is False  # the thanks came between: not in a row
+    assert send(client, headers, "so where is order TH-222222")["handoff_reason"] == (
+        "repeated_failure"
+    )
+
+
 def test_missing_information_and_missing_answers_hand_off(
     support_client, world_settings: Settings
 ) -> None:
