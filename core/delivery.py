@@ -10,9 +10,10 @@ from __future__ import annotations
 import httpx
 
 RESPONSE_SNIPPET_CHARS = 300
-# Delivery jobs retry with exponential backoff: 0.5 s doubling, capped at ten minutes; twelve
-# retries cover about 27 minutes of outage.
-RETRIES = 12
+# Delivery jobs retry with exponential backoff: 0.5 s doubling, capped at ten minutes (reached
+# after 17 minutes); 154 retries cover about a day of outage: a helpdesk down for hours still
+# gets its replies and handoffs once it is back. After that the job fails with the last reason.
+RETRIES = 154
 RETRY_BACKOFF_S = 0.5
 
 

@@ -214,7 +214,9 @@ def to_incoming(message: ChatwootMessageCreated) -> IncomingMessage:
         contact = message.sender
     customer_id = None
     if contact is not None:
-        customer_id = contact.identifier or contact.email
+        # The shop's own id for them where Chatwoot has it, else Chatwoot's: never the email,
+        # which would be kept unmasked as the customer's key.
+        customer_id = contact.identifier
         if customer_id is None and contact.id is not None:
             customer_id = str(contact.id)
     inbox_id = message.conversation.inbox_id or (message.inbox.id if message.inbox else None)

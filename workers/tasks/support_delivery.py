@@ -1,9 +1,9 @@
 """Delivering the support bot's replies: to Chatwoot's API, and to generic helpdesk callbacks.
 
 Both retry network errors, 5xx and 429 with exponential backoff (0.5 s doubling, capped at ten
-minutes: twelve retries cover about 27 minutes of outage); any other 4xx fails the job with
-the helpdesk's reason. Tokens and secrets come from the worker's `TEXTSUITE_SUPPORT_*` settings,
-never from job parameters.
+minutes: the retries cover about a day of outage, `core.delivery.RETRIES`); any other 4xx
+fails the job with the helpdesk's reason. Tokens and secrets come from the worker's
+`TEXTSUITE_SUPPORT_*` settings, never from job parameters.
 """
 
 from __future__ import annotations

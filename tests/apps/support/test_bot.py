@@ -116,6 +116,15 @@ def test_asking_for_a_person_hands_off_and_the_bot_steps_back(
     assert send(client, headers, "where is my order?")["handoff"] is False
 
 
+def test_a_conversation_id_with_a_slash_is_addressable(support_client) -> None:
+    client, headers = support_client
+    send(client, headers, "I want to speak to a real person please", conversation_id="desk/7")
+    shown = client.get("/v1/support/conversations/desk%2F7", headers=headers)
+    assert shown.status_code == 200 and shown.json()["status"] == "handed_off", shown.text
+    released = client.post("/v1/support/conversations/desk/7/release", headers=headers)
+    assert released.status_code == 200 and released.json()["status"] == "bot", released.text
+
+
 def test_out_of_scope_is_handed_off_as_low_confidence(support_client) -> None:
     client, headers = support_client
     reply = send(client, headers, "who won the football game last night?")

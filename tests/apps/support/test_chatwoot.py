@@ -226,13 +226,11 @@ def test_numeric_enum_values_are_understood(client: TestClient, fake_chatwoot, j
     assert [r.path for r in fake_chatwoot.delivered()] == [MESSAGES_PATH]
 
 
-def test_customer_falls_back_to_email_then_id() -> None:
+def test_customer_falls_back_to_the_contact_id_never_the_email() -> None:
     payload = chatwoot_payload()
+    assert to_incoming(ChatwootMessageCreated.model_validate(payload)).customer_id == "cust-881"
     payload["conversation"]["meta"]["sender"]["identifier"] = None
-    assert to_incoming(ChatwootMessageCreated.model_validate(payload)).customer_id == (
-        "dana@example.com"
-    )
-    payload["conversation"]["meta"]["sender"]["email"] = None
+    assert payload["conversation"]["meta"]["sender"]["email"] == "dana@example.com"
     assert to_incoming(ChatwootMessageCreated.model_validate(payload)).customer_id == "88"
 
 
