@@ -379,16 +379,21 @@ def _strip_entities(text: str) -> str:
 
 
 def _read_responses(reader: _NodeReader, node: Node) -> dict[str, tuple[str, Mark]]:
-    """`utter_<intent>` -> the text of its first variant that has one, with its line."""
+    """`utter_<intent>` -> the text of its first variant that has one, with its line: of the
+    first variant without a `condition` where there is one (Rasa's fallback for when no
+    condition holds; a conditional one would be said to everyone)."""
     found: dict[str, tuple[str, Mark]] = {}
     for name, (_, value) in (reader.mapping(node, "responses") or {}).items():
         if not name.startswith("utter_"):
             continue
+        texts: list[tuple[bool, str, Mark]] = []
         for variant in reader.sequence(value, f"response {name!r}") or []:
             fields = reader.mapping(variant, f"response {name!r}")
             if fields and "text" in fields:
                 text = reader.text(fields["text"][1], f"response {name!r}: text")
                 if text is not None:
-                    found[name] = (text, reader.mark(fields["text"][1]))
-                    break
+                    texts.append(("condition" in fields, text, reader.mark(fields["text"][1])))
+        if texts:
+            _, text, mark = min(texts, key=lambda found_text: found_text[0])  # stable: first
+            found[name] = (text, mark)
     return found

@@ -469,6 +469,18 @@ def test_rasa_responses_may_follow_in_a_second_document(db_session: Session) -> 
     assert snapshot(db_session)["goodbye"][0] == "Bye {customer_name}!"
 
 
+def test_rasa_conditional_responses_give_way_to_the_plain_one(db_session: Session) -> None:
+    text = RASA_NLU + (
+        "---\nresponses:\n  utter_goodbye:\n"
+        "  - condition:\n    - type: slot\n      name: logged_in\n      value: true\n"
+        '    text: "Bye {name}, see you next time"\n'
+        "  - text: Bye!\n"
+    )
+    import_catalogue(db_session, text, CatalogueFormat.RASA)
+    # The conditional one would greet everyone by a name the bot never has.
+    assert snapshot(db_session)["goodbye"][0] == "Bye!"
+
+
 def test_rasa_errors_have_lines_in_the_right_file() -> None:
     nlu = """\
 version: "3.1"
