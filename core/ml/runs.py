@@ -283,7 +283,8 @@ def _run(
         if held_out is not None and held_out.texts:  # what an int8 export is checked on
             held_out.to_jsonl(result.output_dir / HELD_OUT_FILE)
         extra = dict(extra_config(result)) if extra_config is not None else {}
-        if held_out is not None and held_out.texts and promotion is PromotionPolicy.IF_NOT_WORSE:
+        # Also for a candidate left for later: promoted by hand, it is judged the same way.
+        if held_out is not None and held_out.texts and promotion is not PromotionPolicy.FORCE:
             same_data = _production_on(settings, factory, model_name, held_out, result)
             if same_data is not None:
                 result.metrics["production_same_data"] = same_data
