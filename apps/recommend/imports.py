@@ -294,20 +294,49 @@ def _lines(handle: BinaryIO) -> Iterator[str]:
                 raise ImportFileError([(number, "not valid UTF-8")]) from None
 
 
+ONE_PER_LINE = "a JSONL file holds one JSON object per line"
+
+
 def _jsonl(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
+            if number == 1 and line.strip() in ("[", "{"):
+                yield number, ValueError(f"one JSON document over many lines: {ONE_PER_LINE}")
+                return
             yield number, ValueError(f"not JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if isinstance(record, list):
+            yield number, ValueError(f"a JSON array: {ONE_PER_LINE}, not a list of them")
+        elif (
+            isinstance(record, dict)
+            and len(record) == 1
+            and isinstance(wrapped := next(iter(record.values())), list)
+        ):
+            yield (
+                number,
+                ValueError(
+                    f"an object wrapping a list of {len(wrapped)} ({next(iter(record))!r}): "
+                    f"{ONE_PER_LINE}, each record on its own line"
+                ),
+            )
+        else:
+            yield number, record
 
 
 def _csv(lines: Iterable[str], convert: Any) -> Iterator[tuple[int, Any]]:
     reader = csv.DictReader(lines)
     if not reader.fieldnames:
         raise ImportFileError([(1, "empty file: expected a header row")])
+    if len(reader.fieldnames) == 1 and (other := next(
+        (mark for mark in (";", "\t", "|") if mark in reader.fieldnames[0]), None
+    )):  # fmt: skip
+        raise ImportFileError(
+            [(1, f"columns must be separated by commas; this header uses {other!r}")]
+        )
     columns = len(reader.fieldnames)
     for row in reader:
         if None in row:

@@ -51,6 +51,25 @@ def test_bad_lines_are_all_reported_and_nothing_is_returned() -> None:
         read_items(b"\n\n", FileFormat.JSONL)
 
 
+@pytest.mark.parametrize(
+    ("data", "file_format", "error"),
+    [
+        (b"id;title\nA1;Shoe\n", FileFormat.CSV, "separated by commas; this header uses ';'"),
+        (b"id\ttitle\nA1\tShoe\n", FileFormat.CSV, "this header uses '\\t'"),
+        (b'[{"id": "A1", "title": "Shoe"}]\n', FileFormat.JSONL, "a JSON array: a JSONL file"),
+        (b'{"items": [{"id": "A1", "title": "Shoe"}]}', FileFormat.JSONL, "wrapping a list of 1"),
+        (b'[\n  {"id": "A1", "title": "Shoe"}\n]\n', FileFormat.JSONL, "over many lines"),
+    ],
+)
+def test_files_of_another_shape_say_what_shape_to_send(
+    data: bytes, file_format: FileFormat, error: str
+) -> None:
+    with pytest.raises(ImportFileError) as caught:
+        read_items(data, file_format)
+    [(line, message)] = caught.value.errors
+    assert line == 1 and error in message, message
+
+
 def read_events(data: bytes, file_format: FileFormat) -> FileChunk[EventIn]:
     (whole,) = event_chunks(io.BytesIO(data), file_format, size=None)
     return whole
