@@ -89,7 +89,8 @@ def _refuse_control_characters(value: str, what: str, *, multiline: bool) -> Non
 
 def suggest_name(value: str) -> str:
     """A valid name close to `value`, for error messages: 'Order Status' -> 'order_status'."""
-    cleaned = re.sub(r"[^a-z0-9_.-]+", "_", value.strip().lower()).strip("_.-")
+    ascii_only = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    cleaned = re.sub(r"[^a-z0-9_.-]+", "_", ascii_only.strip().lower()).strip("_.-")
     return cleaned[:MAX_NAME_CHARS] or "my_intent"
 
 

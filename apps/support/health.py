@@ -51,7 +51,8 @@ def catalogue_health(session: Session, support: SupportSettings) -> CatalogueHea
         intent = IntentHealth(summary.name, summary.example_count)
         if summary.example_count < MIN_EXAMPLES:
             intent.problems.append(
-                f"{summary.example_count} examples: give it at least {MIN_EXAMPLES}"
+                f"{summary.example_count} example{'' if summary.example_count == 1 else 's'}: "
+                f"give it at least {MIN_EXAMPLES}"
             )
         if not summary.answer and not summary.handoff:
             intent.problems.append("no answer template: every message it matches is handed off")

@@ -70,6 +70,7 @@ def test_duplicate_name_is_refused(db_session: Session) -> None:
     ("fields", "message"),
     [
         ({"name": "Order Status"}, "name must match .*try 'order_status'"),
+        ({"name": "Café Hours"}, "name must match .*try 'cafe_hours'"),
         ({"name": "-x"}, "name must match"),
         ({"name": "a" * 101}, "name must match"),
         ({"answer": "Hello {name"}, "answer template: unmatched '{' at character 7"),
