@@ -80,10 +80,8 @@ def slack_message(alert: Alert, state: AlertState) -> dict[str, Any]:
         f"{rule.kind.value} {alert.value:.2f} (threshold {alert.threshold:g})",
     ]
     summary = ", ".join(fact for fact in facts if fact)
-    if state is AlertState.RESOLVED:
-        text = f"Resolved: {entity.name} ({entity.ticker}), rule {rule.name}"
-    else:
-        text = f"Alert: {entity.name} ({entity.ticker}), rule {rule.name}: {summary}"
+    who = f"{_escaped(entity.name)} ({_escaped(entity.ticker)}), rule {_escaped(rule.name)}"
+    text = f"Resolved: {who}" if state is AlertState.RESOLVED else f"Alert: {who}: {summary}"
     return {
         "text": text,
         "blocks": [
@@ -115,12 +113,17 @@ def deliver(
     delivery_id: str,
     transport: httpx.BaseTransport | None = None,
     timeout_s: float = 10.0,
-) -> int:
-    """POST the notification; returns the status code. Raises `core.delivery` errors."""
+) -> int | None:
+    """POST the notification; returns the status code, or None where it would only mislead
+    now: that an alert fired, once it has resolved (its own notification says so; a firing
+    one that got through after it would leave the receiver believing it still fires).
+    Raises `core.delivery` errors."""
     alert = session.get(Alert, params.alert_id)
     target = session.get(WebhookTarget, params.target_id)
     if alert is None or target is None:
         raise LookupError(f"alert {params.alert_id} or target {params.target_id} no longer exists")
+    if params.state is AlertState.FIRING and alert.state is AlertState.RESOLVED:
+        return None
     body = json.dumps(slack_message(alert, params.state)).encode("utf-8")
     headers = {"X-Textsuite-Delivery": delivery_id}
     if target.secret:
@@ -135,4 +138,12 @@ def _duration(seconds: int) -> str:
         return f"{seconds // 86400} d" if seconds != 86400 else "24 h"
     if seconds % 3600 == 0:
         return f"{seconds // 3600} h"
-    return f"{seconds // 60} min"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+def _escaped(text: str) -> str:
+    """`text` as Slack's mrkdwn shows it literally: `<!channel>` in a company's name must not
+    notify a whole channel, nor `<url|label>` make a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

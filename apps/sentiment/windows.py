@@ -55,7 +55,9 @@ class WindowStats:
         """What a rule of `kind` compares with its threshold (None: cannot tell yet)."""
         if kind is RuleKind.NEGATIVE_SHARE:
             return self.negative_share
-        if kind is RuleKind.VOLUME_SPIKE:
+        if kind is RuleKind.VOLUME_SPIKE:  # against a week that says what usual is
+            if self.baseline_count < MIN_BASELINE:
+                return None
             return self.volume / max(self.expected_volume, 1.0)
         if self.mean_score is None or self.baseline_count < MIN_BASELINE:
             return None

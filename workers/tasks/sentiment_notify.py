@@ -31,4 +31,6 @@ def notify_alert(ctx: JobContext) -> dict[str, Any]:
             )
         except DeliveryUnavailable as exc:
             raise TransientJobError(str(exc)) from None
+    if status_code is None:
+        return {"skipped": "the alert resolved before this notice got through"}
     return {"status_code": status_code}

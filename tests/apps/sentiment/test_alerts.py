@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import uuid
 
@@ -267,6 +268,57 @@ def test_a_volume_spike(world) -> None:
         burst(session, entity_id, T0, 12, score=0.5)  # busy, not negative
         [change] = evaluate(session, entity_id, T0 + dt.timedelta(minutes=59))
         assert session.get(Alert, change.alert_id).value == pytest.approx(12.0)
+
+
+def test_no_volume_spike_without_a_baseline(world) -> None:
+    """A company new to the watchlist has no usual volume: its first busy hour is no spike."""
+    factory, _ = world
+    with session_scope(factory) as session:
+        newcomer = Entity(id=uuid.uuid4(), ticker="NEWC", name="Newcomer", aliases=[])
+        session.add(newcomer)
+        session.flush()
+        rule(session, kind=RuleKind.VOLUME_SPIKE, threshold=4.0, min_articles=10)
+        burst(session, newcomer.id, T0, 12, score=0.5)
+        stats = window_stats(session, newcomer.id, T0 + dt.timedelta(minutes=59), 3600)
+        assert stats.volume == 12 and stats.baseline_count == 0
+        assert stats.value(RuleKind.VOLUME_SPIKE) is None
+        assert evaluate(session, newcomer.id, T0 + dt.timedelta(minutes=59)) == []
+
+
+def test_a_notice_that_an_alert_fired_is_not_sent_once_it_resolved(world) -> None:
+    """Each notice retries on its own: the firing one must not reach a target after the
+    resolved one, leaving it believing the alert still fires."""
+    import httpx
+
+    from apps.sentiment.models import WebhookTarget
+    from apps.sentiment.notify import NotifyParams, deliver
+
+    factory, entity_id = world
+    posted: list[dict] = []
+
+    def target(request: httpx.Request) -> httpx.Response:
+        posted.append(json.loads(request.content))
+        return httpx.Response(200)
+
+    with session_scope(factory) as session:
+        rule(session, name="Smith & Wesson <!channel>", kind=RuleKind.NEGATIVE_SHARE,
+             threshold=0.5, window_s=90, min_articles=1)  # fmt: skip
+        burst(session, entity_id, T0, 8)
+        [fired] = evaluate(session, entity_id, T0 + dt.timedelta(minutes=35))
+        hook = WebhookTarget(url="http://127.0.0.1:9/hooks")
+        session.add(hook)
+        session.flush()
+        firing = NotifyParams(alert_id=fired.alert_id, target_id=hook.id, state="firing")
+        transport = httpx.MockTransport(target)
+        assert deliver(session, firing, delivery_id="d1", transport=transport) == 200
+        assert evaluate(session, entity_id, T0 + 5 * HOUR)[0].state is AlertState.RESOLVED
+        resolved = NotifyParams(alert_id=fired.alert_id, target_id=hook.id, state="resolved")
+        assert deliver(session, resolved, delivery_id="d2", transport=transport) == 200
+        assert deliver(session, firing, delivery_id="d3", transport=transport) is None  # stale
+    assert [message["alert"]["state"] for message in posted] == ["firing", "resolved"]
+    # Slack would notify the whole channel on `<!channel>` in a rule's name: shown literally.
+    assert "rule Smith &amp; Wesson &lt;!channel&gt;" in posted[0]["text"]
+    assert "in the last 90 s" in posted[0]["blocks"][1]["elements"][0]["text"]
 
 
 def test_an_entity_rule_overrides_the_global_rule_of_the_same_name(world) -> None:
