@@ -139,6 +139,10 @@ def poll_feed(
     if parsed.bozo and not parsed.entries:
         error = f"not a feed: {parsed.get('bozo_exception')}"
         return _record(factory, feed_id, PollResult(url, response.status_code, error=error))
+    if not parsed.version and not parsed.entries:  # well-formed, but a web page (a wrong URL)
+        kind = response.headers.get("Content-Type", "no Content-Type").split(";")[0]
+        error = f"not a feed: the URL answers a document that is neither RSS nor Atom ({kind})"
+        return _record(factory, feed_id, PollResult(url, response.status_code, error=error))
     articles = [a for a in (entry_article(e, source) for e in parsed.entries) if a is not None]
     keys = [entry_key(article) for article in articles]
     new = [(a, key) for a, key in zip(articles, keys, strict=True) if key not in listed_before]

@@ -132,7 +132,8 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     a 415 naming the content type to send."""
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    if any(tuple(e["loc"]) == ("body",) and isinstance(e.get("input"), bytes) for e in errors):
+    # A body of one shape or another (one article or a batch) reports it under each shape.
+    if any(e["loc"][:1] == ("body",) and isinstance(e.get("input"), bytes) for e in errors):
         sent = request.headers.get("content-type") or "none"
         return JSONResponse(
             {

@@ -118,14 +118,21 @@ def test_a_body_json_cannot_read_is_told_why(
     assert response.status_code == 422 and why in detail_text(response), response.text
 
 
+@pytest.mark.parametrize(
+    ("path", "sent"),
+    [
+        (MESSAGE, {"conversation_id": "c1", "text": "where is my order?"}),
+        (ARTICLES, {"title": "Halvorsen shares fall"}),  # one article or a batch
+        (ITEMS, {"id": "T1", "title": "Tent"}),  # one item or a batch
+    ],
+)
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 def test_json_sent_as_another_content_type_is_told_which_to_send(
-    target: tuple[TestClient, str], content_type: str | None
+    target: tuple[TestClient, str], content_type: str | None, path: str, sent: dict
 ) -> None:
     client, key = target
     headers = {"X-API-Key": key, **({"Content-Type": content_type} if content_type else {})}
-    body = json.dumps({"conversation_id": "c1", "text": "where is my order?"})
-    response = client.post(MESSAGE, content=body, headers=headers)
+    response = client.post(path, content=json.dumps(sent), headers=headers)
     assert response.status_code == 415, response.text
     assert "Content-Type: application/json" in response.json()["detail"]
     assert str(content_type or "none") in response.json()["detail"]

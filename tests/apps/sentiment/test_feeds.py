@@ -76,6 +76,10 @@ class FeedServer:
         def broken() -> Response:
             return Response("<html>not a feed", media_type="text/html")
 
+        @app.get("/page")
+        def page() -> Response:  # a company's home page, registered by mistake
+            return Response("<html><body><p>Welcome</p></body></html>", media_type="text/html")
+
         @app.get("/gone")
         def gone() -> Response:
             return Response(status_code=410)
@@ -143,6 +147,12 @@ def test_atom_and_failures(sentiment_settings: Settings, feed_server) -> None:
         factory, add_feed(sentiment_settings, f"{feed_server.server.url}/broken"), ingest
     )
     assert broken.ingested == 0 and "not a feed" in broken.error
+    page = poll_feed(
+        factory, add_feed(sentiment_settings, f"{feed_server.server.url}/page"), ingest
+    )
+    assert page.error == (
+        "not a feed: the URL answers a document that is neither RSS nor Atom (text/html)"
+    )
     gone_id = add_feed(sentiment_settings, f"{feed_server.server.url}/gone")
     gone = poll_feed(factory, gone_id, ingest)
     assert gone.status == 410 and "answered 410" in gone.error
