@@ -2,8 +2,9 @@
 
 Matching is whole-word and case-aware: a cashtag (`$AAPL`, any case) always counts; a bare
 ticker of two or more characters only in capitals (`AAPL`, never the word "aapl"); a name or
-alias as it is written ("Apple" but not "apple", "Meta" but not "meta-analysis"), with a
-possessive allowed ("Apple's"). Aliases in lower case ("alphabet inc") match in any case.
+alias as it is written ("Apple" but not "apple", "Meta" but not "Meta-analysis"), with a
+possessive allowed ("Apple's"), and in compounds that still name the company ("Apple-Google
+deal", "Microsoft-backed"). Aliases in lower case ("alphabet inc") match in any case.
 """
 
 from __future__ import annotations
@@ -26,9 +27,21 @@ from core.validation import problems
 
 # A company added to the watchlist (or given new aliases) is linked to this much history.
 RELINK_HISTORY = dt.timedelta(days=7)
-TICKER = re.compile(r"^[A-Z][A-Z0-9.\-]{0,14}$")
-_WORD_BOUNDARY_BEFORE = r"(?<![\w$@#-])"
-_WORD_BOUNDARY_AFTER = r"(?:['\u2019]s)?(?![\w-])"
+# Up to 15 capitals, digits, '.' or '-' with a capital among them: AAPL, BRK.B, 0700.HK.
+TICKER = re.compile(r"^(?=[A-Z0-9.\-]*[A-Z])[A-Z0-9][A-Z0-9.\-]{0,14}$")
+# Compounds of a name that still mean the company: "Microsoft-backed", "Apple-made".
+COMPOUND_SUFFIXES = (
+    "backed", "based", "owned", "led", "linked", "listed", "made", "funded", "controlled",
+    "run", "operated", "branded", "related", "affiliated", "focused", "built", "bound",
+)  # fmt: skip
+# Not inside a word, a cashtag or a handle; after a hyphen only within a compound of words
+# ("Apple-Google deal", "non-Apple").
+_WORD_BOUNDARY_BEFORE = r"(?:(?<![\w$@#-])|(?<=\w-))"
+# A possessive may follow; a hyphen only before another name ("Apple-Google") or one of the
+# suffixes above, so "Meta-analysis" is another word.
+_WORD_BOUNDARY_AFTER = (
+    r"(?:['\u2019]s)?(?!\w)(?!-(?![A-Z]|(?:" + "|".join(COMPOUND_SUFFIXES) + r")\b))"
+)
 
 
 class EntityIn(BaseModel):
@@ -48,7 +61,8 @@ class EntityIn(BaseModel):
         value = value.upper().removeprefix("$")
         if not TICKER.match(value):
             raise ValueError(
-                "a ticker is a capital letter then up to 14 capitals, digits, '.' or '-'"
+                "a ticker is up to 15 capitals, digits, '.' or '-', starting with a capital or a "
+                "digit and holding at least one capital (AAPL, BRK.B, 0700.HK)"
             )
         return value
 
@@ -115,6 +129,7 @@ class EntityMatcher:
         sensitive: dict[str, list[str]] = {}  # surface form -> group names
         insensitive: dict[str, list[str]] = {}
         cashtags: dict[str, str] = {}
+        spellings: set[str] = set()  # lower-case aliases as written, beside their folded keys
         for index, entity in enumerate(e for e in entities if e.active):
             group = f"e{index}"
             self._targets[group] = _Target(entity.id, entity.ticker)
@@ -126,9 +141,11 @@ class EntityMatcher:
                 names = table.setdefault(form.casefold() if fold else form, [])
                 if group not in names:
                     names.append(group)
+                if fold:  # "straße ag" as written, and "STRASSE AG" through its folded form
+                    spellings.add(form)
         self._cashtags = cashtags
         self._sensitive = _alternation(sensitive)
-        self._insensitive = _alternation(insensitive, flags=re.IGNORECASE)
+        self._insensitive = _alternation([*insensitive, *spellings], flags=re.IGNORECASE)
         self._sensitive_groups = sensitive
         self._insensitive_groups = insensitive
 
@@ -139,7 +156,9 @@ class EntityMatcher:
         """Ids of the entities `text` mentions, in order of first mention."""
         found: dict[uuid.UUID, int] = {}
         for tag in re.finditer(r"(?<![\w$])\$([A-Za-z][A-Za-z0-9.\-]{0,14})(?![\w])", text):
-            group = self._cashtags.get(tag.group(1).rstrip(".").casefold())
+            tag_text = tag.group(1).rstrip(".").casefold()
+            # "$AAPL-linked": the tag is what comes before a hyphen unless a ticker has it.
+            group = self._cashtags.get(tag_text) or self._cashtags.get(tag_text.split("-")[0])
             if group:
                 _first(found, self._targets[group].entity_id, tag.start())
         for pattern, groups, fold in (
@@ -159,7 +178,8 @@ def _first(found: dict[uuid.UUID, int], entity_id: uuid.UUID, position: int) -> 
     found[entity_id] = min(position, found.get(entity_id, position))
 
 
-def _alternation(forms: dict[str, list[str]], flags: int = 0) -> re.Pattern[str] | None:
+def _alternation(forms: Iterable[str], flags: int = 0) -> re.Pattern[str] | None:
+    forms = set(forms)
     if not forms:
         return None
     # Longest first, so "Apple Inc" wins over "Apple" where both are listed.

@@ -46,10 +46,28 @@ MATCHER = EntityMatcher([APPLE, META, ALPHABET, AGILENT, GONE])
         ("$A climbs", [AGILENT]),
         ("Gone Corp collapses", []),  # inactive entries are not matched
         ("#Apple and @Apple are handles, not mentions", []),
+        ("Microsoft-backed startup and Apple-made chips", [APPLE]),  # compounds of the name
+        ("Apple-Meta search deal under scrutiny", [APPLE, META]),
+        ("$AAPL-linked funds", [APPLE]),
+        ("Apple-ish design", []),  # not a compound that names the company
     ],
 )
 def test_matching_is_whole_word_and_case_aware(text: str, expected: list[Entity]) -> None:
     assert MATCHER.match(text) == [e.id for e in expected]
+
+
+def test_a_lower_case_alias_matches_as_written_and_in_capitals() -> None:
+    strasse = entity("STRS", "Strasse Holding", "straße ag")
+    matcher = EntityMatcher([strasse])
+    for text in ("straße ag reports record profit", "STRASSE AG reports", "Straße AG reports"):
+        assert matcher.match(text) == [strasse.id], text
+
+
+@pytest.mark.parametrize("ticker", ["0700.HK", "7203.T", "BRK.B", "BRK-B"])
+def test_tickers_of_other_exchanges(ticker: str) -> None:
+    assert EntityIn(ticker=ticker.lower(), name="X").ticker == ticker
+    listed = entity(ticker, "Some Company")
+    assert EntityMatcher([listed]).match(f"{ticker} shares rose") == [listed.id]
 
 
 def test_order_of_first_mention_and_no_repeats() -> None:
@@ -73,6 +91,8 @@ def test_entries_are_normalised_and_checked() -> None:
     assert (entry.ticker, entry.name, entry.aliases) == ("AAPL", "Apple", ["Apple Inc."])
     with pytest.raises(ValidationError, match="ticker"):
         EntityIn(ticker="not a ticker", name="X")
+    with pytest.raises(ValidationError, match="at least one capital"):
+        EntityIn(ticker="7203", name="X")  # a bare number would match every such figure
     with pytest.raises(ValidationError, match="aliases"):
         EntityIn(ticker="X", name="X", aliases=[" "])
     with pytest.raises(ValidationError, match="extra"):
