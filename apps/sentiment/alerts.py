@@ -248,6 +248,23 @@ def _step(
     return AlertChange(alert.id, entity_id, alert.state)
 
 
+def close_rule_alerts(
+    session: Session, rule_id: uuid.UUID, now: dt.datetime, *, keep: uuid.UUID | None = None
+) -> list[AlertChange]:
+    """Resolve the open alerts of a rule that no longer judges them (disabled, or moved to
+    another company): nothing would evaluate them again, and they would fire forever. Those
+    of entity `keep` stay (the company the rule still watches)."""
+    query = select(Alert).where(Alert.rule_id == rule_id, Alert.state.in_(OPEN_STATES))
+    if keep is not None:
+        query = query.where(Alert.entity_id != keep)
+    changes = []
+    for alert in session.scalars(query):
+        had_fired = alert.state is AlertState.FIRING
+        alert.state, alert.resolved_at = AlertState.RESOLVED, max(now, alert.window_end)
+        changes.append(AlertChange(alert.id, alert.entity_id, AlertState.RESOLVED, had_fired))
+    return changes
+
+
 def _held_long_enough(alert: Alert, rule: AlertRule, as_of: dt.datetime) -> bool:
     return (as_of - alert.started_at).total_seconds() >= rule.for_s
 

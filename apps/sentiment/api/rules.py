@@ -6,15 +6,23 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from apps.sentiment.alerts import ensure_default_rules
+from apps.sentiment.alerts import AlertChange, close_rule_alerts, ensure_default_rules
 from apps.sentiment.entities import entity_by_ticker
-from apps.sentiment.models import AlertRule, Entity, RuleKind, WebhookTarget
-from core.api.deps import SessionDep, commit_or_conflict, require_scope
+from apps.sentiment.models import Alert, AlertRule, Entity, RuleKind, WebhookTarget
+from apps.sentiment.notify import notify_changes
+from core.api.deps import (
+    DispatcherDep,
+    SessionDep,
+    SessionFactoryDep,
+    commit_or_conflict,
+    require_scope,
+)
+from core.storage.base import utcnow
 from core.storage.models import Scope
 
 router = APIRouter(
@@ -144,18 +152,48 @@ def _rule(session: Session, rule_id: uuid.UUID) -> AlertRule:
 
 
 @router.put("/rules/{rule_id}", response_model=RuleOut)
-def replace_rule(rule_id: uuid.UUID, entry: RuleIn, session: SessionDep) -> RuleOut:
+def replace_rule(
+    rule_id: uuid.UUID,
+    entry: RuleIn,
+    session: SessionDep,
+    factory: SessionFactoryDep,
+    dispatcher: DispatcherDep,
+) -> RuleOut:
+    """Replace a rule. Disabled, or moved to another company, its open alerts resolve (and
+    are announced so) at once: nothing would judge them again."""
     rule = _rule(session, rule_id)
     for key, value in _fields(entry, _entity_id(session, entry.ticker)).items():
         setattr(rule, key, value)
+    changes: list[AlertChange] = []
+    if not rule.enabled or rule.entity_id is not None:
+        keep = rule.entity_id if rule.enabled else None
+        changes = close_rule_alerts(session, rule.id, utcnow(), keep=keep)
     _commit_rule(session, rule)
+    notify_changes(factory, dispatcher, changes)
     return rule_out(rule, entry.ticker.upper().removeprefix("$") if entry.ticker else None)
 
 
-@router.delete("/rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_rule(rule_id: uuid.UUID, session: SessionDep) -> Response:
-    """Remove a rule and its alerts."""
-    session.delete(_rule(session, rule_id))
+@router.delete(
+    "/rules/{rule_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"description": "the rule has alerts; purge=true deletes them too"}},
+)
+def delete_rule(
+    rule_id: uuid.UUID,
+    session: SessionDep,
+    purge: Annotated[bool, Query(description="Delete its alerts with it")] = False,
+) -> Response:
+    """Remove a rule. A rule with alerts is refused (409) unless `purge=true`: its alerts are
+    the team's record of what happened; `enabled: false` stops it and keeps them."""
+    rule = _rule(session, rule_id)
+    alerts = session.scalar(select(func.count(Alert.id)).where(Alert.rule_id == rule.id))
+    if alerts and not purge:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"rule {rule.name!r} has {alerts} alert(s), which deleting it would delete too; set "
+            "enabled: false (PUT) to stop it and keep them, or delete with purge=true",
+        )
+    session.delete(rule)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

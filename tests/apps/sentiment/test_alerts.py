@@ -17,6 +17,7 @@ from apps.sentiment.alerts import (
     DEFAULT_RULES,
     AlertChange,
     _coalesced,
+    close_rule_alerts,
     ensure_default_rules,
     evaluate,
     evaluate_entities,
@@ -268,6 +269,19 @@ def test_a_volume_spike(world) -> None:
         burst(session, entity_id, T0, 12, score=0.5)  # busy, not negative
         [change] = evaluate(session, entity_id, T0 + dt.timedelta(minutes=59))
         assert session.get(Alert, change.alert_id).value == pytest.approx(12.0)
+
+
+def test_a_rule_moved_to_another_company_closes_the_alerts_it_no_longer_judges(world) -> None:
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        drop = rule(session)
+        burst(session, entity_id, T0, 8)
+        [fired] = evaluate(session, entity_id, T0 + dt.timedelta(minutes=40))
+        assert close_rule_alerts(session, drop.id, T0 + HOUR, keep=entity_id) == []
+        [closed] = close_rule_alerts(session, drop.id, T0 + HOUR, keep=uuid.uuid4())
+        assert closed == AlertChange(fired.alert_id, entity_id, AlertState.RESOLVED, True)
+        alert = session.get(Alert, fired.alert_id)
+        assert alert.state is AlertState.RESOLVED and alert.resolved_at == T0 + HOUR
 
 
 def test_no_volume_spike_without_a_baseline(world) -> None:

@@ -142,6 +142,29 @@ def test_an_alert_with_its_articles_and_acknowledgement(api) -> None:
     assert client.get(f"/v1/sentiment/alerts/{alert['id']}", headers=key).status_code == 404
 
 
+def test_a_rule_stopped_resolves_its_alerts_and_keeps_them(api) -> None:
+    """Nothing judges an alert of a disabled rule again: it resolves at once, not firing
+    forever; and its alerts are the record, as a company's are."""
+    client, key = api
+    rule_id = client.post("/v1/sentiment/rules", json=SHARE_RULE, headers=key).json()["id"]
+    post_burst(client, key)
+    [alert] = client.get("/v1/sentiment/alerts", params={"state": "open"}, headers=key).json()
+    stopped = {**SHARE_RULE, "enabled": False}
+    changed = client.put(f"/v1/sentiment/rules/{rule_id}", json=stopped, headers=key)
+    assert changed.status_code == 200, changed.text
+    shown = client.get(f"/v1/sentiment/alerts/{alert['id']}", headers=key).json()
+    assert shown["state"] == "resolved" and shown["resolved_at"], shown
+
+    client.put(f"/v1/sentiment/rules/{rule_id}", json=SHARE_RULE, headers=key)
+    post_burst(client, key)  # the same articles: duplicates, nothing new
+    assert client.get("/v1/sentiment/alerts", params={"state": "open"}, headers=key).json() == []
+    kept = client.delete(f"/v1/sentiment/rules/{rule_id}", headers=key)
+    assert kept.status_code == 409 and "enabled: false" in kept.json()["detail"]
+    purged = client.delete(f"/v1/sentiment/rules/{rule_id}?purge=true", headers=key)
+    assert purged.status_code == 204
+    assert client.get(f"/v1/sentiment/alerts/{alert['id']}", headers=key).status_code == 404
+
+
 def test_rules_are_validated_and_managed(api) -> None:
     client, key = api
     bad = [
