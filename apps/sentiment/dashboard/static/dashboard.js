@@ -160,10 +160,22 @@ async function acknowledge(id) {
   renderAlerts();
 }
 
+async function catchUp() {
+  const alerts = await api("/alerts?limit=200");
+  for (const alert of alerts) state.alerts.set(alert.id, { ...state.alerts.get(alert.id), ...alert });
+  renderAlerts();
+  if (state.ticker) drawChart(state.ticker);
+}
+
 function listen() {
   const live = $("live");
   const source = new EventSource("/v1/sentiment/alerts/stream");
-  source.onopen = () => { live.textContent = "live"; live.className = "live on"; };
+  // On every (re)connection, read the list again: what changed while the page was not
+  // listening (a restart, a proxy's timeout, before the first connection) is not replayed.
+  source.onopen = () => {
+    live.textContent = "live"; live.className = "live on";
+    catchUp().catch(() => {});  // a failed read waits for the next event or reconnection
+  };
   source.onerror = () => { live.textContent = "reconnecting…"; live.className = "live off"; };
   source.addEventListener("alert", (event) => {
     const alert = JSON.parse(event.data);
