@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 
 from celery import Celery
 
@@ -45,8 +46,9 @@ class InProcessDispatcher:
     `inference` queue) on one of its own, so it never waits behind a training job; the
     default queue gets `threads` threads. A retry waits out its backoff on a timer, not on a
     job thread, so a target that keeps failing does not hold up other jobs. `close` waits for
-    the job bodies running now; queued jobs and pending retries stay queued or retrying in the
-    database, and the next process sends them again (`core.jobs.redispatch_stalled`).
+    the job bodies running now (and, given `drain_s`, the queued ones for that long); queued
+    jobs and pending retries left stay queued or retrying in the database, and the next
+    process sends them again (`core.jobs.redispatch_stalled`).
     """
 
     def __init__(self, celery: Celery, threads: int) -> None:
@@ -57,6 +59,7 @@ class InProcessDispatcher:
             "default": ThreadPoolExecutor(threads, thread_name_prefix="job-default"),
         }
         self._timers: set[threading.Timer] = set()
+        self._queued: set[Future[None]] = set()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -70,7 +73,13 @@ class InProcessDispatcher:
         with self._lock:
             if self._closed:
                 return  # shutting down: the job stays in the database for the next process
-            self._executors[queue].submit(self._run, kind, job_id, queue, retries)
+            future = self._executors[queue].submit(self._run, kind, job_id, queue, retries)
+            self._queued.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._queued.discard(future)
 
     def _run(self, kind: str, job_id: str, queue: str, retries: int) -> None:
         result = self.celery.tasks[kind].apply(args=[job_id], retries=retries, throw=False)
@@ -93,14 +102,23 @@ class InProcessDispatcher:
             self._timers.discard(threading.current_thread())  # type: ignore[arg-type]
         self._submit(kind, job_id, queue, retries)
 
-    def close(self, wait: bool = True) -> None:
+    def close(self, wait: bool = True, *, drain_s: float = 0.0) -> int:
+        """Stop; returns how many queued jobs and retries were left to the next process.
+        `drain_s`: first let queued jobs run for up to this long (a command that raised
+        alerts lets their notifications go out before it exits)."""
+        if drain_s > 0:
+            with self._lock:
+                queued = set(self._queued)
+            wait_for_futures(queued, timeout=drain_s)
         with self._lock:
             self._closed = True
+            left = len(self._timers) + sum(not future.running() for future in self._queued)
             timers, self._timers = self._timers, set()
         for timer in timers:
             timer.cancel()
         for executor in self._executors.values():
             executor.shutdown(wait=wait, cancel_futures=True)
+        return left
 
 
 def create_dispatcher(settings: Settings) -> JobDispatcher:

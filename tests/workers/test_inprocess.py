@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,23 @@ def test_a_job_backing_off_holds_no_thread_and_stays_retrying_at_shutdown(
     # Not lost: the next process sends it again (core.jobs.redispatch_stalled).
     assert (left.status, left.attempts) == (JobStatus.RETRYING, 1)
     assert "connection refused" in left.error
+
+
+@pytest.mark.timeout(30)
+def test_closing_with_a_drain_lets_queued_jobs_run_first(settings, tmp_path: Path) -> None:
+    """A command that raised alerts (`sentiment replay`) lets their notifications go out
+    before it exits; a plain close leaves queued jobs to the next process."""
+    factory = get_session_factory(settings.database_url)
+    release = tmp_path / "release"
+    jobs = []
+    for drain_s in (0.0, 10.0):
+        dispatcher = create_dispatcher(settings)
+        holding, _ = submit_job(factory, dispatcher, "tests.gpu_hold", {"until": str(release)})
+        wait_for_job(factory, holding.id, until=lambda job: job.status is JobStatus.RUNNING)
+        queued, _ = submit_job(factory, dispatcher, "tests.gpu_echo", {"value": drain_s})
+        threading.Timer(0.5, release.touch).start()  # the running job ends a moment later
+        left = dispatcher.close(drain_s=drain_s)
+        release.unlink()
+        with factory() as session:
+            jobs.append((left, session.get(Job, queued.id).status))
+    assert jobs == [(1, JobStatus.QUEUED), (0, JobStatus.SUCCEEDED)]

@@ -33,12 +33,13 @@ from apps.sentiment.replay import (
 from apps.sentiment.scoring import RESCORE_JOB, NoSentimentModel
 from apps.sentiment.service import NotDurable, SentimentService
 from apps.sentiment.settings import get_sentiment_settings
+from core.jobs import JobDispatcher
 from core.storage import get_session_factory
 from core.storage.base import utcnow
 from textsuite.cli.common import database, fail, id_table, output, settings
 from textsuite.cli.jobs import submit_and_follow
 from textsuite.cli.train import WaitOption
-from workers.dispatch import create_dispatcher
+from workers.dispatch import InProcessDispatcher, create_dispatcher
 
 app = typer.Typer(help="The news sentiment monitor.", no_args_is_help=True)
 watchlist = typer.Typer(help="The companies the monitor tracks.", no_args_is_help=True)
@@ -47,6 +48,8 @@ app.add_typer(watchlist, name="watchlist")
 app.add_typer(feeds, name="feeds")
 console = output()
 REPLAY_BACKOFF_S = 2.0
+# How long a command that raised alerts waits for their notifications before it exits.
+NOTIFY_DRAIN_S = 30.0
 
 
 @watchlist.command("import")
@@ -205,10 +208,18 @@ def rescore(
     submit_and_follow(RESCORE_JOB, {"since": when.isoformat() if when else None}, wait)
 
 
-def _close(dispatcher: object) -> None:
-    close = getattr(dispatcher, "close", None)
-    if close is not None:
-        close()  # in-process jobs: wait for the notifications under way
+def _close(dispatcher: JobDispatcher) -> None:
+    """In-process jobs: let the alerts' notifications go out (for up to `NOTIFY_DRAIN_S`), and
+    say what is left for a later process to send."""
+    if isinstance(dispatcher, InProcessDispatcher):
+        left = dispatcher.close(drain_s=NOTIFY_DRAIN_S)
+        if left:
+            console.print(
+                f"[yellow]{left} notification job(s) not sent yet (a target slow or down): "
+                "`textsuite serve` or a worker sends them later (GET /v1/jobs)[/yellow]"
+            )
+    elif (close := getattr(dispatcher, "close", None)) is not None:
+        close()
 
 
 @feeds.command("add")
