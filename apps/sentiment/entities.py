@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -91,7 +91,9 @@ def add_entity(session: Session, entry: EntityIn) -> Entity:
 
 
 def upsert_entities(session: Session, entries: Iterable[EntityIn]) -> list[Entity]:
-    """Add or update by ticker (imports and the demo)."""
+    """Add or update by ticker (imports and the demo). An update changes the fields the entry
+    gives and keeps the others: a file that lists a company's name only keeps its aliases,
+    sector and whether it is tracked (`aliases: []` removes them)."""
     existing = {entity.ticker: entity for entity in session.scalars(select(Entity))}
     saved = []
     for entry in entries:
@@ -101,7 +103,7 @@ def upsert_entities(session: Session, entries: Iterable[EntityIn]) -> list[Entit
             session.add(entity)
             existing[entry.ticker] = entity
         else:
-            for key, value in entry.model_dump().items():
+            for key, value in entry.model_dump(exclude_unset=True).items():
                 setattr(entity, key, value)
         saved.append(entity)
     session.flush()
@@ -220,6 +222,35 @@ def read_watchlist(path: Path) -> list[EntityIn]:
     if errors:
         raise ValueError(f"{path}: " + "\n  ".join(["invalid watchlist:", *errors]))
     return entries
+
+
+def unlink_unmentioned(session: Session, entity: Entity, since: dt.datetime) -> int:
+    """Remove `entity`'s links to articles published since `since` that no longer mention it
+    (an alias taken away because it matched the wrong company); returns how many. A company
+    no longer tracked keeps its links. Flushes, does not commit."""
+    from apps.sentiment.models import Article, ArticleEntity
+
+    matcher = EntityMatcher([entity])
+    if not len(matcher):
+        return 0
+    rows = session.execute(
+        select(ArticleEntity.article_id, Article.title, Article.body)
+        .join(Article, Article.id == ArticleEntity.article_id)
+        .where(ArticleEntity.entity_id == entity.id, ArticleEntity.published_at >= since)
+    ).all()
+    stale = [
+        article_id
+        for article_id, title, body in rows
+        if not matcher.match(f"{title}\n{body}" if body else title)
+    ]
+    for chunk in (stale[i : i + 500] for i in range(0, len(stale), 500)):
+        session.execute(
+            delete(ArticleEntity).where(
+                ArticleEntity.entity_id == entity.id, ArticleEntity.article_id.in_(chunk)
+            )
+        )
+    session.flush()
+    return len(stale)
 
 
 def link_recent_articles(session: Session, entity: Entity, since: dt.datetime) -> int:

@@ -19,6 +19,7 @@ from apps.sentiment.entities import (
     RELINK_HISTORY,
     link_recent_articles,
     read_watchlist,
+    unlink_unmentioned,
     upsert_entities,
 )
 from apps.sentiment.feeds import poll_due_feeds, poll_feed
@@ -63,12 +64,13 @@ def import_watchlist(
         fail(str(exc))
     since = utcnow() - RELINK_HISTORY
     with database(settings()) as session:
-        linked = sum(
-            link_recent_articles(session, e, since) for e in upsert_entities(session, entries)
-        )
+        saved = upsert_entities(session, entries)
+        linked = sum(link_recent_articles(session, e, since) for e in saved)
+        unlinked = sum(unlink_unmentioned(session, e, since) for e in saved)
+    removed = f", {unlinked} removed (no longer mentioned)" if unlinked else ""
     typer.echo(
         f"watchlist: {len(entries)} entries imported from {file}; "
-        f"{linked} links to the past week's articles"
+        f"{linked} links to the past week's articles{removed}"
     )
 
 

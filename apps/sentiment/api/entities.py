@@ -17,6 +17,7 @@ from apps.sentiment.entities import (
     add_entity,
     entity_by_ticker,
     link_recent_articles,
+    unlink_unmentioned,
 )
 from apps.sentiment.models import Alert, Article, ArticleEntity, Entity
 from core.api.deps import SessionDep, check_time_bounds, require_scope
@@ -96,7 +97,9 @@ def replace_entity(ticker: str, entry: EntityIn, session: SessionDep) -> EntityO
         )
     for key, value in entry.model_dump().items():
         setattr(entity, key, value)
-    link_recent_articles(session, entity, utcnow() - RELINK_HISTORY)  # new aliases, new links
+    since = utcnow() - RELINK_HISTORY
+    link_recent_articles(session, entity, since)  # new aliases, new links
+    unlink_unmentioned(session, entity, since)  # an alias taken away, its links with it
     session.commit()
     return entity_out(entity)
 

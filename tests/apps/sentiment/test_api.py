@@ -261,6 +261,10 @@ def test_a_company_added_later_gets_its_recent_articles(
         len(client.get("/v1/sentiment/articles", params={"ticker": "OSSM"}, headers=key).json())
         == 2
     )
+    # The alias taken away (it named another company's mine): the links it made go with it.
+    assert client.put("/v1/sentiment/entities/OSSM", json=entry, headers=key).status_code == 200
+    listed = client.get("/v1/sentiment/articles", params={"ticker": "OSSM"}, headers=key).json()
+    assert [a["id"] for a in listed] == [first]
 
 
 def test_a_production_model_whose_files_are_damaged_is_a_clear_503_until_replaced(

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from apps.sentiment import stream
 from apps.sentiment.demo import NEWS, WATCHLIST, news_until_now
+from apps.sentiment.entities import entity_by_ticker
 from apps.sentiment.ingest import Ingestor
 from apps.sentiment.models import Article, Entity
 from apps.sentiment.scoring import SentimentScorer
@@ -60,6 +61,18 @@ def test_watchlist_import_and_list(cli_env: Settings, tmp_path: Path) -> None:
     failed = runner.invoke(app, ["watchlist", "import", str(bad)])
     assert failed.exit_code == 1 and "entry 1: ticker" in failed.output
     assert count(cli_env, Entity) == 14
+
+    # An entry updates what it gives: a name alone keeps the aliases and sector.
+    with get_session_factory(cli_env.database_url)() as session:
+        before = entity_by_ticker(session, "HLVB")
+        aliases, sector = list(before.aliases), before.sector
+    assert aliases and sector
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text("- {ticker: HLVB, name: Halvorsen Bio}\n")
+    assert runner.invoke(app, ["watchlist", "import", str(renamed)]).exit_code == 0
+    with get_session_factory(cli_env.database_url)() as session:
+        after = entity_by_ticker(session, "HLVB")
+        assert (after.name, after.aliases, after.sector) == ("Halvorsen Bio", aliases, sector)
 
 
 def test_replaying_the_demo_news_in_process(cli_env: Settings, tmp_path: Path) -> None:
