@@ -186,10 +186,10 @@ class SentimentService:
 
 
 def sentiment_router() -> APIRouter:
-    from apps.sentiment.api import alerts, articles, entities, feeds, rules, stats
+    from apps.sentiment.api import alerts, articles, dead_letters, entities, feeds, rules, stats
 
     router = APIRouter(prefix="/v1/sentiment")
-    for module in (articles, entities, alerts, rules, feeds, stats):
+    for module in (articles, entities, alerts, rules, feeds, dead_letters, stats):
         router.include_router(module.router)
     return router
 

@@ -21,7 +21,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -324,9 +324,14 @@ class StreamConsumer:
 
 
 def _parse(message: _Message) -> ArticleIn:
-    raw = message.fields.get(FIELD)
+    return article_of(message.fields)
+
+
+def article_of(fields: Mapping[str, str]) -> ArticleIn:
+    """The article a stream message's fields carry; `ValueError` saying why when none."""
+    raw = fields.get(FIELD)
     if raw is None:
-        raise ValueError(f"no {FIELD!r} field (fields: {sorted(message.fields)})")
+        raise ValueError(f"no {FIELD!r} field (fields: {sorted(fields)})")
     try:
         return ArticleIn.model_validate(json.loads(raw))
     except json.JSONDecodeError as exc:

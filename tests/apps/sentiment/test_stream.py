@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
@@ -24,7 +25,9 @@ from apps.sentiment.settings import SentimentSettings, load_sentiment_settings
 from core.ml.serving import ProductionClassifier
 from core.settings import Settings
 from core.storage.engine import get_session_factory
+from tests.apps.sentiment.test_api import key_for
 from tests.conftest import REPO_ROOT
+from textsuite.service import create_service
 
 SUBJECTS = ["Northwind Robotics", "Halvorsen Pharma", "Corvid Bank", "$NWRB", "$HLVP"]
 EVENTS = [
@@ -207,6 +210,13 @@ def test_what_is_not_an_article_is_dead_lettered_at_once(
     assert "title: Field required" in letters[1].error and "no 'article' field" in letters[2].error
     assert letters[2].payload == {"something": "else"}
     assert metric_samples()["dead_lettered"] - before == 3
+    with TestClient(create_service(sentiment_settings)) as http:
+        key = key_for(sentiment_settings, "sentiment")
+        retried = http.post(f"/v1/sentiment/dead-letters/{letters[2].id}/retry", headers=key)
+        assert retried.status_code == 422 and "no 'article' field" in retried.text
+        gone = http.delete(f"/v1/sentiment/dead-letters/{letters[2].id}", headers=key)
+        assert gone.status_code == 204
+        assert len(http.get("/v1/sentiment/dead-letters", headers=key).json()) == 2
 
 
 def test_an_article_that_keeps_failing_is_dead_lettered_after_the_allowed_deliveries(
@@ -235,6 +245,16 @@ def test_an_article_that_keeps_failing_is_dead_lettered_after_the_allowed_delive
         [letter] = session.scalars(select(DeadLetter)).all()
     assert letter.deliveries == 2 and "scoring blew up" in letter.error
     assert stored(sentiment_settings)[0] == 3
+
+    # What failed is fixed (the API's own scorer is sound): ingested again, the letter goes.
+    with TestClient(create_service(sentiment_settings)) as http:
+        key = key_for(sentiment_settings, "sentiment")
+        [listed] = http.get("/v1/sentiment/dead-letters", headers=key).json()
+        assert listed["id"] == str(letter.id) and "poison pill" in listed["payload"]["article"]
+        retried = http.post(f"/v1/sentiment/dead-letters/{letter.id}/retry", headers=key)
+        assert retried.status_code == 200 and retried.json()["duplicate"] is False, retried.text
+        assert http.get("/v1/sentiment/dead-letters", headers=key).json() == []
+    assert stored(sentiment_settings)[0] == 4
 
 
 def test_a_consumer_killed_mid_batch_loses_no_article(
