@@ -116,9 +116,11 @@ def evaluate_entities(
     if not times:  # a batch that mentions no company on the watchlist
         return []
     rules = _rules_by_entity(session, times)
+    changes = _close_unjudged(session, times, rules)
     points = {entity_id: sorted(at) for entity_id, at in times.items() if at and rules[entity_id]}
     if not points:
-        return []
+        session.flush()
+        return changes
     spans = {
         entity_id: (
             at[0] - dt.timedelta(seconds=max(r.window_s for r in rules[entity_id]) + BASELINE_S),
@@ -130,7 +132,6 @@ def evaluate_entities(
         read_histories(session, spans) if histories is None else histories.read(session, spans)
     )
     book = _AlertBook.load(session, points, rules)
-    changes: list[AlertChange] = []
     for entity_id, at in points.items():
         for as_of in at:
             stats_by_window: dict[int, WindowStats] = {}
@@ -216,10 +217,9 @@ def _step(
         if as_of < alert.window_end:  # an older article arrived late: it cannot move time back
             return None
         if not condition:
-            had_fired = alert.state is AlertState.FIRING
-            alert.state, alert.resolved_at = AlertState.RESOLVED, as_of
+            change = _resolve(alert, as_of)  # as_of >= window_end, checked above
             book.resolved(alert)
-            return AlertChange(alert.id, entity_id, AlertState.RESOLVED, announced=had_fired)
+            return change
         alert.value, alert.details, alert.window_end = value, details, as_of
         if alert.state is AlertState.PENDING and _held_long_enough(alert, rule, as_of):
             alert.state, alert.fired_at = AlertState.FIRING, as_of
@@ -252,17 +252,37 @@ def close_rule_alerts(
     session: Session, rule_id: uuid.UUID, now: dt.datetime, *, keep: uuid.UUID | None = None
 ) -> list[AlertChange]:
     """Resolve the open alerts of a rule that no longer judges them (disabled, or moved to
-    another company): nothing would evaluate them again, and they would fire forever. Those
-    of entity `keep` stay (the company the rule still watches)."""
+    another company) now, rather than at the next evaluation of their company. Those of
+    entity `keep` stay (the company the rule still watches)."""
     query = select(Alert).where(Alert.rule_id == rule_id, Alert.state.in_(OPEN_STATES))
     if keep is not None:
         query = query.where(Alert.entity_id != keep)
+    return [_resolve(alert, now) for alert in session.scalars(query)]
+
+
+def _close_unjudged(
+    session: Session,
+    times: Mapping[uuid.UUID, Sequence[dt.datetime]],
+    rules: Mapping[uuid.UUID, Sequence[AlertRule]],
+) -> list[AlertChange]:
+    """Resolve the open alerts of these entities whose rule no longer applies to them
+    (disabled, moved to another company, overridden by a company's own rule of its name):
+    nothing would evaluate them again, and they would fire forever."""
     changes = []
-    for alert in session.scalars(query):
-        had_fired = alert.state is AlertState.FIRING
-        alert.state, alert.resolved_at = AlertState.RESOLVED, max(now, alert.window_end)
-        changes.append(AlertChange(alert.id, alert.entity_id, AlertState.RESOLVED, had_fired))
+    for alert in session.scalars(
+        select(Alert).where(Alert.entity_id.in_(list(times)), Alert.state.in_(OPEN_STATES))
+    ):
+        if alert.rule_id not in {rule.id for rule in rules[alert.entity_id]}:
+            at = max(times[alert.entity_id], default=alert.window_end)
+            changes.append(_resolve(alert, at))
     return changes
+
+
+def _resolve(alert: Alert, at: dt.datetime) -> AlertChange:
+    """Resolve `alert` at `at` (never before its last measurement); announced if it fired."""
+    had_fired = alert.state is AlertState.FIRING
+    alert.state, alert.resolved_at = AlertState.RESOLVED, max(at, alert.window_end)
+    return AlertChange(alert.id, alert.entity_id, AlertState.RESOLVED, announced=had_fired)
 
 
 def _held_long_enough(alert: Alert, rule: AlertRule, as_of: dt.datetime) -> bool:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
+from apps.sentiment.api.deps import PurgeQuery, keep_alerts
 from apps.sentiment.entities import (
     RELINK_HISTORY,
     EntityConflict,
@@ -112,7 +113,7 @@ def replace_entity(ticker: str, entry: EntityIn, session: SessionDep) -> EntityO
 def delete_entity(
     ticker: str,
     session: SessionDep,
-    purge: Annotated[bool, Query(description="Delete its alerts with it")] = False,
+    purge: PurgeQuery = False,
 ) -> Response:
     """Remove a company and its article links (the articles stay). A company with alerts is
     refused (409) unless `purge=true`: its alerts are the team's record of what happened;
@@ -122,12 +123,7 @@ def delete_entity(
     # foreign key takes a share lock), so none is deleted without having been counted.
     session.scalar(select(Entity.id).where(Entity.id == entity.id).with_for_update())
     alerts = session.scalar(select(func.count(Alert.id)).where(Alert.entity_id == entity.id))
-    if alerts and not purge:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"{entity.ticker} has {alerts} alert(s), which deleting it would delete too; set "
-            "active: false (PUT) to stop tracking it and keep them, or delete with purge=true",
-        )
+    keep_alerts(entity.ticker, alerts or 0, purge, instead="set active: false (PUT)")
     session.delete(entity)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,12 +6,13 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from apps.sentiment.alerts import AlertChange, close_rule_alerts, ensure_default_rules
+from apps.sentiment.api.deps import PurgeQuery, keep_alerts
 from apps.sentiment.entities import entity_by_ticker
 from apps.sentiment.models import Alert, AlertRule, Entity, RuleKind, WebhookTarget
 from apps.sentiment.notify import notify_changes
@@ -181,18 +182,13 @@ def replace_rule(
 def delete_rule(
     rule_id: uuid.UUID,
     session: SessionDep,
-    purge: Annotated[bool, Query(description="Delete its alerts with it")] = False,
+    purge: PurgeQuery = False,
 ) -> Response:
     """Remove a rule. A rule with alerts is refused (409) unless `purge=true`: its alerts are
     the team's record of what happened; `enabled: false` stops it and keeps them."""
     rule = _rule(session, rule_id)
     alerts = session.scalar(select(func.count(Alert.id)).where(Alert.rule_id == rule.id))
-    if alerts and not purge:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"rule {rule.name!r} has {alerts} alert(s), which deleting it would delete too; set "
-            "enabled: false (PUT) to stop it and keep them, or delete with purge=true",
-        )
+    keep_alerts(f"rule {rule.name!r}", alerts or 0, purge, instead="set enabled: false (PUT)")
     session.delete(rule)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

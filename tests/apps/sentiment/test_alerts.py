@@ -9,7 +9,7 @@ import random
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -282,6 +282,30 @@ def test_a_rule_moved_to_another_company_closes_the_alerts_it_no_longer_judges(w
         assert closed == AlertChange(fired.alert_id, entity_id, AlertState.RESOLVED, True)
         alert = session.get(Alert, fired.alert_id)
         assert alert.state is AlertState.RESOLVED and alert.resolved_at == T0 + HOUR
+
+
+def test_an_alert_whose_rule_no_longer_applies_resolves_at_the_next_evaluation(world) -> None:
+    """Overridden by the company's own rule of its name, or disabled: nothing judges it again,
+    so the company's next evaluation (an article, or the sweep of open alerts) resolves it."""
+    factory, entity_id = world
+    with session_scope(factory) as session:
+        shared = rule(session, kind=RuleKind.NEGATIVE_SHARE, threshold=0.6)
+        burst(session, entity_id, T0, 8)
+        [fired] = evaluate(session, entity_id, T0 + dt.timedelta(minutes=40))
+        rule(session, threshold=-100.0, entity_id=entity_id)  # "drop", its own: never fires
+        [closed] = evaluate(session, entity_id, T0 + dt.timedelta(minutes=41))
+        assert closed == AlertChange(fired.alert_id, entity_id, AlertState.RESOLVED, True)
+
+        session.execute(delete(AlertRule).where(AlertRule.entity_id == entity_id))
+        session.expire_all()
+        burst(session, entity_id, T0 + 2 * HOUR, 8)
+        later = T0 + 2 * HOUR + dt.timedelta(minutes=40)
+        [again] = evaluate(session, entity_id, later)  # the shared rule again, past cooldown
+        session.get(AlertRule, shared.id).enabled = False  # the only rule left, disabled
+        session.flush()
+        [stopped] = evaluate(session, entity_id, later + dt.timedelta(minutes=1))
+        assert stopped.alert_id == again.alert_id and stopped.state is AlertState.RESOLVED
+        assert open_alerts(session) == 0
 
 
 def test_no_volume_spike_without_a_baseline(world) -> None:
