@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from apps.recommend.models import Item
@@ -129,28 +130,37 @@ class UpsertReport:
 
 
 def upsert_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
-    """Create or update `items` in the caller's transaction (the last of a repeated id wins)."""
+    """Create or update `items` in the caller's transaction (the last of a repeated id wins).
+
+    An update changes the fields the item gives and keeps the others: a catalogue file sent
+    again without an `active` column does not bring back a retired item (`"description":
+    null` clears one). The stored rows are locked first, in id order, so two updates of one
+    item at once apply one after the other, never mixed. Two creations of one new item at
+    once make the later transaction's flush fail on the unique id (`IntegrityError`): run it
+    again, and it finds the item (`store_items` does)."""
     latest = {item.external_id: item for item in items}
-    existing = items_by_external_id(session, list(latest))
+    existing = items_by_external_id(session, sorted(latest), lock=True)
     changes: dict[str, ItemChange] = {}
     to_embed: list[uuid.UUID] = []
-    for external_id, incoming in latest.items():
-        digest = text_hash(text_of(incoming))
-        fields = incoming.model_dump(exclude={"external_id"})
-        record = existing.get(external_id)
+    for external_id in sorted(latest):  # new rows in id order too: no two inserts cross
+        incoming, record = latest[external_id], existing.get(external_id)
         if record is None:
+            fields = incoming.model_dump(exclude={"external_id"})
+            digest = text_hash(text_of(incoming))
             record = Item(id=uuid.uuid4(), external_id=external_id, text_hash=digest, **fields)
             session.add(record)
             changes[external_id] = ItemChange.CREATED
             to_embed.append(record.id)
             continue
-        changed = {k: v for k, v in fields.items() if getattr(record, k) != v}
+        given = incoming.model_dump(exclude={"external_id"}, exclude_unset=True)
+        changed = {k: v for k, v in given.items() if getattr(record, k) != v}
         if not changed:
             changes[external_id] = ItemChange.UNCHANGED
             continue
         for key, value in changed.items():
             setattr(record, key, value)
         record.updated_at = dt.datetime.now(dt.UTC)
+        digest = text_hash(text_of(record))  # of the text as stored now
         if record.text_hash != digest:
             record.text_hash = digest
             to_embed.append(record.id)
@@ -159,10 +169,30 @@ def upsert_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
     return UpsertReport(changes, to_embed)
 
 
-def items_by_external_id(session: Session, external_ids: Sequence[str]) -> dict[str, Item]:
-    """The stored items among `external_ids` (any number of them)."""
-    return {
-        item.external_id: item
-        for chunk in in_slices(external_ids)
-        for item in session.scalars(select(Item).where(Item.external_id.in_(chunk)))
-    }
+def store_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
+    """`upsert_items`, committed; run again once if another process created one of the same
+    new items meanwhile (the second run finds and updates it)."""
+    for attempt in range(2):
+        try:
+            report = upsert_items(session, items)
+            session.commit()
+            return report
+        except IntegrityError:
+            session.rollback()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def items_by_external_id(
+    session: Session, external_ids: Sequence[str], *, lock: bool = False
+) -> dict[str, Item]:
+    """The stored items among `external_ids` (any number of them); `lock`: locked for the
+    rest of the transaction (`FOR UPDATE`, in id order, so two lockers never cross)."""
+    found: dict[str, Item] = {}
+    for chunk in in_slices(sorted(external_ids) if lock else external_ids):
+        query = select(Item).where(Item.external_id.in_(chunk))
+        if lock:
+            query = query.order_by(Item.external_id).with_for_update()
+        found.update((item.external_id, item) for item in session.scalars(query))
+    return found

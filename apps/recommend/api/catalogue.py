@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from apps.recommend.api.deps import FILE_BODY, ServiceDep, bad_lines
-from apps.recommend.catalogue import MAX_BATCH, ItemIn, UpsertReport, upsert_items
+from apps.recommend.catalogue import MAX_BATCH, ItemIn, UpsertReport, store_items
 from apps.recommend.imports import ImportFileError, detect_format, import_item_file
 from apps.recommend.models import Item
 from apps.recommend.training import TRAIN_JOB, RecommendTrainParams
@@ -69,9 +69,7 @@ def _public(item: Item) -> ItemPublic:
 
 
 def _upsert(session: Any, service: Any, items: list[ItemIn]) -> UpsertReply:
-    report = upsert_items(session, items)
-    session.commit()
-    return _reply(service, report)
+    return _reply(service, store_items(session, items))
 
 
 def _reply(service: Any, report: UpsertReport) -> UpsertReply:

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from apps.recommend.catalogue import ItemIn, items_by_external_id, upsert_items
+from apps.recommend.catalogue import (
+    ItemChange,
+    ItemIn,
+    UpsertReport,
+    items_by_external_id,
+    store_items,
+    text_hash,
+    text_of,
+    upsert_items,
+)
 from apps.recommend.events import EventIn, EventRejected, record_events
 from apps.recommend.models import Interaction, Item
+from core.storage.engine import get_session_factory
+from tests.conftest import _truncate
 
 
 def test_items_upsert_by_external_id(db_session: Session) -> None:
@@ -160,3 +173,50 @@ def test_two_runs_storing_the_same_vectors_at_once_both_succeed(
     with session_factory() as session:
         rows = session.execute(select(ItemEmbedding.text_hash)).scalars().all()
     assert len(rows) == 200 and set(rows) <= {"h1", "h2"}
+
+
+def test_an_item_sent_again_keeps_what_it_leaves_out(db_session: Session) -> None:
+    """A catalogue file re-sent without an `active` column does not bring back a retired
+    item, nor does an update without a description clear it; `null` does."""
+    upsert_items(db_session, [ItemIn(external_id="A", title="Tent", description="Two person")])
+    db_session.scalar(select(Item).where(Item.external_id == "A")).active = False
+    again = upsert_items(db_session, [ItemIn.model_validate({"id": "A", "title": "Tent"})])
+    tent = db_session.scalar(select(Item).where(Item.external_id == "A"))
+    assert again.unchanged == 1 and tent.active is False and tent.description == "Two person"
+    cleared = upsert_items(
+        db_session, [ItemIn.model_validate({"id": "A", "title": "Tent", "description": None})]
+    )
+    assert cleared.updated == 1 and len(cleared.to_embed) == 1 and tent.description is None
+    assert tent.text_hash == text_hash(text_of(tent))  # of the text as stored
+
+
+def test_two_processes_writing_one_item_at_once(postgres_url: str) -> None:
+    """A new item created by two API processes at once: one creates it, the other finds it
+    and updates it (no 500); an update waits for the other's, so neither is half applied."""
+    factory = get_session_factory(postgres_url)
+    try:
+        for first_fields, second_fields, expected in [
+            ({"title": "A"}, {"title": "B", "tags": ["x"]}, ("B", ["x"])),  # both create
+            ({"title": "A", "tags": ["x"]}, {"title": "B", "tags": []}, ("B", [])),  # update
+        ]:
+            first = factory()
+            upsert_items(first, [ItemIn(external_id="N", **first_fields)])  # not committed
+            reports: list[UpsertReport] = []
+
+            def second(fields: dict, reports: list[UpsertReport]) -> None:
+                with factory() as session:
+                    reports.append(store_items(session, [ItemIn(external_id="N", **fields)]))
+
+            thread = threading.Thread(target=second, args=(second_fields, reports))
+            thread.start()
+            time.sleep(0.5)  # it waits for the first's row: its insert, or its lock
+            first.commit()
+            first.close()
+            thread.join(timeout=30)
+            assert [r.changes for r in reports] == [{"N": ItemChange.UPDATED}]
+            with factory() as session:
+                item = session.scalar(select(Item).where(Item.external_id == "N"))
+                assert (item.title, item.tags) == expected
+                assert item.text_hash == text_hash(text_of(item))
+    finally:
+        _truncate(postgres_url)
