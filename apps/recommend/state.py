@@ -75,8 +75,11 @@ def compute_behaviour(database_url: str, recommend: RecommendSettings) -> Behavi
 
 
 def read_behaviour(session: Session, recommend: RecommendSettings) -> Behaviour:
-    """Co-interactions and popularity from the last `recommend.behaviour_days` of events."""
-    now = utcnow()
+    """Co-interactions and popularity from the last `recommend.behaviour_days` of events,
+    counted back from the newest event (now, in a shop with traffic): a history imported
+    from the past, with nothing since, still makes the signal."""
+    newest = session.scalar(select(func.max(Interaction.occurred_at)))
+    now = min(utcnow(), newest) if newest is not None else utcnow()
     since = now - dt.timedelta(days=recommend.behaviour_days)
     rows = _chunked(
         session,

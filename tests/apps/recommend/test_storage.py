@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+import uuid
 
 import pytest
 from sqlalchemy import event, func, select
@@ -220,3 +221,24 @@ def test_two_processes_writing_one_item_at_once(postgres_url: str) -> None:
                 assert item.text_hash == text_hash(text_of(item))
     finally:
         _truncate(postgres_url)
+
+
+def test_a_history_imported_from_the_past_still_makes_the_behaviour(db_session: Session) -> None:
+    """MovieLens' 1998 ratings, with nothing since: the window counts back from the newest
+    event, not from today, or popularity and co-interactions would be empty."""
+    from apps.recommend.settings import load_recommend_settings
+    from apps.recommend.state import read_behaviour
+
+    upsert_items(db_session, [ItemIn(external_id=i, title=f"Film {i}") for i in "ABC"])
+    old = dt.datetime(1998, 4, 1, tzinfo=dt.UTC)
+    events = [("u1", "A"), ("u1", "B"), ("u2", "A"), ("u2", "B"), ("u3", "A"), ("u9", "C")]
+    record_events(db_session, [
+        EventIn(event_id=f"e{n}", user_id=user, item_id=item, type="view",
+                timestamp=old - dt.timedelta(days=400 if user == "u9" else n))
+        for n, (user, item) in enumerate(events)
+    ])  # fmt: skip
+    behaviour = read_behaviour(db_session, load_recommend_settings(_env_file=None))
+    assert behaviour.events == 5  # u9's, 400 days before the newest, is past the 180
+    most = [behaviour.keys[p] for p in behaviour.popular_order[:2]]
+    ids = {i.id: i.external_id for i in db_session.scalars(select(Item))}
+    assert [ids[uuid.UUID(key)] for key in most] == ["A", "B"]
