@@ -160,7 +160,7 @@ def _personal(
     ranked = [candidates[i] for i in np.argsort(-scores, kind="stable")]
     chosen = _diversify(state, ranked, k, recommend, cap_categories=True)
     by_key = dict(zip(candidates, scores, strict=True))
-    reasons = _because(state, chosen, history, weights, related, vectors)
+    reasons = _because(state, chosen, history, weights, related, vectors, config.rating_midpoint)
     return [
         Recommended(state.items[key], float(by_key[key]), reason)
         for key, reason in zip(chosen, reasons, strict=True)
@@ -206,10 +206,13 @@ def _because(
     weights: np.ndarray,
     related: sp.csr_matrix,
     vectors: dict[str, np.ndarray],
+    rating_midpoint: float,
 ) -> list[str]:
     """For each chosen item, the past event that most explains it: the event's weight x
-    (co-interaction + text similarity) between its item and the chosen one. An item the user
-    had themselves (lists that keep seen items) is explained by their own heaviest event of it."""
+    (co-interaction + text similarity) between its item and the chosen one; a rating below
+    the scale's midpoint only where nothing else explains it ("because you rated" a film
+    given 1 star reads as a mistake). An item the user had themselves (lists that keep seen
+    items) is explained by their own heaviest event of it."""
     if not chosen:
         return []
     behaviour = state.behaviour
@@ -225,7 +228,14 @@ def _because(
     present = [j for j, vector in enumerate(ahead) if vector is not None]
     if present and dim:
         explained[:, present] += past @ np.stack([ahead[j] for j in present]).T  # (H, K')
-    best = np.argmax(weights[:, None] * explained, axis=0)  # (K,)
+    disliked = np.array(
+        [kind == EventType.RATING and value is not None and value < rating_midpoint
+         for _, kind, value in history]
+    )  # fmt: skip
+    liked_weights = np.where(disliked, 0.0, weights)
+    strength = weights[:, None] * explained
+    liked = liked_weights[:, None] * explained
+    best = np.where(liked.max(axis=0) > 0, np.argmax(liked, axis=0), np.argmax(strength, axis=0))
     for j, key in enumerate(chosen):  # its own events explain a seen item: "it" below
         own = [i for i, (past_key, _, _) in enumerate(history) if past_key == key]
         if own:

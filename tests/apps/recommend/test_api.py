@@ -175,6 +175,22 @@ def test_user_recommendations_blend_behaviour_and_exclude_seen(
     mats = client.get("/v1/recommend/users/newbie?category=mats", headers=headers)
     assert set(titles(mats)) == {"M1", "M2"}
 
+    # A low rating is no reason to show anything ("because you rated" a film they hated):
+    # the view explains the list, the rating only what nothing else does.
+    mixed = [
+        event(200, "critic", "T1", "view"),
+        event(201, "critic", "K2", "rating", value=2),
+        event(202, "carter", "T1", "cart"),
+    ]
+    assert client.post("/v1/recommend/events", json={"events": mixed}, headers=headers).is_success
+    client.app.state.recommend.state.refresh_behaviour()
+    critic = client.get("/v1/recommend/users/critic?k=6", headers=headers).json()["items"]
+    assert {r["reason"] for r in critic} == {"because you viewed Summit 2 mountaineering tent"}
+    carter = client.get("/v1/recommend/users/carter?k=2", headers=headers).json()["items"]
+    assert {r["reason"] for r in carter} == {
+        "because you added Summit 2 mountaineering tent to your cart"
+    }, carter
+
 
 def test_behaviour_computed_in_its_own_process_matches_in_process(
     api: tuple[TestClient, dict[str, str]], service_settings: Settings
