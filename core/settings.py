@@ -181,6 +181,19 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a redis:// or rediss:// URL, got {value!r}")
         return value
 
+    @field_validator("bootstrap_api_key")
+    @classmethod
+    def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refused here, naming the setting, not later as a start-up traceback."""
+        from core.security import MIN_KEY_LENGTH
+
+        if value is not None and len(value.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(
+                f"an API key needs at least {MIN_KEY_LENGTH} characters, got "
+                f"{len(value.get_secret_value())} (`textsuite keys create` makes one)"
+            )
+        return value
+
     @field_validator("var_dir", "model_cache_dir", "artifacts_dir", "data_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:

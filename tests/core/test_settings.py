@@ -48,6 +48,7 @@ def test_reads_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("TEXTSUITE_DEVICE", "tpu", "unknown device 'tpu'"),
         ("TEXTSUITE_DTYPE", "int4", "unknown dtype 'int4'"),
         ("TEXTSUITE_TRAINING_PRECISION", "int8", "unknown training precision 'int8'"),
+        ("TEXTSUITE_BOOTSTRAP_API_KEY", "short-key", "at least 24 characters, got 9"),
     ],
 )
 def test_bad_value_names_the_variable(
