@@ -137,28 +137,38 @@ def _personal(
     weights = event_weights(events, config)  # (H,)
     behaviour = state.behaviour
     related = _related(state, keys)  # (H, B) co-interaction rows of the user's items
-    collaborative: dict[str, float] = {}
-    if related.nnz:
-        summed = (sp.csr_matrix(weights[None, :]) @ related).tocsr()  # (1, B)
-        for o in np.argsort(-summed.data)[:CANDIDATES]:
-            collaborative[behaviour.keys[summed.indices[o]]] = float(summed.data[o])
+    summed = (sp.csr_matrix(weights[None, :]) @ related).tocsr() if related.nnz else None
     profile, vectors = _profile(state, keys, weights)
-    text: dict[str, float] = {}
-    if profile is not None and state.index is not None:
-        mask = _mask(state, filters, seen)
-        text = dict(state.index.search(profile, CANDIDATES, mask))
-    candidates = [key for key in {**collaborative, **text} if _allowed(state, key, filters, seen)]
-    if not candidates:
-        return _popular(state, seen, k, filters, recommend)
-    scores = blend(
-        np.array([collaborative.get(key, 0.0) for key in candidates]),
-        np.array(
-            [text[key] if key in text else _cosine(state, key, profile) for key in candidates]
-        ),
-        config,
-    )
-    ranked = [candidates[i] for i in np.argsort(-scores, kind="stable")]
-    chosen = _diversify(state, ranked, k, recommend, cap_categories=True)
+    mask = _mask(state, filters, seen) if profile is not None else None
+    # Each source's best `wanted` candidates; more when the caps leave the list short (a
+    # comedy fan's 200 nearest are mostly comedies, and a list of 100 holds 50 at most).
+    wanted = CANDIDATES
+    while True:
+        collaborative: dict[str, float] = {}
+        if summed is not None:
+            for o in np.argsort(-summed.data)[:wanted]:
+                collaborative[behaviour.keys[summed.indices[o]]] = float(summed.data[o])
+        text: dict[str, float] = {}
+        if profile is not None and state.index is not None:
+            text = dict(state.index.search(profile, wanted, mask))
+        candidates = [
+            key for key in {**collaborative, **text} if _allowed(state, key, filters, seen)
+        ]
+        if not candidates:
+            return _popular(state, seen, k, filters, recommend)
+        scores = blend(
+            np.array([collaborative.get(key, 0.0) for key in candidates]),
+            np.array(
+                [text[key] if key in text else _cosine(state, key, profile) for key in candidates]
+            ),
+            config,
+        )
+        ranked = [candidates[i] for i in np.argsort(-scores, kind="stable")]
+        within, over = _capped(state, ranked, k, recommend, cap_categories=True)
+        if len(within) >= k or (len(collaborative) < wanted and len(text) < wanted):
+            break  # full within the caps, or every candidate there is was read
+        wanted *= 4
+    chosen = within + over[: k - len(within)]
     by_key = dict(zip(candidates, scores, strict=True))
     reasons = _because(state, chosen, history, weights, related, vectors, config.rating_midpoint)
     return [
@@ -433,10 +443,24 @@ def _diversify(
     allow_series: str | None = None,
     cap_categories: bool = False,
 ) -> list[str]:
+    """The first `k` of `ranked` within the caps (`_capped`); the caps are relaxed when the
+    candidates cannot fill the list."""
+    within, over = _capped(state, ranked, k, recommend, allow_series, cap_categories)
+    return within + over[: k - len(within)]
+
+
+def _capped(
+    state: CatalogueState,
+    ranked: Sequence[str],
+    k: int,
+    recommend: RecommendSettings,
+    allow_series: str | None = None,
+    cap_categories: bool = False,
+) -> tuple[list[str], list[str]]:
     """The first `k` of `ranked` with at most `max_per_series` per series (except the series
     of the anchor item, for "similar") and, for personal lists, at most `max_category_share`
     of `k` per category (a query or an item asks for one kind of thing; a user's profile should
-    not be read as one); the caps are relaxed when the candidates cannot fill the list."""
+    not be read as one); and, in order, those the caps left out."""
     # "At most half" of five is two: rounded down (the small term keeps 0.3 * 10 at 3).
     per_category = (
         max(1, math.floor(recommend.max_category_share * k + 1e-9)) if cap_categories else k
@@ -465,7 +489,7 @@ def _diversify(
             series[facts.series] += 1
         if facts.category is not None:
             categories[facts.category] += 1
-    return chosen + skipped[: k - len(chosen)]
+    return chosen, skipped
 
 
 def _store(

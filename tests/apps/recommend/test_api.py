@@ -35,6 +35,8 @@ ITEMS = [
     ("K2", "Inflatable packraft", "paddling", None, "A 2.2 kg raft for river trips."),
 ]
 
+ITEMS_BY_ID = {row[0]: row for row in ITEMS}
+
 
 def item(external_id: str, title: str, category: str, series: str | None, text: str) -> dict:
     return {
@@ -588,3 +590,20 @@ def test_the_caller_can_leave_items_out_of_every_list(
     blank = client.post("/v1/recommend/query", json={"text": "boat", "exclude": [""]},
                         headers=headers)  # fmt: skip
     assert blank.status_code == 422
+
+
+def test_the_category_cap_reads_further_candidates_to_fill_the_list(
+    api: tuple[TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tent fan's nearest candidates are all tents; at most half of the list may be, so the
+    rest comes from further down, not from tents over the cap or a short list."""
+    import apps.recommend.recommending as recommending
+
+    client, headers = api
+    monkeypatch.setattr(recommending, "CANDIDATES", 2)  # as 200 are for a large catalogue
+    views = [event(n, "camper", item_id) for n, item_id in enumerate(["T1", "T3"])]
+    assert client.post("/v1/recommend/events", json={"events": views}, headers=headers).is_success
+    client.app.state.recommend.state.refresh_behaviour()
+    listed = client.get("/v1/recommend/users/camper?k=4", headers=headers).json()["items"]
+    categories = [ITEMS_BY_ID[entry["item_id"]][2] for entry in listed]
+    assert len(listed) == 4 and categories.count("tents") <= 2, listed
