@@ -83,12 +83,15 @@ def _without_tags(loc: Sequence[Any]) -> list[Any]:
     ]
 
 
-def problems(exc: ValidationError, whole: str = "value") -> str:
-    """`field.path: message; other: message` (`whole` names an error about the whole value)."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or whole}: {error['msg']}"
-        for error in exc.errors()
-    )
+def problems(exc: ValidationError, whole: str | None = "value") -> str:
+    """`field.path: message; other: message` (`whole` names an error about the whole value;
+    None: such an error is its message alone, where the caller names the value already)."""
+    said = []
+    for error in exc.errors():
+        place = ".".join(str(part) for part in error["loc"]) or whole
+        message = str(error["msg"]).removeprefix("Value error, ")  # pydantic's, for ValueError
+        said.append(f"{place}: {message}" if place else message)
+    return "; ".join(said)
 
 
 def one_or_batch(one: type, batch: type, key: str) -> Any:

@@ -399,6 +399,6 @@ def _each(rows: Iterator[tuple[int, Any]], model: type[M]) -> Iterator[tuple[int
             try:
                 yield number, model.model_validate(row)
             except ValidationError as exc:
-                yield number, problems(exc, "line")
+                yield number, problems(exc, None)  # "line N: ..." names it
     except csv.Error as exc:  # e.g. a quote left open to the end of the file
         yield 0, f"unreadable CSV: {exc}"

@@ -254,3 +254,9 @@ def test_events_without_id_or_time_are_stamped_once_for_the_whole_file(
     path.write_text('{"user_id": "u", "item_id": "A", "type": "view"}\n' * 6)
     report = import_event_file(factory, path, RatingScale(), size=2)
     assert (report.stored, report.duplicates) == (1, 5)  # one batch's worth, as a whole file
+
+
+def test_a_line_wrong_as_a_whole_is_told_so_once() -> None:
+    """Not "line 2: line: Value error, ...": the line is named once, pydantic's prefix gone."""
+    whole = read_events(b"user_id,item_id,type\nu1,A1,rating\n", FileFormat.CSV)
+    assert whole.errors == [(2, "a rating event needs a value")]
