@@ -160,19 +160,29 @@ def test_unmigrated_database_gives_advice(local_env: str) -> None:
     assert "run `textsuite migrate`" in result.output
 
 
-def test_bad_setting_exits_2_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "command"),
+    [
+        ("TEXTSUITE_PORT", "http", ["migrate"]),
+        # An app's setting, for a command that never reads it: refused all the same.
+        ("TEXTSUITE_SUPPORT_RETENTION_DAYS", "abc", ["jobs", "list"]),
+    ],
+)
+def test_bad_setting_exits_2_naming_the_variable(
+    variable: str, value: str, command: list[str]
+) -> None:
     import subprocess
     import sys
 
-    env = {"TEXTSUITE_PORT": "http", "PATH": "/usr/bin:/bin"}
+    env = {variable: value, "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
-        [sys.executable, "-m", "textsuite", "migrate"],
+        [sys.executable, "-m", "textsuite", *command],
         env=env,
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 2
-    assert "TEXTSUITE_PORT" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert variable in result.stderr and "Traceback" not in result.stderr
 
 
 def test_train_then_manage_versions(local_env: str, tmp_path: Path, monkeypatch) -> None:

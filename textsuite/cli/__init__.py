@@ -27,6 +27,22 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _check_configuration() -> None:
+    # Every setting is read before any command runs, so a bad value stops each command with
+    # the message naming its variable, as `serve` does, whatever settings the command uses.
+    from apps.recommend.settings import load_recommend_settings
+    from apps.sentiment.settings import load_sentiment_settings
+    from apps.support.settings import load_support_settings
+    from core.settings import load_settings
+
+    for load in (load_settings, load_support_settings, load_sentiment_settings,
+                 load_recommend_settings):  # fmt: skip
+        load()
+
+
 app.command()(run.serve)
 app.command()(run.worker)
 app.command()(run.beat)
