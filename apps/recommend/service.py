@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import APIRouter, FastAPI
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,6 +34,7 @@ from core.ml.versions import production_files_check
 from core.runtime import freeze_long_lived
 from core.scheduling import PeriodicWork, periodic
 from core.settings import Settings
+from core.storage.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,17 @@ class RecommendService:
         """Start the embedding job for new or changed items; returns its id."""
         if self.dispatcher is None:
             return None
+        # A job not started yet embeds every item pending when it starts, these included:
+        # sixty updates in a burst make one job, not sixty.
+        with self.factory() as session:
+            waiting = session.scalar(
+                select(Job.id)
+                .where(Job.kind == EMBED_JOB, Job.status == JobStatus.QUEUED)
+                .order_by(Job.created_at.desc())
+                .limit(1)
+            )
+        if waiting is not None:
+            return str(waiting)
         # The items are stored already, and a retry would find them unchanged and ask for
         # nothing: so the job waits for the broker rather than failing.
         job, _ = submit_job(

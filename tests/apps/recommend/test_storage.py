@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.catalogue import (
     ItemChange,
@@ -24,7 +24,7 @@ from apps.recommend.catalogue import (
 from apps.recommend.events import EventIn, EventRejected, record_events
 from apps.recommend.models import Interaction, Item
 from core.storage.engine import get_session_factory
-from tests.conftest import _truncate
+from tests.conftest import _truncate, make_settings
 
 
 def test_items_upsert_by_external_id(db_session: Session) -> None:
@@ -242,3 +242,29 @@ def test_a_history_imported_from_the_past_still_makes_the_behaviour(db_session: 
     most = [behaviour.keys[p] for p in behaviour.popular_order[:2]]
     ids = {i.id: i.external_id for i in db_session.scalars(select(Item))}
     assert [ids[uuid.UUID(key)] for key in most] == ["A", "B"]
+
+
+def test_a_burst_of_item_writes_asks_for_one_embedding_job(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """A job not started yet embeds whatever is pending when it starts: sixty updates in a
+    burst make one job; once it runs, the next write asks for another."""
+    from apps.recommend.embeddings import EMBED_JOB
+    from apps.recommend.service import RecommendService
+    from apps.recommend.settings import load_recommend_settings
+    from core.storage.models import Job, JobStatus
+    from tests.apps.sentiment.test_notify import Broker
+
+    broker = Broker()
+    broker.down = False  # records what it is sent, runs nothing
+    service = RecommendService.create(
+        make_settings(), load_recommend_settings(_env_file=None), session_factory, broker
+    )
+    asked = {service.request_embedding() for _ in range(60)}
+    assert len(asked) == 1 and len(broker.sent) == 1
+    with session_factory() as session:
+        job = session.get(Job, uuid.UUID(asked.pop()))
+        assert job.kind == EMBED_JOB
+        job.status = JobStatus.RUNNING
+        session.commit()
+    assert service.request_embedding() != str(job.id) and len(broker.sent) == 2
