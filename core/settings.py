@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as UnparsableSetting
 
 if TYPE_CHECKING:
     from core.ml.batching import BatchingConfig
@@ -184,9 +186,12 @@ class Settings(BaseSettings):
     @field_validator("bootstrap_api_key")
     @classmethod
     def _key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        """Refused here, naming the setting, not later as a start-up traceback."""
+        """Refused here, naming the setting, not later as a start-up traceback; empty is
+        unset (`TEXTSUITE_BOOTSTRAP_API_KEY=`)."""
         from core.security import MIN_KEY_LENGTH
 
+        if value is not None and not value.get_secret_value().strip():
+            return None
         if value is not None and len(value.get_secret_value()) < MIN_KEY_LENGTH:
             raise ValueError(
                 f"an API key needs at least {MIN_KEY_LENGTH} characters, got "
@@ -273,6 +278,17 @@ def _describe(error: Any, prefix: str = ENV_PREFIX) -> str:
     return f"{prefix}{str(error['loc'][0]).upper()}: {error['msg']}"
 
 
+def _unparsable(exc: UnparsableSetting, prefix: str) -> SettingsError:
+    """pydantic-settings' error for a list or object setting that is not JSON, which names a
+    field and a source: as the others, by its variable."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    name = f"{prefix}{found.group(1).upper()}" if found else "a setting"
+    return SettingsError(
+        f"invalid configuration:\n  {name}: not valid JSON (a list is written "
+        '["a", "b"], an object {"a": 1})'
+    )
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment; a bad value raises `SettingsError` naming it."""
     try:
@@ -280,6 +296,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         lines = "\n  ".join(_describe(error) for error in exc.errors())
         raise SettingsError(f"invalid configuration:\n  {lines}") from None
+    except UnparsableSetting as exc:
+        raise _unparsable(exc, ENV_PREFIX) from None
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -292,6 +310,8 @@ def load_app_settings(cls: type[S], prefix: str, **overrides: Any) -> S:
     except ValidationError as exc:
         lines = "\n  ".join(_describe(error, prefix) for error in exc.errors())
         raise SettingsError(f"invalid configuration:\n  {lines}") from None
+    except UnparsableSetting as exc:
+        raise _unparsable(exc, prefix) from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -49,6 +49,7 @@ def test_reads_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("TEXTSUITE_DTYPE", "int4", "unknown dtype 'int4'"),
         ("TEXTSUITE_TRAINING_PRECISION", "int8", "unknown training precision 'int8'"),
         ("TEXTSUITE_BOOTSTRAP_API_KEY", "short-key", "at least 24 characters, got 9"),
+        ("TEXTSUITE_WORKER_IMPORTS", "tasks.mine", "not valid JSON (a list is written"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -82,3 +83,18 @@ def test_folders_are_made_absolute_so_stored_paths_mean_one_folder(
     (tmp_path / "mnt").symlink_to(tmp_path / "host-a-disk")
     linked = load_settings(_env_file=None, artifacts_dir=str(tmp_path / "mnt" / "artifacts"))
     assert linked.artifacts_dir == tmp_path / "mnt" / "artifacts"
+
+
+def test_an_empty_bootstrap_key_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEXTSUITE_BOOTSTRAP_API_KEY", "")  # how a variable is often "unset"
+    assert load_settings(_env_file=None).bootstrap_api_key is None
+
+
+def test_an_app_list_setting_that_is_not_json_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from apps.support.settings import load_support_settings
+
+    monkeypatch.setenv("TEXTSUITE_SUPPORT_REPEAT_EXEMPT_TAGS", "smalltalk")
+    with pytest.raises(SettingsError, match="TEXTSUITE_SUPPORT_REPEAT_EXEMPT_TAGS: not valid"):
+        load_support_settings(_env_file=None)

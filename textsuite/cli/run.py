@@ -28,7 +28,9 @@ OWNED_ENV = "TEXTSUITE_OWNS_METRICS_DIR"  # the folder was made for this worker:
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [default: TEXTSUITE_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: TEXTSUITE_PORT]")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port [default: TEXTSUITE_PORT]")
+    ] = None,
 ) -> None:
     """Serve the HTTP API (and, without a broker, run jobs in this process)."""
     current = settings()
@@ -36,7 +38,7 @@ def serve(
         "textsuite.service:create_service",
         factory=True,
         host=host or current.host,
-        port=port or current.port,
+        port=port if port is not None else current.port,
         log_config=None,
         proxy_headers=True,
     )
@@ -54,7 +56,8 @@ def worker(
     ] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Processes or threads")] = None,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Expose this worker's Prometheus metrics on this port")
+        int | None,
+        typer.Option(min=1, max=65535, help="Expose this worker's Prometheus metrics on this port"),
     ] = None,
     name: Annotated[
         str | None,
@@ -327,7 +330,7 @@ def _support_curl(base: str, key: str, text: str) -> str:
 
 def demo(
     host: Annotated[str | None, typer.Option(help="Bind address")] = None,
-    port: Annotated[int | None, typer.Option(help="Port")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port")] = None,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up, print, and exit")] = False,
 ) -> None:
     """Set up the demo on SQLite (catalogue, trained models) and serve it on :8000."""
@@ -337,7 +340,7 @@ def demo(
     _demo_support(current)
     _demo_sentiment(current)
     _demo_recommend(current)
-    base = f"http://{host or current.host}:{port or current.port}"
+    base = f"http://{host or current.host}:{port if port is not None else current.port}"
     typer.echo(
         f"""
 textsuite demo is ready.

@@ -164,7 +164,9 @@ def consume(
     block_ms: Annotated[int, typer.Option(min=10, help="Wait this long for new messages")] = 1000,
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="Serve Prometheus metrics (stream lag and backlog) on this port"),
+        typer.Option(
+            min=1, max=65535, help="Serve Prometheus metrics (stream lag and backlog) on this port"
+        ),
     ] = None,
 ) -> None:
     """Score articles from the ingest stream until interrupted (a scoring worker)."""
