@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 
 from fastapi import APIRouter, Request, Response
@@ -13,6 +14,7 @@ ReadinessCheck = Callable[[], str | None]
 """Returns when healthy (with a note where ready is not the whole story: no model trained
 yet), raises with a readable message when not."""
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
@@ -34,12 +36,21 @@ def readyz(request: Request) -> JSONResponse:
             note = check()
             results[name] = "ok" if note is None else f"ok: {note}"
         except Exception as exc:
-            results[name] = f"{type(exc).__name__}: {exc}"
+            results[name] = _reason(exc)
+            log.warning("readiness check %s failed: %s", name, exc)  # the whole of it
             ready = False
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": results},
         status_code=200 if ready else 503,
     )
+
+
+def _reason(exc: Exception) -> str:
+    """A failed check in a line: a database error's own message (the driver's), without the
+    statement and SQLAlchemy's pointer to its docs; the log keeps all of it."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:300] if lines else '(no message)'}"
 
 
 def readiness_checks(request: Request) -> Mapping[str, ReadinessCheck]:

@@ -43,7 +43,10 @@ def test_readyz_is_503_on_an_unmigrated_database(tmp_path) -> None:
     with TestClient(create_service(settings)) as client:
         response = client.get("/readyz")
     assert response.status_code == 503
-    assert "run `textsuite migrate`" in response.json()["checks"]["migrations"]
+    checks = response.json()["checks"]
+    assert "run `textsuite migrate`" in checks["migrations"]
+    # A model table missing: the driver's message in a line, not the statement and a link.
+    assert checks["support_model"] == "OperationalError: no such table: model_versions"
 
 
 def test_readyz_is_503_when_the_broker_is_unreachable(sqlite_url: str) -> None:
