@@ -154,6 +154,17 @@ def test_bench_runs_the_checkouts_benchmarks_by_name() -> None:
     assert sys.argv == argv  # the command line of this process is left as it was
 
 
+def test_migrate_says_what_went_wrong(local_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    bogus = runner.invoke(app, ["migrate", "--revision", "bogus"])
+    assert bogus.exit_code == 1 and "cannot migrate to 'bogus'" in bogus.output, bogus.output
+    monkeypatch.setenv("TEXTSUITE_DATABASE_URL", "postgresql+psycopg://app:s3cret@127.0.0.1:1/x")
+    get_settings.cache_clear()
+    down = runner.invoke(app, ["migrate"])
+    assert down.exit_code == 1 and "is unreachable" in down.output, down.output
+    assert "s3cret" not in down.output  # the password is not printed
+    get_settings.cache_clear()
+
+
 def test_unmigrated_database_gives_advice(local_env: str) -> None:
     result = runner.invoke(app, ["jobs", "list"])
     assert result.exit_code == 1

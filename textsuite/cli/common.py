@@ -10,6 +10,7 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -40,13 +41,16 @@ def database(current: Settings) -> Iterator[Session]:
 @contextmanager
 def database_errors(current: Settings) -> Iterator[None]:
     """Fail with advice where the database is down or not migrated."""
+    shown = make_url(current.database_url).render_as_string(hide_password=True)
     try:
         yield
     except (OperationalError, ProgrammingError) as exc:
         fail(
-            f"database {current.database_url!r} is unreachable or not migrated ({exc.orig}); "
+            f"database {shown!r} is unreachable or not migrated ({exc.orig}); "
             "check TEXTSUITE_DATABASE_URL and run `textsuite migrate`"
         )
+    except OSError as exc:  # a SQLite file in a folder that cannot be made
+        fail(f"cannot open the database {shown!r}: {exc}; check TEXTSUITE_DATABASE_URL")
 
 
 # Piped or redirected output has no width; rich would assume 80 columns and cut cells short.

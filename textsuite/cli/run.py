@@ -14,13 +14,14 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from alembic.util.exc import CommandError as AlembicCommandError
 
 import migrations
 from core.jobs import MODEL_QUEUES, QUEUES
 from core.security import authenticate, create_api_key
 from core.settings import Scheduler, Settings
 from core.storage.models import Scope
-from textsuite.cli.common import database, fail, settings
+from textsuite.cli.common import database, database_errors, fail, settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OWNED_ENV = "TEXTSUITE_OWNS_METRICS_DIR"  # the folder was made for this worker: removed at exit
@@ -191,13 +192,18 @@ def migrate(
 ) -> None:
     """Apply the database migrations (PostgreSQL or SQLite)."""
     current = settings()
-    if downgrade:
-        if revision == "head":
-            fail("give the revision to downgrade to, e.g. --revision base")
-        migrations.downgrade(current.database_url, revision)
-    else:
-        migrations.upgrade(current.database_url, revision)
-    typer.echo(f"database at revision {migrations.current_revision(current.database_url)}")
+    if downgrade and revision == "head":
+        fail("give the revision to downgrade to, e.g. --revision base")
+    try:
+        with database_errors(current):
+            if downgrade:
+                migrations.downgrade(current.database_url, revision)
+            else:
+                migrations.upgrade(current.database_url, revision)
+            now = migrations.current_revision(current.database_url)
+    except AlembicCommandError as exc:  # an unknown revision
+        fail(f"cannot migrate to {revision!r}: {exc}")
+    typer.echo(f"database at revision {now or 'base (no tables)'}")
 
 
 def _demo_key(path: Path) -> str:
