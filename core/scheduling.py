@@ -40,17 +40,24 @@ from core.storage.models import Job, JobStatus, TrainingRun
 log = logging.getLogger(__name__)
 
 RETRAIN_CHECK_MAX_S = 3600.0
+FIRST_ROUND_MAX_S = 60.0  # a process's first round of any periodic work, at the latest
 REDISPATCH_WORK = "job redispatch"
 PeriodicWork = tuple[float, Callable[[], object]]  # every so many seconds, do this
 IF_NOT_WORSE = PromotionPolicy.IF_NOT_WORSE.value
 
 
-async def repeat(what: str, every_s: float, work: Callable[[], object]) -> None:
-    """Run `work` (blocking; in a thread) every `every_s` seconds, first after one period, for
-    as long as the task lives. A failure (the database or the broker away) is logged and the
-    next round tries again."""
+async def repeat(
+    what: str, every_s: float, work: Callable[[], object], *, first_s: float | None = None
+) -> None:
+    """Run `work` (blocking; in a thread) every `every_s` seconds, the first time after
+    `first_s` (default: one period, at most `FIRST_ROUND_MAX_S`: an hourly round in API
+    processes restarted more often than hourly would otherwise never run), for as long as the
+    task lives. A failure (the database or the broker away) is logged and the next round
+    tries again."""
+    wait = min(every_s, FIRST_ROUND_MAX_S) if first_s is None else first_s
     while True:
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(wait)
+        wait = every_s
         try:
             await asyncio.to_thread(run_periodic, what, work)
         except Exception as exc:

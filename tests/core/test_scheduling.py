@@ -278,3 +278,21 @@ def test_the_beat_scheduler_needs_a_broker() -> None:
     with pytest.raises(SettingsError, match="set TEXTSUITE_BROKER_URL"):
         load_settings(_env_file=None, scheduler="beat")
     assert load_settings(_env_file=None, scheduler="beat", broker_url="redis://r:6379/0")
+
+
+def test_an_hourly_round_comes_first_soon_after_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """API processes restarted more often than hourly (rolling deploys) still run the hourly
+    work: its first round comes within `FIRST_ROUND_MAX_S`, then every period."""
+    import core.scheduling as scheduling
+
+    monkeypatch.setattr(scheduling, "FIRST_ROUND_MAX_S", 0.05)  # a minute, scaled down
+    rounds: list[float] = []
+    started = time.monotonic()
+
+    async def serve_for_a_while() -> None:
+        work = lambda: rounds.append(time.monotonic() - started)  # noqa: E731
+        async with periodic(make_settings(), {"hourly": (3600.0, work)}):
+            await asyncio.sleep(0.5)
+
+    asyncio.run(serve_for_a_while())
+    assert len(rounds) == 1 and rounds[0] < 0.5  # the first; the next is an hour away
