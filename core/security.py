@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import secrets
 import threading
 import time
@@ -90,6 +91,38 @@ def authenticate(session: Session, key: str) -> ApiKey | None:
         record.last_used_at = now
         session.commit()
     return record
+
+
+def session_token(record: ApiKey, ttl_s: float, *, now: float | None = None) -> str:
+    """A browser session for `record`'s holder (the dashboard's cookie), so the browser never
+    keeps the key itself: `<key id>.<expiry>.<HMAC of both under the key's stored hash>`.
+    Only the server can make one (it alone holds the hash); it ends at its expiry, and with
+    the key when the key is revoked."""
+    expires = int((time.time() if now is None else now) + ttl_s)
+    body = f"{record.id}.{expires}"
+    return f"{body}.{_session_signature(record.key_hash, body)}"
+
+
+def session_key(session: Session, token: str, *, now: float | None = None) -> ApiKey | None:
+    """The live key a `session_token` was made for, or None (malformed, forged, expired,
+    or its key revoked)."""
+    key_id, _, rest = token.partition(".")
+    expires, _, signature = rest.partition(".")
+    try:
+        record = session.get(ApiKey, uuid.UUID(key_id))
+        ends = int(expires)
+    except ValueError:
+        return None
+    if record is None or record.revoked_at is not None:
+        return None
+    if ends <= (time.time() if now is None else now):
+        return None
+    expected = _session_signature(record.key_hash, f"{key_id}.{expires}")
+    return record if hmac.compare_digest(expected, signature) else None
+
+
+def _session_signature(key_hash: str, body: str) -> str:
+    return hmac.new(key_hash.encode(), body.encode(), hashlib.sha256).hexdigest()
 
 
 def revoke_api_key(session: Session, key_id: uuid.UUID) -> ApiKey | None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from core.jobs import JobDispatcher
-from core.security import KeyCache, authenticate
+from core.security import KeyCache, authenticate, session_key
 from core.settings import Settings
 from core.storage.base import utcnow
 from core.storage.models import ApiKey, Scope
@@ -49,10 +49,15 @@ _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An API key from `textsuite keys create`."
 )
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
-# Browsers (the dashboard) hold the key in an HttpOnly, SameSite=Strict cookie set at login.
-KEY_COOKIE = "textsuite_key"
+# Browsers (the dashboard) hold a session in an HttpOnly, SameSite=Strict cookie set at login:
+# signed for the key, ending after `SESSION_TTL_S`, good for the sentiment API only.
+KEY_COOKIE = "textsuite_session"
+SESSION_TTL_S = 12 * 3600
+SESSION_SCOPES = (Scope.SENTIMENT,)
 _cookie = APIKeyCookie(
-    name=KEY_COOKIE, auto_error=False, description="The key, as the dashboard's login sets it."
+    name=KEY_COOKIE,
+    auto_error=False,
+    description="The dashboard's session, as its login sets it (the sentiment API only).",
 )
 
 
@@ -62,7 +67,9 @@ async def current_api_key(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie_key: Annotated[str | None, Depends(_cookie)],
 ) -> ApiKey:
-    key = header_key or (bearer.credentials if bearer else None) or cookie_key
+    key = header_key or (bearer.credentials if bearer else None)
+    from_session = key is None and cookie_key is not None
+    key = key or cookie_key
     if not key:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -72,7 +79,8 @@ async def current_api_key(
     cache: KeyCache = request.app.state.api_keys
     record = cache.get(key)
     if record is None:
-        record = await run_in_threadpool(_authenticate, request.app.state.session_factory, key)
+        check = _session if from_session else _authenticate
+        record = await run_in_threadpool(check, request.app.state.session_factory, key)
         if record is not None:
             cache.put(key, record)
     if record is None:
@@ -100,6 +108,22 @@ def _authenticate(factory: sessionmaker[Session], key: str) -> ApiKey | None:
     # bot, the sentiment ingestor) would exhaust the pool and wait out its timeout.
     with factory() as session:
         return authenticate(session, key)
+
+
+def _session(factory: sessionmaker[Session], token: str) -> ApiKey | None:
+    """The key of a dashboard session, as a copy holding only `SESSION_SCOPES`: a session
+    made by signing in with an admin key reaches no more than the dashboard needs."""
+    with factory() as session:
+        return dashboard_view(session_key(session, token))
+
+
+def dashboard_view(record: ApiKey | None) -> ApiKey | None:
+    """`record` with its scopes cut to the dashboard's (a detached copy; None stays None)."""
+    if record is None:
+        return None
+    kept = [scope.value for scope in SESSION_SCOPES if record.grants(scope)]
+    return ApiKey(id=record.id, name=record.name, prefix=record.prefix, key_hash=record.key_hash,
+                  scopes=kept, rate_limit_per_s=record.rate_limit_per_s)  # fmt: skip
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_api_key)]

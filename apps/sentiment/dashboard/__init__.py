@@ -1,9 +1,10 @@
 """The monitor's dashboard: a page served by the app, behind a login with an API key.
 
-Logging in stores the key in an HttpOnly, SameSite=Strict cookie, which the API accepts like
-the `X-API-Key` header; the page then reads the same JSON API as any client and listens to
-the alert feed over server-sent events. Charts are plotly.js, served from the installed
-`plotly` package.
+Signing in with a key sets an HttpOnly, SameSite=Strict cookie holding a session signed for
+that key (never the key itself), which the sentiment API accepts like the `X-API-Key` header
+for 12 hours, or until the key is revoked; the page then reads the same JSON API as any client
+and listens to the alert feed over server-sent events. Charts are plotly.js, served from the
+installed `plotly` package.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
-from core.api.deps import KEY_COOKIE, SessionDep
-from core.security import authenticate
+from core.api.deps import KEY_COOKIE, SESSION_TTL_S, SessionDep, dashboard_view
+from core.security import authenticate, session_key, session_token
 from core.storage.models import Scope
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -49,8 +50,8 @@ def _page(name: str) -> HTMLResponse:
 
 
 def _signed_in(request: Request, session: SessionDep) -> bool:
-    key = request.cookies.get(KEY_COOKIE)
-    record = authenticate(session, key) if key else None
+    token = request.cookies.get(KEY_COOKIE)
+    record = dashboard_view(session_key(session, token)) if token else None
     return record is not None and record.grants(Scope.SENTIMENT)
 
 
@@ -72,7 +73,7 @@ class Login(BaseModel):
 
 @router.post("/session", status_code=status.HTTP_204_NO_CONTENT)
 def sign_in(login: Login, request: Request, session: SessionDep) -> Response:
-    """Check the key (it needs the `sentiment` scope) and keep it in the session cookie."""
+    """Check the key (it needs the `sentiment` scope) and set the session cookie."""
     record = authenticate(session, login.key)
     if record is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked API key")
@@ -81,11 +82,11 @@ def sign_in(login: Login, request: Request, session: SessionDep) -> Response:
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.set_cookie(
         KEY_COOKIE,
-        login.key,
+        session_token(record, SESSION_TTL_S),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
-        max_age=12 * 3600,
+        max_age=SESSION_TTL_S,
         path="/",
     )
     return response

@@ -147,3 +147,38 @@ def test_bootstrap_key_from_settings_works(service_settings: Settings) -> None:
     with TestClient(create_service(settings)) as client:
         headers = {"X-API-Key": "bootstrap-admin-key-for-first-access"}
         assert client.get("/v1/jobs", headers=headers).status_code == 200
+
+
+def test_the_dashboard_session_is_not_the_key_and_reaches_the_sentiment_api_only(
+    client, api_key, service_settings: Settings
+) -> None:
+    """Signed in with an admin key, the browser holds a session signed for it, not the key;
+    it reaches what the dashboard reads and nothing an admin key otherwise could."""
+    admin = api_key("admin")
+    signed_in = client.post("/dashboard/session", json={"key": admin})
+    assert signed_in.status_code == 204, signed_in.text
+    token = client.cookies.get("textsuite_session")
+    assert token and admin not in signed_in.headers["set-cookie"]
+    assert client.get("/v1/sentiment/alerts").status_code == 200  # the cookie alone
+    refused = client.post("/v1/jobs", json={"kind": "core.worker_info"})
+    assert refused.status_code == 403 and "lacks the 'admin' scope" in refused.text
+    key_id, expires, signature = token.split(".")
+    client.cookies.clear()
+    client.cookies.set("textsuite_session", f"{key_id}.{int(expires) + 3600}.{signature}")
+    assert client.get("/v1/sentiment/alerts").status_code == 401  # a longer life: forged
+
+
+def test_a_session_ends_at_its_expiry_and_with_its_key(api_key, service_settings: Settings) -> None:
+    from core.security import revoke_api_key, session_key, session_token
+    from core.storage.engine import get_session_factory, session_scope
+    from core.storage.models import ApiKey
+
+    api_key("sentiment")
+    with session_scope(get_session_factory(service_settings.database_url)) as session:
+        record = session.scalars(select(ApiKey)).one()
+        token = session_token(record, 60, now=1_000_000.0)
+        assert session_key(session, token, now=1_000_059.0) is record
+        assert session_key(session, token, now=1_000_060.0) is None  # expired
+        assert session_key(session, "not.a.token") is None
+        revoke_api_key(session, record.id)
+        assert session_key(session, token, now=1_000_000.0) is None  # the key revoked
