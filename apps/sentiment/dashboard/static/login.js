@@ -1,4 +1,4 @@
-// The sign-in form: the key goes to /dashboard/session, which keeps it in a cookie.
+// The sign-in form: the key goes to /dashboard/session, which sets a session cookie for it.
 document.getElementById("login").addEventListener("submit", async (event) => {
   event.preventDefault();
   const error = document.getElementById("error");
