@@ -77,12 +77,13 @@ async def current_api_key(
             headers={"WWW-Authenticate": "Bearer"},
         )
     cache: KeyCache = request.app.state.api_keys
-    record = cache.get(key)
+    cached_as = f"session:{key}" if from_session else key  # a token sent as a key is no key
+    record = cache.get(cached_as)
     if record is None:
         check = _session if from_session else _authenticate
         record = await run_in_threadpool(check, request.app.state.session_factory, key)
         if record is not None:
-            cache.put(key, record)
+            cache.put(cached_as, record)
     if record is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

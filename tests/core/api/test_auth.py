@@ -160,6 +160,8 @@ def test_the_dashboard_session_is_not_the_key_and_reaches_the_sentiment_api_only
     token = client.cookies.get("textsuite_session")
     assert token and admin not in signed_in.headers["set-cookie"]
     assert client.get("/v1/sentiment/alerts").status_code == 200  # the cookie alone
+    as_key = client.get("/v1/sentiment/alerts", headers={"X-API-Key": token})  # header first
+    assert as_key.status_code == 401  # a session is no key, cached or not
     refused = client.post("/v1/jobs", json={"kind": "core.worker_info"})
     assert refused.status_code == 403 and "lacks the 'admin' scope" in refused.text
     key_id, expires, signature = token.split(".")
