@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
 
 from core.privacy import PersonalDataFilter
 from core.settings import LogFormat, Settings
+
+# The id of the HTTP request being served (`core.api.middleware.RequestIds`), or None.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    """Gives each record the id of the request it was logged in (`request_id`, in JSON
+    lines; None outside a request), so one request's lines can be found together."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
 
 
 def configure_logging(settings: Settings) -> None:
@@ -17,14 +31,19 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_format is LogFormat.JSON:
         handler.setFormatter(
             JsonFormatter(
-                "{asctime}{levelname}{name}{message}",
+                "{levelname}{name}{message}",
                 style="{",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",  # ISO 8601 in UTC, with its offset
             )
         )
+        # One JSON object per line: no progress bars (loading a model's weights) between.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(PersonalDataFilter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

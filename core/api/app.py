@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.api import docs, health, jobs, models
 from core.api.health import ReadinessCheck
-from core.api.middleware import BodySizeLimit, RequestMetrics
+from core.api.middleware import BodySizeLimit, RequestIds, RequestMetrics
 from core.jobs import DispatchError, JobDispatcher
 from core.ml.batching import BatcherStopped, Overloaded
 from core.runtime import freeze_long_lived
@@ -85,6 +85,7 @@ def create_app(
         import_max_bytes=settings.max_import_bytes,
     )
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestIds)  # outermost: every line of the request carries its id
     app.include_router(docs.router)
     app.include_router(health.router)
     app.include_router(jobs.router)

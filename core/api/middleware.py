@@ -1,14 +1,17 @@
-"""ASGI middleware: request size limit, and latency metrics by route template."""
+"""ASGI middleware: request size limit, latency metrics by route template, request ids."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.logs import REQUEST_ID
 from core.metrics import HTTP_REQUEST_DURATION
 
 try:  # FastAPI that includes routers lazily: a route's own path lacks its routers' prefixes
@@ -131,3 +134,37 @@ class RequestMetrics:
             elapsed = time.perf_counter() - started
             HTTP_REQUEST_DURATION.labels(scope["method"], template, str(status)).observe(elapsed)
             log.debug("%s %s -> %s in %.1f ms", scope["method"], template, status, elapsed * 1e3)
+
+
+class RequestIds:
+    """Gives each request an id: the caller's `X-Request-ID` when it sends a usable one, else
+    a new one; echoed in the response and in every log line of the request (`request_id`)."""
+
+    HEADER = b"x-request-id"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope.get("headers") or []).get(self.HEADER, b"").decode("latin-1")
+        request_id = sent if _USABLE_ID.fullmatch(sent) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (self.HEADER, request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged_send)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+# A caller's id is kept when it is a plain token (a UUID, a trace id): nothing that could
+# forge a log line or a header.
+_USABLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

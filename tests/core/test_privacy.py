@@ -19,6 +19,7 @@ from core.privacy import (
     mask_personal_data,
     mask_personal_data_detailed,
 )
+from core.settings import Settings
 from tests.conftest import make_settings
 
 # --- factories -------------------------------------------------------------------------------
@@ -387,8 +388,12 @@ def test_log_filter_masks_structured_messages_and_extra_fields() -> None:
 
 
 @pytest.fixture
-def restored_logging() -> Iterator[None]:
-    """configure_logging rewires the root logger; put everything back afterwards."""
+def restored_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """configure_logging rewires the root logger (and, for JSON, turns progress bars off);
+    put everything back afterwards."""
+    for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        monkeypatch.setenv(variable, "")  # recorded, so the end restores it as it was
+        monkeypatch.delenv(variable)
     names = [
         "",
         "uvicorn",
@@ -424,3 +429,26 @@ def test_configured_logging_never_writes_personal_data(
     err = capsys.readouterr().err
     assert "[PHONE]" in err and "[EMAIL]" in err
     assert "7946" not in err and "jane.doe" not in err
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_json_lines_carry_a_utc_time_and_the_request_id(
+    capsys: pytest.CaptureFixture[str], service_settings: Settings
+) -> None:
+    """A line in JSON says when in ISO 8601 UTC and, logged while serving a request, which
+    one: the caller's `X-Request-ID` where it sends a usable one, else a new id, echoed back."""
+    from fastapi.testclient import TestClient
+
+    from textsuite.service import create_service
+
+    configure_logging(make_settings(log_format="json", log_level="DEBUG"))
+    with TestClient(create_service(service_settings)) as client:
+        capsys.readouterr()
+        given = client.get("/healthz", headers={"X-Request-ID": "trace-42"})
+        made = client.get("/healthz", headers={"X-Request-ID": "bad id;"})
+    assert given.headers["x-request-id"] == "trace-42"
+    assert len(made.headers["x-request-id"]) == 32  # a new one: the sent one could forge lines
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    served = [line for line in lines if line["logger"] == "textsuite.http"]  # GET ... -> 200
+    assert [line["request_id"] for line in served] == ["trace-42", made.headers["x-request-id"]]
+    assert all(line["time"].endswith("+00:00") for line in lines)
