@@ -49,6 +49,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        allow_inf_nan=False,
     )
 
     database_url: str = Field(

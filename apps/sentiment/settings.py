@@ -15,7 +15,11 @@ MIN_RETENTION_DAYS = 8.0
 
 class SentimentSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TEXTSUITE_SENTIMENT_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="TEXTSUITE_SENTIMENT_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        allow_inf_nan=False,
     )
 
     model_name: str = Field(

@@ -13,7 +13,11 @@ from core.settings import load_app_settings
 
 class SupportSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TEXTSUITE_SUPPORT_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="TEXTSUITE_SUPPORT_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        allow_inf_nan=False,
     )
 
     model_name: str = Field(

@@ -50,6 +50,7 @@ def test_reads_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("TEXTSUITE_TRAINING_PRECISION", "int8", "unknown training precision 'int8'"),
         ("TEXTSUITE_BOOTSTRAP_API_KEY", "short-key", "at least 24 characters, got 9"),
         ("TEXTSUITE_WORKER_IMPORTS", "tasks.mine", "not valid JSON (a list is written"),
+        ("TEXTSUITE_RATE_LIMIT_PER_S", "inf", "finite number"),  # no limit is 0
     ],
 )
 def test_bad_value_names_the_variable(
