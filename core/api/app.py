@@ -96,6 +96,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DataError, _unstorable_value)
     app.add_exception_handler(OperationalError, _database_unreachable)
+    app.add_exception_handler(ProgrammingError, _behind_migrations)
     app.add_exception_handler(InterfaceError, _database_unreachable)
     app.add_exception_handler(Overloaded, _overloaded)
     app.add_exception_handler(BatcherStopped, _model_unavailable)
@@ -192,9 +193,36 @@ async def _unstorable_value(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _database_unreachable(_request: Request, exc: Exception) -> JSONResponse:
+# A table or column the code needs is missing: the database is behind the code's migrations
+# (SQLite says so in words; PostgreSQL's undefined_table and undefined_column).
+_NOT_MIGRATED_STATES = frozenset({"42P01", "42703"})
+
+
+def _not_migrated(exc: Exception) -> bool:
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in _NOT_MIGRATED_STATES:
+        return True
+    return isinstance(exc, OperationalError) and "no such " in str(orig or exc)
+
+
+async def _behind_migrations(_request: Request, exc: Exception) -> JSONResponse:
+    """A 503 that says what to do, not "unreachable" (a ProgrammingError of another kind is
+    a bug: raised on, a 500)."""
+    if not _not_migrated(exc):
+        raise exc
+    log.error("the database is not migrated: %s", getattr(exc, "orig", None) or exc)
+    return JSONResponse(
+        {"detail": "the database is not migrated to this version: run `textsuite migrate`"},
+        status_code=503,
+        headers={"Retry-After": "60"},
+    )
+
+
+async def _database_unreachable(request: Request, exc: Exception) -> JSONResponse:
     """The database went away (a restart, the network): a clean 503 the client can retry.
     Once it is back, the pool's pre-ping replaces the broken connections; no restart needed."""
+    if _not_migrated(exc):
+        return await _behind_migrations(request, exc)
     log.warning("database unreachable: %s", getattr(exc, "orig", None) or exc)
     return JSONResponse(
         {"detail": "the database is unreachable right now; retry later"},

@@ -42,6 +42,9 @@ def test_readyz_is_503_on_an_unmigrated_database(tmp_path) -> None:
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}")
     with TestClient(create_service(settings)) as client:
         response = client.get("/readyz")
+        served = client.get("/v1/jobs", headers={"X-API-Key": "ts_some-key-of-sufficient-length"})
+    # Not "unreachable, retry later": what to do.
+    assert served.status_code == 503 and "run `textsuite migrate`" in served.json()["detail"]
     assert response.status_code == 503
     checks = response.json()["checks"]
     assert "run `textsuite migrate`" in checks["migrations"]
