@@ -243,7 +243,7 @@ class Settings(BaseSettings):
     def _check_timeouts(self) -> Settings:
         if self.broker_visibility_timeout_s <= self.job_time_limit_s:
             raise ValueError(
-                "broker_visibility_timeout_s must be above job_time_limit_s "
+                "TEXTSUITE_BROKER_VISIBILITY_TIMEOUT_S must be above TEXTSUITE_JOB_TIME_LIMIT_S "
                 f"({self.broker_visibility_timeout_s} <= {self.job_time_limit_s}), or Redis "
                 "hands a still-running job to a second worker"
             )

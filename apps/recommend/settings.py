@@ -101,7 +101,8 @@ class RecommendSettings(BaseSettings):
     def _check_scale(self) -> RecommendSettings:
         if self.rating_min >= self.rating_max:
             raise ValueError(
-                f"rating_min ({self.rating_min:g}) must be below rating_max ({self.rating_max:g})"
+                f"TEXTSUITE_RECOMMEND_RATING_MIN ({self.rating_min:g}) must be below "
+                f"TEXTSUITE_RECOMMEND_RATING_MAX ({self.rating_max:g})"
             )
         return self
 

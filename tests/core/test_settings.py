@@ -64,7 +64,7 @@ def test_bad_value_names_the_variable(
 
 
 def test_visibility_timeout_must_exceed_the_longest_job() -> None:
-    with pytest.raises(SettingsError, match="broker_visibility_timeout_s must be above"):
+    with pytest.raises(SettingsError, match="TEXTSUITE_BROKER_VISIBILITY_TIMEOUT_S must be above"):
         load_settings(_env_file=None, job_time_limit_s=3600, broker_visibility_timeout_s=1800)
 
 

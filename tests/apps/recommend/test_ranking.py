@@ -79,7 +79,9 @@ def test_invalid_settings_are_refused() -> None:
 
     with pytest.raises(ValueError, match="half_life_events"):
         RankingConfig(half_life_events=0)
-    with pytest.raises(SettingsError, match=r"rating_min \(5\) must be below rating_max \(5\)"):
+    with pytest.raises(
+        SettingsError, match=r"RATING_MIN \(5\) must be below TEXTSUITE_RECOMMEND_RATING_MAX \(5\)"
+    ):
         load_recommend_settings(_env_file=None, rating_min=5)
     scale = load_recommend_settings(_env_file=None, rating_min=0, rating_max=10)
     assert scale.ranking().rating_midpoint == 5.0 and scale.ratings().problem(10.5)
