@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -128,6 +128,12 @@ def dashboard_view(record: ApiKey | None) -> ApiKey | None:
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_api_key)]
+# What a route behind a key may answer besides its own, for the API's documentation.
+KEY_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No API key, or one unknown or revoked"},
+    403: {"description": "The key lacks this route's scope"},
+    429: {"description": "The key is over its rate limit; `Retry-After` says when to retry"},
+}
 
 
 def require_scope(scope: Scope) -> Callable[[ApiKey], ApiKey]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import jobs
 from core.api.deps import (
+    KEY_ERRORS,
     AdminKey,
     CurrentKey,
     DispatcherDep,
@@ -22,7 +23,7 @@ from core.api.deps import (
 )
 from core.storage.models import ApiKey, Job, JobStatus, Scope
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=KEY_ERRORS)
 
 
 class JobPublic(BaseModel):

@@ -11,14 +11,14 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.api.deps import AdminKey, SessionDep, SessionFactoryDep, SettingsDep
+from core.api.deps import KEY_ERRORS, AdminKey, SessionDep, SessionFactoryDep, SettingsDep
 from core.ml import versions
 from core.ml.loading import ModelLoadError
 from core.ml.serving import commit_if_loadable
 from core.settings import Settings
 from core.storage.models import ModelStage, ModelVersion
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=KEY_ERRORS)
 
 
 class ModelVersionPublic(BaseModel):

@@ -14,6 +14,7 @@ from apps.recommend.imports import ImportFileError, detect_format, import_item_f
 from apps.recommend.models import Item
 from apps.recommend.training import TRAIN_JOB, RecommendTrainParams
 from core.api.deps import (
+    KEY_ERRORS,
     DispatcherDep,
     Offset,
     RawBody,
@@ -26,7 +27,9 @@ from core.storage.models import Scope
 from core.validation import one_or_batch
 
 router = APIRouter(
-    tags=["recommend: catalogue"], dependencies=[Depends(require_scope(Scope.RECOMMEND))]
+    tags=["recommend: catalogue"],
+    responses=KEY_ERRORS,
+    dependencies=[Depends(require_scope(Scope.RECOMMEND))],
 )
 
 

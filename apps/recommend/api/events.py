@@ -18,12 +18,14 @@ from apps.recommend.events import (
     record_events,
 )
 from apps.recommend.imports import ImportFileError, detect_format, import_event_file
-from core.api.deps import RawBody, SessionDep, require_scope
+from core.api.deps import KEY_ERRORS, RawBody, SessionDep, require_scope
 from core.storage.models import Scope
 from core.validation import one_or_batch
 
 router = APIRouter(
-    tags=["recommend: events"], dependencies=[Depends(require_scope(Scope.RECOMMEND))]
+    tags=["recommend: events"],
+    responses=KEY_ERRORS,
+    dependencies=[Depends(require_scope(Scope.RECOMMEND))],
 )
 
 

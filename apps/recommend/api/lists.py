@@ -21,11 +21,13 @@ from apps.recommend.recommending import (
     similar_items,
 )
 from apps.recommend.service import NoEncoder
-from core.api.deps import SessionFactoryDep, require_scope, unavailable
+from core.api.deps import KEY_ERRORS, SessionFactoryDep, require_scope, unavailable
 from core.storage.models import Scope
 
 router = APIRouter(
-    tags=["recommend: lists"], dependencies=[Depends(require_scope(Scope.RECOMMEND))]
+    tags=["recommend: lists"],
+    responses=KEY_ERRORS,
+    dependencies=[Depends(require_scope(Scope.RECOMMEND))],
 )
 
 K = Annotated[int, Query(ge=1, le=100, description="How many items")]

@@ -8,11 +8,20 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from apps.recommend.stats import ListTally, recommend_stats
-from core.api.deps import ReportSince, ReportUntil, SessionDep, reporting_period, require_scope
+from core.api.deps import (
+    KEY_ERRORS,
+    ReportSince,
+    ReportUntil,
+    SessionDep,
+    reporting_period,
+    require_scope,
+)
 from core.storage.models import Scope
 
 router = APIRouter(
-    tags=["recommend: lists"], dependencies=[Depends(require_scope(Scope.RECOMMEND))]
+    tags=["recommend: lists"],
+    responses=KEY_ERRORS,
+    dependencies=[Depends(require_scope(Scope.RECOMMEND))],
 )
 
 

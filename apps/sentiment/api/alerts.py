@@ -18,12 +18,14 @@ from sqlalchemy.orm import Session, selectinload
 from apps.sentiment.api.articles import WITH_DETAILS, ArticleOut, article_out
 from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.models import OPEN_STATES, Alert, AlertState, Article, ArticleEntity, Entity
-from core.api.deps import CurrentKey, Offset, SessionDep, require_scope
+from core.api.deps import KEY_ERRORS, CurrentKey, Offset, SessionDep, require_scope
 from core.storage.base import utcnow
 from core.storage.models import Scope
 
 router = APIRouter(
-    tags=["sentiment: alerts"], dependencies=[Depends(require_scope(Scope.SENTIMENT))]
+    tags=["sentiment: alerts"],
+    responses=KEY_ERRORS,
+    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
 )
 
 HEARTBEAT_S = 15.0

@@ -21,6 +21,7 @@ from apps.sentiment.scoring import LABELS, NoSentimentModel
 from apps.sentiment.service import NotDurable
 from apps.sentiment.stream import StreamFull
 from core.api.deps import (
+    KEY_ERRORS,
     CurrentKey,
     Offset,
     SessionDep,
@@ -32,7 +33,9 @@ from core.storage.models import Scope
 from core.validation import one_or_batch
 
 router = APIRouter(
-    tags=["sentiment: articles"], dependencies=[Depends(require_scope(Scope.SENTIMENT))]
+    tags=["sentiment: articles"],
+    responses=KEY_ERRORS,
+    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
 )
 
 

@@ -17,11 +17,13 @@ from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.models import DeadLetter
 from apps.sentiment.scoring import NoSentimentModel
 from apps.sentiment.stream import article_of
-from core.api.deps import SessionDep, require_scope, unavailable
+from core.api.deps import KEY_ERRORS, SessionDep, require_scope, unavailable
 from core.storage.models import Scope
 
 router = APIRouter(
-    tags=["sentiment: stream"], dependencies=[Depends(require_scope(Scope.SENTIMENT))]
+    tags=["sentiment: stream"],
+    responses=KEY_ERRORS,
+    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
 )
 
 

@@ -21,14 +21,16 @@ from apps.sentiment.entities import (
     unlink_unmentioned,
 )
 from apps.sentiment.models import Alert, Article, ArticleEntity, Entity
-from core.api.deps import SessionDep, check_time_bounds, require_scope
+from core.api.deps import KEY_ERRORS, SessionDep, check_time_bounds, require_scope
 from core.storage.base import utcnow
 from core.storage.models import Scope
 
 MAX_BUCKETS = 5000
 
 router = APIRouter(
-    tags=["sentiment: watchlist"], dependencies=[Depends(require_scope(Scope.SENTIMENT))]
+    tags=["sentiment: watchlist"],
+    responses=KEY_ERRORS,
+    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
 )
 
 

@@ -15,6 +15,7 @@ from apps.sentiment.feeds import PollResult, poll_feed
 from apps.sentiment.models import Feed
 from apps.sentiment.scoring import NoSentimentModel
 from core.api.deps import (
+    KEY_ERRORS,
     SessionDep,
     SessionFactoryDep,
     commit_or_conflict,
@@ -24,7 +25,9 @@ from core.api.deps import (
 from core.storage.models import Scope
 
 router = APIRouter(
-    tags=["sentiment: feeds"], dependencies=[Depends(require_scope(Scope.SENTIMENT))]
+    tags=["sentiment: feeds"],
+    responses=KEY_ERRORS,
+    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
 )
 
 

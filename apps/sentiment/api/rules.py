@@ -17,6 +17,7 @@ from apps.sentiment.entities import entity_by_ticker
 from apps.sentiment.models import Alert, AlertRule, Entity, RuleKind, WebhookTarget
 from apps.sentiment.notify import notify_changes
 from core.api.deps import (
+    KEY_ERRORS,
     DispatcherDep,
     SessionDep,
     SessionFactoryDep,
@@ -28,6 +29,7 @@ from core.storage.models import Scope
 
 router = APIRouter(
     tags=["sentiment: rules and notifications"],
+    responses=KEY_ERRORS,
     dependencies=[Depends(require_scope(Scope.SENTIMENT))],
 )
 

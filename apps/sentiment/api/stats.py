@@ -8,10 +8,19 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from apps.sentiment.stats import VersionTally, sentiment_stats
-from core.api.deps import ReportSince, ReportUntil, SessionDep, reporting_period, require_scope
+from core.api.deps import (
+    KEY_ERRORS,
+    ReportSince,
+    ReportUntil,
+    SessionDep,
+    reporting_period,
+    require_scope,
+)
 from core.storage.models import Scope
 
-router = APIRouter(tags=["sentiment"], dependencies=[Depends(require_scope(Scope.SENTIMENT))])
+router = APIRouter(
+    tags=["sentiment"], responses=KEY_ERRORS, dependencies=[Depends(require_scope(Scope.SENTIMENT))]
+)
 
 
 class VersionTallyPublic(BaseModel):

@@ -31,11 +31,13 @@ from apps.support.catalogue_formats import (
 from apps.support.health import catalogue_health
 from apps.support.models import ExampleSource, Intent
 from apps.support.templates import slot_names
-from core.api.deps import RawBody, SessionDep, require_scope
+from core.api.deps import KEY_ERRORS, RawBody, SessionDep, require_scope
 from core.storage.models import Scope
 
 router = APIRouter(
-    tags=["support: catalogue"], dependencies=[Depends(require_scope(Scope.SUPPORT))]
+    tags=["support: catalogue"],
+    responses=KEY_ERRORS,
+    dependencies=[Depends(require_scope(Scope.SUPPORT))],
 )
 
 MAX_EXAMPLES_PER_REQUEST = 1_000

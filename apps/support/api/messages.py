@@ -15,11 +15,20 @@ from apps.support.messages import BotReply, Channel, HandoffReason, IncomingMess
 from apps.support.models import Conversation, ConversationStatus, Customer, Message
 from apps.support.training import TRAIN_JOB, SupportTrainParams
 from core import jobs
-from core.api.deps import DispatcherDep, SessionDep, SessionFactoryDep, require_scope, unavailable
+from core.api.deps import (
+    KEY_ERRORS,
+    DispatcherDep,
+    SessionDep,
+    SessionFactoryDep,
+    require_scope,
+    unavailable,
+)
 from core.api.jobs import JobPublic
 from core.storage.models import Scope
 
-router = APIRouter(tags=["support"], dependencies=[Depends(require_scope(Scope.SUPPORT))])
+router = APIRouter(
+    tags=["support"], responses=KEY_ERRORS, dependencies=[Depends(require_scope(Scope.SUPPORT))]
+)
 
 MAX_TEXT = 2000
 SlotValue = str | int | float | bool | None

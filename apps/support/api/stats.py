@@ -9,10 +9,19 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from apps.support.stats import Tally, support_stats
-from core.api.deps import ReportSince, ReportUntil, SessionDep, reporting_period, require_scope
+from core.api.deps import (
+    KEY_ERRORS,
+    ReportSince,
+    ReportUntil,
+    SessionDep,
+    reporting_period,
+    require_scope,
+)
 from core.storage.models import Scope
 
-router = APIRouter(tags=["support"], dependencies=[Depends(require_scope(Scope.SUPPORT))])
+router = APIRouter(
+    tags=["support"], responses=KEY_ERRORS, dependencies=[Depends(require_scope(Scope.SUPPORT))]
+)
 
 
 class TallyPublic(BaseModel):

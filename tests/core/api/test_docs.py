@@ -84,3 +84,21 @@ def test_the_docs_render_offline_in_a_browser(
     tab.wait_for_selector(rendered, timeout=30_000)
     assert "/v1/support/messages" in tab.inner_text("body")
     assert blocked == []  # it did not even try to reach anything else
+
+
+def test_every_route_behind_a_key_documents_what_a_key_can_be_refused_with(client) -> None:
+    """An integrator reading the schema learns that a route can answer 401, 403 or 429."""
+    schema = client.get("/openapi.json").json()
+    secured = [
+        (method, path, operation)
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+        if operation.get("security")
+    ]
+    assert len(secured) > 60
+    undocumented = [
+        f"{method.upper()} {path}"
+        for method, path, operation in secured
+        if not {"401", "403", "429"} <= set(operation["responses"])
+    ]
+    assert undocumented == []
