@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -261,6 +262,7 @@ def _run(
     held_out: LabelledTexts | None = None,
     trained_on: Sequence[str] = (),
 ) -> RunOutcome:
+    _check_writable(settings.artifacts_dir)  # before minutes of training, not after
     base = resolve_model(
         base_reference, cache_dir=settings.model_cache_dir, session_factory=factory
     )
@@ -294,6 +296,19 @@ def _run(
             run.status, run.error, run.finished_at = JobStatus.FAILED, str(exc), utcnow()
         raise
     return _record(factory, run_id, model_name, base_reference, result, promotion, extra, task)
+
+
+def _check_writable(folder: Path) -> None:
+    """`OSError` naming the setting where model versions cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise OSError(
+            f"cannot write model versions to {folder} (TEXTSUITE_ARTIFACTS_DIR): "
+            f"{exc.strerror or exc}"
+        ) from None
 
 
 def _production_on(

@@ -220,3 +220,20 @@ def test_training_runs_on_the_celery_worker(
     finally:
         dispatcher.close()
         _truncate(worker_settings.database_url)
+
+
+def test_an_artifacts_folder_that_cannot_be_written_fails_before_training(
+    service_settings: Settings, tiny_base: Path, tmp_path: Path
+) -> None:
+    from workers.dispatch import create_dispatcher
+
+    unwritable = service_settings.model_copy(update={"artifacts_dir": Path("/proc/textsuite")})
+    factory = get_session_factory(unwritable.database_url)
+    dispatcher = create_dispatcher(unwritable)
+    data = _write_csv(tmp_path / "tickets.csv")
+    job, _ = submit_job(factory, dispatcher, "core.train_classifier", _params(data, tiny_base))
+    done = wait_for_job(factory, job.id, timeout_s=60)
+    dispatcher.close()
+    assert done.status is JobStatus.FAILED
+    assert "cannot write model versions to /proc/textsuite (TEXTSUITE_ARTIFACTS_DIR)" in done.error
+    assert done.progress_message is None or "fitting" not in done.progress_message
