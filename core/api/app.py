@@ -109,19 +109,13 @@ async def _broker_unreachable(_request: Request, exc: Exception) -> JSONResponse
     can retry. The job is marked failed; a retry sends a new one, or, under the same
     idempotency key, that one."""
     log.warning("a job could not be queued: %s", exc)
-    return JSONResponse(
-        {"detail": f"the job could not be queued, try again later: {exc}"},
-        status_code=503,
-        headers={"Retry-After": "5"},
-    )
+    return _retry_later(f"the job could not be queued, try again later: {exc}", 5)
 
 
 async def _overloaded(_request: Request, exc: Exception) -> JSONResponse:
     """Back-pressure from a model's batcher: a clear 503 the client can retry, never a backlog."""
     retry_after = max(1, math.ceil(getattr(exc, "retry_after_s", 1.0)))
-    return JSONResponse(
-        {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(retry_after)}
-    )
+    return _retry_later(str(exc), retry_after)
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -211,11 +205,7 @@ async def _behind_migrations(_request: Request, exc: Exception) -> JSONResponse:
     if not _not_migrated(exc):
         raise exc
     log.error("the database is not migrated: %s", getattr(exc, "orig", None) or exc)
-    return JSONResponse(
-        {"detail": "the database is not migrated to this version: run `textsuite migrate`"},
-        status_code=503,
-        headers={"Retry-After": "60"},
-    )
+    return _retry_later("the database is not migrated to this version: run `textsuite migrate`", 60)
 
 
 async def _database_unreachable(request: Request, exc: Exception) -> JSONResponse:
@@ -224,17 +214,16 @@ async def _database_unreachable(request: Request, exc: Exception) -> JSONRespons
     if _not_migrated(exc):
         return await _behind_migrations(request, exc)
     log.warning("database unreachable: %s", getattr(exc, "orig", None) or exc)
-    return JSONResponse(
-        {"detail": "the database is unreachable right now; retry later"},
-        status_code=503,
-        headers={"Retry-After": "5"},
-    )
+    return _retry_later("the database is unreachable right now; retry later", 5)
+
+
+def _retry_later(detail: str, after_s: int) -> JSONResponse:
+    """503 with `Retry-After`: nothing was done, and the same request may succeed later."""
+    return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(after_s)})
 
 
 async def _model_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(
-        {"detail": f"model not available: {exc}"}, status_code=503, headers={"Retry-After": "5"}
-    )
+    return _retry_later(f"model not available: {exc}", 5)
 
 
 def _bootstrap_key(settings: Settings, factory: sessionmaker[Session]) -> None:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -151,6 +151,16 @@ def require_scope(scope: Scope) -> Callable[[ApiKey], ApiKey]:
 
 
 AdminKey = Annotated[ApiKey, Depends(require_scope(Scope.ADMIN))]
+
+
+def scoped_router(scope: Scope, tag: str, *, prefix: str = "") -> APIRouter:
+    """A router whose every route needs a key holding `scope`, documented as such."""
+    return APIRouter(
+        prefix=prefix,
+        tags=[tag],
+        responses=KEY_ERRORS,
+        dependencies=[Depends(require_scope(scope))],
+    )
 
 
 def commit_or_conflict(session: Session, detail: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
+from fastapi import Header, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
@@ -14,23 +14,18 @@ from apps.recommend.imports import ImportFileError, detect_format, import_item_f
 from apps.recommend.models import Item
 from apps.recommend.training import TRAIN_JOB, RecommendTrainParams
 from core.api.deps import (
-    KEY_ERRORS,
     DispatcherDep,
     Offset,
     RawBody,
     SessionDep,
     SessionFactoryDep,
-    require_scope,
+    scoped_router,
 )
 from core.jobs import submit_job
 from core.storage.models import Scope
 from core.validation import one_or_batch
 
-router = APIRouter(
-    tags=["recommend: catalogue"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.RECOMMEND))],
-)
+router = scoped_router(Scope.RECOMMEND, "recommend: catalogue")
 
 
 class ItemBatch(BaseModel):

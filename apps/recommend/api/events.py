@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, status
+from fastapi import Header, HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,15 +18,11 @@ from apps.recommend.events import (
     record_events,
 )
 from apps.recommend.imports import ImportFileError, detect_format, import_event_file
-from core.api.deps import KEY_ERRORS, RawBody, SessionDep, require_scope
+from core.api.deps import RawBody, SessionDep, scoped_router
 from core.storage.models import Scope
 from core.validation import one_or_batch
 
-router = APIRouter(
-    tags=["recommend: events"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.RECOMMEND))],
-)
+router = scoped_router(Scope.RECOMMEND, "recommend: events")
 
 
 class EventBatch(BaseModel):

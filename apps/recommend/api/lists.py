@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import HTTPException, Path, Query, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from apps.recommend.api.deps import ServiceDep
@@ -21,14 +21,10 @@ from apps.recommend.recommending import (
     similar_items,
 )
 from apps.recommend.service import NoEncoder
-from core.api.deps import KEY_ERRORS, SessionFactoryDep, require_scope, unavailable
+from core.api.deps import SessionFactoryDep, scoped_router, unavailable
 from core.storage.models import Scope
 
-router = APIRouter(
-    tags=["recommend: lists"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.RECOMMEND))],
-)
+router = scoped_router(Scope.RECOMMEND, "recommend: lists")
 
 K = Annotated[int, Query(ge=1, le=100, description="How many items")]
 Category = Annotated[str | None, Query(max_length=200, description="Only this category")]

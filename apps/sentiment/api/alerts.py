@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -18,15 +18,11 @@ from sqlalchemy.orm import Session, selectinload
 from apps.sentiment.api.articles import WITH_DETAILS, ArticleOut, article_out
 from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.models import OPEN_STATES, Alert, AlertState, Article, ArticleEntity, Entity
-from core.api.deps import KEY_ERRORS, CurrentKey, Offset, SessionDep, require_scope
+from core.api.deps import CurrentKey, Offset, SessionDep, scoped_router
 from core.storage.base import utcnow
 from core.storage.models import Scope
 
-router = APIRouter(
-    tags=["sentiment: alerts"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
-)
+router = scoped_router(Scope.SENTIMENT, "sentiment: alerts")
 
 HEARTBEAT_S = 15.0
 

@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import redis
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import HTTPException, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
@@ -21,22 +21,17 @@ from apps.sentiment.scoring import LABELS, NoSentimentModel
 from apps.sentiment.service import NotDurable
 from apps.sentiment.stream import StreamFull
 from core.api.deps import (
-    KEY_ERRORS,
     CurrentKey,
     Offset,
     SessionDep,
     check_period,
-    require_scope,
+    scoped_router,
     unavailable,
 )
 from core.storage.models import Scope
 from core.validation import one_or_batch
 
-router = APIRouter(
-    tags=["sentiment: articles"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
-)
+router = scoped_router(Scope.SENTIMENT, "sentiment: articles")
 
 
 class ArticleBatch(BaseModel):

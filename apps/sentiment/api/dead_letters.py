@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import HTTPException, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,14 +17,10 @@ from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.models import DeadLetter
 from apps.sentiment.scoring import NoSentimentModel
 from apps.sentiment.stream import article_of
-from core.api.deps import KEY_ERRORS, SessionDep, require_scope, unavailable
+from core.api.deps import SessionDep, scoped_router, unavailable
 from core.storage.models import Scope
 
-router = APIRouter(
-    tags=["sentiment: stream"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
-)
+router = scoped_router(Scope.SENTIMENT, "sentiment: stream")
 
 
 class DeadLetterOut(BaseModel):

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import HTTPException, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
@@ -21,17 +21,13 @@ from apps.sentiment.entities import (
     unlink_unmentioned,
 )
 from apps.sentiment.models import Alert, Article, ArticleEntity, Entity
-from core.api.deps import KEY_ERRORS, SessionDep, check_time_bounds, require_scope
+from core.api.deps import SessionDep, check_time_bounds, scoped_router
 from core.storage.base import utcnow
 from core.storage.models import Scope
 
 MAX_BUCKETS = 5000
 
-router = APIRouter(
-    tags=["sentiment: watchlist"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
-)
+router = scoped_router(Scope.SENTIMENT, "sentiment: watchlist")
 
 
 class EntityOut(BaseModel):

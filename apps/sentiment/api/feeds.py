@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 import uuid
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy import select
 
@@ -15,20 +15,15 @@ from apps.sentiment.feeds import PollResult, poll_feed
 from apps.sentiment.models import Feed
 from apps.sentiment.scoring import NoSentimentModel
 from core.api.deps import (
-    KEY_ERRORS,
     SessionDep,
     SessionFactoryDep,
     commit_or_conflict,
-    require_scope,
+    scoped_router,
     unavailable,
 )
 from core.storage.models import Scope
 
-router = APIRouter(
-    tags=["sentiment: feeds"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
-)
+router = scoped_router(Scope.SENTIMENT, "sentiment: feeds")
 
 
 class FeedIn(BaseModel):

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,21 +17,16 @@ from apps.sentiment.entities import entity_by_ticker
 from apps.sentiment.models import Alert, AlertRule, Entity, RuleKind, WebhookTarget
 from apps.sentiment.notify import notify_changes
 from core.api.deps import (
-    KEY_ERRORS,
     DispatcherDep,
     SessionDep,
     SessionFactoryDep,
     commit_or_conflict,
-    require_scope,
+    scoped_router,
 )
 from core.storage.base import utcnow
 from core.storage.models import Scope
 
-router = APIRouter(
-    tags=["sentiment: rules and notifications"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.SENTIMENT))],
-)
+router = scoped_router(Scope.SENTIMENT, "sentiment: rules and notifications")
 
 DAY_S = 86_400
 

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from apps.sentiment.stats import VersionTally, sentiment_stats
 from core.api.deps import (
-    KEY_ERRORS,
     ReportSince,
     ReportUntil,
     SessionDep,
     reporting_period,
-    require_scope,
+    scoped_router,
 )
 from core.storage.models import Scope
 
-router = APIRouter(
-    tags=["sentiment"], responses=KEY_ERRORS, dependencies=[Depends(require_scope(Scope.SENTIMENT))]
-)
+router = scoped_router(Scope.SENTIMENT, "sentiment")
 
 
 class VersionTallyPublic(BaseModel):

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
+from fastapi import Header, HTTPException, Query, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import IntegrityError
@@ -31,14 +31,10 @@ from apps.support.catalogue_formats import (
 from apps.support.health import catalogue_health
 from apps.support.models import ExampleSource, Intent
 from apps.support.templates import slot_names
-from core.api.deps import KEY_ERRORS, RawBody, SessionDep, require_scope
+from core.api.deps import RawBody, SessionDep, scoped_router
 from core.storage.models import Scope
 
-router = APIRouter(
-    tags=["support: catalogue"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.SUPPORT))],
-)
+router = scoped_router(Scope.SUPPORT, "support: catalogue")
 
 MAX_EXAMPLES_PER_REQUEST = 1_000
 

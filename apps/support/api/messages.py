@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import HTTPException, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
@@ -16,19 +16,16 @@ from apps.support.models import Conversation, ConversationStatus, Customer, Mess
 from apps.support.training import TRAIN_JOB, SupportTrainParams
 from core import jobs
 from core.api.deps import (
-    KEY_ERRORS,
     DispatcherDep,
     SessionDep,
     SessionFactoryDep,
-    require_scope,
+    scoped_router,
     unavailable,
 )
 from core.api.jobs import JobPublic
 from core.storage.models import Scope
 
-router = APIRouter(
-    tags=["support"], responses=KEY_ERRORS, dependencies=[Depends(require_scope(Scope.SUPPORT))]
-)
+router = scoped_router(Scope.SUPPORT, "support")
 
 MAX_TEXT = 2000
 SlotValue = str | int | float | bool | None

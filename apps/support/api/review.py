@@ -6,21 +6,16 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from apps.support import review
 from apps.support.catalogue import CatalogueError, ExampleConflict, IntentNotFound
 from apps.support.models import ReviewItem, ReviewStatus
-from core.api.deps import KEY_ERRORS, CurrentKey, Offset, SessionDep, require_scope
+from core.api.deps import CurrentKey, Offset, SessionDep, scoped_router
 from core.storage.models import Scope
 
-router = APIRouter(
-    prefix="/review",
-    tags=["support: review"],
-    responses=KEY_ERRORS,
-    dependencies=[Depends(require_scope(Scope.SUPPORT))],
-)
+router = scoped_router(Scope.SUPPORT, "support: review", prefix="/review")
 
 
 class ReviewItemPublic(BaseModel):

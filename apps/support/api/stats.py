@@ -5,23 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict
 
-from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from apps.support.stats import Tally, support_stats
 from core.api.deps import (
-    KEY_ERRORS,
     ReportSince,
     ReportUntil,
     SessionDep,
     reporting_period,
-    require_scope,
+    scoped_router,
 )
 from core.storage.models import Scope
 
-router = APIRouter(
-    tags=["support"], responses=KEY_ERRORS, dependencies=[Depends(require_scope(Scope.SUPPORT))]
-)
+router = scoped_router(Scope.SUPPORT, "support")
 
 
 class TallyPublic(BaseModel):
