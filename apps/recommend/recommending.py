@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -436,16 +437,11 @@ def _cosine(state: CatalogueState, key: str, vector: np.ndarray | None) -> float
 
 
 def _diversify(
-    state: CatalogueState,
-    ranked: Sequence[str],
-    k: int,
-    recommend: RecommendSettings,
-    allow_series: str | None = None,
-    cap_categories: bool = False,
+    state: CatalogueState, ranked: Sequence[str], k: int, recommend: RecommendSettings, **caps: Any
 ) -> list[str]:
-    """The first `k` of `ranked` within the caps (`_capped`); the caps are relaxed when the
-    candidates cannot fill the list."""
-    within, over = _capped(state, ranked, k, recommend, allow_series, cap_categories)
+    """The first `k` of `ranked` within the caps (`_capped`, which `caps` go to); the caps are
+    relaxed when the candidates cannot fill the list."""
+    within, over = _capped(state, ranked, k, recommend, **caps)
     return within + over[: k - len(within)]
 
 

@@ -116,7 +116,8 @@ def evaluate_entities(
     if not times:  # a batch that mentions no company on the watchlist
         return []
     rules = _rules_by_entity(session, times)
-    changes = _close_unjudged(session, times, rules)
+    book = _AlertBook.load(session, times, rules)
+    changes = list(book.closed)
     points = {entity_id: sorted(at) for entity_id, at in times.items() if at and rules[entity_id]}
     if not points:
         session.flush()
@@ -131,7 +132,6 @@ def evaluate_entities(
     by_entity = (
         read_histories(session, spans) if histories is None else histories.read(session, spans)
     )
-    book = _AlertBook.load(session, points, rules)
     for entity_id, at in points.items():
         for as_of in at:
             stats_by_window: dict[int, WindowStats] = {}
@@ -154,20 +154,27 @@ class _AlertBook:
     def __init__(self) -> None:
         self.open: dict[tuple[uuid.UUID, uuid.UUID], Alert] = {}
         self.last_resolved: dict[tuple[uuid.UUID, uuid.UUID], dt.datetime] = {}
+        # Open alerts whose rule no longer applies to their entity (disabled, moved to
+        # another company, overridden by the company's own rule of its name): resolved at
+        # load, as nothing would evaluate them again and they would fire forever.
+        self.closed: list[AlertChange] = []
 
     @classmethod
     def load(
         cls,
         session: Session,
-        points: Mapping[uuid.UUID, Sequence[dt.datetime]],
+        times: Mapping[uuid.UUID, Sequence[dt.datetime]],
         rules: Mapping[uuid.UUID, Sequence[AlertRule]],
     ) -> _AlertBook:
         book = cls()
         wanted = [Alert.state.in_(OPEN_STATES)]
-        cooldown_s = max(rule.cooldown_s for entity_id in points for rule in rules[entity_id])
+        judged = [entity_id for entity_id, at in times.items() if at and rules[entity_id]]
+        cooldown_s = max(
+            (rule.cooldown_s for entity_id in judged for rule in rules[entity_id]), default=0
+        )
         if cooldown_s > 0:
             # Resolved before the earliest evaluation's cooldown began: no rule can see it.
-            earliest = min(at[0] for at in points.values()) - dt.timedelta(seconds=cooldown_s)
+            earliest = min(min(times[e]) for e in judged) - dt.timedelta(seconds=cooldown_s)
             wanted.append(
                 and_(
                     Alert.state == AlertState.RESOLVED,
@@ -176,10 +183,13 @@ class _AlertBook:
                 )
             )
         for alert in session.scalars(
-            select(Alert).where(Alert.entity_id.in_(list(points)), or_(*wanted))
+            select(Alert).where(Alert.entity_id.in_(list(times)), or_(*wanted))
         ):
             if alert.state is AlertState.RESOLVED:
                 book.resolved(alert)
+            elif alert.rule_id not in {rule.id for rule in rules[alert.entity_id]}:
+                at = max(times[alert.entity_id], default=alert.window_end)
+                book.closed.append(_resolve(alert, at))
             else:
                 book.open[(alert.entity_id, alert.rule_id)] = alert
         return book
@@ -258,24 +268,6 @@ def close_rule_alerts(
     if keep is not None:
         query = query.where(Alert.entity_id != keep)
     return [_resolve(alert, now) for alert in session.scalars(query)]
-
-
-def _close_unjudged(
-    session: Session,
-    times: Mapping[uuid.UUID, Sequence[dt.datetime]],
-    rules: Mapping[uuid.UUID, Sequence[AlertRule]],
-) -> list[AlertChange]:
-    """Resolve the open alerts of these entities whose rule no longer applies to them
-    (disabled, moved to another company, overridden by a company's own rule of its name):
-    nothing would evaluate them again, and they would fire forever."""
-    changes = []
-    for alert in session.scalars(
-        select(Alert).where(Alert.entity_id.in_(list(times)), Alert.state.in_(OPEN_STATES))
-    ):
-        if alert.rule_id not in {rule.id for rule in rules[alert.entity_id]}:
-            at = max(times[alert.entity_id], default=alert.window_end)
-            changes.append(_resolve(alert, at))
-    return changes
 
 
 def _resolve(alert: Alert, at: dt.datetime) -> AlertChange:
