@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # How a job that never reached the broker fails (`submit_job`).
 NOT_QUEUED = "could not enqueue job"
+# The reason a cancelled job shows.
+CANCELLED = "cancelled on request"
 
 # default: deliveries, notifications and periodic ticks (no model); gpu: training and bulk
 # model work, one job at a time per accelerator; inference: short model work that must not
@@ -55,6 +57,14 @@ class DispatchError(RuntimeError):
 
 class InvalidJobParams(ValueError):
     """A job's parameters do not match what its kind expects."""
+
+
+class JobCancelled(Exception):
+    """Raised from a running job's progress report once it was asked to stop."""
+
+
+class JobFinished(ValueError):
+    """The job already finished: there is nothing left to cancel."""
 
 
 @dataclass(frozen=True)
@@ -195,15 +205,20 @@ def claim_job(
     """
     now = utcnow()
     stale = now - dt.timedelta(seconds=lease_s)
+    dead = (Job.status == JobStatus.RUNNING) & (Job.heartbeat_at < stale)
     with factory() as session:
+        # A dead worker's job that was asked to stop is not run again: it ends here.
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, dead, Job.cancel_requested_at.is_not(None))
+            .values(status=JobStatus.CANCELLED, error=CANCELLED, finished_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
         claimed = session.execute(
             update(Job)
             .where(
                 Job.id == job_id,
-                or_(
-                    Job.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
-                    (Job.status == JobStatus.RUNNING) & (Job.heartbeat_at < stale),
-                ),
+                or_(Job.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]), dead),
             )
             .values(
                 status=JobStatus.RUNNING,
@@ -304,8 +319,55 @@ def heartbeat(factory: sessionmaker[Session], job_id: uuid.UUID) -> None:
 def report_progress(
     factory: sessionmaker[Session], job_id: uuid.UUID, fraction: float, message: str | None = None
 ) -> None:
+    """Record progress; raises `JobCancelled` when the job was asked to stop."""
     fraction = min(max(float(fraction), 0.0), 1.0)
-    _update(factory, job_id, progress=fraction, progress_message=message, heartbeat_at=utcnow())
+    now = utcnow()
+    with factory() as session:
+        recorded = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.cancel_requested_at.is_(None))
+            .values(updated_at=now, heartbeat_at=now, progress=fraction, progress_message=message)
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        session.commit()
+    if not recorded:
+        raise JobCancelled(f"job {job_id} was cancelled")
+
+
+def cancel_job(factory: sessionmaker[Session], job_id: uuid.UUID) -> Job | None:
+    """Cancel a job: one that waits ends `cancelled` now; one that runs is asked to stop and
+    ends `cancelled` at its next progress report. `None` for an unknown job; `JobFinished`
+    when it already finished (a job that stops reporting progress may also finish first)."""
+    now = utcnow()
+    with factory() as session:
+        waiting = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]))
+            .values(
+                status=JobStatus.CANCELLED,
+                error=CANCELLED,
+                finished_at=now,
+                cancel_requested_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        if not waiting:
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.status == JobStatus.RUNNING,
+                    Job.cancel_requested_at.is_(None),
+                )
+                .values(cancel_requested_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        session.commit()
+        job = session.get(Job, job_id)
+    if job is not None and job.status.finished and not waiting:
+        raise JobFinished(f"job {job_id} already finished: {job.status.value}")
+    return job
 
 
 def finish_job(
@@ -324,6 +386,10 @@ def finish_job(
 
 def fail_job(factory: sessionmaker[Session], job_id: uuid.UUID, reason: str) -> None:
     _update(factory, job_id, status=JobStatus.FAILED, error=reason, finished_at=utcnow())
+
+
+def mark_cancelled(factory: sessionmaker[Session], job_id: uuid.UUID) -> None:
+    _update(factory, job_id, status=JobStatus.CANCELLED, error=CANCELLED, finished_at=utcnow())
 
 
 def mark_retrying(factory: sessionmaker[Session], job_id: uuid.UUID, reason: str) -> None:

@@ -92,6 +92,17 @@ def test_migrate_keys_and_jobs(local_env: str) -> None:
     assert job_id in listed_jobs.output, listed_jobs.output
     shown = runner.invoke(app, ["jobs", "show", job_id])
     assert shown.exit_code == 0 and "succeeded" in shown.output, shown.output
+    too_late = runner.invoke(app, ["jobs", "cancel", job_id])
+    assert too_late.exit_code == 1 and "already finished: succeeded" in too_late.output
+
+    with get_session_factory(local_env)() as session:  # waiting for a worker
+        waiting = Job(kind="core.worker_info", queue="default", status="queued", params={})
+        session.add(waiting)
+        session.commit()
+        queued_id = str(waiting.id)
+    cancelled = runner.invoke(app, ["jobs", "cancel", queued_id])
+    assert cancelled.exit_code == 0 and f"job {queued_id} cancelled" in cancelled.output
+    assert '"status": "cancelled"' in runner.invoke(app, ["jobs", "show", queued_id]).output
 
     revoked = runner.invoke(app, ["keys", "revoke", str(stored.id)])
     assert revoked.exit_code == 0 and revoked.output.strip() == f"revoked {stored.id}"

@@ -106,6 +106,11 @@ def run_job(
         jobs.finish_job(factory, job_id, result)
         outcome = "succeeded"
         return dict(result or {})
+    except jobs.JobCancelled:
+        jobs.mark_cancelled(factory, job_id)
+        outcome = "cancelled"
+        log.info("job cancelled", extra={"job_id": str(job_id), "kind": definition.name})
+        return None
     except jobs.TransientJobError as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if retries < definition.max_retries:

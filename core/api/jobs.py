@@ -42,6 +42,7 @@ class JobPublic(BaseModel):
     idempotency_key: str | None
     created_at: dt.datetime
     started_at: dt.datetime | None
+    cancel_requested_at: dt.datetime | None
     finished_at: dt.datetime | None
     updated_at: dt.datetime
 
@@ -68,9 +69,7 @@ def _visible(key: ApiKey, job: Job) -> bool:
     return key.grants(scope_for_kind(job.kind))
 
 
-@router.get("/{job_id}", response_model=JobPublic, summary="A job's status, progress and result")
-def read_job(job_id: uuid.UUID, session: SessionDep, key: CurrentKey) -> Job:
-    job = jobs.get_job(session, job_id)
+def _check_visible(key: ApiKey, job: Job | None, job_id: uuid.UUID) -> Job:
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job with id {job_id}")
     if not _visible(key, job):
@@ -79,6 +78,31 @@ def read_job(job_id: uuid.UUID, session: SessionDep, key: CurrentKey) -> Job:
             f"job {job_id} belongs to the {scope_for_kind(job.kind).value!r} scope",
         )
     return job
+
+
+@router.get("/{job_id}", response_model=JobPublic, summary="A job's status, progress and result")
+def read_job(job_id: uuid.UUID, session: SessionDep, key: CurrentKey) -> Job:
+    return _check_visible(key, jobs.get_job(session, job_id), job_id)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Cancel a job",
+    description="A queued or retrying job ends `cancelled` at once. A running one gets "
+    "`cancel_requested_at` and ends `cancelled` at its next progress report (a training run "
+    "within a few steps); it may still finish first. Any key that can see the job may cancel it.",
+    responses={409: {"description": "the job already finished"}},
+)
+def cancel_job(
+    job_id: uuid.UUID, session: SessionDep, factory: SessionFactoryDep, key: CurrentKey
+) -> Job:
+    _check_visible(key, jobs.get_job(session, job_id), job_id)
+    try:
+        return _check_visible(key, jobs.cancel_job(factory, job_id), job_id)
+    except jobs.JobFinished as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
 
 @router.get("", response_model=list[JobPublic], summary="Recent jobs visible to this key")

@@ -33,6 +33,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.jobs import JobCancelled
 from core.ml import versions
 from core.ml.device import configured_placement
 from core.ml.evaluation import label_metrics
@@ -291,9 +292,10 @@ def _run(
             if same_data is not None:
                 result.metrics["production_same_data"] = same_data
     except Exception as exc:
+        ended = JobStatus.CANCELLED if isinstance(exc, JobCancelled) else JobStatus.FAILED
         with session_scope(factory) as session:
             run = session.get(TrainingRun, run_id)
-            run.status, run.error, run.finished_at = JobStatus.FAILED, str(exc), utcnow()
+            run.status, run.error, run.finished_at = ended, str(exc), utcnow()
         raise
     return _record(factory, run_id, model_name, base_reference, result, promotion, extra, task)
 

@@ -46,10 +46,11 @@ class JobStatus(StrEnum):
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
     @classmethod
     def unfinished(cls) -> tuple[JobStatus, ...]:
@@ -78,6 +79,8 @@ class Job(Base):
     created_at: Mapped[dt.datetime] = created_at()
     started_at: Mapped[dt.datetime | None]
     heartbeat_at: Mapped[dt.datetime | None]
+    # Asked to stop while running: the body stops at its next progress report.
+    cancel_requested_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -208,3 +208,58 @@ def test_stalled_jobs_are_sent_again_once_per_wait(session_factory: sessionmaker
     # Sent twice, run once: the atomic claim lets one delivery through.
     assert jobs.claim_job(session_factory, made["lost"], "w1", lease_s=120) is not None
     assert jobs.claim_job(session_factory, made["lost"], "w2", lease_s=120) is None
+
+
+def test_a_waiting_job_is_cancelled_at_once_and_never_runs(
+    session_factory: sessionmaker[Session],
+) -> None:
+    job_id = _queued(session_factory)
+    cancelled = jobs.cancel_job(session_factory, job_id)
+    assert cancelled is not None
+    assert (cancelled.status, cancelled.error) == (JobStatus.CANCELLED, jobs.CANCELLED)
+    assert cancelled.finished_at is not None
+    assert jobs.claim_job(session_factory, job_id, "w1", lease_s=60) is None
+    with pytest.raises(jobs.JobFinished, match="already finished: cancelled"):
+        jobs.cancel_job(session_factory, job_id)
+    assert jobs.cancel_job(session_factory, uuid.uuid4()) is None
+
+
+def test_a_running_job_stops_at_its_next_progress_report(
+    session_factory: sessionmaker[Session],
+) -> None:
+    job_id = _queued(session_factory)
+    jobs.claim_job(session_factory, job_id, "w1", lease_s=60)
+    jobs.report_progress(session_factory, job_id, 0.2, "step 1")
+    asked = jobs.cancel_job(session_factory, job_id)
+    assert asked.status is JobStatus.RUNNING and asked.cancel_requested_at is not None
+    assert jobs.cancel_job(session_factory, job_id).status is JobStatus.RUNNING  # asked twice
+    with pytest.raises(jobs.JobCancelled):
+        jobs.report_progress(session_factory, job_id, 0.4, "step 2")
+    with session_factory() as session:
+        assert session.get(Job, job_id).progress == 0.2
+
+
+def test_a_finished_job_cannot_be_cancelled(session_factory: sessionmaker[Session]) -> None:
+    job_id = _queued(session_factory)
+    jobs.claim_job(session_factory, job_id, "w1", lease_s=60)
+    jobs.finish_job(session_factory, job_id, {"answer": 42})
+    with pytest.raises(jobs.JobFinished, match="already finished: succeeded"):
+        jobs.cancel_job(session_factory, job_id)
+    with session_factory() as session:
+        assert session.get(Job, job_id).status is JobStatus.SUCCEEDED
+
+
+def test_a_dead_workers_job_asked_to_stop_is_not_run_again(
+    session_factory: sessionmaker[Session],
+) -> None:
+    job_id = _queued(session_factory)
+    jobs.claim_job(session_factory, job_id, "w1", lease_s=60)
+    jobs.cancel_job(session_factory, job_id)
+    with session_factory() as session:
+        long_ago = jobs.utcnow() - dt.timedelta(minutes=5)
+        session.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=long_ago))
+        session.commit()
+    assert jobs.claim_job(session_factory, job_id, "w2", lease_s=60) is None
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        assert (job.status, job.worker) == (JobStatus.CANCELLED, "w1")

@@ -31,6 +31,7 @@ SCOPE_OF_PREFIX = {
     "/v1/sentiment": "sentiment",
     "/v1/recommend": "recommend",
     "/v1/models": "admin",
+    "POST /v1/jobs/": None,  # cancelling: any key that can see the job (its own scope)
     "POST /v1/jobs": "admin",
     "GET /v1/jobs": None,  # any key: a caller sees only the jobs of its own scopes
 }

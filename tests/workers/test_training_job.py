@@ -237,3 +237,33 @@ def test_an_artifacts_folder_that_cannot_be_written_fails_before_training(
     assert done.status is JobStatus.FAILED
     assert "cannot write model versions to /proc/textsuite (TEXTSUITE_ARTIFACTS_DIR)" in done.error
     assert done.progress_message is None or "fitting" not in done.progress_message
+
+
+def test_a_training_job_cancelled_while_it_runs_stops_and_records_no_version(
+    service_settings: Settings, api_key, tiny_base: Path, tmp_path: Path
+) -> None:
+    data = _write_csv(tmp_path / "tickets.csv")
+    params = _params(data, tiny_base)
+    # minutes of training, unless stopped
+    params["arguments"] = {**params["arguments"], "epochs": 400, "early_stopping_patience": 0}
+    headers = {"X-API-Key": api_key("admin")}
+    factory = get_session_factory(service_settings.database_url)
+    with TestClient(create_service(service_settings)) as client:
+        job_id = client.post(
+            "/v1/jobs", json={"kind": "core.train_classifier", "params": params}, headers=headers
+        ).json()["id"]
+        training = wait_for_job(
+            factory, job_id, timeout_s=120, until=lambda job: "step" in (job.progress_message or "")
+        )
+        assert not training.status.finished
+        asked = client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
+        assert asked.status_code == 202, asked.text
+        assert asked.json()["status"] == "running" and asked.json()["cancel_requested_at"]
+        job = wait_for_job(factory, job_id, timeout_s=60)
+        again = client.post(f"/v1/jobs/{job_id}/cancel", headers=headers)
+    assert job.status is JobStatus.CANCELLED and job.progress < 0.5
+    assert again.status_code == 409 and "already finished: cancelled" in again.json()["detail"]
+    with factory() as session:
+        run = session.scalars(select(TrainingRun)).one()
+        assert run.status is JobStatus.CANCELLED
+        assert session.scalars(select(ModelVersion)).all() == []

@@ -128,6 +128,22 @@ def show(
     print_job(follow(current, job_id) if watch else _load(current, job_id))
 
 
+@app.command()
+def cancel(job_id: Annotated[uuid.UUID, typer.Argument(help="The job's id")]) -> None:
+    """Cancel a job: a waiting one now, a running one at its next progress report."""
+    current = settings()
+    try:
+        job = jobs.cancel_job(get_session_factory(current.database_url), job_id)
+    except jobs.JobFinished as exc:
+        fail(str(exc))
+    if job is None:
+        fail(f"no job with id {job_id}")
+    if job.status is JobStatus.CANCELLED:
+        typer.echo(f"job {job_id} cancelled")
+    else:
+        typer.echo(f"job {job_id} is asked to stop; it ends at its next progress report")
+
+
 def _parse_params(pairs: list[str]) -> dict[str, object]:
     params: dict[str, object] = {}
     for pair in pairs:
@@ -171,7 +187,7 @@ def submit(
     if wait or current.jobs_inprocess:
         job = follow(current, job.id)
     print_job(job)
-    if job.status is JobStatus.FAILED:
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise typer.Exit(1)
 
 
@@ -222,6 +238,6 @@ def submit_and_follow(kind: str, params: dict[str, object], wait: bool = True) -
         return job
     finished = follow(current, job.id)
     print_job(finished, brief=True)
-    if finished.status is JobStatus.FAILED:
+    if finished.status in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise typer.Exit(1)
     return finished

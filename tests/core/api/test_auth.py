@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
 from sqlalchemy import inspect, select
@@ -47,6 +48,10 @@ def test_job_status_is_visible_only_to_its_scope(client, api_key) -> None:
     assert forbidden.status_code == 403
     listed = client.get("/v1/jobs", headers={"X-API-Key": sentiment})
     assert listed.status_code == 200 and listed.json() == []
+    refused = client.post(f"/v1/jobs/{job['id']}/cancel", headers={"X-API-Key": sentiment})
+    assert refused.status_code == 403 and "belongs to the 'admin' scope" in refused.text
+    unknown = client.post(f"/v1/jobs/{uuid.uuid4()}/cancel", headers={"X-API-Key": admin})
+    assert unknown.status_code == 404
 
 
 def test_revoked_key_is_401(client, api_key, service_settings: Settings) -> None:
