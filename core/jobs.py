@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -65,6 +65,12 @@ class JobCancelled(Exception):
 
 class JobFinished(ValueError):
     """The job already finished: there is nothing left to cancel."""
+
+
+class NoParams(BaseModel):
+    """The parameters of a kind that takes none: any given is refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass(frozen=True)

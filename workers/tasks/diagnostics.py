@@ -7,11 +7,19 @@ import socket
 from importlib import metadata
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from core.jobs import JobContext
 from workers.registry import job_task
 
 
-@job_task("core.worker_info", queue="default", max_retries=0)
+class WorkerInfoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    echo: Any = None  # returned as given: shows which submission a worker answered
+
+
+@job_task("core.worker_info", queue="default", max_retries=0, params=WorkerInfoParams)
 def worker_info(ctx: JobContext) -> dict[str, Any]:
     """Report host, Python and library versions, and which accelerator the worker sees."""
     ctx.progress(0.1, "inspecting the worker")

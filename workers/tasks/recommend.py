@@ -7,11 +7,11 @@ from typing import Any
 from apps.recommend.embeddings import EMBED_JOB, embed_pending
 from apps.recommend.settings import get_recommend_settings
 from apps.recommend.training import TRAIN_JOB, RecommendTrainParams, train_recommend_encoder
-from core.jobs import JobContext
+from core.jobs import JobContext, NoParams
 from workers.registry import job_task
 
 
-@job_task(EMBED_JOB, queue="inference", max_retries=2)
+@job_task(EMBED_JOB, queue="inference", max_retries=2, params=NoParams)
 def embed_items(ctx: JobContext) -> dict[str, Any]:
     """Embed every item without a vector from the current encoder (resumes where it stopped)."""
     return embed_pending(

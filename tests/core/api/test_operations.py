@@ -117,6 +117,11 @@ def test_malformed_job_requests_are_4xx_with_reasons(client, api_key) -> None:
     assert client.post("/v1/jobs", content=b"{not json", headers=headers).status_code == 415
     extra = client.post("/v1/jobs", json={"kind": "core.worker_info", "x": 1}, headers=headers)
     assert extra.status_code == 422
+    for kind, params in (("core.worker_info", {"ecko": 1}), ("recommend.embed", {"all": True})):
+        unused = client.post("/v1/jobs", json={"kind": kind, "params": params}, headers=headers)
+        assert unused.status_code == 422, unused.text
+        assert f"invalid parameters for {kind}" in unused.json()["detail"]
+        assert "Extra inputs are not permitted" in unused.json()["detail"]
     bad_queue = client.post(
         "/v1/jobs", json={"kind": "core.worker_info", "queue": "fast"}, headers=headers
     )
