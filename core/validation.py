@@ -4,7 +4,9 @@ person can act on."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Union
 
@@ -105,3 +107,70 @@ def one_or_batch(one: type, batch: type, key: str) -> Any:
         Union[Annotated[one, Tag("one")], Annotated[batch, Tag("batch")]],  # noqa: UP007
         Discriminator(kind),
     ]
+
+
+# How deep a request's JSON may nest. Free-form fields (metadata, attributes, job parameters)
+# are stored as given and sent back in answers, whose serializer stops at about 255 levels.
+MAX_JSON_DEPTH = 32
+
+
+class UnfitJson(ValueError):
+    """Valid JSON the apps could store but not send back (`strict_json_loads`)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise UnfitJson(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise UnfitJson(f"the number {text[:40]} is out of range")
+    return value
+
+
+def json_problem(value: Any) -> str | None:
+    """What makes decoded JSON unfit to store and send back, if anything: nesting deeper than
+    `MAX_JSON_DEPTH`, or text holding a lone surrogate (`\\ud800`), which no UTF-8 can carry."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "text holds a lone surrogate (\\ud800-\\udfff), which is not a character"
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack += [(child, depth + 1) for child in children]
+    return None
+
+
+def strict_json_loads(data: str | bytes) -> Any:
+    """JSON as the apps can store and send back. `UnfitJson` for NaN and Infinity, numbers
+    beyond a float's range (`1e309`), lone surrogates and nesting deeper than
+    `MAX_JSON_DEPTH`; `ValueError` saying where for broken syntax, text that is not UTF-8,
+    and numbers longer than Python reads (4,300 digits)."""
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite)
+    except RecursionError:
+        raise UnfitJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column" if exc.lineno > 1 else "column"
+        raise ValueError(f"{exc.msg} at {where} {exc.colno}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except UnfitJson:
+        raise
+    except ValueError as exc:
+        if "digits" not in str(exc):
+            raise
+        raise ValueError(
+            f"a number is longer than {sys.get_int_max_str_digits():,} digits"
+        ) from None
+    problem = json_problem(value)
+    if problem is not None:
+        raise UnfitJson(problem)
+    return value

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from apps.recommend.events import (
     record_events,
 )
 from core.storage.engine import session_scope
-from core.validation import problems
+from core.validation import UnfitJson, problems, strict_json_loads
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R")
@@ -302,12 +301,15 @@ def _jsonl(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
+            record = strict_json_loads(line)
+        except UnfitJson as exc:
+            yield number, ValueError(f"not JSON that can be stored: {exc}")
+            continue
+        except ValueError as exc:
             if number == 1 and line.strip() in ("[", "{"):
                 yield number, ValueError(f"one JSON document over many lines: {ONE_PER_LINE}")
                 return
-            yield number, ValueError(f"not JSON: {exc.msg} at column {exc.colno}")
+            yield number, ValueError(f"not JSON: {exc}")
             continue
         if isinstance(record, list):
             yield number, ValueError(f"a JSON array: {ONE_PER_LINE}, not a list of them")
@@ -368,7 +370,7 @@ def _item_row(row: dict[str, str]) -> dict[str, Any]:
         elif key == "tags":
             record[key] = [tag.strip() for tag in value.split("|") if tag.strip()]
         elif key == "attributes":
-            record[key] = json.loads(value) if value.strip() else {}
+            record[key] = strict_json_loads(value) if value.strip() else {}
         elif value != "":
             record[key] = value
     if attributes:
@@ -379,8 +381,8 @@ def _item_row(row: dict[str, str]) -> dict[str, Any]:
 def _scalar(value: str) -> Any:
     """`129` -> 129, `true` -> True, anything else stays text."""
     try:
-        parsed = json.loads(value)
-    except ValueError:
+        parsed = strict_json_loads(value)
+    except ValueError:  # 1e309 and NaN too: kept as the text they are
         return value
     return parsed if isinstance(parsed, int | float | bool) else value
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -13,7 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from apps.sentiment.articles import ArticleIn
-from core.validation import problems
+from core.validation import problems, strict_json_loads
 
 
 class ReplayFileError(ValueError):
@@ -33,12 +32,12 @@ def check_articles(path: Path) -> int:
     errors: list[str] = []
     for number, line in _lines(path):
         try:
-            ArticleIn.model_validate(json.loads(line))
+            ArticleIn.model_validate(strict_json_loads(line))
             count += 1
-        except json.JSONDecodeError as exc:
-            errors.append(f"line {number}: not JSON ({exc.msg})")
         except ValidationError as exc:
             errors.append(f"line {number}: {problems(exc, 'article')}")
+        except ValueError as exc:
+            errors.append(f"line {number}: not JSON the monitor can store ({exc})")
     if errors:
         raise ReplayFileError(path, errors)
     return count
@@ -47,7 +46,7 @@ def check_articles(path: Path) -> int:
 def iter_articles(path: Path) -> Iterator[ArticleIn]:
     """The file's articles one at a time (check it with `check_articles` first)."""
     for _, line in _lines(path):
-        yield ArticleIn.model_validate(json.loads(line))
+        yield ArticleIn.model_validate(strict_json_loads(line))
 
 
 def read_articles(path: Path) -> list[ArticleIn]:

@@ -15,7 +15,6 @@ every group has acknowledged. What a Redis restart loses depends on how Redis pe
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -36,7 +35,7 @@ from apps.sentiment.scoring import NoSentimentModel
 from apps.sentiment.settings import SentimentSettings
 from core.metrics import SENTIMENT_ARTICLES, STREAM_BACKLOG, STREAM_LAG_SECONDS
 from core.storage.engine import session_scope
-from core.validation import problems
+from core.validation import problems, strict_json_loads
 
 log = logging.getLogger(__name__)
 
@@ -333,8 +332,8 @@ def article_of(fields: Mapping[str, str]) -> ArticleIn:
     if raw is None:
         raise ValueError(f"no {FIELD!r} field (fields: {sorted(fields)})")
     try:
-        return ArticleIn.model_validate(json.loads(raw))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg})") from None
+        return ArticleIn.model_validate(strict_json_loads(raw))
     except ValidationError as exc:
         raise ValueError(problems(exc, "article")) from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON the monitor can store ({exc})") from None

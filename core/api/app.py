@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.api import docs, health, jobs, models
 from core.api.health import ReadinessCheck
-from core.api.middleware import BodySizeLimit, RequestIds, RequestMetrics
+from core.api.middleware import BodySizeLimit, RequestIds, RequestMetrics, StrictJsonBodies
 from core.jobs import DispatchError, JobDispatcher
 from core.ml.batching import BatcherStopped, Overloaded
 from core.runtime import freeze_long_lived
@@ -79,6 +79,7 @@ def create_app(
     app.state.api_keys = KeyCache(settings.api_key_cache_s)
     app.state.rate_limiter = RateLimiter()
     app.state.extra_readiness_checks = dict(readiness_checks or {})
+    app.add_middleware(StrictJsonBodies)  # inside the size limit: reads no more than it allows
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,

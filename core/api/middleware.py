@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.logs import REQUEST_ID
 from core.metrics import HTTP_REQUEST_DURATION
+from core.validation import UnfitJson, strict_json_loads
 
 try:  # FastAPI that includes routers lazily: a route's own path lacks its routers' prefixes
     from fastapi.routing import iter_route_contexts
@@ -90,6 +91,62 @@ class BodySizeLimit:
         except _BodyTooLarge:
             if not started:
                 await _send_json(send, 413, {"detail": message})
+
+
+def _is_json(scope: Scope) -> bool:
+    content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+class StrictJsonBodies:
+    """Answers 422 to a JSON body the apps could store but not send back, before a handler
+    reads it: NaN or Infinity, a number beyond a float's range, a lone surrogate, nesting
+    deeper than `MAX_JSON_DEPTH` (`core.validation.strict_json_loads`). FastAPI's reader
+    takes them all; stored in a free-form field (metadata, job parameters), they used to
+    break every later answer that listed it. Syntax errors are left to FastAPI's own 422."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        if not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: let the app see it
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            strict_json_loads(body)
+        except UnfitJson as exc:
+            error = {"type": "json_invalid", "loc": ["body"], "msg": str(exc)}
+            await _send_json(send, 422, {"detail": [error]})
+            return
+        except ValueError:
+            pass  # not JSON at all: FastAPI's own 422 says where it breaks
+        await self.app(scope, _replay([{"type": "http.request", "body": body}], receive), send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A `receive` that gives `messages` first, then whatever the client sends next."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
 
 
 def route_templates(app: Any) -> dict[int, str]:

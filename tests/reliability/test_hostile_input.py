@@ -87,6 +87,59 @@ def test_oversized_bodies_get_413_before_they_are_read(
     assert "bytes" in response.json()["detail"]
 
 
+def test_an_oversized_body_sent_in_chunks_gets_413(target: tuple[TestClient, str]) -> None:
+    """No Content-Length to refuse it by: the limit is counted as the chunks arrive."""
+    client, key = target
+    chunks = (b'{"title": "' if n == 0 else b"a" * 65536 for n in range(40))
+    response = client.post(
+        ARTICLES, content=chunks, headers={"X-API-Key": key, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413, response.text
+    assert "TEXTSUITE_MAX_REQUEST_BYTES" in response.json()["detail"]
+
+
+# Valid JSON in free-form fields (metadata, attributes, job parameters), stored as given and
+# sent back by every later answer that lists it: values no JSON answer can carry are refused.
+UNFIT: list[tuple[str, str, str, str, str]] = [
+    # (what, path, body, why, the listing that must still answer)
+    ("NaN job parameter", "/v1/jobs", '{"kind": "core.worker_info", "params": {"echo": NaN}}',
+     "NaN is not a JSON number", "/v1/jobs"),
+    ("1e309 item metadata", ITEMS, '{"id": "m1", "title": "t", "metadata": {"a": 1e309}}',
+     "out of range", f"{ITEMS}?limit=1000"),
+    ("surrogate job parameter", "/v1/jobs",
+     '{"kind": "core.worker_info", "params": {"echo": "\\ud800"}}', "surrogate", "/v1/jobs"),
+    ("surrogate customer attribute", "/v1/support/customers/c9",
+     '{"attributes": {"tier": "\\ud800"}}', "surrogate", "/v1/support/review"),
+    ("surrogate message metadata", MESSAGE,
+     '{"conversation_id": "s1", "text": "hi", "metadata": {"order_id": "\\udfff"}}',
+     "surrogate", "/v1/support/conversations/s1"),
+    ("metadata 40 deep", ITEMS,
+     '{"id": "d1", "title": "t", "metadata": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}",
+     "nested deeper than 32 levels", f"{ITEMS}?limit=1000"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "backend", ["target", pytest.param("postgres_target", marks=pytest.mark.postgres)]
+)
+@pytest.mark.parametrize(
+    ("what", "path", "raw", "why", "listing"), UNFIT, ids=[case[0] for case in UNFIT]
+)
+def test_free_form_values_no_answer_could_carry_are_refused_and_nothing_is_stored(
+    request: pytest.FixtureRequest, backend: str, what: str, path: str, raw: str, why: str,
+    listing: str,
+) -> None:  # fmt: skip
+    client, key = request.getfixturevalue(backend)
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    method = "PUT" if "/customers/" in path else "POST"
+    response = client.request(method, path, content=raw.encode(), headers=headers)
+    assert response.status_code == 422, f"{what}: {response.status_code} {response.text[:300]}"
+    assert why in detail_text(response), detail_text(response)
+    after = client.get(listing, headers={"X-API-Key": key})
+    assert after.status_code in (200, 404), f"{what}: {after.status_code} {after.text[:300]}"
+    assert why not in after.text and "\\ud800" not in after.text
+
+
 def test_a_refused_batch_stores_nothing(target: tuple[TestClient, str]) -> None:
     client, key = target
     headers = {"X-API-Key": key}
@@ -102,7 +155,7 @@ UNREADABLE: list[tuple[str, bytes, str]] = [
     ("a 5,000-digit number", b'{"conversation_id": "c1", "text": "hi", "k": ' + b"9" * 5000 + b"}",
      "number in the body is too long"),
     ("nesting 100,000 deep", b'{"metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-     "nested too deeply"),
+     "nested deeper than 32 levels"),
 ]  # fmt: skip
 
 

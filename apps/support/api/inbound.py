@@ -3,7 +3,6 @@ handing the reply to a delivery job exactly once."""
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any, TypeVar
@@ -17,7 +16,7 @@ from core.api.deps import unavailable
 from core.jobs import DispatchError, IdempotencyConflict, JobDispatcher, submit_job
 from core.signing import SignatureError, verify
 from core.storage.models import Job
-from core.validation import error_details
+from core.validation import error_details, strict_json_loads
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +59,16 @@ async def read_signed_body(
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or a 400 that says why it is not one."""
+    """The body as a JSON object, or a 422 that says why it is not one."""
     try:
-        data = json.loads(body)
+        data = strict_json_loads(body)
     except ValueError as exc:
         raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, f"request body is not valid JSON: {exc}"
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"request body is not valid JSON: {exc}"
         ) from None
     if not isinstance(data, dict):
         raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"request body must be a JSON object, not {type(data).__name__}",
         )
     return data

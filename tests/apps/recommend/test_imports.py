@@ -140,6 +140,25 @@ def test_event_chunks_read_a_file_as_it_is_needed() -> None:
     assert empty.errors == [(1, "the file holds no records")]
 
 
+def test_lines_no_answer_could_carry_back_are_bad_lines_not_a_crash() -> None:
+    deep = '{"user_id": "u1", "item_id": "A", "type": "view", "x": ' + "[" * 5000 + "]" * 5000
+    lines = [
+        deep + "}",
+        '{"user_id": "u1", "item_id": "A", "type": "rating", "value": 1e309}',
+        '{"user_id": "u1", "item_id": "A", "type": "view", "x": ' + "9" * 5000 + "}",
+        '{"user_id": "u\\ud800", "item_id": "A", "type": "view"}',
+    ]
+    (chunk,) = event_chunks(io.BytesIO("\n".join(lines).encode()), FileFormat.JSONL, size=10)
+    assert chunk.records == []
+    assert chunk.errors == [
+        (1, "not JSON that can be stored: JSON nested deeper than 32 levels"),
+        (2, "not JSON that can be stored: the number 1e309 is out of range"),
+        (3, "not JSON: a number is longer than 4,300 digits"),
+        (4, "not JSON that can be stored: text holds a lone surrogate (\\ud800-\\udfff), "
+            "which is not a character"),
+    ]  # fmt: skip
+
+
 def _event_lines(*events: tuple[str, str, str]) -> str:
     return "".join(
         f'{{"event_id": "{event_id}", "user_id": "{user}", "item_id": "{item}", "type": "view"}}\n'

@@ -151,9 +151,10 @@ def test_messages_of_a_consumer_that_died_are_reclaimed(
 ) -> None:
     stream.publish(client, stream_settings.stream_name, headlines(20))
     dead = consumer_for(sentiment_settings, stream_settings, client, "dead")
+    # Made first: loading its model on a busy machine must not take claim_idle_ms.
+    survivor = consumer_for(sentiment_settings, stream_settings, client, "survivor")
     taken = dead._read(block_ms=100)  # read, then "crash" before storing or acknowledging
     assert len(taken) == 16
-    survivor = consumer_for(sentiment_settings, stream_settings, client, "survivor")
     survivor.poll(block_ms=100)  # the 4 nobody has read yet
     assert stored(sentiment_settings)[0] == 4
     time.sleep(1.1)  # the dead consumer's messages are now idle past claim_idle_ms

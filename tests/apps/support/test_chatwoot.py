@@ -514,9 +514,9 @@ def test_not_configured_is_a_404_naming_the_variable(
 @pytest.mark.parametrize(
     ("body", "status_code", "detail"),
     [
-        (b"{not json", 400, "not valid JSON"),
-        (b"[1, 2]", 400, "must be a JSON object"),
-        (b"\xff\xfe", 400, "not valid JSON"),
+        (b"{not json", 422, "not valid JSON"),
+        (b"[1, 2]", 422, "must be a JSON object"),
+        (b"\xff\xfe", 422, "not valid JSON"),
         (json.dumps({"event": "message_created", "id": 1}).encode(), 422, "message_type"),
         (
             json.dumps({**chatwoot_payload(), "conversation": {"status": "pending"}}).encode(),
@@ -525,8 +525,24 @@ def test_not_configured_is_a_404_naming_the_variable(
         ),
         (json.dumps({**chatwoot_payload(), "account": {"id": "seven"}}).encode(), 422, "account"),
         (json.dumps({**chatwoot_payload(), "event": ["message_created"]}).encode(), 422, "event"),
+        (b"[" * 100_000 + b"]" * 100_000, 422, "nested deeper"),
+        (
+            json.dumps({**chatwoot_payload(), "content": "hi \ud800"}).encode(),
+            422,
+            "surrogate",
+        ),
     ],
-    ids=["broken", "array", "not-utf8", "no-fields", "no-conversation-id", "bad-account", "event"],
+    ids=[
+        "broken",
+        "array",
+        "not-utf8",
+        "no-fields",
+        "no-conversation-id",
+        "bad-account",
+        "event",
+        "deep",
+        "surrogate",
+    ],
 )
 def test_malformed_webhooks_get_a_clear_4xx(
     client: TestClient, fake_chatwoot: FakeChatwoot, bot: FakeBot, body, status_code, detail

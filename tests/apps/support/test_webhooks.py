@@ -344,13 +344,17 @@ def test_a_refusing_receiver_fails_the_job_with_the_reason(
 @pytest.mark.parametrize(
     ("payload", "status_code", "detail"),
     [
-        (b"not json", 400, "not valid JSON"),
-        (b'"a string"', 400, "must be a JSON object"),
+        (b"not json", 422, "not valid JSON"),
+        (b'"a string"', 422, "must be a JSON object"),
         ({"conversation_id": "c", "message_id": "m"}, 422, "text"),
         (message(text="   "), 422, "text"),
         (message(conversation_id=""), 422, "conversation_id"),
         (message(metadata=[1, 2]), 422, "metadata"),
         (b'{"conversation_id": "c", "text": "hi \\ud800"}', 422, "text"),
+        (b'{"conversation_id": "c", "text": "hi", "metadata": {"n": NaN}}', 422, "NaN"),
+        (b'{"conversation_id": "c", "text": "hi", "metadata": {"n": 1e309}}', 422, "range"),
+        (b'{"conversation_id": "c", "text": "hi", "metadata": {"n": "\\udc00"}}', 422, "surrogate"),
+        (b"[" * 100_000 + b"]" * 100_000, 422, "nested deeper"),
     ],
     ids=[
         "broken",
@@ -360,6 +364,10 @@ def test_a_refusing_receiver_fails_the_job_with_the_reason(
         "blank-conversation",
         "bad-metadata",
         "lone-surrogate",
+        "nan-metadata",
+        "infinite-metadata",
+        "surrogate-metadata",
+        "deep",
     ],
 )
 def test_malformed_messages_get_a_clear_4xx(
