@@ -198,10 +198,28 @@ def _continues_iban_like(text: str, start: int) -> bool:
         index -= 1
     words = text[index:start].split()
     for first in range(len(words)):
-        head = "".join(words[first:])[:4]
-        if head[:2].upper() in _IBAN_LENGTHS and head[2:].isdigit() and len(head) == 4:
+        if _iban_written(words[first:]):
             return True
     return False
+
+
+# Letters an IBAN carries after its country code: a bank code (GB, NL: 4), rarely more.
+_IBAN_MAX_LETTERS = 8
+
+
+def _iban_written(words: list[str]) -> bool:
+    """Whether `words` read as the start of an IBAN as people write one: a country code and
+    two check digits, then groups of four (or all of it run together), in one case, with few
+    letters after the country code. "at 10 am on" is not one."""
+    compact = "".join(words)
+    head = compact[:4]
+    if len(head) < 4 or head[:2].upper() not in _IBAN_LENGTHS or not head[2:].isdigit():
+        return False
+    if len(words) > 1 and any(len(word) != 4 for word in words):
+        return False
+    letters = [char for char in compact if char.isalpha()]
+    same_case = all(c.isupper() for c in letters) or all(c.islower() for c in letters)
+    return same_case and len(letters) - 2 <= _IBAN_MAX_LETTERS
 
 
 def _looks_like_date(groups: list[str]) -> bool:

@@ -108,6 +108,17 @@ MUST_MASK = [
     ("CH93 0076 2011 6238 5295 7 and NO93 8601 1117 947", "[IBAN] and [IBAN]"),
     ("IT60 X054 2811 1010 0000 0123 456, ES9121000418450200051332", "[IBAN], [IBAN]"),
     ("lowercase gb82west12345698765432 too", "lowercase [IBAN] too"),
+    # words before a number that start like an IBAN ("at 10" as AT10, "is 01" as IS01)
+    ("I paid at 10 am with card 4111 1111 1111 1111", "I paid at 10 am with card [CARD]"),
+    (
+        "I was at 10 shops and my card 4111 1111 1111 1111 failed",
+        "I was at 10 shops and my card [CARD] failed",
+    ),
+    ("reach me at 10 am on 07700 900123", "reach me at 10 am on [PHONE]"),
+    (
+        "my phone is 0151 496 0123 and my card is 5500-0000-0000-0004",
+        "my phone is [PHONE] and my card is [CARD]",
+    ),
     # several kinds in one message
     (
         "Hi, it's Jane (jane@example.com, 07700 900123). Refund to GB82WEST12345698765432 please,"
