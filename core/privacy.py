@@ -197,10 +197,7 @@ def _continues_iban_like(text: str, start: int) -> bool:
     ):
         index -= 1
     words = text[index:start].split()
-    for first in range(len(words)):
-        if _iban_written(words[first:]):
-            return True
-    return False
+    return any(_iban_written(words[first:]) for first in range(len(words)))
 
 
 # Letters an IBAN carries after its country code: a bank code (GB, NL: 4), rarely more.

@@ -326,12 +326,15 @@ class SupportBot:
         with session_scope(self.factory) as session:
             conversation = session.get(Conversation, turn.conversation_id)
             answer: str | None = None
-            said = slots_from_text(message.text)
+            said = slots_from_text(masked)  # a card number is never an order number
             values = self._slot_values(session, conversation, message, said)
             if decision is not None and reason is None:
                 reason, answer = self._answer(session, conversation, decision, values, said)
-            elif reason is HandoffReason.ASKED_FOR_HUMAN:
+            if reason is HandoffReason.ASKED_FOR_HUMAN:
                 answer = self._handoff_message(session, decision, values)
+            elif reason not in (None, HandoffReason.ALREADY_HANDED_OFF):
+                # Not left waiting in silence: told a person takes over.
+                answer = self.support.handoff_message.strip() or None
             conversation.slots = {**conversation.slots, **said}
             conversation.updated_at = utcnow()
             if reason is not None:
@@ -424,11 +427,14 @@ class SupportBot:
     def _handoff_message(
         self, session: Session, decision: Decision | None, values: dict[str, Any]
     ) -> str | None:
-        """What to tell a customer who asked for a person: the handoff intent's answer."""
+        """What to tell a customer handed to a person: the answer of the handoff intent the
+        model found likeliest for the message (of the top intent and its alternatives), else
+        of the first handoff intent by name."""
         query = select(Intent).where(Intent.handoff).order_by(Intent.name)
-        intents = list(session.scalars(query))
-        chosen = next((i for i in intents if decision and i.name == decision.intent), None)
-        chosen = chosen or (intents[0] if intents else None)
+        intents = {intent.name: intent for intent in session.scalars(query)}
+        guesses = [decision.intent, *(a.intent for a in decision.alternatives)] if decision else []
+        chosen = next((intents[name] for name in guesses if name in intents), None)
+        chosen = chosen or next(iter(intents.values()), None)
         if chosen is None or not chosen.answer.strip():
             return None
         rendered = render(chosen.answer, values)

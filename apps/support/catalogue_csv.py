@@ -59,7 +59,8 @@ def _intent_value(column: str, cell: str, mark: Mark, errors: ErrorList) -> obje
 
 def read_csv(text: str, source: str | None, errors: ErrorList) -> list[IntentRecord]:
     """Intents from CSV rows; each error names the row's line (its first, if it spans several)."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: a quote left open is an error, not the rest of the file read into one value
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     records: dict[str, IntentRecord] = {}
     header: list[str] | None = None
     line = 1

@@ -380,8 +380,9 @@ def _strip_entities(text: str) -> str:
 
 def _read_responses(reader: _NodeReader, node: Node) -> dict[str, tuple[str, Mark]]:
     """`utter_<intent>` -> the text of its first variant that has one, with its line: of the
-    first variant without a `condition` where there is one (Rasa's fallback for when no
-    condition holds; a conditional one would be said to everyone)."""
+    first variant without a `condition` or a `channel` where there is one (Rasa's fallback
+    for when no condition holds, on any channel; a conditional or Slack-only one would be
+    said to everyone)."""
     found: dict[str, tuple[str, Mark]] = {}
     for name, (_, value) in (reader.mapping(node, "responses") or {}).items():
         if not name.startswith("utter_"):
@@ -392,7 +393,8 @@ def _read_responses(reader: _NodeReader, node: Node) -> dict[str, tuple[str, Mar
             if fields and "text" in fields:
                 text = reader.text(fields["text"][1], f"response {name!r}: text")
                 if text is not None:
-                    texts.append(("condition" in fields, text, reader.mark(fields["text"][1])))
+                    limited = "condition" in fields or "channel" in fields
+                    texts.append((limited, text, reader.mark(fields["text"][1])))
         if texts:
             _, text, mark = min(texts, key=lambda found_text: found_text[0])  # stable: first
             found[name] = (text, mark)

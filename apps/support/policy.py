@@ -23,13 +23,20 @@ _HUMAN = re.compile(
     r"(?:real\s+|live\s+|actual\s+)?(?:human|person|agent|operator|someone|somebody|"
     r"representative|rep|staff|colleague)s?|(?:real|live|actual)\s+(?:human|person|agent)|"
     r"human\s+(?:agent|being|please)|customer\s+service\s+(?:agent|rep(?:resentative)?)|"
-    r"transfer\s+me|escalate)\b",
+    r"(?:transfer|put|connect)\s+me\s+(?:to|through\s+to|with)\s+(?:a\s+|an\s+|the\s+)?"
+    r"(?:human|person|agent|operator|representative|manager|supervisor)|"
+    r"escalate\s+(?:this|it|my\s+(?:case|issue|complaint|ticket)))\b",
+    re.IGNORECASE,
+)
+# "I don't need to speak to an agent": a request said not to be one, in the same clause.
+_DECLINED = re.compile(
+    r"\b(?:don'?t|do\s+not|doesn'?t|no\s+need|not|never|without)\b[^.,;!?]{0,30}$",
     re.IGNORECASE,
 )
 
 
 def asks_for_human(text: str) -> bool:
-    return _HUMAN.search(text) is not None
+    return any(_DECLINED.search(text[: match.start()]) is None for match in _HUMAN.finditer(text))
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,14 @@ class SupportSettings(BaseSettings):
         description="Hand off when the same question comes back this many times in a row: "
         "the same intent, with no new value (such as another order number) in the message.",
     )
+    handoff_message: str = Field(
+        default="Let me pass this to a colleague from our support team; they'll reply here "
+        "shortly.",
+        max_length=2000,
+        description="What a customer handed to a person is told when they did not ask for one "
+        "(the bot was unsure, or lacks a value or an answer); one who asked is told the handoff "
+        "intent's answer. Empty: nothing.",
+    )
     repeat_exempt_tags: list[str] = Field(
         default=["smalltalk"],
         description="Intents with one of these tags (greetings, thanks, goodbyes) are answered "

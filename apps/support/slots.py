@@ -31,8 +31,9 @@ def slot_values(
     customer_attributes: Mapping[str, Any],
     metadata: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Merge sources, most specific first: what the caller sent with the message, what the
-    message says, what the conversation said before, then the customer's record."""
+    """Merge sources, most specific first: what the message says (the customer typed it), what
+    the caller sent with the message (the helpdesk's context: the latest order), what the
+    conversation said before, then the customer's record."""
     values: dict[str, Any] = {}
     if customer_attributes.get("last_order_id"):
         values["order_id"] = customer_attributes["last_order_id"]
@@ -40,6 +41,6 @@ def slot_values(
     if customer_name and customer_name.split():
         values["customer_name"] = customer_name.split()[0]
     values.update(conversation)
-    values.update(message)
     values.update({k: v for k, v in metadata.items() if v not in (None, "")})
+    values.update(message)
     return values

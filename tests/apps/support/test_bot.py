@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,8 @@ from core.settings import Settings
 from core.storage.engine import get_session_factory, session_scope
 from core.storage.models import Job
 from textsuite.service import create_service
+
+HANDOFF_MESSAGE = load_support_settings(_env_file=None).handoff_message
 
 
 @pytest.fixture
@@ -102,6 +105,9 @@ def test_asking_for_a_person_hands_off_and_the_bot_steps_back(
     support_client, world_settings: Settings
 ) -> None:
     client, headers = support_client
+    with session_scope(get_session_factory(world_settings.database_url)) as session:
+        # Another handoff intent, first by name: the customer still gets the likeliest one's.
+        session.add(Intent(name="a_complaint", answer="We are sorry.", handoff=True))
     reply = send(client, headers, "I want to speak to a real person please")
     assert reply["handoff"] is True and reply["handoff_reason"] == "asked_for_human"
     assert "colleague" in reply["answer"].lower()  # the customer is told who takes over
@@ -130,7 +136,7 @@ def test_out_of_scope_is_handed_off_as_low_confidence(support_client) -> None:
     reply = send(client, headers, "who won the football game last night?")
     assert reply["handoff"] is True
     assert reply["handoff_reason"] in {"low_confidence", "ambiguous"}
-    assert reply["answer"] is None
+    assert reply["answer"] == HANDOFF_MESSAGE  # not left in silence
 
 
 def test_a_message_unlike_every_example_is_handed_off_even_when_the_model_is_sure(
@@ -150,7 +156,8 @@ def test_a_message_unlike_every_example_is_handed_off_even_when_the_model_is_sur
         headers = {"X-API-Key": key}
         stranger = send(client, headers, "who won the football game last night?")
         assert stranger["handoff"] is True and stranger["handoff_reason"] == "unfamiliar"
-        assert stranger["intent"] and stranger["answer"] is None  # the guess stays for agents
+        assert stranger["intent"]  # the guess stays for agents
+        assert stranger["answer"] == HANDOFF_MESSAGE
         known = send(client, headers, "where is my order TH-104233?", conversation_id="c-9")
         assert known["handoff"] is False and known["intent"] == "order_status"
 
@@ -266,6 +273,24 @@ def test_missing_information_and_missing_answers_hand_off(
     assert cancelling["handoff_reason"] == "no_answer"
     # /metrics counts them as the handoffs they were, found while rendering the answer.
     assert all(decided(reason) == count + 1 for reason, count in before.items())
+
+
+def test_a_card_number_is_never_an_order_number_and_what_was_typed_beats_metadata(
+    support_client, world_settings: Settings
+) -> None:
+    client, headers = support_client
+    with session_scope(get_session_factory(world_settings.database_url)) as session:
+        order = session.scalars(select(Intent).where(Intent.name == "order_status")).one()
+        order.answer = "Order {order_id} is on its way."
+    card = send(client, headers, "where is my order 4111111111111111", customer_id="new-9",
+                conversation_id="c-card")  # fmt: skip
+    assert card["handoff_reason"] == "missing_information"
+    assert card["answer"] == HANDOFF_MESSAGE
+    shown = client.get("/v1/support/conversations/c-card", headers=headers).json()
+    assert "4111" not in json.dumps(shown)
+    typed = send(client, headers, "where is my order TH-222222?", conversation_id="c-md",
+                 metadata={"order_id": "TH-111111"})  # fmt: skip
+    assert typed["answer"] == "Order TH-222222 is on its way."
 
 
 def test_personal_data_is_masked_in_what_is_stored(

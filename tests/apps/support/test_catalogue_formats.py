@@ -433,9 +433,9 @@ intents:
   - goodbye
 responses:
   utter_greet:
-  - text: "Hey {customer_name|there}! How can I help?"
+  - text: "Hi from the web widget!"
     channel: web
-  - text: "Hi!"
+  - text: "Hey {customer_name|there}! How can I help?"
   utter_unrelated:
   - text: "never used"
 """
@@ -479,6 +479,35 @@ def test_rasa_conditional_responses_give_way_to_the_plain_one(db_session: Sessio
     import_catalogue(db_session, text, CatalogueFormat.RASA)
     # The conditional one would greet everyone by a name the bot never has.
     assert snapshot(db_session)["goodbye"][0] == "Bye!"
+
+
+def test_rasa_channel_responses_give_way_to_the_plain_one(db_session: Session) -> None:
+    text = RASA_NLU + (
+        "---\nresponses:\n  utter_goodbye:\n"
+        '  - channel: slack\n    text: "*Bye* :wave:"\n'
+        "  - text: Bye!\n"
+    )
+    import_catalogue(db_session, text, CatalogueFormat.RASA)
+    assert snapshot(db_session)["goodbye"][0] == "Bye!"  # Slack markup only on Slack
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            'intent,text,answer\nw_one,hello,Hi!\nw_one,"my 21 inch monitor broke\n'
+            "w_two,where is it now,Here.\nw_three,and now,There.\n",
+            "line 3: invalid CSV: unexpected end of data",
+        ),
+        (
+            'intent,text,answer\nw_one,hello,Hi!\nw_one,"my 21" monitor broke,Hi!\n',
+            "line 3: invalid CSV: ',' expected after '\"'",
+        ),
+    ],
+    ids=["quote-left-open", "quote-inside-a-value"],
+)
+def test_a_csv_quote_out_of_place_refuses_the_file(text: str, expected: str) -> None:
+    assert errors_of(text, CatalogueFormat.CSV) == [expected]
 
 
 def test_rasa_errors_have_lines_in_the_right_file() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from apps.support.messages import HandoffReason
-from apps.support.policy import decide
+from apps.support.policy import asks_for_human, decide
 
 LABELS = ["order_status", "refund", "shipping", "greeting"]
 SURE = np.array([0.9, 0.05, 0.03, 0.02])
@@ -40,3 +40,23 @@ def test_a_version_without_an_unfamiliar_threshold_never_hands_off_as_unfamiliar
 def test_asking_for_a_person_wins_over_everything() -> None:
     decision = decide(SURE, LABELS, THRESHOLDS, text="let me talk to a human", similarity=0.0)
     assert decision.handoff_reason is HandoffReason.ASKED_FOR_HUMAN
+
+
+@pytest.mark.parametrize(
+    ("text", "asks"),
+    [
+        ("I want to talk to a human", True),
+        ("can I speak to a real person", True),
+        ("please transfer me to an agent", True),
+        ("please escalate this", True),
+        ("I don't want the bot, I want to speak to an agent", True),
+        ("why can't I talk to a human?", True),
+        # everyday words that are not a request for a person
+        ("Could you transfer me 20 euros back? I was charged a fee", False),
+        ("I don't need to speak to an agent, just tell me how to change my PIN", False),
+        ("no need to escalate, how do I change my pin?", False),
+        ("I do not want to talk to a person, where is my order?", False),
+    ],
+)
+def test_what_counts_as_asking_for_a_person(text: str, asks: bool) -> None:
+    assert asks_for_human(text) is asks
