@@ -46,10 +46,16 @@ class MovieLens:
     histories: dict[int, UserHistory]  # user id -> training ratings, oldest first
     targets: dict[int, int]  # user id -> position of the held-out last movie
 
-    def training_events(self) -> tuple[np.ndarray, np.ndarray]:
-        users = [u for u, h in self.histories.items() for _ in range(len(h))]
-        positions = [p for h in self.histories.values() for p in h.positions]
-        return np.array(users), np.array(positions, dtype=np.int64)
+    def training_events(self, midpoint: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+        """(users, positions) of the training ratings, dislikes (under `midpoint`) left out,
+        as the served recommender leaves them out of co-interactions and popularity."""
+        liked = [
+            (u, p)
+            for u, h in self.histories.items()
+            for p, value in zip(h.positions, h.values, strict=True)
+            if value is None or value >= midpoint
+        ]
+        return np.array([u for u, _ in liked]), np.array([p for _, p in liked], dtype=np.int64)
 
     def truncated(self, keep: int) -> MovieLens:
         """Every user reduced to their `keep` most recent training ratings."""
@@ -113,7 +119,9 @@ def leave_last_out(data: MovieLens, scorer: Scorer, model: str, k: int = 10) -> 
         scores = scorer(history).astype(np.float64)
         scores[history.positions] = -np.inf  # the user's training items are not candidates
         target = data.targets[user]
-        rank = int((scores > scores[target]).sum())  # 0 = first
+        # 0 = first; ties rank the target last among them (a model that scores every movie
+        # alike has found nothing, and must not be credited with a hit)
+        rank = int((scores >= scores[target]).sum()) - 1
         if rank < k:
             hits += 1
             gain += 1.0 / np.log2(rank + 2)
@@ -123,10 +131,10 @@ def leave_last_out(data: MovieLens, scorer: Scorer, model: str, k: int = 10) -> 
 
 def scorers(data: MovieLens, embeddings: np.ndarray, config: RankingConfig) -> dict[str, Scorer]:
     """The four models, fitted on `data`'s training ratings. `embeddings` (I, D) normalised."""
-    users, positions = data.training_events()
+    users, positions = data.training_events(config.rating_midpoint)
     n_items = len(data.texts)
     similarity = co_interaction_similarity(users, positions, n_items, config.neighbours)
-    counts = popularity(positions, np.zeros(len(positions)), n_items)
+    counts = popularity(users, positions, np.zeros(len(positions)), n_items)
     unweighted = RankingConfig(
         half_life_events=1e9, neighbours=config.neighbours, type_weights={"rating": 3.0}
     )
@@ -136,10 +144,15 @@ def scorers(data: MovieLens, embeddings: np.ndarray, config: RankingConfig) -> d
         return collaborative_scores(similarity, plain, event_weights(plain, unweighted))
 
     def text(history: UserHistory) -> np.ndarray:
-        return embeddings @ user_profile(embeddings, history, event_weights(history, config))
+        weights = event_weights(history, config)
+        if not weights.any():  # only dislikes: the served list is the popular one
+            return counts
+        return embeddings @ user_profile(embeddings, history, weights)
 
     def blended(history: UserHistory) -> np.ndarray:
         weights = event_weights(history, config)
+        if not weights.any():
+            return counts
         collaborative = collaborative_scores(similarity, history, weights)
         return blend(collaborative, embeddings @ user_profile(embeddings, history, weights), config)
 

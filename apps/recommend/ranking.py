@@ -70,22 +70,25 @@ class UserHistory:
 
 def event_weights(history: UserHistory, config: RankingConfig) -> np.ndarray:
     """(H,) weight of each event: its type's weight (a rating's scaled by value / the scale's
-    midpoint: on 1-5 a 5 counts 1.7 and a 1 counts 0.3) times 0.5 ** (events since it / half
-    life)."""
+    midpoint: on 1-5 a 5 counts 1.7 and a 3 counts 1; one under the midpoint, a dislike, counts
+    0) times 0.5 ** (events since it / half life)."""
     n = len(history)
     by_type = np.array(
         [
-            config.type_weights.get(kind, 1.0)
-            * (
-                max(float(value), 0.0) / config.rating_midpoint
-                if kind == "rating" and value is not None
-                else 1.0
-            )
+            config.type_weights.get(kind, 1.0) * _rating_factor(kind, value, config)
             for kind, value in zip(history.types, history.values, strict=True)
         ]
     )
     age = np.arange(n - 1, -1, -1, dtype=np.float64)  # (H,) 0 for the most recent event
     return by_type * 0.5 ** (age / config.half_life_events)
+
+
+def _rating_factor(kind: str, value: float | None, config: RankingConfig) -> float:
+    if kind != "rating" or value is None:
+        return 1.0
+    if value < config.rating_midpoint:
+        return 0.0  # a film rated 1 star says what not to recommend, not what to
+    return float(value) / config.rating_midpoint
 
 
 def co_interaction_similarity(
@@ -155,15 +158,25 @@ def blend(collaborative: np.ndarray, text: np.ndarray, config: RankingConfig) ->
 
 
 def popularity(
+    user_ids: np.ndarray,
     positions: np.ndarray,
     ages_s: np.ndarray,
     n_items: int,
     half_life_s: float | None = None,
 ) -> np.ndarray:
-    """(I,) how popular each item is: event counts, each decayed by 0.5 ** (age / half life)
-    when one is given (popular *recently*)."""
-    weights = np.ones(len(positions)) if half_life_s is None else 0.5 ** (ages_s / half_life_s)
-    return np.bincount(positions, weights=weights, minlength=n_items).astype(np.float32)
+    """(I,) how popular each item is: the users who engaged with it (one user's 30 views count
+    once, at the newest), each decayed by 0.5 ** (age / half life) when one is given (popular
+    *recently*)."""
+    if len(positions) == 0:
+        return np.zeros(n_items, dtype=np.float32)
+    _, users = np.unique(user_ids, return_inverse=True)
+    newest_first = np.lexsort((ages_s, positions, users))  # by user, item, then age
+    pairs = np.stack([users[newest_first], positions[newest_first]], axis=1)
+    first = np.ones(len(pairs), dtype=bool)
+    first[1:] = np.any(pairs[1:] != pairs[:-1], axis=1)
+    kept, ages = positions[newest_first][first], ages_s[newest_first][first]
+    weights = np.ones(len(kept)) if half_life_s is None else 0.5 ** (ages / half_life_s)
+    return np.bincount(kept, weights=weights, minlength=n_items).astype(np.float32)
 
 
 def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:

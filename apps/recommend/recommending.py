@@ -111,7 +111,7 @@ def recommend_for_user(
         seen |= filters.excluded(state)
         history = [(str(item_id), kind, value) for item_id, kind, value in rows]
         known = [h for h in history if h[0] in state.items]
-        if known:
+        if any(_liked(kind, value, config) for _, kind, value in known):
             ranked = _personal(state, known, seen, k, filters, config, recommend)
             strategy = "personal"
         else:
@@ -120,6 +120,12 @@ def recommend_for_user(
     request = {"k": k, "category": filters.category, "exclude_seen": filters.exclude_seen,
                "exclude": sorted(filters.exclude)}  # fmt: skip
     return _store(session, state, RecommendationKind.USER, ranked, strategy, request, user_id)
+
+
+def _liked(kind: EventType, value: float | None, config: RankingConfig) -> bool:
+    """Whether an event shows interest: any but a rating under the scale's midpoint. A user
+    with only such dislikes has nothing to go on but what others like (the popular list)."""
+    return kind is not EventType.RATING or value is None or value >= config.rating_midpoint
 
 
 def _personal(

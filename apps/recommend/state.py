@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from apps.recommend.embeddings import EncoderChoice, as_vector, choose_encoder
 from apps.recommend.index import IndexLoadError, IndexSettings, VectorIndex
-from apps.recommend.models import Interaction, Item, ItemEmbedding
+from apps.recommend.models import EventType, Interaction, Item, ItemEmbedding
 from apps.recommend.ranking import co_interaction_similarity, popularity
 from apps.recommend.settings import RecommendSettings
 from core.settings import Settings
@@ -77,14 +77,18 @@ def compute_behaviour(database_url: str, recommend: RecommendSettings) -> Behavi
 def read_behaviour(session: Session, recommend: RecommendSettings) -> Behaviour:
     """Co-interactions and popularity from the last `recommend.behaviour_days` of events,
     counted back from the newest event (now, in a shop with traffic): a history imported
-    from the past, with nothing since, still makes the signal."""
+    from the past, with nothing since, still makes the signal. A rating under the scale's
+    midpoint is a dislike: it makes neither."""
     newest = session.scalar(select(func.max(Interaction.occurred_at)))
     now = min(utcnow(), newest) if newest is not None else utcnow()
     since = now - dt.timedelta(days=recommend.behaviour_days)
+    disliked = (Interaction.type == EventType.RATING) & (
+        Interaction.value < recommend.ratings().midpoint
+    )
     rows = _chunked(
         session,
         select(Interaction.user_id, Interaction.item_id, Interaction.occurred_at).where(
-            Interaction.occurred_at >= since
+            Interaction.occurred_at >= since, ~disliked
         ),
     )
     keys = sorted({str(item_id) for _, item_id, _ in rows})
@@ -92,7 +96,9 @@ def read_behaviour(session: Session, recommend: RecommendSettings) -> Behaviour:
     users = np.array([user for user, _, _ in rows], dtype=object)
     positions = np.array([position[str(item_id)] for _, item_id, _ in rows], dtype=np.int64)
     ages = np.array([(now - at).total_seconds() for _, _, at in rows], dtype=np.float64)
-    popular = popularity(positions, ages, len(keys), recommend.popular_half_life_days * 86400)
+    popular = popularity(
+        users, positions, ages, len(keys), recommend.popular_half_life_days * 86400
+    )
     return Behaviour(
         keys=keys,
         position=position,

@@ -193,6 +193,17 @@ def test_user_recommendations_blend_behaviour_and_exclude_seen(
         "because you added Summit 2 mountaineering tent to your cart"
     }, carter
 
+    # Only dislikes: nothing to build on but what others like, and a 1-star item is neither
+    # popular for others nor a neighbour of anything.
+    hater = [event(300, "hater", "B1", "rating", value=1), event(301, "hater", "S1", "rating",
+             value=1)]  # fmt: skip
+    assert client.post("/v1/recommend/events", json={"events": hater}, headers=headers).is_success
+    client.app.state.recommend.state.refresh_behaviour()
+    hated = client.get("/v1/recommend/users/hater?k=3", headers=headers).json()
+    assert hated["strategy"] == "popular", hated
+    stoves = client.get("/v1/recommend/users/stranger?category=stoves", headers=headers).json()
+    assert {r["reason"] for r in stoves["items"]} == {"new in the catalogue"}, stoves
+
 
 def test_behaviour_computed_in_its_own_process_matches_in_process(
     api: tuple[TestClient, dict[str, str]], service_settings: Settings

@@ -28,9 +28,11 @@ def test_recent_and_stronger_events_weigh_more() -> None:
     assert weights[2] == pytest.approx(3.0)  # the latest event: its type weight
     assert weights[1] == pytest.approx(0.5**0.5)  # one event back: half a half-life
     assert weights[0] == pytest.approx(0.5)
-    rated = event_weights(history([0, 1], ["rating", "rating"], [1.0, 5.0]), config)
-    assert rated[1] / rated[0] == pytest.approx(5.0 / (1.0 * 0.5**0.5))
+    rated = event_weights(history([0, 1], ["rating", "rating"], [4.0, 5.0]), config)
+    assert rated[1] / rated[0] == pytest.approx(5.0 / (4.0 * 0.5**0.5))
     assert rated[1] == pytest.approx(5.0 / 3.0)  # on 1-5, a 3 weighs as much as a view
+    disliked = event_weights(history([0, 1], ["rating", "rating"], [1.0, 2.9]), config)
+    assert disliked.tolist() == [0.0, 0.0]  # under the midpoint: no interest at all
     out_of_ten = RankingConfig(half_life_events=2.0, rating_midpoint=5.0)
     assert event_weights(history([0], ["rating"], [10.0]), out_of_ten)[0] == pytest.approx(2.0)
 
@@ -63,11 +65,24 @@ def test_collaborative_text_and_blend() -> None:
     assert scores.tolist() == pytest.approx([0.1, 1.0, 0.7])
 
 
-def test_popularity_decays_and_top_k_excludes() -> None:
-    counts = popularity(np.array([0, 0, 1]), np.array([0.0, 0.0, 0.0]), 3)
+def test_popularity_counts_users_decays_and_top_k_excludes() -> None:
+    users = np.array([0, 1, 0])
+    counts = popularity(users, np.array([0, 0, 1]), np.array([0.0, 0.0, 0.0]), 3)
     assert counts.tolist() == [2, 1, 0]
-    recent = popularity(np.array([0, 0, 1]), np.array([20.0, 20.0, 0.0]), 3, half_life_s=10.0)
+    recent = popularity(
+        users, np.array([0, 0, 1]), np.array([20.0, 20.0, 0.0]), 3, half_life_s=10.0
+    )
     assert recent.tolist() == pytest.approx([0.5, 1.0, 0.0])
+    # One user's 30 views of an item count once, at the newest; two users' single views twice.
+    bot = popularity(
+        np.array([7] * 30 + [1, 2]),
+        np.array([0] * 30 + [1, 1]),
+        np.array([*range(30, 0, -1), 0, 0], dtype=float),
+        2,
+        half_life_s=10.0,
+    )
+    assert bot.tolist() == pytest.approx([0.5**0.1, 2.0])  # fmt: skip
+    assert not popularity(np.array([]), np.array([], dtype=int), np.array([]), 2).any()
     assert top_k(np.array([0.1, 0.9, 0.5, 0.7]), 2).tolist() == [1, 3]
     assert top_k(np.array([0.1, 0.9, 0.5, 0.7]), 2, exclude=np.array([1])).tolist() == [3, 2]
     assert top_k(np.array([0.1]), 5, exclude=np.array([0])).tolist() == []
