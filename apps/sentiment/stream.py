@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import redis
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from apps.sentiment.articles import ArticleIn
@@ -196,6 +196,7 @@ class StreamConsumer:
         """
         self.ensure_group()
         swept = trimmed = time.monotonic()
+        outage = _Outage()
         while not self._stopping.is_set():
             try:
                 if time.monotonic() - swept >= sweep_every_s:
@@ -206,12 +207,14 @@ class StreamConsumer:
                     trim_finished(self.client, self.stream)
                     STREAM_BACKLOG.set(backlog(self.client, self.stream, self.group))
                 self.poll(block_ms)
+                outage.over()
             except NoSentimentModel as exc:
                 log.warning("%s; not consuming until a model is promoted", exc)
                 self._stopping.wait(5.0)
             except redis.ConnectionError as exc:
-                log.warning("stream unreachable (%s); retrying", exc)
-                self._stopping.wait(1.0)
+                self._stopping.wait(outage.wait("stream", exc))
+            except DATABASE_DOWN as exc:  # what was read stays pending: read again once back
+                self._stopping.wait(outage.wait("database", exc))
             except redis.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -262,8 +265,8 @@ class StreamConsumer:
             return
         try:
             self._ingest(valid)
-        except NoSentimentModel:
-            raise
+        except (NoSentimentModel, *DATABASE_DOWN):
+            raise  # no article's fault: none counts a failed delivery
         except Exception:
             # One bad article must not hold the others back: retry them one at a time.
             log.exception("batch of %d failed; retrying its articles one by one", len(valid))
@@ -271,7 +274,7 @@ class StreamConsumer:
             for pair in valid:
                 try:
                     self._ingest([pair])
-                except NoSentimentModel:
+                except (NoSentimentModel, *DATABASE_DOWN):
                     raise
                 except Exception as exc:
                     self._failed(pair[0], exc)
@@ -320,6 +323,32 @@ class StreamConsumer:
         self.stats.dead_lettered += 1
         SENTIMENT_ARTICLES.labels("dead_lettered").inc()
         log.error("dead-lettered stream message %s: %s", message.id, error)
+
+
+# The database went away (restart, failover, network): waited out, never an article's fault.
+DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+class _Outage:
+    """Waits between tries while a dependency is down: 1 s, doubling to 30 s; logs when it
+    starts and when it ends, not at every try."""
+
+    def __init__(self) -> None:
+        self.pause_s = 0.0
+        self.since: float | None = None
+
+    def wait(self, what: str, error: Exception) -> float:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("%s unreachable (%s); retrying until it is back", what, error)
+        self.pause_s = min(max(self.pause_s * 2, 1.0), 30.0)
+        return self.pause_s
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning("reachable again after %.0f s; consuming", time.monotonic() - self.since)
+        self.pause_s = 0.0
+        self.since = None
 
 
 def _parse(message: _Message) -> ArticleIn:

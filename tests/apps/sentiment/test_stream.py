@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -307,3 +308,44 @@ def test_a_consumer_killed_mid_batch_loses_no_article(
     drain(survivor, deadline_s=180)
     assert stored(sentiment_settings) == (total, total, total)
     assert survivor.stats.reclaimed >= left["pending"]
+
+
+def test_a_database_outage_is_waited_out_and_loses_or_dead_letters_nothing(
+    sentiment_settings: Settings,
+    stream_settings: SentimentSettings,
+    client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database restarting under a running consumer (its writes and its sweep raise
+    OperationalError for a while) must not end the consumer, nor count against articles."""
+    from sqlalchemy.exc import OperationalError
+
+    consumer = consumer_for(sentiment_settings, stream_settings, client, "a")
+    down = threading.Event()
+    down.set()
+
+    def unreachable(real):
+        def call(*args, **kwargs):
+            if down.is_set():
+                raise OperationalError("SELECT 1", {}, ConnectionRefusedError("port 5432"))
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(consumer.ingestor, "ingest", unreachable(consumer.ingestor.ingest))
+    monkeypatch.setattr(consumer.ingestor, "sweep", unreachable(consumer.ingestor.sweep))
+    stream.publish(client, stream_settings.stream_name, headlines(10))
+    runner = threading.Thread(target=consumer.run, kwargs={"block_ms": 50, "sweep_every_s": 2.0})
+    runner.start()
+    try:
+        time.sleep(3.5)  # tries at 1, 2 s ... backing off
+        assert runner.is_alive() and stored(sentiment_settings)[0] == 0
+        down.clear()  # back
+        deadline = time.monotonic() + 60
+        while stored(sentiment_settings)[0] < 10 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        consumer.stop()
+        runner.join(timeout=60)
+    assert stored(sentiment_settings) == (10, 10, 10)
+    assert consumer.stats.dead_lettered == 0 and consumer.stats.failed_batches == 0
