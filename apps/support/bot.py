@@ -131,8 +131,10 @@ class SupportBot:
             await asyncio.wait(self._retiring)
 
     async def current_model(self, *, force: bool = False) -> IntentModel | None:
-        """The production model, reloaded when another version has been promoted."""
-        if not force and time.monotonic() - self._checked_at < self.refresh_s:
+        """The production model, reloaded when another version has been promoted. With none
+        served yet, a caller waits for a load in progress rather than hand off as `no_model`."""
+        fresh = time.monotonic() - self._checked_at < self.refresh_s
+        if not force and fresh and self._model is not None:
             return self._model
         async with self._lock:
             if not force and time.monotonic() - self._checked_at < self.refresh_s:

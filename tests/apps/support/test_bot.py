@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import json
@@ -429,6 +430,27 @@ def test_a_bot_that_cannot_load_its_model_is_not_ready_until_it_can(
     finally:
         with session_scope(factory) as session:
             production_version(session, "support-intents").artifact_path = str(good)
+
+
+def test_messages_during_the_first_load_wait_for_the_model(world_settings: Settings) -> None:
+    """A process that serves nothing yet loads the model on the first message: the messages
+    that come meanwhile wait for it, not hand off as `no_model`."""
+    from apps.support.bot import SupportBot
+
+    bot = SupportBot(
+        world_settings,
+        load_support_settings(_env_file=None),
+        get_session_factory(world_settings.database_url),
+    )
+
+    async def three_at_once() -> list[object]:
+        try:
+            return list(await asyncio.gather(*(bot.current_model() for _ in range(3))))
+        finally:
+            await bot.stop()
+
+    models = asyncio.run(three_at_once())
+    assert all(model is not None for model in models), models
 
 
 def decided(outcome: str) -> float:
