@@ -25,6 +25,16 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def _without_progress_bars() -> None:
+    """Transformers' own bars ("Loading weights") read no environment once imported: turned
+    off in the library itself. (A Celery worker would log each redraw as a WARNING.)"""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+
+
 def configure_logging(settings: Settings) -> None:
     """Route every logger (ours, uvicorn's, Celery's) through one handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
@@ -40,6 +50,7 @@ def configure_logging(settings: Settings) -> None:
         # One JSON object per line: no progress bars (loading a model's weights) between.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")
+        _without_progress_bars()
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(PersonalDataFilter())

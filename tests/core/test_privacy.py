@@ -418,12 +418,30 @@ def restored_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
                logging.getLogger(name).propagate)
         for name in names
     }  # fmt: skip
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    bars = (are_progress_bars_disabled(), transformers_logging.is_progress_bar_enabled())
     yield
     for name, (handlers, level, propagate) in saved.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = handlers
         logger.setLevel(level)
         logger.propagate = propagate
+    if not bars[0]:
+        enable_progress_bars()
+    if bars[1]:
+        transformers_logging.enable_progress_bar()
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_json_logs_turn_off_progress_bars_of_libraries_already_imported() -> None:
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as transformers_logging
+
+    configure_logging(make_settings(log_format="json"))
+    assert not transformers_logging.is_progress_bar_enabled()  # "Loading weights"
+    assert are_progress_bars_disabled()
 
 
 @pytest.mark.usefixtures("restored_logging")
