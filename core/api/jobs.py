@@ -40,8 +40,13 @@ class JobPublic(BaseModel):
     error: str | None
     attempts: int
     idempotency_key: str | None
+    worker: str | None = Field(description="host:pid:thread of the worker that took it last")
     created_at: dt.datetime
     started_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None = Field(
+        description="refreshed while it runs; older than TEXTSUITE_JOB_LEASE_S on a running "
+        "job: its worker died, and the job is sent again"
+    )
     cancel_requested_at: dt.datetime | None
     finished_at: dt.datetime | None
     updated_at: dt.datetime

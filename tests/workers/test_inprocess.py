@@ -46,6 +46,7 @@ def test_job_submitted_over_the_api_runs_and_lands_in_the_database(
         assert job.progress == 1.0 and job.attempts == 1
         shown = client.get(f"/v1/jobs/{job.id}", headers=headers).json()
         assert shown["status"] == "succeeded" and shown["result"] == {"lines": 1}
+        assert shown["worker"].count(":") == 2 and shown["heartbeat_at"]  # who ran it, when
     assert out.read_text().strip() == str(job.id)
 
 

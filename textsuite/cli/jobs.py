@@ -100,6 +100,8 @@ def print_job(job: Job, *, brief: bool = False) -> None:
                 "progress": job.progress,
                 "progress_message": job.progress_message,
                 "attempts": job.attempts,
+                "worker": job.worker,
+                "heartbeat_at": job.heartbeat_at.isoformat() if job.heartbeat_at else None,
                 "params": job.params,
                 "result": result,
                 "error": job.error,
