@@ -232,8 +232,12 @@ def sentiment_lifespan(
             factory,
             service.settings.model_name,
             model.not_serving,
-            untrained="none trained yet: articles are refused (503) until one is "
-            "(`textsuite train sentiment`, or the job `sentiment.train`)",
+            untrained=(
+                "none trained yet: articles wait on the stream, scored once one is"
+                if service.stream_client is not None
+                else "none trained yet: articles are refused (503) until one is"
+            )
+            + " (`textsuite train sentiment`, or the job `sentiment.train`)",
         )
         await asyncio.to_thread(model.current)  # loaded now, not by the first article
         app.state.extra_readiness_checks["sentiment_stream"] = service.check_stream

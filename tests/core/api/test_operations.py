@@ -38,6 +38,19 @@ def test_readyz_checks_database_and_migrations(client) -> None:
     assert checks["sentiment_stream"].startswith("ok: none configured: posted articles are scored")
 
 
+def test_readyz_says_articles_wait_on_a_stream_until_a_model_is_trained(
+    service_settings: Settings, redis_url: str
+) -> None:
+    from apps.sentiment.settings import load_sentiment_settings
+
+    sentiment = load_sentiment_settings(_env_file=None, stream_url=redis_url)
+    with TestClient(create_service(service_settings, sentiment=sentiment)) as client:
+        checks = client.get("/readyz").json()["checks"]
+    assert checks["sentiment_model"].startswith(
+        "ok: none trained yet: articles wait on the stream, scored once one is"
+    ), checks
+
+
 def test_readyz_is_503_on_an_unmigrated_database(tmp_path) -> None:
     settings = make_settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}")
     with TestClient(create_service(settings)) as client:
