@@ -165,7 +165,9 @@ def replace_rule(
     changes: list[AlertChange] = []
     if not rule.enabled or rule.entity_id is not None:
         keep = rule.entity_id if rule.enabled else None
-        changes = close_rule_alerts(session, rule.id, utcnow(), keep=keep)
+        # Not flushed by the alerts' query: a name taken is the 409 of the commit below.
+        with session.no_autoflush:
+            changes = close_rule_alerts(session, rule.id, utcnow(), keep=keep)
     _commit_rule(session, rule)
     notify_changes(factory, dispatcher, changes)
     return rule_out(rule, entry.ticker.upper().removeprefix("$") if entry.ticker else None)

@@ -188,6 +188,11 @@ def test_rules_are_validated_and_managed(api) -> None:
     assert clash.status_code == 409 and "already exists" in clash.text
     own = client.post("/v1/sentiment/rules", json={**SHARE_RULE, "ticker": "hlvp"}, headers=key)
     assert own.status_code == 201 and own.json()["ticker"] == "HLVP"
+    other = client.post("/v1/sentiment/rules", json={**SHARE_RULE, "name": "other"}, headers=key)
+    for renamed in (SHARE_RULE, {**SHARE_RULE, "enabled": False}):  # a taken name, disabled too
+        taken = client.put(f"/v1/sentiment/rules/{other.json()['id']}", json=renamed, headers=key)
+        assert taken.status_code == 409 and "already exists" in taken.text, taken.text
+    assert client.delete(f"/v1/sentiment/rules/{other.json()['id']}", headers=key).is_success
 
     rule_id = created.json()["id"]
     changed = client.put(
