@@ -14,9 +14,17 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import insert, or_, select, tuple_
 from sqlalchemy.orm import Session
 
@@ -29,7 +37,17 @@ from core.validation import PastDatetime
 
 MAX_TEXT_CHARS = 20_000
 MAX_BATCH = 1_000  # articles in one HTTP request
-MAX_URL_CHARS = 2_000  # the column's width
+MAX_URL_CHARS = 2_000  # the columns' width (articles, feeds, webhooks)
+
+
+def _within_url_limit(value: HttpUrl) -> HttpUrl:
+    if len(str(value)) > MAX_URL_CHARS:
+        raise ValueError(f"a link of more than {MAX_URL_CHARS} characters is not stored")
+    return value
+
+
+# A link the tables can hold: HttpUrl allows 2,083 characters.
+StorableUrl = Annotated[HttpUrl, AfterValidator(_within_url_limit)]
 
 
 class ArticleIn(BaseModel):
@@ -41,7 +59,7 @@ class ArticleIn(BaseModel):
         default=None, min_length=1, max_length=300, description="The source's own id."
     )
     source: str = Field(default="api", min_length=1, max_length=100, examples=["reuters"])
-    url: HttpUrl | None = Field(default=None, description="Canonical link; also deduplicates.")
+    url: StorableUrl | None = Field(default=None, description="Canonical link; also deduplicates.")
     title: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, examples=["Apple beats estimates"])
     body: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     published_at: PastDatetime | None = Field(
@@ -55,13 +73,6 @@ class ArticleIn(BaseModel):
     def _without_nul(cls, value: Any) -> Any:
         # NUL means nothing in news, and PostgreSQL stores none: dropped on every ingest path.
         return value.replace("\x00", "") if isinstance(value, str) else value
-
-    @field_validator("url")
-    @classmethod
-    def _storable_url(cls, value: HttpUrl | None) -> HttpUrl | None:
-        if value is not None and len(str(value)) > MAX_URL_CHARS:
-            raise ValueError(f"a link of more than {MAX_URL_CHARS} characters is not stored")
-        return value
 
     @field_validator("title", "body")
     @classmethod

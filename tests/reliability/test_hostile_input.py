@@ -100,6 +100,21 @@ def test_an_oversized_body_sent_in_chunks_gets_413(target: tuple[TestClient, str
 
 # Valid JSON in free-form fields (metadata, attributes, job parameters), stored as given and
 # sent back by every later answer that lists it: values no JSON answer can carry are refused.
+@pytest.mark.parametrize(
+    "backend", ["target", pytest.param("postgres_target", marks=pytest.mark.postgres)]
+)
+@pytest.mark.parametrize("path", ["/v1/sentiment/feeds", "/v1/sentiment/webhooks"])
+def test_a_link_longer_than_the_tables_hold_is_refused(
+    request: pytest.FixtureRequest, backend: str, path: str
+) -> None:
+    """HttpUrl takes 2,083 characters; the tables hold 2,000 (PostgreSQL refused the rest)."""
+    client, key = request.getfixturevalue(backend)
+    url = "http://127.0.0.1:8619/" + "a" * 2040
+    response = client.post(path, json={"url": url}, headers={"X-API-Key": key})
+    assert response.status_code == 422, response.text
+    assert "more than 2000 characters" in detail_text(response)
+
+
 UNFIT: list[tuple[str, str, str, str, str]] = [
     # (what, path, body, why, the listing that must still answer)
     ("NaN job parameter", "/v1/jobs", '{"kind": "core.worker_info", "params": {"echo": NaN}}',

@@ -7,10 +7,11 @@ import datetime as dt
 import uuid
 
 from fastapi import HTTPException, Response, status
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from apps.sentiment.api.deps import ServiceDep
+from apps.sentiment.articles import StorableUrl
 from apps.sentiment.feeds import PollResult, poll_feed
 from apps.sentiment.models import Feed
 from apps.sentiment.scoring import NoSentimentModel
@@ -29,7 +30,7 @@ router = scoped_router(Scope.SENTIMENT, "sentiment: feeds")
 class FeedIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: HttpUrl
+    url: StorableUrl
     name: str | None = Field(
         default=None, max_length=200, description="Source name of its articles"
     )

@@ -7,12 +7,13 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import HTTPException, Response, status
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from apps.sentiment.alerts import AlertChange, close_rule_alerts, ensure_default_rules
 from apps.sentiment.api.deps import PurgeQuery, keep_alerts
+from apps.sentiment.articles import StorableUrl
 from apps.sentiment.entities import entity_by_ticker
 from apps.sentiment.models import Alert, AlertRule, Entity, RuleKind, WebhookTarget
 from apps.sentiment.notify import notify_changes
@@ -196,7 +197,9 @@ def delete_rule(
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: HttpUrl = Field(description="Receives Slack-compatible JSON for each fired/resolved alert")
+    url: StorableUrl = Field(
+        description="Receives Slack-compatible JSON for each fired/resolved alert"
+    )
     secret: str | None = Field(
         default=None, min_length=16, max_length=200, description="Sign the body (HMAC-SHA256)"
     )
