@@ -295,3 +295,28 @@ def test_a_value_postgresql_cannot_store_gets_a_422_and_stores_nothing(
     refused = client.post(ITEMS, json=item, headers=headers)
     assert refused.status_code == 422 and "NUL" in refused.json()["detail"], refused.text
     assert client.get(f"{ITEMS}/nul-item", headers=headers).status_code == 404
+
+
+@pytest.mark.postgres
+def test_concurrent_first_writes_of_the_same_record_all_succeed(
+    postgres_target: tuple[TestClient, str],
+) -> None:
+    """Eight requests creating one customer (or the default rules) at once: the ones that
+    lose the race to insert it update it, never a 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, key = postgres_target
+    headers = {"X-API-Key": key}
+
+    def put_customer(n: int) -> int:
+        body = {"name": f"Maya {n}", "attributes": {"tier": "gold"}}
+        return client.put("/v1/support/customers/race-1", json=body, headers=headers).status_code
+
+    def install_defaults(_n: int) -> int:
+        return client.post("/v1/sentiment/rules/defaults", headers=headers).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        customers = list(pool.map(put_customer, range(8)))
+        defaults = list(pool.map(install_defaults, range(8)))
+    assert customers == [200] * 8
+    assert all(200 <= code < 300 for code in defaults), defaults

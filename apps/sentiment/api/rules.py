@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from apps.sentiment.alerts import AlertChange, close_rule_alerts, ensure_default_rules
@@ -138,8 +139,13 @@ def create_rule(entry: RuleIn, session: SessionDep) -> RuleOut:
 @router.post("/rules/defaults", response_model=list[RuleOut])
 def install_default_rules(session: SessionDep) -> list[RuleOut]:
     """Add the default global rules that are missing (by name); returns those added."""
-    added = ensure_default_rules(session)
-    session.commit()
+    try:
+        added = ensure_default_rules(session)
+        session.commit()
+    except IntegrityError:  # a request at the same moment added them: nothing left to add
+        session.rollback()
+        added = ensure_default_rules(session)
+        session.commit()
     return [rule_out(rule, None) for rule in added]
 
 

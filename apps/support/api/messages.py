@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import HTTPException, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from apps.support.api.deps import BotDep
 from apps.support.messages import BotReply, Channel, HandoffReason, IncomingMessage
@@ -242,12 +243,20 @@ def put_customer(
     body: CustomerIn,
     session: SessionDep,
 ) -> Customer:
-    customer = session.scalars(select(Customer).where(Customer.external_id == external_id)).first()
-    if customer is None:
-        customer = Customer(external_id=external_id)
-        session.add(customer)
-    customer.name, customer.attributes = body.name, dict(body.attributes)
-    session.commit()
+    for last_try in (False, True):
+        found = select(Customer).where(Customer.external_id == external_id)
+        customer = session.scalars(found).first()
+        if customer is None:
+            customer = Customer(external_id=external_id)
+            session.add(customer)
+        customer.name, customer.attributes = body.name, dict(body.attributes)
+        try:
+            session.commit()
+            break
+        except IntegrityError:  # another request created the customer first: update it
+            session.rollback()
+            if last_try:
+                raise
     return customer
 
 
