@@ -59,7 +59,8 @@ def verify(
     if signature is None or signature.strip() == "":
         raise SignatureError(f"missing signature header ('{SCHEME}=<hex HMAC-SHA256>')")
     text = str(timestamp).strip()
-    if not text.isascii() or not text.lstrip("-").isdigit():
+    # Unix seconds have 10 digits until the year 2286: more is not a time.
+    if not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 12:
         raise SignatureError(f"timestamp {text[:20]!r} is not unix seconds")
     sent_at = int(text)
     current = time.time() if now is None else now

@@ -40,6 +40,7 @@ def test_signature_headers_verify() -> None:
         (NOW, BODY, "", "missing signature"),
         ("12:00", BODY, sign(SECRET, NOW, BODY), "not unix seconds"),
         ("\uff11\uff12\uff13", BODY, sign(SECRET, NOW, BODY), "not unix seconds"),
+        ("9" * 400, BODY, sign(SECRET, NOW, BODY), "not unix seconds"),  # overflowed a float
         (NOW - 301, BODY, sign(SECRET, NOW - 301, BODY), "301 s old"),
         (NOW + 400, BODY, sign(SECRET, NOW + 400, BODY), "400 s in the future"),
         (NOW, BODY + b" ", sign(SECRET, NOW, BODY), "does not match"),
@@ -56,6 +57,7 @@ def test_signature_headers_verify() -> None:
         "blank-sig",
         "ts-not-int",
         "ts-not-ascii",
+        "ts-400-digits",
         "stale",
         "future",
         "body-changed",

@@ -21,7 +21,7 @@ from core.api.deps import (
     SessionFactoryDep,
     scoped_router,
 )
-from core.jobs import submit_job
+from core.jobs import InvalidJobParams, submit_job
 from core.storage.models import Scope
 from core.validation import one_or_batch
 
@@ -176,5 +176,8 @@ def start_training(
 ) -> dict[str, str]:
     """Items the same users engage with become training pairs; the new encoder version is
     promoted when not worse, then the catalogue is embedded with it. Follow `GET /v1/jobs/{id}`."""
-    job, _ = submit_job(factory, dispatcher, TRAIN_JOB, body.model_dump(mode="json"))
+    try:
+        job, _ = submit_job(factory, dispatcher, TRAIN_JOB, body.model_dump(mode="json"))
+    except InvalidJobParams as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     return {"job_id": str(job.id)}

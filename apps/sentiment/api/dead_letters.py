@@ -17,7 +17,7 @@ from apps.sentiment.api.deps import ServiceDep
 from apps.sentiment.models import DeadLetter
 from apps.sentiment.scoring import NoSentimentModel
 from apps.sentiment.stream import article_of
-from core.api.deps import SessionDep, scoped_router, unavailable
+from core.api.deps import Offset, SessionDep, scoped_router, unavailable
 from core.storage.models import Scope
 
 router = scoped_router(Scope.SENTIMENT, "sentiment: stream")
@@ -44,7 +44,7 @@ def _found(session: Session, letter_id: uuid.UUID) -> DeadLetter:
 def list_dead_letters(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[DeadLetterOut]:
     """Newest first: each message as it was published, why it failed, and how often."""
     query = select(DeadLetter).order_by(DeadLetter.created_at.desc(), DeadLetter.id)

@@ -219,6 +219,8 @@ def test_what_is_not_an_article_is_dead_lettered_at_once(
         gone = http.delete(f"/v1/sentiment/dead-letters/{letters[2].id}", headers=key)
         assert gone.status_code == 204
         assert len(http.get("/v1/sentiment/dead-letters", headers=key).json()) == 2
+        far = http.get("/v1/sentiment/dead-letters?offset=9223372036854775808", headers=key)
+        assert far.status_code == 422 and "offset" in far.text  # not past what a database takes
 
 
 def test_an_article_that_keeps_failing_is_dead_lettered_after_the_allowed_deliveries(
