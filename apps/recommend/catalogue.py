@@ -47,7 +47,10 @@ class ItemIn(BaseModel):
         validation_alias=AliasChoices("id", "external_id"),
         description="The backend's own id for the item.",
     )
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+    title: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+        | None
+    ) = Field(default=None, description="Needed to create an item; an update may leave it out.")
     description: ItemText | None = None
     tags: list[Label] = Field(default_factory=list, max_length=100)
     category: Label | None = None
@@ -69,6 +72,8 @@ class ItemIn(BaseModel):
             for name, other in (("id", "external_id"), ("metadata", "attributes")):
                 if name in data and other in data:
                     raise ValueError(f"send {name!r} or {other!r} (the same field), not both")
+            if "title" in data and data["title"] is None:
+                raise ValueError("title cannot be null; leave it out to keep the stored one")
         return data
 
     @field_validator("tags")
@@ -129,6 +134,16 @@ class UpsertReport:
         return sum(1 for done in self.changes.values() if done is change)
 
 
+class UntitledNewItems(ValueError):
+    """New items sent without a title (an update may leave it out; a creation may not)."""
+
+    def __init__(self, external_ids: list[str]) -> None:
+        self.external_ids = external_ids
+        shown = ", ".join(repr(i) for i in external_ids[:5])
+        more = f" and {len(external_ids) - 5} more" if len(external_ids) > 5 else ""
+        super().__init__(f"new items need a title: {shown}{more} (not in the catalogue yet)")
+
+
 def upsert_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
     """Create or update `items` in the caller's transaction (the last of a repeated id wins).
 
@@ -140,6 +155,9 @@ def upsert_items(session: Session, items: Sequence[ItemIn]) -> UpsertReport:
     again, and it finds the item (`store_items` does)."""
     latest = {item.external_id: item for item in items}
     existing = items_by_external_id(session, sorted(latest), lock=True)
+    untitled = [i for i in sorted(latest) if i not in existing and latest[i].title is None]
+    if untitled:
+        raise UntitledNewItems(untitled)
     changes: dict[str, ItemChange] = {}
     to_embed: list[uuid.UUID] = []
     for external_id in sorted(latest):  # new rows in id order too: no two inserts cross

@@ -29,7 +29,13 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from apps.recommend.catalogue import ItemChange, ItemIn, UpsertReport, upsert_items
+from apps.recommend.catalogue import (
+    ItemChange,
+    ItemIn,
+    UntitledNewItems,
+    UpsertReport,
+    upsert_items,
+)
 from apps.recommend.events import (
     EventIn,
     EventRejected,
@@ -166,7 +172,18 @@ def import_item_file(
         for chunk in item_chunks(handle, file_format, size):
             if chunk.errors:  # the file changed since the first pass
                 raise ImportFileError(chunk.errors, stored=stored)
-            report = _stored_once(factory, partial(upsert_items, items=chunk.records))
+            try:
+                report = _stored_once(factory, partial(upsert_items, items=chunk.records))
+            except UntitledNewItems as exc:
+                new = set(exc.external_ids)
+                raise ImportFileError(
+                    [
+                        (line, "a new item needs a title")
+                        for line, record in zip(chunk.lines, chunk.records, strict=True)
+                        if record.external_id in new
+                    ],
+                    stored=stored,
+                ) from None
             stored += len(chunk.records)
             for external_id, change in report.changes.items():
                 changes[external_id] = max(change, changes.get(external_id, change))

@@ -9,7 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from apps.recommend.api.deps import FILE_BODY, ServiceDep, bad_lines
-from apps.recommend.catalogue import MAX_BATCH, ItemIn, UpsertReport, store_items
+from apps.recommend.catalogue import (
+    MAX_BATCH,
+    ItemIn,
+    UntitledNewItems,
+    UpsertReport,
+    store_items,
+)
 from apps.recommend.imports import ImportFileError, detect_format, import_item_file
 from apps.recommend.models import Item
 from apps.recommend.training import TRAIN_JOB, RecommendTrainParams
@@ -67,7 +73,11 @@ def _public(item: Item) -> ItemPublic:
 
 
 def _upsert(session: Any, service: Any, items: list[ItemIn]) -> UpsertReply:
-    return _reply(service, store_items(session, items))
+    try:
+        return _reply(service, store_items(session, items))
+    except UntitledNewItems as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
 
 
 def _reply(service: Any, report: UpsertReport) -> UpsertReply:

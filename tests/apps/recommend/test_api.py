@@ -255,6 +255,27 @@ def test_series_do_not_fill_a_list_and_retired_items_disappear(
     )
 
 
+def test_an_update_may_leave_the_title_out_and_a_new_item_may_not(
+    api: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, headers = api
+    retired = client.post("/v1/recommend/items", json={"id": "T1", "active": False},
+                          headers=headers)  # fmt: skip
+    assert retired.status_code == 200, retired.text
+    shown = client.get("/v1/recommend/items/T1", headers=headers).json()
+    assert shown["active"] is False and shown["title"].startswith("Summit")
+    new = client.post("/v1/recommend/items", json={"items": [{"id": "T1", "active": True},
+                      {"id": "NEW-1", "active": True}]}, headers=headers)  # fmt: skip
+    assert new.status_code == 422 and "new items need a title: 'NEW-1'" in new.text
+    assert client.get("/v1/recommend/items/T1", headers=headers).json()["active"] is False
+    nulled = client.post("/v1/recommend/items", json={"id": "T1", "title": None}, headers=headers)
+    assert nulled.status_code == 422 and "leave it out" in nulled.text
+    csv = b"id,active\nT1,true\nNEW-2,true\n"
+    imported = client.post("/v1/recommend/items/import", content=csv,
+                           headers={**headers, "Content-Type": "text/csv"})  # fmt: skip
+    assert imported.status_code == 422 and "line 3: a new item needs a title" in imported.text
+
+
 def test_events_are_idempotent_and_unknown_items_store_nothing(
     api: tuple[TestClient, dict[str, str]], service_settings: Settings
 ) -> None:

@@ -39,7 +39,9 @@ def test_items_from_csv_with_tags_and_extra_columns_as_attributes() -> None:
 
 
 def test_bad_lines_are_all_reported_and_nothing_is_returned() -> None:
-    data = b'{"external_id": "A1", "title": "Shoe"}\n{"external_id": "A2"}\n\nnot json\n'
+    data = (
+        b'{"external_id": "A1", "title": "Shoe"}\n{"external_id": "A2", "title": ""}\n\nnot json\n'
+    )
     with pytest.raises(ImportFileError) as caught:
         read_items(data, FileFormat.JSONL)
     lines = [line for line, _ in caught.value.errors]
