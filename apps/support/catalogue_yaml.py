@@ -241,18 +241,29 @@ def _read_intent(reader: _NodeReader, node: Node, number: int) -> IntentRecord |
         record.marks[key] = reader.mark(value)
         if key == "answer":
             record.answer = reader.text(value, f"{what}: answer") or ""
-        elif key == "description":
-            record.description = reader.text(value, f"{what}: description")
-        elif key == "owner":
-            record.owner = reader.text(value, f"{what}: owner")
-        elif key == "handoff":
-            record.handoff = bool(reader.boolean(value, f"{what}: handoff"))
-        elif key == "tags" and not (isinstance(value, ScalarNode) and value.tag == _NULL):
-            record.tags = [text for text, _ in reader.text_list(value, f"{what}: tags")]
         elif key == "examples":
             for text, item in reader.text_list(value, f"{what}: examples"):
                 record.examples.append(ExampleRecord(text, reader.mark(item)))
+        else:
+            _read_intent_field(reader, record, key, value, what)
     return record
+
+
+# The fields of an intent besides its name, answer and examples (in a Rasa file: its metadata).
+INTENT_FIELDS = ("description", "handoff", "tags", "owner")
+
+
+def _read_intent_field(
+    reader: _NodeReader, record: IntentRecord, key: str, value: Node, what: str
+) -> None:
+    if key == "description":
+        record.description = reader.text(value, f"{what}: description")
+    elif key == "owner":
+        record.owner = reader.text(value, f"{what}: owner")
+    elif key == "handoff":
+        record.handoff = bool(reader.boolean(value, f"{what}: handoff"))
+    elif key == "tags" and not (isinstance(value, ScalarNode) and value.tag == _NULL):
+        record.tags = [text for text, _ in reader.text_list(value, f"{what}: tags")]
 
 
 # --- Rasa NLU -----------------------------------------------------------------------------------
@@ -328,6 +339,17 @@ def _read_nlu(reader: _NodeReader, node: Node, records: dict[str, IntentRecord])
         record = records.setdefault(
             name, IntentRecord(name=name, mark=reader.mark(item), marks={"name": reader.mark(item)})
         )
+        # Rasa's free-form metadata may say what textsuite's own format does (`handoff: true`,
+        # `tags: [smalltalk]`, `owner`, `description`); anything else in it is left alone.
+        metadata = (
+            reader.mapping(fields["metadata"][1], f"intent {name!r}: metadata") or {}
+            if "metadata" in fields
+            else {}
+        )
+        for key in INTENT_FIELDS:
+            if key in metadata:
+                record.marks[key] = reader.mark(metadata[key][1])
+                _read_intent_field(reader, record, key, metadata[key][1], f"intent {name!r}")
         if "examples" not in fields:
             reader.error(item, f"intent {name!r} has no `examples:`")
             continue

@@ -23,6 +23,7 @@ from apps.support.catalogue_formats import (
 from apps.support.models import (
     Conversation,
     Example,
+    Intent,
     Message,
     MessageRole,
     ReviewItem,
@@ -479,6 +480,24 @@ def test_rasa_conditional_responses_give_way_to_the_plain_one(db_session: Sessio
     import_catalogue(db_session, text, CatalogueFormat.RASA)
     # The conditional one would greet everyone by a name the bot never has.
     assert snapshot(db_session)["goodbye"][0] == "Bye!"
+
+
+def test_rasa_intent_metadata_may_mark_handoff_and_tags(db_session: Session) -> None:
+    nlu = (
+        'version: "3.1"\nnlu:\n- intent: human_handoff\n  metadata:\n    handoff: true\n'
+        "    owner: support-leads\n    team_note: kept out\n  examples: |\n    - a person please\n"
+        "    - let me talk to someone\n- intent: thanks\n  metadata:\n    tags: [smalltalk]\n"
+        "  examples: |\n    - thanks\n    - thank you\n"
+    )
+    import_catalogue(db_session, nlu, CatalogueFormat.RASA)
+    intents = {i.name: i for i in db_session.scalars(select(Intent))}
+    assert intents["human_handoff"].handoff is True
+    assert intents["human_handoff"].owner == "support-leads"
+    assert intents["thanks"].tags == ["smalltalk"] and intents["thanks"].handoff is False
+    bad = nlu.replace("handoff: true", "handoff: perhaps")
+    assert errors_of(bad, CatalogueFormat.RASA) == [
+        "line 5: intent 'human_handoff': handoff must be true or false, got 'perhaps'"
+    ]
 
 
 def test_rasa_channel_responses_give_way_to_the_plain_one(db_session: Session) -> None:
