@@ -9,12 +9,12 @@ receiver can drop repeats.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
-from apps.support.messages import BotReply, Channel, IncomingMessage
+from apps.support.messages import MAX_TEXT, BotReply, Channel, IncomingMessage, SlotValues
 from apps.support.settings import SupportSettings
 from core.delivery import post_json
 from core.signing import signature_headers
@@ -33,10 +33,12 @@ class HelpdeskMessage(BaseModel):
 
     conversation_id: Id = Field(description="The helpdesk's conversation id.")
     message_id: Id = Field(description="The helpdesk's message id: a redelivery is answered once.")
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+    text: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT)
+    ]
     customer_id: Id | None = None
     customer_name: Annotated[str, StringConstraints(max_length=200)] | None = None
-    metadata: dict[str, Any] = Field(
+    metadata: SlotValues = Field(
         default_factory=dict, description="Slot values the helpdesk knows (e.g. order_id)."
     )
 

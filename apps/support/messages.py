@@ -5,7 +5,29 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
+
+from pydantic import BeforeValidator
+
+# What a customer's message and its slot values may be, on every channel.
+MAX_TEXT = 2000
+SlotValue = str | int | float | bool | None
+
+
+def _flat(values: object) -> object:
+    """Slot values are text, numbers, true/false or null: one clear error for anything else
+    (pydantic would report each of the union's members)."""
+    if isinstance(values, dict):
+        for key, value in values.items():
+            if value is not None and not isinstance(value, str | int | float | bool):
+                kind = "a list" if isinstance(value, list) else "an object"
+                raise ValueError(
+                    f"{key!r} is {kind}; a value must be text, a number, true/false or null"
+                )
+    return values
+
+
+SlotValues = Annotated[dict[str, SlotValue], BeforeValidator(_flat)]
 
 
 class Channel(StrEnum):

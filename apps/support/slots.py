@@ -9,7 +9,8 @@ from typing import Any
 # Order references look like "TH-104233", "#104233" after the word order, or "order 104233".
 _ORDER_ID = re.compile(
     r"\b([A-Z]{2,4}-\d{4,10})\b"
-    r"|\border\s*(?:number|no\.?|nr\.?|id)?\s*[:#]?\s*#?([A-Z0-9-]*\d[A-Z0-9-]{3,19})\b",
+    r"|\border\s*(?:number|no\.?|nr\.?|id)?\s*(?:is\s+|was\s+)?[:#]?\s*#?"
+    r"([A-Z0-9-]*\d[A-Z0-9-]{3,19})\b",
     re.IGNORECASE,
 )
 

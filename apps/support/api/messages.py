@@ -7,12 +7,19 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import HTTPException, status
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from apps.support.api.deps import BotDep
-from apps.support.messages import BotReply, Channel, HandoffReason, IncomingMessage
+from apps.support.messages import (
+    MAX_TEXT,
+    BotReply,
+    Channel,
+    HandoffReason,
+    IncomingMessage,
+    SlotValues,
+)
 from apps.support.models import Conversation, ConversationStatus, Customer, Message
 from apps.support.training import TRAIN_JOB, SupportTrainParams
 from core import jobs
@@ -27,25 +34,6 @@ from core.api.jobs import JobPublic
 from core.storage.models import Scope
 
 router = scoped_router(Scope.SUPPORT, "support")
-
-MAX_TEXT = 2000
-SlotValue = str | int | float | bool | None
-
-
-def _flat(values: object) -> object:
-    """Slot values are text, numbers, true/false or null: one clear error for anything else
-    (pydantic would report each of the union's members)."""
-    if isinstance(values, dict):
-        for key, value in values.items():
-            if value is not None and not isinstance(value, str | int | float | bool):
-                kind = "a list" if isinstance(value, list) else "an object"
-                raise ValueError(
-                    f"{key!r} is {kind}; a value must be text, a number, true/false or null"
-                )
-    return values
-
-
-SlotValues = Annotated[dict[str, SlotValue], BeforeValidator(_flat)]
 
 
 def blank_as_none(name: str | None) -> str | None:
