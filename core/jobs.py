@@ -377,8 +377,13 @@ def cancel_job(factory: sessionmaker[Session], job_id: uuid.UUID) -> Job | None:
 
 
 def finish_job(
-    factory: sessionmaker[Session], job_id: uuid.UUID, result: Mapping[str, Any] | None
+    factory: sessionmaker[Session],
+    job_id: uuid.UUID,
+    result: Mapping[str, Any] | None,
+    *,
+    params: Mapping[str, Any] | None = None,
 ) -> None:
+    """Record success; `params`, when given, replace the job's (masked, once used)."""
     _update(
         factory,
         job_id,
@@ -387,11 +392,25 @@ def finish_job(
         progress=1.0,
         finished_at=utcnow(),
         error=None,
+        **({"params": dict(params)} if params is not None else {}),
     )
 
 
-def fail_job(factory: sessionmaker[Session], job_id: uuid.UUID, reason: str) -> None:
-    _update(factory, job_id, status=JobStatus.FAILED, error=reason, finished_at=utcnow())
+def fail_job(
+    factory: sessionmaker[Session],
+    job_id: uuid.UUID,
+    reason: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+) -> None:
+    _update(
+        factory,
+        job_id,
+        status=JobStatus.FAILED,
+        error=reason,
+        finished_at=utcnow(),
+        **({"params": dict(params)} if params is not None else {}),
+    )
 
 
 def mark_cancelled(factory: sessionmaker[Session], job_id: uuid.UUID) -> None:

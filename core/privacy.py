@@ -411,15 +411,16 @@ _RECORD_ATTRIBUTES = frozenset(
 )  # fmt: skip
 
 
-def _mask_value(value: Any) -> Any:
+def mask_values(value: Any) -> Any:
+    """`value` with personal data masked in every text it holds (dicts, lists and tuples)."""
     if isinstance(value, str):
         return mask_personal_data(value)
     if isinstance(value, dict):
-        return {key: _mask_value(item) for key, item in value.items()}
+        return {key: mask_values(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_mask_value(item) for item in value]
+        return [mask_values(item) for item in value]
     if isinstance(value, tuple):
-        return tuple(_mask_value(item) for item in value)
+        return tuple(mask_values(item) for item in value)
     return value
 
 
@@ -434,7 +435,7 @@ class PersonalDataFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, dict) and not record.args:
-            record.msg = _mask_value(record.msg)
+            record.msg = mask_values(record.msg)
         else:
             try:
                 message = record.getMessage()
@@ -454,5 +455,5 @@ class PersonalDataFilter(logging.Filter):
             record.stack_info = mask_personal_data(record.stack_info)
         for name, value in list(vars(record).items()):
             if name not in _RECORD_ATTRIBUTES and isinstance(value, str | dict | list | tuple):
-                setattr(record, name, _mask_value(value))
+                setattr(record, name, mask_values(value))
         return True

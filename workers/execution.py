@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import jobs
 from core.metrics import JOB_DURATION
+from core.privacy import mask_values
 from core.settings import Settings
 from core.storage import get_session_factory
 from workers.registry import JobTaskDefinition
@@ -89,6 +90,9 @@ def run_job(
     def progress(fraction: float, message: str | None = None) -> None:
         jobs.report_progress(factory, job_id, fraction, message)
 
+    # A reply for a customer is kept for the record once done, its personal data masked.
+    masked = mask_values(job.params) if definition.personal_params else None
+
     started = time.perf_counter()
     outcome = "failed"
     try:
@@ -103,7 +107,7 @@ def run_job(
         )
         with _Heartbeat(factory, job_id, every_s=max(lease_s / 4, 0.5)):
             result = definition.body(context)
-        jobs.finish_job(factory, job_id, result)
+        jobs.finish_job(factory, job_id, result, params=masked)
         outcome = "succeeded"
         return dict(result or {})
     except jobs.JobCancelled:
@@ -117,10 +121,12 @@ def run_job(
             outcome = "retrying"
             jobs.mark_retrying(factory, job_id, reason)
             raise RetryLater(definition.backoff(retries), reason) from exc
-        jobs.fail_job(factory, job_id, f"{reason} (gave up after {retries + 1} attempts)")
+        jobs.fail_job(
+            factory, job_id, f"{reason} (gave up after {retries + 1} attempts)", params=masked
+        )
         raise
     except Exception as exc:
-        jobs.fail_job(factory, job_id, f"{type(exc).__name__}: {exc}")
+        jobs.fail_job(factory, job_id, f"{type(exc).__name__}: {exc}", params=masked)
         log.exception("job failed", extra={"job_id": str(job_id), "kind": definition.name})
         raise
     finally:

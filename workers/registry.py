@@ -26,6 +26,8 @@ class JobTaskDefinition:
     max_retries: int
     retry_backoff_s: float
     params_model: type[BaseModel] | None = None
+    # Its parameters carry personal data (a message for a customer): masked once it is done.
+    personal_params: bool = False
 
     @property
     def spec(self) -> JobKindSpec:
@@ -46,11 +48,13 @@ def job_task(
     max_retries: int = 3,
     retry_backoff_s: float = 5.0,
     params: type[BaseModel] | None = None,
+    personal_params: bool = False,
 ) -> Callable[[TaskBody], TaskBody]:
     """Declare a task body `fn(ctx: JobContext) -> result dict` under an explicit name.
 
     `params`, a pydantic model, is checked when the job is submitted; the body receives the
-    validated parameters as `ctx.params`.
+    validated parameters as `ctx.params`. `personal_params`: they carry personal data (a
+    reply for a customer), masked in the job's record once it succeeded or finally failed.
 
     `queue` is `gpu` for training and bulk inference, `inference` for short model work that
     must not wait behind training, `default` for everything else. A body
@@ -65,7 +69,7 @@ def job_task(
         if existing is not None and existing.body is not body:
             raise ValueError(f"task name {name!r} is declared twice")
         _DEFINITIONS[name] = JobTaskDefinition(
-            name, queue, body, max_retries, retry_backoff_s, params
+            name, queue, body, max_retries, retry_backoff_s, params, personal_params
         )
         return body
 

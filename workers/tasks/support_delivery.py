@@ -46,6 +46,7 @@ def _steps_done(ctx: JobContext) -> dict[str, Any]:
     max_retries=RETRIES,
     retry_backoff_s=RETRY_BACKOFF_S,
     params=ChatwootReplyParams,
+    personal_params=True,
 )
 def chatwoot_reply(ctx: JobContext) -> dict[str, Any]:
     """Post the bot's answer, or hand the conversation to agents (private note, then open)."""
@@ -70,6 +71,7 @@ def chatwoot_reply(ctx: JobContext) -> dict[str, Any]:
     max_retries=RETRIES,
     retry_backoff_s=RETRY_BACKOFF_S,
     params=HelpdeskReply,
+    personal_params=True,
 )
 def webhook_callback(ctx: JobContext) -> dict[str, Any]:
     """POST the signed reply to the helpdesk's callback URL."""

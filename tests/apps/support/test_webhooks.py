@@ -187,6 +187,24 @@ def test_a_signed_message_is_answered_and_a_signed_callback_follows(
     assert sent["conversation_id"] == "conv-9" and sent["message_id"] == "msg-1"
 
 
+def test_a_delivered_reply_keeps_no_personal_data_in_its_job(
+    client: TestClient, receiver: CallbackReceiver, jobs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer may carry a slot from the customer's record (an email): the customer gets
+    it; the job that delivered it keeps it masked."""
+    import tests.apps.support.fake_bot as fake_bot
+
+    monkeypatch.setattr(fake_bot, "ORDER_ANSWER", "Tracking news goes to maya.l@example.com.")
+    response = post(client, message())
+    job = wait_for_job(jobs, response.json()["callback_job_id"])
+    [callback] = receiver.received()
+    assert json.loads(callback.body)["answer"] == "Tracking news goes to maya.l@example.com."
+    assert job.status is JobStatus.SUCCEEDED
+    with jobs() as session:
+        stored = session.get(Job, job.id).params
+    assert stored["answer"] == "Tracking news goes to [EMAIL]."
+
+
 def test_a_handoff_is_reported_with_its_reason(
     client: TestClient, receiver: CallbackReceiver, jobs
 ) -> None:
