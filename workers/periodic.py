@@ -8,6 +8,7 @@ older than its period is dropped unrun (`expires`), so a backlog never piles up.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from celery import Celery
@@ -22,7 +23,13 @@ from apps.support.service import PERIODIC_WORK as SUPPORT_WORK
 from apps.support.service import periodic_work as support_work
 from apps.support.settings import get_support_settings
 from core.jobs import JobDispatcher
-from core.scheduling import REDISPATCH_WORK, PeriodicWork, redispatch_work, run_periodic
+from core.scheduling import (
+    FIRST_ROUND_MAX_S,
+    REDISPATCH_WORK,
+    PeriodicWork,
+    redispatch_work,
+    run_periodic,
+)
 from core.settings import Settings
 from core.storage import get_session_factory
 
@@ -62,11 +69,16 @@ def register_periodic_tasks(app: Celery, settings: Settings) -> None:
     work = periodic_work(settings, CeleryDispatcher(app))
     for name in ALL_WORK:
         _declare(app, name, work.get(name))
+    now = app.now()
     app.conf.beat_schedule = {
         name: {
             "task": task_name(name),
             "schedule": every_s,
             "options": {"queue": "default", "expires": every_s},
+            # As if last sent so long ago that the first tick comes within FIRST_ROUND_MAX_S
+            # of beat's start, as in an API process: an hourly round under a beat restarted
+            # more often than hourly (every deploy) would otherwise never run.
+            "last_run_at": now - dt.timedelta(seconds=every_s - min(every_s, FIRST_ROUND_MAX_S)),
         }
         for name, (every_s, _run) in work.items()
     }

@@ -137,3 +137,20 @@ def test_a_worker_declares_every_periodic_task_and_beat_schedules_what_its_setti
     }
     app.tasks[task_name("support retraining")]()
     assert "beat sent 'support retraining', which this worker's settings turn off" in caplog.text
+
+
+def test_beat_sends_each_periodic_tick_within_a_minute_of_its_start() -> None:
+    """Not one whole period later: retention and the embedding sweep (hourly, every 15 min)
+    under a beat restarted more often than that would never run."""
+    from celery.beat import Scheduler
+
+    from core.scheduling import FIRST_ROUND_MAX_S
+    from workers.celery_app import create_celery_app
+
+    settings = make_settings(broker_url="redis://127.0.0.1:6379/15", scheduler="beat")
+    app = create_celery_app(settings, periodic=True)
+    scheduler = Scheduler(app, lazy=True)
+    scheduler.setup_schedule()
+    waits = {name: entry.is_due()[1] for name, entry in scheduler.schedule.items()}
+    assert set(app.conf.beat_schedule) <= set(waits)
+    assert all(0 <= waits[name] <= FIRST_ROUND_MAX_S + 1 for name in app.conf.beat_schedule), waits
