@@ -124,14 +124,17 @@ def record_events(
     received = received or dt.datetime.now(dt.UTC)
     items = items_by_external_id(session, sorted({e.item_id for e in events}))
     served = {e.recommendation_id for e in events if e.recommendation_id is not None}
-    # Each served list's items: feedback names one of them.
-    listed = {
-        list_id: {entry[0] for entry in entries}
-        for chunk in in_slices(served)
-        for list_id, entries in session.execute(
-            select(Recommendation.id, Recommendation.items).where(Recommendation.id.in_(chunk))
-        )
-    }
+    # Each served list's items (feedback names one of them) and user (a personal list's
+    # feedback comes from the user it was made for; a similar-items list is anyone's).
+    listed: dict[uuid.UUID, set[str]] = {}
+    made_for: dict[uuid.UUID, str | None] = {}
+    for chunk in in_slices(served):
+        query = select(Recommendation.id, Recommendation.items, Recommendation.user_id)
+        for list_id, entries, user_id in session.execute(
+            query.where(Recommendation.id.in_(chunk))
+        ):
+            listed[list_id] = {entry[0] for entry in entries}
+            made_for[list_id] = user_id
     problems: dict[int, str] = {}
     for i, event in enumerate(events):
         if event.item_id not in items:
@@ -145,6 +148,14 @@ def record_events(
             problems[i] = (
                 f"item {event.item_id!r} was not in recommendation {event.recommendation_id}: "
                 "feedback names one of the list's items"
+            )
+        elif event.recommendation_id is not None and made_for[event.recommendation_id] not in (
+            None,
+            event.user_id,
+        ):
+            problems[i] = (
+                f"recommendation {event.recommendation_id} was made for another user; "
+                "feedback comes from the user it was made for"
             )
         elif event.type is EventType.RATING and (why := ratings.problem(event.value)):
             problems[i] = why

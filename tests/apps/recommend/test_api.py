@@ -386,6 +386,13 @@ def test_feedback_refers_to_a_served_list(api: tuple[TestClient, dict[str, str]]
                          headers=headers)  # fmt: skip
     assert refused.status_code == 422 and "since must be before until" in refused.text
 
+    # A personal list's feedback comes from the user it was made for.
+    personal = client.get("/v1/recommend/users/u9?k=2", headers=headers).json()
+    other = event(8, "someone-else", personal["items"][0]["item_id"], "cart",
+                  recommendation_id=personal["recommendation_id"])  # fmt: skip
+    refused = client.post("/v1/recommend/events", json=other, headers=headers)
+    assert refused.status_code == 422 and "made for another user" in refused.text
+
 
 def test_ids_with_slashes_and_an_item_not_served_yet(
     api: tuple[TestClient, dict[str, str]], service_settings: Settings
