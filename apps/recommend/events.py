@@ -130,9 +130,7 @@ def record_events(
     made_for: dict[uuid.UUID, str | None] = {}
     for chunk in in_slices(served):
         query = select(Recommendation.id, Recommendation.items, Recommendation.user_id)
-        for list_id, entries, user_id in session.execute(
-            query.where(Recommendation.id.in_(chunk))
-        ):
+        for list_id, entries, user_id in session.execute(query.where(Recommendation.id.in_(chunk))):
             listed[list_id] = {entry[0] for entry in entries}
             made_for[list_id] = user_id
     problems: dict[int, str] = {}

@@ -170,8 +170,15 @@ class _NodeReader:
         items = self.sequence(node, what)
         if items is None:
             return []
-        texts = [(self.text(item, f"{what} item"), item) for item in items]
-        return [(text, item) for text, item in texts if text is not None]
+        texts = []
+        for item in items:
+            if isinstance(item, ScalarNode) and item.tag == _NULL:  # `- ~`, `- null`, `-`
+                self.error(item, f"{what}: an item is empty (quote it if it is text: '~')")
+                continue
+            text = self.text(item, f"{what} item")
+            if text is not None:
+                texts.append((text, item))
+        return texts
 
     def unknown_keys(
         self, items: dict[str, tuple[ScalarNode, Node]], valid: tuple[str, ...], what: str

@@ -180,6 +180,10 @@ def test_every_problem_is_reported_by_line_and_nothing_is_written(db_session: Se
         ("intents: []\n", "line 1: the file has no intents"),
         ("intents: []\n---\nintents: []\n", "line 3: expected one YAML document, found 2"),
         ("intents:\n  - name: a\n    examples: [x]\n    tags: [a|b]\n", "line 4: intent 'a'"),
+        (
+            "intents:\n  - name: a\n    examples:\n      - hi\n      - ~\n      -\n",
+            "line 5: intent 'a': examples: an item is empty",
+        ),
     ],
     ids=lambda value: value.split("\n")[0][:30] if isinstance(value, str) else None,
 )
