@@ -81,7 +81,8 @@ def read_csv(text: str, source: str | None, errors: ErrorList) -> list[IntentRec
                     'put "quotes" around a value that contains a comma',
                 )
                 continue
-            _read_row(dict(zip(header, row, strict=False)), mark, records, errors)
+            cells = [_from_text(cell) for cell in row]
+            _read_row(dict(zip(header, cells, strict=False)), mark, records, errors)
     except csv.Error as exc:
         errors.add(Mark(line, source), f"invalid CSV: {exc}")
         return []
@@ -125,6 +126,19 @@ def _read_row(
     record.examples.append(ExampleRecord(cells.get("text", ""), mark))
 
 
+# A cell a spreadsheet would run as a formula (an example a customer wrote may start so):
+# written behind a `'`, which spreadsheets show as text and reading the file takes off again.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(cell: str) -> str:
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+def _from_text(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(_FORMULA_START) else cell
+
+
 def write_csv(intents: Sequence[Intent]) -> str:
     """The catalogue as CSV, every intent-level value repeated on each of its rows."""
     out = io.StringIO()
@@ -139,5 +153,6 @@ def write_csv(intents: Sequence[Intent]) -> str:
             intent.owner or "",
         ]
         for example in intent.examples or [None]:
-            writer.writerow([intent.name, example.text if example else "", *fields])
+            row = [intent.name, example.text if example else "", *fields]
+            writer.writerow([_as_text(cell) for cell in row])
     return out.getvalue()
