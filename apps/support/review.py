@@ -12,8 +12,15 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from apps.support.catalogue import add_examples, example_hash, example_owners, get_intent
+from apps.support.catalogue import (
+    add_examples,
+    example_hash,
+    example_owners,
+    get_intent,
+    normalise_example,
+)
 from apps.support.models import (
+    Example,
     ExampleSource,
     Message,
     MessageRole,
@@ -24,10 +31,6 @@ from core.storage.base import utcnow
 
 
 class ReviewItemNotFound(LookupError):
-    pass
-
-
-class AlreadyReviewed(ValueError):
     pass
 
 
@@ -77,18 +80,32 @@ def unlabelled_messages(session: Session, limit: int, chunk: int = 1_000) -> lis
 
 
 def _open_item(session: Session, item_id: uuid.UUID) -> ReviewItem:
+    """The item, ready for a decision: a labelled one has the example its label added taken
+    back (a reviewer correcting a mislabel moves it, or dismisses it)."""
     item = session.get(ReviewItem, item_id)
     if item is None:
         raise ReviewItemNotFound(f"no review item {item_id}")
-    if item.status is not ReviewStatus.PENDING:
-        raise AlreadyReviewed(f"review item {item_id} is already {item.status.value}")
+    if item.status is ReviewStatus.LABELLED and item.label_intent_id is not None:
+        digest = example_hash(normalise_example(item.message.text))
+        added = session.scalars(
+            select(Example).where(
+                Example.intent_id == item.label_intent_id,
+                Example.text_hash == digest,
+                Example.source == ExampleSource.REVIEW,
+            )
+        ).first()
+        if added is not None:
+            session.delete(added)
+            session.flush()
+        item.status, item.label_intent_id = ReviewStatus.PENDING, None
     return item
 
 
 def label_item(
     session: Session, item_id: uuid.UUID, intent_name: str, reviewer: str | None = None
 ) -> ReviewItem:
-    """Label the message with `intent_name`; its (masked) text becomes a training example."""
+    """Label the message with `intent_name`; its (masked) text becomes a training example.
+    An item labelled before is labelled again: its example moves to the new intent."""
     item = _open_item(session, item_id)
     intent = get_intent(session, intent_name)
     add_examples(session, intent, [item.message.text], source=ExampleSource.REVIEW)
@@ -99,7 +116,8 @@ def label_item(
 
 
 def dismiss_item(session: Session, item_id: uuid.UUID, reviewer: str | None = None) -> ReviewItem:
-    """Nothing to learn from this message (spam, small talk out of scope...)."""
+    """Nothing to learn from this message (spam, small talk out of scope...); an item labelled
+    before loses the example its label added."""
     item = _open_item(session, item_id)
     item.status, item.reviewer, item.reviewed_at = ReviewStatus.DISMISSED, reviewer, utcnow()
     session.flush()

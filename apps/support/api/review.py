@@ -91,7 +91,7 @@ def decide_review(
             item = review.label_item(session, item_id, body.intent, key.name)
     except review.ReviewItemNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
-    except (review.AlreadyReviewed, ExampleConflict) as exc:
+    except ExampleConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except IntentNotFound as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None

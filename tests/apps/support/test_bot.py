@@ -345,9 +345,20 @@ def test_labelled_review_items_become_training_examples(
     )
     assert labelled.status_code == 200 and labelled.json()["status"] == "labelled"
     assert count(world_settings, Example, Example.source == ExampleSource.REVIEW) == 1
-    again = client.post(f"/v1/support/review/{item}", json={"dismiss": True}, headers=headers)
-    assert again.status_code == 409
     assert client.get("/v1/support/review", headers=headers).json() == []
+    # A mislabel is corrected: the example moves to the right intent, or goes with a dismissal.
+    relabelled = client.post(
+        f"/v1/support/review/{item}", json={"intent": "order_status"}, headers=headers
+    )
+    assert relabelled.status_code == 200, relabelled.text
+    with get_session_factory(world_settings.database_url)() as session:
+        moved = session.scalars(
+            select(Intent.name).join(Example).where(Example.source == ExampleSource.REVIEW)
+        ).all()
+    assert moved == ["order_status"]
+    again = client.post(f"/v1/support/review/{item}", json={"dismiss": True}, headers=headers)
+    assert again.status_code == 200 and again.json()["status"] == "dismissed"
+    assert count(world_settings, Example, Example.source == ExampleSource.REVIEW) == 0
 
 
 @pytest.mark.parametrize(
