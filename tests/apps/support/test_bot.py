@@ -52,6 +52,13 @@ def send(client: TestClient, headers: dict[str, str], text: str, **fields: objec
     return response.json()
 
 
+def set_answers(settings: Settings, **answers: str) -> None:
+    """Give intents (by name) these answer templates."""
+    with session_scope(get_session_factory(settings.database_url)) as session:
+        for intent in session.scalars(select(Intent).where(Intent.name.in_(answers))):
+            intent.answer = answers[intent.name]
+
+
 def count(settings: Settings, model: type, *where: object) -> int:
     with get_session_factory(settings.database_url)() as session:
         return session.scalar(select(func.count()).select_from(model).where(*where))
@@ -259,11 +266,8 @@ def test_missing_information_and_missing_answers_hand_off(
     support_client, world_settings: Settings
 ) -> None:
     client, headers = support_client
-    with session_scope(get_session_factory(world_settings.database_url)) as session:
-        order = session.scalars(select(Intent).where(Intent.name == "order_status")).one()
-        order.answer = "Order {order_id} is on its way."  # no default: the bot needs the id
-        cancel = session.scalars(select(Intent).where(Intent.name == "cancel_order")).one()
-        cancel.answer = ""
+    # No default: the bot needs the id.
+    set_answers(world_settings, order_status="Order {order_id} is on its way.", cancel_order="")
     before = {reason: decided(reason) for reason in ("missing_information", "no_answer")}
     stranger = send(
         client, headers, "where is my order?", customer_id="new-9", conversation_id="c-2"
@@ -280,9 +284,7 @@ def test_a_card_number_is_never_an_order_number_and_what_was_typed_beats_metadat
     support_client, world_settings: Settings
 ) -> None:
     client, headers = support_client
-    with session_scope(get_session_factory(world_settings.database_url)) as session:
-        order = session.scalars(select(Intent).where(Intent.name == "order_status")).one()
-        order.answer = "Order {order_id} is on its way."
+    set_answers(world_settings, order_status="Order {order_id} is on its way.")
     card = send(client, headers, "where is my order 4111111111111111", customer_id="new-9",
                 conversation_id="c-card")  # fmt: skip
     assert card["handoff_reason"] == "missing_information"
@@ -310,9 +312,7 @@ def test_personal_data_is_masked_in_what_is_stored(
     assert "[CARD]" in stored and "[EMAIL]" in stored
     # An answer's slot may bring personal data in: the customer reads it, the database doesn't.
     factory = get_session_factory(world_settings.database_url)
-    with session_scope(factory) as session:
-        order = session.scalars(select(Intent).where(Intent.name == "order_status")).one()
-        order.answer = "Tracking news goes to {email}."
+    set_answers(world_settings, order_status="Tracking news goes to {email}.")
     fields = {"conversation_id": "c-pii-2", "message_id": "m-7"}
     email = {"metadata": {"email": "maya.l@example.com"}}
     reply = send(client, headers, "where is my order?", **fields, **email)
