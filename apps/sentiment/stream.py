@@ -330,8 +330,9 @@ DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
 class _Outage:
-    """Waits between tries while a dependency is down: 1 s, doubling to 30 s; logs when it
-    starts and when it ends, not at every try."""
+    """Waits between tries while a dependency is down: 1 s, doubling to 5 s (an outage's end
+    is noticed within seconds: alerts are meant to be); logs when it starts and when it ends,
+    not at every try."""
 
     def __init__(self) -> None:
         self.pause_s = 0.0
@@ -341,7 +342,7 @@ class _Outage:
         if self.since is None:
             self.since = time.monotonic()
             log.warning("%s unreachable (%s); retrying until it is back", what, error)
-        self.pause_s = min(max(self.pause_s * 2, 1.0), 30.0)
+        self.pause_s = min(max(self.pause_s * 2, 1.0), 5.0)
         return self.pause_s
 
     def over(self) -> None:
